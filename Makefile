@@ -1,0 +1,28 @@
+# Setup is self-contained: every target creates or updates the local virtual environment first.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Render the bundled example with tiny random components on the CPU (no download, < 1 minute).
+demo: $(STAMP)
+	$(VENV)/bin/mirage render examples/room/scene.yaml --preset tiny --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/mirage bench --preset tiny
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,3 @@
+from mirage_cli.cli import main
+
+main()
