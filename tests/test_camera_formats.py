@@ -1,0 +1,156 @@
+"""Readers and writers: round trips between every pair of formats, pycolmap models, real files."""
+
+import itertools
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import pytest
+
+from mirage_cli.camera.conventions import world_from_cam_to_colmap
+from mirage_cli.camera.intrinsics import K_from_params, K_from_vertical_fov
+from mirage_cli.camera.readers import detect_kind, read_colmap, read_realestate10k, read_camera_file
+from mirage_cli.camera.rotations import quat_to_matrix
+from mirage_cli.camera.source import load_trajectory
+from mirage_cli.camera.trajectory import Trajectory
+from mirage_cli.camera.writers import write_trajectory
+
+DATA = Path(__file__).parent / "data"
+RE10K = sorted((DATA / "realestate10k").glob("*.txt"))
+
+W, H, N, FPS = 640, 352, 7, 24.0
+# output name per format (the writer picks the format from the name)
+NAMES = {
+    "json": "path.json",
+    "realestate10k": "path.txt",
+    "yaml": "path.yaml",
+    "nerfstudio-transforms": "transforms.json",
+    "nerfstudio-camera-path": "camera_path.json",
+    "colmap-text": "colmap_text",
+    "colmap-binary": "colmap_bin",
+}
+
+
+def random_trajectory(seed: int, centred_K: bool) -> Trajectory:
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(N, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q[::2] *= -1  # quaternions of both signs
+    world_from_cam = np.tile(np.eye(4), (N, 1, 1))
+    world_from_cam[:, :3, :3] = quat_to_matrix(q)
+    world_from_cam[:, :3, 3] = rng.uniform(-3, 3, size=(N, 3))
+    K = K_from_vertical_fov(55.0, W, H) if centred_K else K_from_params(510.3, 498.7, 322.25, 171.4)
+    return Trajectory(world_from_cam, np.repeat(K[None], N, axis=0), W, H, FPS)
+
+
+def write_then_read(traj: Trajectory, fmt: str, folder: Path) -> Trajectory:
+    out = folder / NAMES[fmt]
+    write_trajectory(out, traj, fmt)
+    return load_trajectory(out, frames=N, fps=FPS, width=W, height=H)
+
+
+@pytest.mark.parametrize("a,b", list(itertools.product(NAMES, NAMES)))
+def test_round_trip_every_pair(tmp_path, a, b):
+    # camera_path.json stores a vertical fov, not K: it keeps a centred square-pixel K only
+    centred = "nerfstudio-camera-path" in (a, b)
+    base = random_trajectory(zlib.crc32(f"{a}-{b}".encode()), centred_K=centred)  # a stable seed per pair
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    via_a = write_then_read(base, a, tmp_path / "a")
+    via_b = write_then_read(via_a, b, tmp_path / "b")
+    for got in (via_a, via_b):
+        assert len(got) == N and (got.width, got.height) == (W, H)
+        np.testing.assert_allclose(got.world_from_cam, base.world_from_cam, atol=1e-6)
+        np.testing.assert_allclose(got.K, base.K, atol=1e-6)
+
+
+def test_native_size_and_fps_survive(tmp_path):
+    base = random_trajectory(3, centred_K=False)
+    for fmt in ("json", "yaml", "nerfstudio-transforms", "colmap-binary"):
+        out = tmp_path / NAMES[fmt]
+        write_trajectory(out, base, fmt)
+        got = load_trajectory(out)  # the source's own frames and size
+        assert (len(got), got.width, got.height) == (N, W, H), fmt
+        np.testing.assert_allclose(got.K, base.K, atol=1e-6)
+    write_trajectory(tmp_path / "p.txt", base)
+    got = load_trajectory(tmp_path / "p.txt")  # RealEstate10K: fps from timestamps, size unknown
+    assert got.fps == pytest.approx(FPS) and (got.width, got.height) == (1280, 704)
+
+
+def pycolmap_model(folder: Path, binary: bool, quats_wxyz, names, ids=None) -> None:
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera(camera_id=1, model="PINHOLE", width=800, height=600,
+                                                    params=[700.0, 710.0, 400.0, 300.0]))
+    ids = ids or list(range(1, len(names) + 1))
+    for i, (q, name) in enumerate(zip(quats_wxyz, names)):
+        q = np.asarray(q, float) / np.linalg.norm(q)
+        image = pycolmap.Image(name=name, camera_id=1, image_id=ids[i])
+        rigid = pycolmap.Rigid3d(pycolmap.Rotation3d(np.array([q[1], q[2], q[3], q[0]])), np.array([i, -i, 2.0 * i]))
+        rec.add_image_with_trivial_frame(image, rigid)
+    folder.mkdir(parents=True)
+    (rec.write_binary if binary else rec.write_text)(str(folder))
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_colmap_models_written_by_pycolmap(tmp_path, binary):
+    q = [[0.9, 0.1, -0.2, 0.3], [-0.9, -0.1, 0.2, -0.3], [-0.7, 0.1, 0.5, 0.2], [0.1, 0.9, 0.3, -0.2]]
+    names = ["frame_2.png", "frame_10.png", "frame_1.png", "frame_9.png"]
+    pycolmap_model(tmp_path / "m", binary, q, names, ids=[4, 3, 2, 1])
+    if not binary:
+        text = (tmp_path / "m" / "images.txt").read_text()
+        assert " -0.9" in text  # pycolmap kept the negative scalar part
+    keys = read_colmap(tmp_path / "m")
+    # natural name order: frame_1, frame_2, frame_9, frame_10
+    assert keys.names == ["frame_1.png", "frame_2.png", "frame_9.png", "frame_10.png"]
+    assert read_colmap(tmp_path / "m", order="id").names == ["frame_9.png", "frame_1.png", "frame_10.png", "frame_2.png"]
+    by_name = {n: i for i, n in enumerate(names)}
+    for name, w in zip(keys.names, keys.world_from_cam):
+        i = by_name[name]
+        qn = np.asarray(q[i]) / np.linalg.norm(q[i])
+        cam_from_world = np.eye(4)
+        cam_from_world[:3, :3] = quat_to_matrix(qn)
+        cam_from_world[:3, 3] = [i, -i, 2.0 * i]
+        np.testing.assert_allclose(w, np.linalg.inv(cam_from_world), atol=1e-9)
+        got_q, _ = world_from_cam_to_colmap(w)
+        assert abs(abs(np.dot(got_q, qn)) - 1) < 1e-9
+    # +q and -q (images 0 and 1) are the same rotation
+    np.testing.assert_allclose(keys.world_from_cam[1][:3, :3], keys.world_from_cam[3][:3, :3], atol=1e-9)
+    # COLMAP's principal point is corner-origin: ours is 0.5 less
+    np.testing.assert_allclose(keys.K[0], [[700, 0, 399.5], [0, 710, 299.5], [0, 0, 1]])
+    assert keys.size == (800, 600)
+    # accepted as the model folder, its parent's sparse/0, and through detection
+    (tmp_path / "scan" / "sparse").mkdir(parents=True)
+    (tmp_path / "m").rename(tmp_path / "scan" / "sparse" / "0")
+    assert detect_kind(tmp_path / "scan") == "colmap"
+    assert len(read_camera_file(tmp_path / "scan")) == 4
+
+
+@pytest.mark.parametrize("path", RE10K, ids=[p.stem for p in RE10K])
+def test_real_realestate10k_files(tmp_path, path):
+    keys = read_realestate10k(path)
+    lines = [l.split() for l in path.read_text().splitlines()[1:] if l.strip()]
+    assert len(keys) == len(lines) == 16
+    row = [float(x) for x in lines[0]]
+    traj = load_trajectory(path, width=1280, height=720)
+    # intrinsics: normalized * size, principal point to integer pixel centres
+    np.testing.assert_allclose(traj.K[0], [[row[1] * 1280, 0, row[3] * 1280 - 0.5], [0, row[2] * 720, row[4] * 720 - 0.5],
+                                           [0, 0, 1]], atol=1e-9)
+    cam_from_world = np.eye(4)
+    cam_from_world[:3] = np.asarray(row[7:19]).reshape(3, 4)
+    np.testing.assert_allclose(traj.cam_from_world[0], cam_from_world, atol=1e-6)
+    assert 3.0 < traj.fps < 4.0  # these clips are subsampled: ~0.27 s between lines
+    # write and read back: the same cameras
+    write_trajectory(tmp_path / "back.txt", traj)
+    again = load_trajectory(tmp_path / "back.txt", width=1280, height=720)
+    np.testing.assert_allclose(again.world_from_cam, traj.world_from_cam, atol=1e-9)
+    np.testing.assert_allclose(again.K, traj.K, atol=1e-9)
+
+
+def test_arkit_model_reads(tmp_path):
+    keys = read_camera_file(DATA / "colmap" / "arkit_room")  # the folder holding sparse/0
+    assert len(keys) == 20 and keys.size == (3840, 2160)
+    np.testing.assert_allclose(keys.world_from_cam[0], np.eye(4), atol=1e-12)  # image 1 is the identity
+    traj = load_trajectory(DATA / "colmap" / "arkit_room", frames=77, width=1280, height=720)
+    np.testing.assert_allclose(traj.K[0, 0, 0], 2567.9902 / 3, rtol=1e-9)
+    np.testing.assert_allclose(traj.K[0, 0, 2], (1928.3684 - 0.5 + 0.5) / 3 - 0.5, rtol=1e-9)
