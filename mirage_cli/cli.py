@@ -74,8 +74,269 @@ def validate(
     _run(body)
 
 
+# --- mirage trajectory ---------------------------------------------------------------------------
+
+
+@app.command()
+def trajectory(
+    source: Path = typer.Argument(..., help="Camera path: .json (canonical or nerfstudio), .txt (RealEstate10K), "
+                                            ".yaml/.yml (trajectory or preset), or a COLMAP model folder."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Resample to N frames (default: the source's own)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second (default: the source's, else 24)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Render width in pixels (with --height; default: the source's, else 1280)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Render height in pixels (default: the source's, else 704)."),
+    order: str = typer.Option("name", "--order", help="COLMAP image order: name | id."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Write the path: .json canonical, .txt RealEstate10K, .yaml trajectory, "
+                                                         "*transforms.json / *camera_path.json nerfstudio, no suffix: COLMAP folder."),
+    to_format: Optional[str] = typer.Option(None, "--to-format", help="Force the --to format: json | realestate10k | yaml | "
+                                                                      "nerfstudio-transforms | nerfstudio-camera-path | colmap-text | colmap-binary."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a top-down + side view PNG of the path."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Read, resample, summarize, convert and plot a camera path."""
+
+    def body():
+        from mirage_cli.camera.source import load_trajectory
+        from mirage_cli.camera.summary import describe, summarize
+        from mirage_cli.camera.writers import check_output, write_trajectory
+
+        fmt = check_output(to, to_format) if to is not None or to_format is not None else None
+        traj = load_trajectory(source, frames=frames, fps=fps, width=width, height=height, order=order)
+        summary = summarize(traj)
+        if to is not None:
+            write_trajectory(to, traj, fmt)
+            summary["written"] = {"path": str(to), "format": fmt}
+        if plot is not None:
+            from mirage_cli.camera.plot import plot_trajectory
+
+            plot_trajectory(traj, plot, title=f"{source.name}: {len(traj)} frames")
+            summary["plot"] = str(plot)
+        if json_out:
+            _print_json(summary)
+        else:
+            print(describe(summary))
+            for key in ("written", "plot"):
+                if key in summary:
+                    value = summary[key]
+                    print(f"{key}:{' ' * (16 - len(key))}" + (f"{value['path']} ({value['format']})" if key == "written" else value))
+
+    _run(body)
+
+
+# --- mirage render -------------------------------------------------------------------------------
+
+
+@app.command()
+def render(
+    scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else runs/<spec stem>)."),
+    model: Optional[str] = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: tiny random components, CPU-friendly, no download."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="The real 5B architecture with random weights (speed tests, no download)."),
+    device: str = typer.Option("auto", "--device", help="auto | cuda | cpu (auto prefers CUDA)."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="Transformer dtype: bfloat16 | float16 | float32."),
+    offload: str = typer.Option("none", "--offload", help="none | model | group | sequential (diffusers offloading)."),
+    vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode with VAE tiling (less memory)."),
+    fp8: bool = typer.Option(False, "--fp8", help="Store transformer weights in fp8 (layerwise casting)."),
+    attention_backend: Optional[str] = typer.Option(None, "--attention-backend", help="diffusers attention backend name."),
+    compile_: bool = typer.Option(False, "--compile", help="Regional compilation of the repeated transformer blocks."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="latent | rgb | none (overrides the spec)."),
+    pin: Optional[str] = typer.Option(None, "--pin", help="clean | noised (overrides the spec)."),
+    pin_until: Optional[float] = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
+    depth_model: Optional[str] = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps per chunk (overrides the spec)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out and start over."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Write a torch.profiler Chrome trace of one chunk into DIR."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
+    json_out: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
+) -> None:
+    """Render a scene spec to RUN_DIR/video.mp4 (resumes when RUN_DIR holds a checkpoint)."""
+
+    def body():
+        from mirage_cli.progress import RichRenderEvents
+        from mirage_cli.render import RenderOptions, render as run_render
+        from mirage_cli.spec import load_plan
+
+        overrides = {
+            "model": model,
+            "steps": steps,
+            "seed": seed,
+            "depth_model": depth_model,
+            "memory.mode": memory,
+            "memory.pin": pin,
+            "memory.pin_until": pin_until,
+        }
+        plan = load_plan(scene, overrides=overrides)
+        options = RenderOptions(
+            out=out,
+            preset=preset,
+            random_weights=random_weights,
+            device=device,
+            dtype=dtype,
+            offload=offload,
+            vae_tiling=vae_tiling,
+            fp8=fp8,
+            attention_backend=attention_backend,
+            compile=compile_,
+            restart=restart,
+            trace_dir=trace,
+        )
+        with RichRenderEvents(quiet=quiet) as events:
+            result = run_render(plan, options, events)
+            events.finish(result)
+        if json_out:
+            _print_json(result.summary())
+        else:
+            print(result.video)
+
+    _run(body)
+
+
+# --- mirage inspect / mirage cache export ---------------------------------------------------------
+
+
+@app.command()
+def inspect(
+    run_dir: Path = typer.Argument(..., help="Run directory (the --out of a render)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show a run's progress and whether it can be resumed (and why not)."""
+
+    def body():
+        from mirage_cli.checkpoint import describe_inspection, inspect_run
+
+        info = inspect_run(run_dir)
+        for warning in info["warnings"]:
+            _err(f"warning: {warning}")
+        if json_out:
+            _print_json(info)
+        else:
+            print(describe_inspection(info))
+
+    _run(body)
+
+
+@cache_app.command("export")
+def cache_export(
+    run_dir: Path = typer.Argument(..., help="Run directory (the --out of a render)."),
+    ply: Path = typer.Option(..., "--ply", help="Write the memory's points to this PLY file."),
+) -> None:
+    """Export the latent memory of a run's newest good checkpoint as a PLY point cloud."""
+
+    def body():
+        from mirage_cli.checkpoint import export_cache_ply
+
+        result = export_cache_ply(run_dir, ply)
+        for warning in result["warnings"]:
+            _err(f"warning: {warning}")
+        print(result["ply"])
+
+    _run(body)
+
+
+# --- mirage batch ----------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def batch(
+    specs: List[str] = typer.Argument(..., help="Scene specs, then optionally `--` and extra `mirage render` arguments.", metavar="SPEC... [-- RENDER_ARGS...]"),
+    out_root: Path = typer.Option(..., "--out-root", help="Each scene renders into OUT_ROOT/<spec stem>."),
+    executor: str = typer.Option("local", "--executor", help="local | slurm (submitit)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition."),
+    gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs per scene job."),
+    time_min: Optional[float] = typer.Option(None, "--time-min", help="Time limit per job in minutes (slurm default 240; local: none). Jobs are requeued and resume."),
+    array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", help="At most K scenes at once (local default 1)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: render the I-th (0-based) of N shares here; `auto` reads SLURM_ARRAY_TASK_ID/COUNT."),
+    signal_delay_s: int = typer.Option(120, "--signal-delay-s", help="Seconds between the warning signal (USR1) and the time limit."),
+    max_attempts: int = typer.Option(3, "--max-attempts", help="Re-runs of a scene that stops unexpectedly before it counts as failed."),
+    json_out: bool = typer.Option(False, "--json", help="Print the batch summary as one JSON object."),
+) -> None:
+    """Render many scenes, one job per scene, resuming across preemption and time limits.
+
+    Everything after `--` is passed to `mirage render` (e.g. `-- --preset tiny --steps 2`).
+    Exit 0 when every scene is done, 75 when some were interrupted with a checkpoint saved, else 1.
+    """
+
+    def body():
+        from mirage_cli.batch import BatchOptions, run_batch, split_render_args, summary_table
+
+        spec_paths, extra = split_render_args(specs)
+        options = BatchOptions(
+            out_root=out_root,
+            executor=executor,
+            partition=partition,
+            gpus_per_job=gpus_per_job,
+            time_min=time_min,
+            array_parallelism=array_parallelism,
+            shard=shard,
+            extra_args=extra,
+            signal_delay_s=signal_delay_s,
+            max_attempts=max_attempts,
+        )
+        summary = run_batch(spec_paths, options, on_start=lambda line: _err(line))
+        from rich.console import Console
+
+        Console(stderr=True).print(summary_table(summary))
+        if json_out:
+            _print_json(summary.to_dict())
+        return summary.exit_code
+
+    _run(body)
+
+
+# --- mirage bench --------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    scene: Optional[Path] = typer.Argument(None, help="Scene spec (default: the bundled example)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: tiny random components (CPU, seconds)."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="The real 5B architecture with random weights (GPU)."),
+    chunks: Optional[int] = typer.Option(None, "--chunks", help="Render only the first N chunks."),
+    repeat: int = typer.Option(3, "--repeat", help="Measured rounds after the warm-up."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps per chunk (overrides the spec)."),
+    device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="Transformer dtype."),
+    offload: str = typer.Option("none", "--offload", help="none | model | group | sequential."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+) -> None:
+    """Render a scene with latent memory, RGB memory and no memory; print times, sizes and ratios."""
+
+    def body():
+        from mirage_cli.bench import bench_table, run_bench
+        from mirage_cli.render import RenderOptions
+        from mirage_cli.spec import load_plan
+
+        spec = scene or Path(__file__).resolve().parent.parent / "examples" / "room" / "scene.yaml"
+        if not spec.exists():
+            raise InputError("no SCENE given and the bundled example is not installed here; pass a scene spec", file=str(spec))
+        if chunks is not None and chunks < 1:
+            raise InputError(f"must be at least 1, got {chunks}", field="--chunks")
+        if repeat < 1:
+            raise InputError(f"must be at least 1, got {repeat}", field="--repeat")
+        plan = load_plan(spec, overrides={"steps": steps})
+        options = RenderOptions(preset=preset, random_weights=random_weights, device=device, dtype=dtype, offload=offload)
+
+        def on_run(mode, r):
+            _err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")
+
+        result = run_bench(plan, options, chunks=chunks, repeat=repeat, on_run=on_run)
+        if json_out:
+            _print_json(result)
+        else:
+            from rich.console import Console
+
+            Console().print(bench_table(result))
+
+    _run(body)
+
+
 def main() -> None:
     """Console-script entry point."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         app(standalone_mode=True)
     except SystemExit as e:

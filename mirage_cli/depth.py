@@ -1,0 +1,170 @@
+"""Depth for newly generated frames.
+
+Two providers, one interface (``DepthProvider.estimate``):
+
+- ``TransformersDepth``: a transformers depth-estimation model (Depth Anything V2 by default) run on
+  the decoded frames, which exist anyway for the output video, so the memory never costs an extra
+  decode. Metric models (``config.depth_estimation_type == "metric"``) predict z-depth in metres;
+  relative models predict relative *inverse* depth. Either way the caller aligns the estimate to
+  the memory's rendered depth (``mirage_cli.memory.filters.align_depth``).
+- ``MemoryPropagatedDepth`` (``--depth-model none``): no model; depth comes from the memory's
+  rendered depth, holes filled from the nearest valid neighbour.
+
+All tensors stay on the provider's device.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mirage_cli.errors import InputError
+
+DEPTH_KIND_METRIC = "metric"
+DEPTH_KIND_RELATIVE_INVERSE = "relative_inverse"
+
+
+def fill_depth_holes(depth: torch.Tensor, valid: torch.Tensor, max_iters: int = 64) -> torch.Tensor:
+    """Fill invalid cells of a depth map from their valid neighbours (iterated 3x3 dilation).
+
+    Each pass gives every invalid cell the mean of its valid 8-neighbours; cells still unreachable
+    after ``max_iters`` passes (or an all-invalid map) get the median of the valid depth (or 1.0).
+
+    Args:
+        depth: float [T, h, w] z-depth.
+        valid: bool [T, h, w].
+
+    Returns:
+        float [T, h, w], equal to ``depth`` where ``valid``.
+    """
+    if depth.shape != valid.shape or depth.dim() != 3:
+        raise ValueError(f"depth, valid: expected matching [T, h, w], got {list(depth.shape)} and {list(valid.shape)}")
+    d = torch.where(valid, depth, torch.zeros_like(depth)).unsqueeze(1).float()  # [T, 1, h, w]
+    v = valid.unsqueeze(1).float()  # [T, 1, h, w]
+    kernel = torch.ones(1, 1, 3, 3, device=depth.device)
+    for _ in range(max_iters):
+        if bool(v.min() > 0):
+            break
+        s = F.conv2d(d * v, kernel, padding=1)  # [T, 1, h, w]
+        n = F.conv2d(v, kernel, padding=1)  # [T, 1, h, w]
+        grow = (v == 0) & (n > 0)
+        d = torch.where(grow, s / n.clamp(min=1), d)
+        v = torch.where(grow, torch.ones_like(v), v)
+    out = d.squeeze(1)  # [T, h, w]
+    still = v.squeeze(1) == 0
+    if bool(still.any()):
+        fallback = depth[valid].median() if bool(valid.any()) else torch.tensor(1.0, device=depth.device)
+        out = torch.where(still, fallback.to(out.dtype), out)
+    return out.to(depth.dtype)
+
+
+class MemoryPropagatedDepth:
+    """Depth from the memory itself (no model): the rendered depth with holes filled."""
+
+    kind = DEPTH_KIND_METRIC
+    name = "none"
+
+    def from_memory(self, rendered: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Pixel-resolution z-depth from the memory's rendered depth.
+
+        Args:
+            rendered: float [T, h, w] rendered z-depth (latent or pixel grid).
+            valid: bool [T, h, w].
+            size: (H, W) output size.
+
+        Returns:
+            float32 [T, H, W] (nearest-neighbour upsampling of the filled map).
+        """
+        filled = fill_depth_holes(rendered.float(), valid)  # [T, h, w]
+        if tuple(filled.shape[-2:]) == tuple(size):
+            return filled
+        return F.interpolate(filled.unsqueeze(1), size=size, mode="nearest").squeeze(1)  # [T, H, W]
+
+
+class TransformersDepth:
+    """A transformers depth-estimation model (e.g. Depth Anything V2) on decoded frames."""
+
+    name: str
+    kind: str
+
+    def __init__(self, model: str, device: torch.device, dtype: torch.dtype = torch.float32):
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        self.name = model
+        local = Path(os.path.expanduser(model))
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        if local.exists() and not (local / "config.json").is_file():
+            raise InputError(
+                f"{local} is not a transformers depth model directory: config.json is missing",
+                field="depth_model",
+            )
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(str(model), local_files_only=offline or local.exists())
+            self.model = AutoModelForDepthEstimation.from_pretrained(
+                str(model), local_files_only=offline or local.exists(), dtype=dtype
+            )
+        except OSError as e:
+            raise InputError(
+                f"cannot load depth model {model!r}: {e}. Download it first (e.g. `hf download {model}`), "
+                "pass a local directory, or use --depth-model none with a `depth:` map in the spec",
+                field="depth_model",
+            ) from None
+        self.model.to(device).eval()
+        self.device = device
+        self.dtype = dtype
+        depth_type = getattr(self.model.config, "depth_estimation_type", "relative")
+        self.kind = DEPTH_KIND_METRIC if depth_type == "metric" else DEPTH_KIND_RELATIVE_INVERSE
+        mean = getattr(self.processor, "image_mean", None) or [0.485, 0.456, 0.406]
+        std = getattr(self.processor, "image_std", None) or [0.229, 0.224, 0.225]
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self.input_side = _processor_side(getattr(self.processor, "size", None))
+
+    @torch.no_grad()
+    def estimate(self, frames: torch.Tensor) -> torch.Tensor:
+        """Depth of RGB frames.
+
+        Preprocessing runs on the device (resize so the short side is ``input_side`` rounded to a
+        multiple of 14, normalise with the processor's mean/std), so frames never leave the GPU.
+
+        Args:
+            frames: float [N, 3, H, W] in [0, 1].
+
+        Returns:
+            float32 [N, H, W]: metric z-depth for metric models, relative inverse depth otherwise.
+        """
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ValueError(f"frames: expected [N, 3, H, W], got {list(frames.shape)}")
+        n, _, h, w = frames.shape
+        scale = self.input_side / min(h, w)
+        th, tw = max(14, round(h * scale / 14) * 14), max(14, round(w * scale / 14) * 14)
+        x = F.interpolate(frames.to(self.device, torch.float32), size=(th, tw), mode="bicubic", align_corners=False)
+        x = ((x.clamp(0, 1) - self.mean) / self.std).to(self.dtype)  # [N, 3, th, tw]
+        pred = self.model(pixel_values=x).predicted_depth  # [N, th', tw']
+        pred = F.interpolate(pred.unsqueeze(1).float(), size=(h, w), mode="bilinear", align_corners=False)
+        return pred.squeeze(1)  # [N, H, W]
+
+
+def _processor_side(size) -> int:
+    """The processor's target side (``height`` or ``shortest_edge``), 518 (Depth Anything's) if unknown."""
+    for key in ("height", "shortest_edge"):
+        try:
+            value = size[key] if isinstance(size, dict) else getattr(size, key, None)
+        except (KeyError, TypeError):
+            value = None
+        if value:
+            return int(value)
+    return 518
+
+
+def make_depth_provider(name: str, device: torch.device):
+    """``none`` -> MemoryPropagatedDepth; anything else -> TransformersDepth(name)."""
+    if name.lower() == "none":
+        return MemoryPropagatedDepth()
+    return TransformersDepth(name, device)

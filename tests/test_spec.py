@@ -1,0 +1,143 @@
+"""Scene spec validation through the real CLI: every problem reported, exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mirage_cli.spec import load_plan, nearest_4k1, plan_chunks
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "room" / "scene.yaml"
+
+
+def mirage(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mirage_cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+@pytest.fixture
+def scene_dir(tmp_path: Path) -> Path:
+    """A copy of the example scene (spec + assets) that a test may edit."""
+    for name in ("scene.yaml", "start.png", "depth.npy"):
+        shutil.copy(EXAMPLE.parent / name, tmp_path / name)
+    return tmp_path
+
+
+def edit(scene_dir: Path, **changes) -> Path:
+    spec = yaml.safe_load((scene_dir / "scene.yaml").read_text())
+    for k, v in changes.items():
+        if v is None and k in spec:
+            del spec[k]
+        else:
+            spec[k] = v
+    path = scene_dir / "edited.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for n in needles:
+        assert n in proc.stderr, f"{n!r} not in:\n{proc.stderr}"
+
+
+def test_validate_example_json():
+    proc = mirage("validate", str(EXAMPLE), "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["frames"] == 33 and plan["fps"] == 8
+    assert (plan["width"], plan["height"]) == (448, 256)
+    assert plan["chunks"] == [[0, 16], [16, 32]]
+    assert plan["first_camera_position"] == [0.0, 0.0, 0.0]
+
+
+def test_validate_example_text():
+    proc = mirage("validate", str(EXAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    assert "chunks" in proc.stdout and "0-16, 16-32" in proc.stdout
+
+
+def test_frames_not_4k1_suggests_neighbours(scene_dir):
+    proc = mirage("validate", str(edit(scene_dir, frames=30)))
+    assert_user_error(proc, "edited.yaml", "frames", "4k+1", "29 or 33")
+
+
+def test_chunk_frames_not_4k1(scene_dir):
+    proc = mirage("validate", str(edit(scene_dir, chunk_frames=16)))
+    assert_user_error(proc, "chunk_frames", "13 or 17")
+
+
+def test_resolution_not_multiple_of_32(scene_dir):
+    proc = mirage("validate", str(edit(scene_dir, resolution="450x256")))
+    assert_user_error(proc, "resolution", "multiple of 32", "448x256")
+
+
+def test_unknown_key_suggests_closest(scene_dir):
+    proc = mirage("validate", str(edit(scene_dir, promt="typo")))
+    assert_user_error(proc, "promt", "unknown field", "did you mean `prompt`")
+
+
+def test_missing_image_and_wrong_type_reported_together(scene_dir):
+    proc = mirage("validate", str(edit(scene_dir, image="nope.png", steps="many", fps=-1)))
+    assert_user_error(proc, "image", "file not found", "steps", "expected integer", "fps", "positive")
+    assert len([l for l in proc.stderr.splitlines() if l.startswith("error:")]) >= 3
+
+
+def test_line_numbers_in_messages(scene_dir):
+    path = scene_dir / "lines.yaml"
+    text = (scene_dir / "scene.yaml").read_text().replace("frames: 33 ", "frames: 31 ")
+    path.write_text(text)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("frames:"))
+    proc = mirage("validate", str(path))
+    assert_user_error(proc, f"lines.yaml:{line}: frames:")
+
+
+def test_yaml_that_does_not_parse(scene_dir):
+    path = scene_dir / "broken.yaml"
+    path.write_text("prompt: [unclosed\nimage: start.png\n")
+    assert_user_error(mirage("validate", str(path)), "broken.yaml", "YAML does not parse")
+
+
+def test_missing_spec_file(tmp_path):
+    assert_user_error(mirage("validate", str(tmp_path / "absent.yaml")), "absent.yaml", "not found")
+
+
+def test_bad_depth_file(scene_dir):
+    np.save(scene_dir / "d3.npy", np.zeros((2, 3, 4), np.float32))
+    assert_user_error(mirage("validate", str(edit(scene_dir, depth="d3.npy"))), "depth", "2-D")
+
+
+def test_memory_mode_typo(scene_dir):
+    spec = edit(scene_dir, memory={"mode": "latnet"})
+    assert_user_error(mirage("validate", str(spec)), "memory.mode", "did you mean `latent`")
+
+
+def test_overrides_apply(scene_dir):
+    plan = load_plan(scene_dir / "scene.yaml", overrides={"steps": 3, "memory.mode": "rgb"})
+    assert plan.steps == 3 and plan.memory.mode == "rgb"
+
+
+@pytest.mark.parametrize("frames,chunk", [(33, 17), (121, 49), (5, 5), (121, 121), (45, 13)])
+def test_chunks_tile_the_video(frames, chunk):
+    chunks = plan_chunks(frames, chunk)
+    assert chunks[0].start == 0 and chunks[-1].end == frames - 1
+    for a, b in zip(chunks, chunks[1:]):
+        assert b.start == a.end  # one shared boundary frame
+    for c in chunks:
+        assert (c.num_frames - 1) % 4 == 0 and c.num_frames <= chunk
+    assert sum(c.num_frames for c in chunks) - (len(chunks) - 1) == frames
+
+
+def test_nearest_4k1():
+    assert nearest_4k1(30) == (29, 33)
+    assert nearest_4k1(120) == (117, 121)
