@@ -49,6 +49,7 @@ import yaml
 
 from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.errors import InputError, Problem
+from mirage_cli.yaml_lines import load_yaml_with_lines
 
 DEFAULT_MODEL = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
@@ -219,57 +220,20 @@ class Plan:
 # --- YAML with line numbers ------------------------------------------------------------------------
 
 
-def _line_index(node: yaml.Node | None, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
-    """Map dotted field paths (``camera.keyframes[2].position``) to 1-based YAML line numbers."""
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            out[key] = key_node.start_mark.line + 1
-            _line_index(value_node, key, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            key = f"{prefix}[{i}]"
-            out[key] = item.start_mark.line + 1
-            _line_index(item, key, out)
-    return out
-
-
-def _make_line_of(lines: dict[str, int]) -> Callable[[str], int | None]:
-    def line_of(field_path: str) -> int | None:
-        # Fall back to the closest enclosing field that has a line.
-        path = field_path
-        while path:
-            if path in lines:
-                return lines[path]
-            cut = max(path.rfind("."), path.rfind("["))
-            path = path[:cut] if cut > 0 else ""
-        return None
-
-    return line_of
-
-
 def read_spec_yaml(path: Path) -> tuple[dict, Callable[[str], int | None]]:
     """Parse a spec file; returns the mapping and a ``line_of(field)`` lookup. Raises InputError."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"spec file not found", file=str(path))
+        raise InputError("spec file not found", file=str(path))
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read spec file: {e}", file=str(path))
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(e, "problem", None) or str(e)
-        raise InputError(Problem(str(path), None, f"YAML does not parse: {problem}", line))
+    data, line_of = load_yaml_with_lines(text, str(path))
     if data is None:
         raise InputError("spec file is empty", file=str(path))
     if not isinstance(data, dict):
         raise InputError(f"expected a mapping of fields at the top level, got {type(data).__name__}", file=str(path))
-    return data, _make_line_of(_line_index(node))
+    return data, line_of
 
 
 # --- validation helpers ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from mirage_cli.camera.keyframes import (
 )
 from mirage_cli.camera.presets import preset_keyframes
 from mirage_cli.camera.rotations import quaternion_problem
-from mirage_cli.camera.yaml_lines import load_yaml_with_lines
+from mirage_cli.yaml_lines import load_yaml_with_lines
 from mirage_cli.errors import InputError, Problem
 
 log = logging.getLogger(__name__)
