@@ -1,0 +1,614 @@
+"""Atomic, verified checkpoints of a render under ``RUN_DIR/state/``, and what ``mirage inspect`` reports.
+
+Layout of the state directory::
+
+    state/
+      LATEST                  one line: the name of the newest checkpoint ("ckpt-000004")
+      ckpt-000003/            the previous complete checkpoint (kept until a newer one is complete)
+      ckpt-000004/
+        memory.safetensors    one safetensors file per key of ``tensors`` given to ``save``
+        rollout.safetensors
+        manifest.json         written last; see below
+      .tmp-ckpt-000005-<pid>-<random>/   a save in progress (or left over by a crash)
+
+How a save stays atomic: every file is written into a temporary directory inside ``state/``,
+fsynced, the directory is fsynced and renamed to ``ckpt-<seq:06d>`` (a rename is atomic), the
+state directory is fsynced, and then ``LATEST`` is replaced atomically. A crash at any moment leaves
+either the old set of checkpoints or the old set plus a complete new one. Older checkpoints are
+pruned only after the new one is complete (the newest ``keep`` complete ones stay). Leftover
+temporary directories of dead processes are removed by the next ``save`` or ``load_latest``.
+
+How a load stays safe: ``manifest.json`` lists the sha256 and size of every file. ``load_latest``
+tries checkpoints newest first (a renamed ``ckpt-*`` directory is complete by construction, even
+when a crash happened before ``LATEST`` was switched) and skips any whose manifest is unreadable or
+whose files are missing, truncated or altered, recording one warning per skipped checkpoint in
+``store.warnings``. Tensors are read with safetensors only; nothing is ever unpickled.
+
+manifest.json::
+
+    {"format": "mirage-checkpoint", "format_version": 1, "seq": 4, "name": "ckpt-000004",
+     "created": "2026-11-21T10:00:00+00:00", "created_unix": 1795000000.0,
+     "spec_fingerprint": "<sha256 hex>",
+     "versions": {"mirage_cli": ..., "torch": ..., "diffusers": ..., "transformers": ...,
+                  "numpy": ..., "python": ...},
+     "files": {"memory.safetensors": {"sha256": "...", "size": 123}, ...},
+     "meta": {...the caller's meta, verbatim...}}
+
+Contract for ``meta`` (written by the rollout, read by ``inspect_run`` and ``mirage batch``):
+
+- ``spec_fingerprint`` (str, required): ``fingerprint(resolved settings that change the output)``.
+- ``chunk`` (int): index of the next chunk to render (= number of chunks finished).
+- ``num_chunks`` (int): total number of chunks of the run.
+- ``frames_written`` (int): pixel frames already written as MP4 segments.
+- ``cache_points`` (int), ``cache_bytes`` (int): size of the latent memory.
+- ``mid_chunk_step`` (int or null): denoising steps already done inside chunk ``chunk`` when the
+  checkpoint was saved after a signal; null for a checkpoint at a chunk boundary.
+- ``done`` (bool): every chunk is rendered (the final video may still need assembling).
+- anything else JSON-able the rollout needs (per-chunk stats, the resolved config for
+  ``diff_config``, ...).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mirage_cli.atomic import atomic_write_text, fsync_dir
+from mirage_cli.errors import InputError, Problem, RenderError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mirage-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LATEST = "LATEST"
+_CKPT_RE = re.compile(r"^ckpt-(\d{6,})$")
+_TMP_RE = re.compile(r"^\.tmp-ckpt-(\d+)-(\d+)-[0-9a-f]+$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_HASH_BLOCK = 1 << 22
+
+
+# --- config fingerprints ---------------------------------------------------------------------------
+
+
+def canonical_json(config: Any) -> str:
+    """The canonical JSON text of ``config``: sorted keys, no spaces, exact floats, NaN refused.
+
+    Paths and other non-JSON scalars are written as ``str(value)``; tuples become lists.
+    """
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
+
+
+def fingerprint(config: dict) -> str:
+    """sha256 (hex) of the canonical JSON of ``config``; equal configs give equal fingerprints."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
+
+
+def diff_config(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like configs (added, removed or changed).
+
+    Nested dicts are compared key by key (``"sampling.seed"``); lists of equal length element by
+    element (``"frames.3.K"``); lists of different length, and values of different types, are
+    reported at their own key. Comparison uses the canonical JSON, so ``1`` and ``1.0`` differ
+    only if JSON writes them differently. Returns a sorted list; empty when the configs agree.
+    An empty ``prefix`` at the top level with differing non-dict values gives ``["<root>"]``.
+    """
+    out: list[str] = []
+    _diff_into(_jsonable(old), _jsonable(new), prefix, out)
+    return sorted(out)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(canonical_json(value))
+
+
+def _diff_into(old: Any, new: Any, prefix: str, out: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            child = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(child)
+            else:
+                _diff_into(old[key], new[key], child, out)
+        return
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            _diff_into(a, b, f"{prefix}.{i}" if prefix else str(i), out)
+        return
+    if type(old) is not type(new) or old != new:
+        out.append(prefix or "<root>")
+
+
+# --- the store -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint: ``tensors[key][name]`` as saved, ``meta`` as given to ``save``."""
+
+    tensors: dict[str, dict[str, Any]]
+    meta: dict
+    path: Path
+    seq: int
+    manifest: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One ``ckpt-*`` directory as ``CheckpointStore.list`` sees it.
+
+    ``ok`` is False when the manifest is unreadable or (with ``verify=True``) a file fails its
+    sha256/size check; ``problem`` then says what is wrong.
+    """
+
+    name: str
+    seq: int
+    path: Path
+    ok: bool
+    problem: str | None
+    created: str | None
+    created_unix: float | None
+    size_bytes: int
+    meta: dict | None
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that determine a render's output (None where not installed)."""
+    from importlib import metadata
+
+    import mirage_cli
+
+    versions: dict[str, str | None] = {"mirage_cli": mirage_cli.__version__}
+    for dist in ("torch", "diffusers", "transformers", "numpy"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+class CheckpointStore:
+    """Checkpoints of one run in ``state_dir`` (usually ``RUN_DIR/state``).
+
+    ``keep`` (>= 1) complete checkpoints are kept; the default 2 leaves one to fall back to when the
+    newest is damaged. One writer at a time (hold ``mirage_cli.runlock.RunLock`` on the run dir);
+    readers (``list``, ``inspect_run``) never modify anything.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.state_dir = Path(state_dir)
+        self.keep = keep
+        self.warnings: list[str] = []
+
+    # -- writing --
+
+    def save(self, tensors: dict[str, dict[str, Any]], meta: dict) -> Path:
+        """Write a new checkpoint atomically and return its directory.
+
+        Args:
+            tensors: ``{key: {name: tensor}}``; each key becomes ``<key>.safetensors``. Tensors of any
+                shape and dtype, on any device (copied to the CPU for writing).
+            meta: JSON-able dict that must contain ``spec_fingerprint`` (see the module docstring for
+                the keys the rollout writes).
+
+        Raises:
+            ValueError: bad arguments (a bug in the caller); nothing is written.
+            RenderError: the disk is full or the directory is not writable; the previous checkpoints
+                are untouched and the partial new one is removed.
+        """
+        if "spec_fingerprint" not in meta or not isinstance(meta["spec_fingerprint"], str):
+            raise ValueError("meta must contain 'spec_fingerprint' (str), the fingerprint of the run's settings")
+        try:
+            meta_json = _jsonable(meta)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"meta is not JSON-able: {e}") from e
+        payloads = {f"{key}.safetensors": _serialize(key, group) for key, group in _check_tensors(tensors).items()}
+
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._write_error(e) from e
+        self._clean_leftovers()
+        seq = self._next_seq()
+        name = f"ckpt-{seq:06d}"
+        tmp = self.state_dir / f".tmp-ckpt-{seq:06d}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            files = {}
+            for fname, data in payloads.items():
+                _write_durably(tmp / fname, data)
+                files[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            now = time.time()
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "seq": seq,
+                "name": name,
+                "created": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+                "created_unix": now,
+                "spec_fingerprint": meta["spec_fingerprint"],
+                "versions": package_versions(),
+                "files": files,
+                "meta": meta_json,
+            }
+            _write_durably(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+            fsync_dir(tmp)
+            final = self.state_dir / name
+            os.rename(tmp, final)
+            fsync_dir(self.state_dir)
+            atomic_write_text(self.state_dir / LATEST, name + "\n")
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise self._write_error(e) from e
+        self._prune()
+        return final
+
+    def _write_error(self, e: OSError) -> RenderError:
+        good = self._newest_complete_name()
+        kept = f"; the last checkpoint {good} is intact" if good else ""
+        if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+            what = "the disk is full"
+        elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            what = "the directory is not writable"
+        else:
+            what = e.strerror or str(e)
+        return RenderError(f"could not write a checkpoint in {self.state_dir}: {what} ({e}){kept}")
+
+    def _next_seq(self) -> int:
+        seqs = [seq for seq, _ in self._ckpt_dirs()]
+        return max(seqs, default=0) + 1
+
+    def _prune(self) -> None:
+        complete = [(seq, p) for seq, p in self._ckpt_dirs() if (p / MANIFEST).is_file()]
+        if len(complete) <= self.keep:
+            return
+        oldest_kept = sorted(complete)[-self.keep][0]
+        for seq, path in self._ckpt_dirs():
+            if seq < oldest_kept:
+                try:
+                    shutil.rmtree(path)
+                except OSError as e:  # pruning is housekeeping: never fail a render for it
+                    log.warning("could not remove old checkpoint %s: %s", path, e)
+
+    def _clean_leftovers(self) -> None:
+        """Remove temporary directories left by saves of processes that are gone (or by us)."""
+        if not self.state_dir.is_dir():
+            return
+        for entry in self.state_dir.iterdir():
+            m = _TMP_RE.match(entry.name)
+            if not m:
+                continue
+            pid = int(m.group(2))
+            if pid == os.getpid() or not _pid_alive(pid):
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("removed leftover temporary checkpoint %s", entry)
+
+    # -- reading --
+
+    def _ckpt_dirs(self) -> list[tuple[int, Path]]:
+        if not self.state_dir.is_dir():
+            return []
+        out = []
+        for entry in self.state_dir.iterdir():
+            m = _CKPT_RE.match(entry.name)
+            if m and entry.is_dir():
+                out.append((int(m.group(1)), entry))
+        return sorted(out)
+
+    def _newest_complete_name(self) -> str | None:
+        complete = [p.name for _, p in self._ckpt_dirs() if (p / MANIFEST).is_file()]
+        return complete[-1] if complete else None
+
+    def latest_pointer(self) -> str | None:
+        """The name written in ``LATEST`` (None if missing)."""
+        try:
+            return (self.state_dir / LATEST).read_text().strip() or None
+        except OSError:
+            return None
+
+    def list(self, verify: bool = False) -> list[CheckpointInfo]:
+        """Every ``ckpt-*`` directory, oldest first. ``verify=True`` also checks every sha256."""
+        infos = []
+        for seq, path in self._ckpt_dirs():
+            manifest, problem = _read_manifest(path)
+            if manifest is not None and verify:
+                problem = _verify_files(path, manifest)
+            size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+            infos.append(
+                CheckpointInfo(
+                    name=path.name,
+                    seq=seq,
+                    path=path,
+                    ok=problem is None,
+                    problem=problem,
+                    created=manifest.get("created") if manifest else None,
+                    created_unix=manifest.get("created_unix") if manifest else None,
+                    size_bytes=size,
+                    meta=manifest.get("meta") if manifest else None,
+                )
+            )
+        return infos
+
+    def load_latest(self, device: Any = "cpu") -> Checkpoint | None:
+        """The newest checkpoint whose files all pass their sha256/size checks, or None.
+
+        Damaged checkpoints are skipped; each one adds a line to ``self.warnings`` (reset on every
+        call), e.g. ``"checkpoint ckpt-000004 is corrupt (sha256 mismatch in memory.safetensors);
+        resuming from ckpt-000003"``. Tensors are loaded onto ``device``.
+        """
+        from safetensors.torch import load as load_safetensors
+
+        self.warnings = []
+        self._clean_leftovers()
+        bad: list[tuple[str, str]] = []
+        for seq, path in reversed(self._ckpt_dirs()):
+            manifest, problem = _read_manifest(path)
+            tensors: dict[str, dict[str, Any]] = {}
+            if manifest is not None:
+                for fname, expected in manifest["files"].items():
+                    data, problem = _read_checked(path / fname, expected)
+                    if problem:
+                        break
+                    try:
+                        group = load_safetensors(data)
+                    except Exception as e:  # safetensors raises its own error type on bad headers
+                        problem = f"unreadable {fname}: {e}"
+                        break
+                    tensors[fname[: -len(".safetensors")]] = {k: v.to(device) for k, v in group.items()}
+            if problem:
+                bad.append((path.name, problem))
+                continue
+            for name, why in bad:
+                self.warnings.append(f"checkpoint {name} is corrupt ({why}); resuming from {path.name}")
+            return Checkpoint(tensors=tensors, meta=manifest["meta"], path=path, seq=seq, manifest=manifest)
+        for name, why in bad:
+            self.warnings.append(f"checkpoint {name} is corrupt ({why}); no good checkpoint is left, starting over")
+        return None
+
+
+def _check_tensors(tensors: dict) -> dict:
+    import torch
+
+    if not isinstance(tensors, dict) or not tensors:
+        raise ValueError("tensors must be a non-empty dict {key: {name: tensor}}")
+    for key, group in tensors.items():
+        if not isinstance(key, str) or not _KEY_RE.match(key) or key == "manifest":
+            raise ValueError(f"tensors key {key!r} is not a valid file stem (letters, digits, _ . -)")
+        if not isinstance(group, dict):
+            raise ValueError(f"tensors[{key!r}] must be a dict {{name: tensor}}, got {type(group).__name__}")
+        for name, value in group.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"tensors[{key!r}][{name!r}] must be a torch.Tensor, got {type(value).__name__}")
+    return tensors
+
+
+def _serialize(key: str, group: dict) -> bytes:
+    from safetensors.torch import save as save_safetensors
+
+    cpu = {name: t.detach().to("cpu").contiguous() for name, t in group.items()}
+    try:
+        return save_safetensors(cpu)
+    except Exception as e:  # e.g. tensors sharing memory
+        raise ValueError(f"cannot serialize tensors[{key!r}]: {e}") from e
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file and fsync it (raises OSError, e.g. ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"{MANIFEST} is missing"
+    except (OSError, ValueError) as e:
+        return None, f"{MANIFEST} is unreadable: {e}"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return None, f"{MANIFEST} is not a mirage checkpoint manifest"
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        return None, f"format version {version!r} is newer than this mirage reads ({FORMAT_VERSION})"
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("meta"), dict):
+        return None, f"{MANIFEST} lacks 'files' or 'meta'"
+    return manifest, None
+
+
+def _read_checked(path: Path, expected: dict) -> tuple[bytes | None, str | None]:
+    """Read a whole file and check it against ``{"sha256", "size"}``; returns (data, problem)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except OSError as e:
+        return None, f"{path.name} is unreadable: {e}"
+    if len(data) != expected.get("size"):
+        return None, f"{path.name} is truncated or padded: {len(data)} bytes, expected {expected.get('size')}"
+    if hashlib.sha256(data).hexdigest() != expected.get("sha256"):
+        return None, f"sha256 mismatch in {path.name}"
+    return data, None
+
+
+def _verify_files(path: Path, manifest: dict) -> str | None:
+    """Stream-hash every file of a checkpoint; the first problem found, or None."""
+    for fname, expected in manifest["files"].items():
+        fpath = path / fname
+        try:
+            size = fpath.stat().st_size
+            if size != expected.get("size"):
+                return f"{fname} is truncated or padded: {size} bytes, expected {expected.get('size')}"
+            h = hashlib.sha256()
+            with open(fpath, "rb") as f:
+                while block := f.read(_HASH_BLOCK):
+                    h.update(block)
+        except FileNotFoundError:
+            return f"{fname} is missing"
+        except OSError as e:
+            return f"{fname} is unreadable: {e}"
+        if h.hexdigest() != expected.get("sha256"):
+            return f"sha256 mismatch in {fname}"
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- mirage inspect / mirage cache export ------------------------------------------------------------
+
+
+def inspect_run(run_dir: str | os.PathLike) -> dict:
+    """What ``mirage inspect`` prints: progress of a run and whether it can be resumed, and why.
+
+    Read-only: verifies checksums but never cleans or rewrites anything. Returns a JSON-able dict
+    with keys ``run_dir``, ``chunks_done``, ``num_chunks``, ``frames_written``, ``cache_points``,
+    ``cache_bytes``, ``mid_chunk_step``, ``last_checkpoint``, ``last_checkpoint_time``,
+    ``checkpoints`` (list of {name, ok, problem, created, size_bytes}), ``video`` (path or None),
+    ``finished``, ``lock`` (holder info or None), ``resumable`` and ``reason``, ``warnings``.
+
+    Raises:
+        InputError: ``run_dir`` does not exist or is not a directory.
+    """
+    from mirage_cli.runlock import lock_status
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(Problem(file=str(run_dir), field=None, message="run directory does not exist"))
+    store = CheckpointStore(run_dir / "state")
+    infos = store.list(verify=True)
+    good = [i for i in infos if i.ok]
+    latest = good[-1] if good else None
+    meta = latest.meta if latest else {}
+    video = run_dir / "video.mp4"
+    lock = lock_status(run_dir)
+    warnings = []
+    for info in infos:
+        if not info.ok and (latest is None or info.seq > latest.seq):
+            fallback = f"resuming from {latest.name}" if latest else "no good checkpoint is left"
+            warnings.append(f"checkpoint {info.name} is corrupt ({info.problem}); {fallback}")
+
+    chunk = meta.get("chunk")
+    num_chunks = meta.get("num_chunks")
+    done = bool(meta.get("done"))
+    finished = done and video.is_file()
+    if lock is not None and lock["alive"] is not False:
+        resumable, reason = False, f"in use: {lock['message']}"
+    elif not (run_dir / "state").is_dir():
+        resumable, reason = False, "no state/ directory (no checkpoint was written yet)"
+    elif not infos:
+        resumable, reason = False, "no checkpoint in state/ yet"
+    elif latest is None:
+        resumable, reason = False, f"all {len(infos)} checkpoints are corrupt ({infos[-1].problem})"
+    elif finished:
+        resumable, reason = False, "finished: every chunk is rendered and video.mp4 exists"
+    elif done:
+        resumable, reason = True, "every chunk is rendered but video.mp4 is missing: re-run to assemble it"
+    else:
+        step = meta.get("mid_chunk_step")
+        where = f"chunk {chunk}" if num_chunks is None else f"chunk {chunk} of {num_chunks} (0-based)"
+        if step is not None:
+            where += f", denoising step {step}"
+        resumable, reason = True, f"resumes at {where} from {latest.name}"
+
+    return {
+        "run_dir": str(run_dir),
+        "chunks_done": chunk,
+        "num_chunks": num_chunks,
+        "frames_written": meta.get("frames_written"),
+        "cache_points": meta.get("cache_points"),
+        "cache_bytes": meta.get("cache_bytes"),
+        "mid_chunk_step": meta.get("mid_chunk_step"),
+        "last_checkpoint": latest.name if latest else None,
+        "last_checkpoint_time": latest.created if latest else None,
+        "checkpoints": [
+            {"name": i.name, "ok": i.ok, "problem": i.problem, "created": i.created, "size_bytes": i.size_bytes}
+            for i in infos
+        ],
+        "video": str(video) if video.is_file() else None,
+        "finished": finished,
+        "lock": lock,
+        "resumable": resumable,
+        "reason": reason,
+        "warnings": warnings,
+    }
+
+
+def describe_inspection(info: dict) -> str:
+    """Human-readable lines for ``mirage inspect`` (the CLI prints them)."""
+
+    def num(v: Any) -> str:
+        return "?" if v is None else str(v)
+
+    lines = [f"run directory     {info['run_dir']}"]
+    lines.append(f"chunks done       {num(info['chunks_done'])} / {num(info['num_chunks'])}")
+    if info["mid_chunk_step"] is not None:
+        lines.append(f"mid-chunk step    {info['mid_chunk_step']}")
+    lines.append(f"frames written    {num(info['frames_written'])}")
+    cache_bytes = info["cache_bytes"]
+    size = "?" if cache_bytes is None else f"{cache_bytes / 2**20:.1f} MiB"
+    lines.append(f"cache             {num(info['cache_points'])} points, {size}")
+    when = info["last_checkpoint_time"] or "-"
+    lines.append(f"last checkpoint   {info['last_checkpoint'] or '-'} ({when})")
+    lines.append(f"video             {info['video'] or '-'}")
+    lines.append(f"resumable         {'yes' if info['resumable'] else 'no'}: {info['reason']}")
+    return "\n".join(lines)
+
+
+def export_cache_ply(run_dir: str | os.PathLike, ply_path: str | os.PathLike) -> dict:
+    """Write the latent memory of the run's newest good checkpoint as a PLY point cloud.
+
+    Returns ``{"checkpoint": name, "ply": path, "warnings": [...]}``.
+
+    Raises:
+        InputError: no run directory, or no good checkpoint with a ``memory`` part.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(Problem(file=str(run_dir), field=None, message="run directory does not exist"))
+    store = CheckpointStore(run_dir / "state")
+    ckpt = store.load_latest()
+    if ckpt is None:
+        why = "; ".join(store.warnings) or "no checkpoint in state/"
+        raise InputError(Problem(file=str(run_dir), field=None, message=f"nothing to export: {why}"))
+    if "memory" not in ckpt.tensors:
+        raise InputError(
+            Problem(file=str(ckpt.path), field=None, message="the checkpoint holds no memory (rendered with --memory none?)")
+        )
+    from mirage_cli.memory import LatentSpatialMemory
+
+    memory = LatentSpatialMemory.from_state_dict(ckpt.tensors["memory"])
+    memory.export_ply(Path(ply_path))
+    return {"checkpoint": ckpt.name, "ply": str(ply_path), "warnings": list(store.warnings)}

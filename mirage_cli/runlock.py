@@ -1,0 +1,268 @@
+"""One writer per run directory: ``RUN_DIR/.lock``.
+
+The lock file is created with ``O_CREAT | O_EXCL`` (atomic, also on NFS v3+) and holds JSON
+``{"host", "pid", "started", "process_start", "job"}``; while the render runs it also holds an
+``fcntl.flock`` on it, so on the same host a live holder is recognised even after the pid was reused.
+
+An existing lock is judged like this:
+
+- same host, holder alive (pid exists with the recorded start time, or the flock is held): refused
+  with ``InputError`` (exit 2): "run directory X is in use by pid P on host H since T".
+- same host, holder dead: stale, taken over with a logged warning.
+- another host: respected (we cannot see its processes), with a message saying how to remove it;
+  except when both carry the same SLURM job id (``SLURM_ARRAY_JOB_ID_SLURM_ARRAY_TASK_ID`` or
+  ``SLURM_JOB_ID``): SLURM runs a job id at most once, so the lock is a leftover of the same job
+  before it was requeued on another node, and is taken over.
+
+Takeover is race-free: the taker flocks the old file and checks that the path still names that
+same file (inode) before unlinking it; then it competes again with ``O_EXCL``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mirage_cli.errors import InputError, Problem, RenderError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time of a process (seconds since the epoch), or None if unknown."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
+
+
+def _pid_alive(pid: int, process_start: float | None) -> bool:
+    """True if ``pid`` runs on this host and (when recorded) started at ``process_start``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if process_start is not None:
+        now_start = _process_start(pid)
+        if now_start is not None and abs(now_start - process_start) > 1.0:
+            return False  # the pid was reused by another process
+    return True
+
+
+def current_job_id() -> str | None:
+    """The SLURM job id this process runs under (array tasks as ``JOB_TASK``), or None."""
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        return f"{array_job}_{array_task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def read_lock(run_dir: str | os.PathLike) -> dict | None:
+    """The lock's JSON content, ``{}`` if the file exists but is empty/unreadable, None if no lock."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe(run_dir: Path, info: dict) -> str:
+    return (
+        f"run directory {run_dir} is in use by pid {info.get('pid', '?')} on host {info.get('host', '?')} "
+        f"since {info.get('started', '?')}"
+    )
+
+
+def lock_status(run_dir: str | os.PathLike) -> dict | None:
+    """For ``mirage inspect``: None if unlocked, else the lock info plus ``alive`` and ``message``.
+
+    ``alive`` is True/False on the same host and None (unknown) for a lock from another host.
+    """
+    run_dir = Path(run_dir)
+    info = read_lock(run_dir)
+    if info is None:
+        return None
+    same_host = info.get("host") == socket.gethostname()
+    alive: bool | None = None
+    if same_host and isinstance(info.get("pid"), int):
+        alive = _pid_alive(info["pid"], info.get("process_start")) or _flock_held(run_dir / LOCK_NAME)
+    message = _describe(run_dir, info)
+    if alive is False:
+        message += " (stale: that process is gone)"
+    elif alive is None:
+        message += " (another host: cannot tell whether it still runs)"
+    return {**info, "alive": alive, "message": message}
+
+
+def _flock_held(path: Path) -> bool:
+    """True if some process holds an flock on ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+class RunLock:
+    """Context manager holding ``run_dir/.lock`` for one writer; released on exit, also on exceptions.
+
+    Raises on enter:
+        InputError (exit 2): another live writer holds the directory (or a lock from another host).
+        RenderError (exit 1): the directory cannot be created or written.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, retries: int = 20):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.retries = retries
+        self._fd: int | None = None
+        self.info: dict[str, Any] = {}
+        self.took_over: dict | None = None  # the stale lock we replaced, if any
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self.release()
+        return False
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            raise RuntimeError("RunLock is not reentrant")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RenderError(f"cannot create run directory {self.run_dir}: {e}") from e
+        for _ in range(self.retries):
+            if self._try_create():
+                return
+            info = read_lock(self.run_dir)
+            if info is None:
+                continue  # released between our attempts: try again
+            if not info.get("pid"):
+                time.sleep(0.05)  # being written right now (or damaged): look again
+                if read_lock(self.run_dir) == info and not _flock_held(self.path):
+                    self._take_over(info, "the lock file is empty or damaged and nobody holds it")
+                continue
+            self._judge(info)
+        raise InputError(
+            Problem(file=str(self.path), field=None, message="could not acquire the run lock (it keeps changing)")
+        )
+
+    def _try_create(self) -> bool:
+        now = time.time()
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+            "process_start": _process_start(os.getpid()),
+            "job": current_job_id(),
+        }
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise RenderError(f"cannot create the lock file {self.path}: {e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, (json.dumps(info) + "\n").encode("utf-8"))
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            raise RenderError(f"cannot write the lock file {self.path}: {e}") from e
+        self._fd = fd
+        self.info = info
+        return True
+
+    def _judge(self, info: dict) -> None:
+        """Refuse (raise) for a live or foreign holder; take over a stale lock."""
+        here = socket.gethostname()
+        job = current_job_id()
+        if info.get("host") != here:
+            if job is not None and info.get("job") == job:
+                self._take_over(info, f"left by the same SLURM job {job} before it was requeued")
+                return
+            raise InputError(
+                Problem(
+                    file=None,
+                    field=None,
+                    message=_describe(self.run_dir, info)
+                    + f". That host's processes cannot be checked from {here}; if you are sure no render "
+                    f"is running there, delete {self.path} and run again.",
+                )
+            )
+        if _pid_alive(int(info["pid"]), info.get("process_start")) or _flock_held(self.path):
+            raise InputError(Problem(file=None, field=None, message=_describe(self.run_dir, info)))
+        self._take_over(info, "that process is gone")
+
+    def _take_over(self, info: dict, why: str) -> None:
+        """Remove a stale lock file, but only if the path still names the file we judged."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # somebody holds it after all: the next round judges again
+            try:
+                same_file = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                return
+            if same_file and read_lock(self.run_dir) == info:
+                os.unlink(self.path)
+                self.took_over = info
+                log.warning("taking over a stale lock: %s (%s)", _describe(self.run_dir, info), why)
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Remove the lock file (if it is still ours) and drop the flock. Safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(self.path)
+        except OSError as e:
+            log.warning("could not remove the lock file %s: %s", self.path, e)
+        finally:
+            os.close(fd)
