@@ -134,7 +134,7 @@ def render(
     preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: tiny random components, CPU-friendly, no download."),
     random_weights: bool = typer.Option(False, "--random-weights", help="The real 5B architecture with random weights (speed tests, no download)."),
     device: str = typer.Option("auto", "--device", help="auto | cuda | cpu (auto prefers CUDA)."),
-    dtype: str = typer.Option("bfloat16", "--dtype", help="Transformer dtype: bfloat16 | float16 | float32."),
+    dtype: str = typer.Option("auto", "--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
     offload: str = typer.Option("none", "--offload", help="none | model | group | sequential (diffusers offloading)."),
     vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode with VAE tiling (less memory)."),
     fp8: bool = typer.Option(False, "--fp8", help="Store transformer weights in fp8 (layerwise casting)."),
@@ -285,6 +285,29 @@ def batch(
     _run(body)
 
 
+# --- mirage preview ------------------------------------------------------------------------------
+
+
+@app.command()
+def preview(
+    scene: Path = typer.Argument(..., help="Scene spec (YAML) with a start image and its `depth:`."),
+    out: Path = typer.Option(Path("preview.mp4"), "--out", "-o", help="MP4 to write."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Fly the camera path through the start image lifted with its depth (CPU, seconds, holes in magenta)."""
+
+    def body():
+        from mirage_cli.preview import preview_scene
+
+        result = preview_scene(scene, out)
+        if json_out:
+            _print_json(result)
+        else:
+            print(f"{result['path']}: {result['frames']} frames, {result['width']}x{result['height']} at {result['fps']:g} fps")
+
+    _run(body)
+
+
 # --- mirage bench --------------------------------------------------------------------------------
 
 
@@ -297,7 +320,7 @@ def bench(
     repeat: int = typer.Option(3, "--repeat", help="Measured rounds after the warm-up."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps per chunk (overrides the spec)."),
     device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
-    dtype: str = typer.Option("bfloat16", "--dtype", help="Transformer dtype."),
+    dtype: str = typer.Option("auto", "--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
     offload: str = typer.Option("none", "--offload", help="none | model | group | sequential."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:

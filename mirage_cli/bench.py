@@ -1,0 +1,144 @@
+"""``mirage bench``: the same scene rendered with latent memory, RGB memory and no memory, side by side.
+
+One process, one loaded backbone. A warm-up render of every mode first (first-call costs:
+allocator, kernels, caches), then ``repeat`` rounds that alternate the modes (latent, rgb, none,
+latent, ...) so that drift in the machine's speed hits every mode alike. Each number is the median
+over the rounds; ratios are taken between medians measured in this one run.
+
+Per mode: end-to-end seconds (the whole render: conditioning, denoising, decoding, depth, memory,
+MP4 and checkpoint writing), memory-module seconds (memory query + memory insert + the VAE encode of
+the renders that only the RGB mode needs), cache bytes at the end, peak memory.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from mirage_cli.render import RenderEvents, RenderOptions, load_backbone_for, render
+from mirage_cli.spec import Plan
+
+MODES = ("latent", "rgb", "none")
+
+
+def trim_plan(plan: Plan, chunks: int | None) -> Plan:
+    """The plan limited to its first ``chunks`` chunks (None: all)."""
+    if chunks is None or chunks >= len(plan.chunks):
+        return plan
+    if chunks < 1:
+        raise ValueError(f"chunks: expected at least 1, got {chunks}")
+    kept = plan.chunks[:chunks]
+    return replace(plan, chunks=kept, frames=kept[-1].end + 1)
+
+
+def _run_once(plan: Plan, mode: str, options: RenderOptions, backbone, out: Path) -> dict:
+    p = replace(plan, memory=replace(plan.memory, mode=mode))
+    result = render(p, replace(options, out=out, restart=True), RenderEvents(), backbone=backbone)
+    s = result.report["summary"]
+    return {
+        "end_to_end_seconds": float(result.report["wall_seconds"]),
+        "memory_module_seconds": float(s["memory_module_seconds"]),
+        "cache_bytes": int(s["cache_bytes"] or 0),
+        "cache_points": int(s["cache_points"] or 0),
+        "peak_memory_bytes": int(s["peak_memory_bytes"]),
+        "peak_memory_kind": s["peak_memory_kind"],
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def run_bench(
+    plan: Plan,
+    options: RenderOptions,
+    *,
+    chunks: int | None = None,
+    repeat: int = 3,
+    work_dir: Path | None = None,
+    on_run=None,
+) -> dict:
+    """Render ``plan`` in every memory mode; returns ``{"runs": {mode: {...}}, "ratios": {...}}``.
+
+    Args:
+        plan: the scene (``mirage_cli.spec.load_plan``).
+        options: backbone settings (preset, random weights, device, dtype...).
+        chunks: render only the first N chunks.
+        repeat: measured rounds after the warm-up (>= 1).
+        work_dir: where the throw-away run directories go (default: a temporary directory).
+        on_run: optional callback ``(mode, round_index)`` before each render (progress).
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat: expected at least 1, got {repeat}")
+    plan = trim_plan(plan, chunks)
+    backbone = load_backbone_for(plan, options)
+    samples: dict[str, list[dict]] = {m: [] for m in MODES}
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-") as tmp:
+        for mode in MODES:  # warm-up, discarded
+            if on_run:
+                on_run(mode, -1)
+            _run_once(plan, mode, options, backbone, Path(tmp) / f"warmup-{mode}")
+        for r in range(repeat):
+            for mode in MODES:
+                if on_run:
+                    on_run(mode, r)
+                samples[mode].append(_run_once(plan, mode, options, backbone, Path(tmp) / f"{mode}-{r}"))
+
+    runs = {}
+    for mode, rows in samples.items():
+        runs[mode] = {
+            key: statistics.median(row[key] for row in rows)
+            for key in ("end_to_end_seconds", "memory_module_seconds", "cache_bytes", "cache_points", "peak_memory_bytes")
+        }
+        runs[mode]["peak_memory_kind"] = rows[0]["peak_memory_kind"]
+        runs[mode]["repeats"] = len(rows)
+    ratios = {
+        "memory_time_rgb_over_latent": _ratio(runs["rgb"]["memory_module_seconds"], runs["latent"]["memory_module_seconds"]),
+        "cache_bytes_rgb_over_latent": _ratio(runs["rgb"]["cache_bytes"], runs["latent"]["cache_bytes"]),
+        "end_to_end_latent_over_none": _ratio(runs["latent"]["end_to_end_seconds"], runs["none"]["end_to_end_seconds"]),
+        "end_to_end_rgb_over_latent": _ratio(runs["rgb"]["end_to_end_seconds"], runs["latent"]["end_to_end_seconds"]),
+    }
+    return {
+        "scene": str(plan.spec_path),
+        "frames": plan.frames,
+        "chunks": len(plan.chunks),
+        "resolution": f"{plan.width}x{plan.height}",
+        "steps": plan.steps,
+        "device": str(backbone.device),
+        "preset": options.preset,
+        "random_weights": options.random_weights,
+        "runs": runs,
+        "ratios": ratios,
+    }
+
+
+def bench_table(result: dict):
+    """A Rich table of a ``run_bench`` result."""
+    from rich.table import Table
+
+    from mirage_cli.report import fmt_bytes
+
+    t = Table(title=f"mirage bench: {result['scene']} ({result['chunks']} chunks, {result['frames']} frames, "
+              f"{result['resolution']}, {result['steps']} steps, {result['device']})")
+    for col in ("memory", "end-to-end", "memory module", "cache", "peak memory"):
+        t.add_column(col, justify="right" if col != "memory" else "left")
+    for mode, r in result["runs"].items():
+        t.add_row(
+            mode,
+            f"{r['end_to_end_seconds']:.3f} s",
+            f"{r['memory_module_seconds']:.4f} s",
+            fmt_bytes(r["cache_bytes"]),
+            fmt_bytes(r["peak_memory_bytes"]),
+        )
+    q = result["ratios"]
+
+    def f(x):
+        return "n/a" if x is None else f"{x:.2f}x"
+
+    t.caption = (
+        f"memory time rgb/latent {f(q['memory_time_rgb_over_latent'])} | cache bytes rgb/latent "
+        f"{f(q['cache_bytes_rgb_over_latent'])} | end-to-end latent/none {f(q['end_to_end_latent_over_none'])}"
+    )
+    return t
