@@ -201,7 +201,9 @@ class Rollout:
         h, w = plan.height // bb.spatial_scale, plan.width // bb.spatial_scale
         cams = chunk.latent_camera_frames()
 
-        view = self._condition(chunk)
+        # A resumed chunk re-runs its query on the memory saved mid-chunk, which already counted
+        # this query as "seen": do not count it twice (keeps eviction order identical).
+        view = self._condition(chunk, mark_seen=resume_state is None)
 
         seed = chunk_seed(plan.seed, chunk.index)
         noise_gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -262,7 +264,7 @@ class Rollout:
 
     # --- conditioning -----------------------------------------------------------------------------
 
-    def _condition(self, chunk: Chunk) -> ConditionView:
+    def _condition(self, chunk: Chunk, mark_seen: bool = True) -> ConditionView:
         bb, plan = self.backbone, self.plan
         T = chunk.num_latent_frames
         h, w = plan.height // bb.spatial_scale, plan.width // bb.spatial_scale
@@ -278,7 +280,9 @@ class Rollout:
         if self.mode == "latent":
             idx = torch.tensor(cams, device=self.device)
             with self.prof.stage("memory_query"):
-                v = self.memory.query(self.K[idx], self.world_from_cam[idx], (plan.height, plan.width))
+                v = self.memory.query(
+                    self.K[idx], self.world_from_cam[idx], (plan.height, plan.width), mark_seen=mark_seen
+                )
             covered = v.mask.clone()  # [T, h, w]
             mask = v.mask & (v.confidence >= PIN_CONFIDENCE)
             mask[0] = False
