@@ -30,10 +30,13 @@ everything needed to continue bit-exactly (latents, UniPC's multistep state, the
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from mirage_cli.profiling import DENOISE_STEP
 
 PIN_MODES = ("clean", "noised")
 PATCH = 2
@@ -310,6 +313,7 @@ def denoise_chunk(
     start_step: int = 0,
     resume_state: DenoiseState | None = None,
     on_step: Callable[[int, DenoiseState], bool | None] | None = None,
+    profiler=None,
 ) -> DenoiseResult:
     """Denoise one chunk's latents with frame 0 and the memory-covered tokens pinned.
 
@@ -327,6 +331,7 @@ def denoise_chunk(
     ``on_step(i, state)``: called after step ``i`` with a state that resumes at step ``i + 1`` (cheap:
     it references the loop's tensors, which are never modified in place; serialize it with
     ``state.to_tensors()``); returning True stops the loop (``completed=False``).
+    ``profiler``: a ``mirage_cli.profiling.Profiler``; each step is timed as stage ``denoise_step``.
 
     Returns ``DenoiseResult(latents [1, C, T, h, w] float32 on the device, completed, state)``.
     """
@@ -386,20 +391,21 @@ def denoise_chunk(
     timesteps = scheduler.timesteps
 
     for i in range(first, steps):
-        t = timesteps[i]
-        pinned = is_pinned_step(i, steps, pin_until)
-        clean_cells = clean_cells_pinned if pinned else frame0_cells
-        zero_tokens = pinned_zero_tokens if pinned else frame0_tokens
-        latents = torch.where(clean_cells, clean_values, latents)  # [1, C, T, h, w]
-        if mode == "noised" and pinned:
-            sigma = scheduler.sigmas[i]
-            eps = draw_eps(generator, tuple(latents.shape), device)  # [1, C, T, h, w]
-            latents = torch.where(memory_cells, forward_noised(clean_values, eps, sigma), latents)
-        timestep = per_token_timestep(t, zero_tokens, batch=1)  # [1, tokens]
-        model_input = latents.to(dtype)  # [1, C, T, h, w]
-        velocity = _predict_velocity(transformer, model_input, timestep, prompt_embeds, negative_prompt_embeds, guidance)
-        velocity = torch.where(clean_cells, zero, velocity)  # held cells stay on their clean latent
-        latents = scheduler.step(velocity, t, latents, return_dict=False)[0]  # [1, C, T, h, w]
+        with profiler.stage(DENOISE_STEP) if profiler is not None else nullcontext():
+            t = timesteps[i]
+            pinned = is_pinned_step(i, steps, pin_until)
+            clean_cells = clean_cells_pinned if pinned else frame0_cells
+            zero_tokens = pinned_zero_tokens if pinned else frame0_tokens
+            latents = torch.where(clean_cells, clean_values, latents)  # [1, C, T, h, w]
+            if mode == "noised" and pinned:
+                sigma = scheduler.sigmas[i]
+                eps = draw_eps(generator, tuple(latents.shape), device)  # [1, C, T, h, w]
+                latents = torch.where(memory_cells, forward_noised(clean_values, eps, sigma), latents)
+            timestep = per_token_timestep(t, zero_tokens, batch=1)  # [1, tokens]
+            model_input = latents.to(dtype)  # [1, C, T, h, w]
+            velocity = _predict_velocity(transformer, model_input, timestep, prompt_embeds, negative_prompt_embeds, guidance)
+            velocity = torch.where(clean_cells, zero, velocity)  # held cells stay on their clean latent
+            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]  # [1, C, T, h, w]
         if on_step is not None:
             state = DenoiseState(
                 latents=latents,

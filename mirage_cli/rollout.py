@@ -227,6 +227,7 @@ class Rollout:
                 generator=eps_gen,
                 resume_state=resume_state,
                 on_step=on_step,
+                profiler=self.prof,
             )
         stats = self._view_stats(view)
         if not result.completed:
