@@ -8,7 +8,7 @@ import pytest
 
 from mirage_cli.camera.intrinsics import K_from_vertical_fov
 from mirage_cli.camera.source import resolve_camera
-from mirage_cli.camera.yaml_lines import load_yaml_with_lines
+from mirage_cli.yaml_lines import load_yaml_with_lines
 from mirage_cli.errors import InputError
 
 DATA = Path(__file__).parent / "data"

@@ -1,0 +1,190 @@
+"""Latent spatial memory vs RGB point-cloud memory on the synthetic room: accuracy, speed, size.
+
+    python benchmarks/memory_bench.py                 # both tables (several minutes on a laptop CPU)
+    python benchmarks/memory_bench.py --skip-speed    # accuracy table only (seconds)
+
+Accuracy (256x448, 60 deg vertical fov, camera inside the room): the memory holds one source view
+and is queried at a target camera. Latent: cell coverage and relative L2 error of the warped
+latents against the linear encoding of the target view, on covered cells. RGB baseline: pixel
+coverage of its render and relative L2 error of the render's linear encoding, on cells whose 16x16
+block is fully covered.
+
+Speed and size (one 121-frame chunk at 704x1280 by default): the latent memory takes the chunk's 31
+latent frames (every 4th pixel frame, as the VAE lays them out), the RGB memory its 121 pixel
+frames. Each inserts its frames with ``insert_unexplained`` (a frame only adds what the memory does
+not explain yet, so the cache grows with the explored surface) and then answers a query at every
+one of its frames' cameras (31 latent cells grids / 121 full-resolution renders). Frames are
+ray-cast first and not timed; the RGB path's VAE encode of its renders (the rollout's extra cost)
+is not included either. Each timing is the minimum over runs: 3 for the (cheap) latent memory,
+``--repeat`` (default 1) for the RGB memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+from mirage_cli import synthetic as S
+from mirage_cli.memory import LatentSpatialMemory, RGBPointMemory
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def accuracy_rows(height: int = 256, width: int = 448) -> list[dict]:
+    """One row per scenario (plus dolly-in with nearest-cell splatting), see the module docstring."""
+    K = torch.tensor(S.intrinsics(height, width))
+    rows = []
+    for sc in S.scenarios():
+        rgb_s, d_s = S.render(K, sc.source, height, width)
+        rgb_t, _ = S.render(K, sc.target, height, width)
+        lat_s, lat_t = S.linear_encoder(rgb_s), S.linear_encoder(rgb_t)
+        target = torch.tensor(sc.target)
+        lat_mem = LatentSpatialMemory()
+        lat_mem.insert(lat_s, d_s, K, torch.tensor(sc.source))
+        rgb_mem = RGBPointMemory()
+        rgb_mem.insert(rgb_s, d_s, K, torch.tensor(sc.source))
+        variants = [("", {})]
+        if sc.name.startswith("dolly"):
+            variants.append((" (nearest cell)", {"max_half_size": 0.0}))
+        for suffix, kw in variants:
+            v = lat_mem.query(K, target, (height, width), mark_seen=False, **kw)
+            m = v.mask[0]
+            r = rgb_mem.query(K, target, (height, width), mark_seen=False, **kw)
+            full = torch.nn.functional.avg_pool2d(r.mask[0][None, None].float(), 16)[0, 0] == 1
+            enc = S.linear_encoder(r.rgb[0])
+            rows.append(
+                dict(
+                    scenario=sc.name + suffix,
+                    latent_coverage=float(m.float().mean()),
+                    latent_error=_rel(v.latents[0].float()[:, m], lat_t[:, m]) if m.any() else float("nan"),
+                    latent_confident=float(v.confident[0].float().mean()),
+                    rgb_coverage=r.coverage,
+                    rgb_error=_rel(enc[:, full], lat_t[:, full]) if full.any() else float("nan"),
+                )
+            )
+    return rows
+
+
+def chunk_cameras(frames: int) -> np.ndarray:
+    """float64 [frames, 4, 4]: a smooth forward move with a pan to the right and a slight tilt."""
+    out = []
+    for k in range(frames):
+        s = k / max(frames - 1, 1)
+        e = 0.5 - 0.5 * math.cos(math.pi * s)  # ease in and out
+        out.append(S.world_from_cam((0.4 * e, -0.05 * e, 0.9 * e), 20.0 * e, -3.0 * e))
+    return np.stack(out)
+
+
+def _timed(fn, repeat: int):
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def speed_rows(height: int, width: int, frames: int, repeat: int, log) -> dict:
+    K = torch.tensor(S.intrinsics(height, width))
+    cams = chunk_cameras(frames)
+    log(f"ray-casting {frames} frames at {width}x{height} (not timed) ...")
+    t0 = time.perf_counter()
+    rgb, depth = S.render_views(K, cams, height, width)  # [F, 3, H, W], [F, H, W]
+    log(f"  {time.perf_counter() - t0:.0f} s")
+    lat_idx = torch.arange(0, frames, 4)  # latent frame k <-> pixel frame 4k
+    lat = S.linear_encoder(rgb[lat_idx])  # [T, 48, h, w]
+    wfc = torch.tensor(cams)
+
+    def latent_run():
+        mem = LatentSpatialMemory()
+        t_ins = time.perf_counter()
+        mem.insert_unexplained(lat, depth[lat_idx], K, wfc[lat_idx], frame_index=lat_idx)
+        t_q = time.perf_counter()
+        mem.query(K, wfc[lat_idx], (height, width))
+        return mem, t_q - t_ins, time.perf_counter() - t_q
+
+    def rgb_run():
+        mem = RGBPointMemory()
+        t_ins = time.perf_counter()
+        mem.insert_unexplained(rgb, depth, K, wfc, frame_index=torch.arange(frames))
+        t_q = time.perf_counter()
+        mem.query(K, wfc, (height, width))
+        return mem, t_q - t_ins, time.perf_counter() - t_q
+
+    out = {}
+    for name, run in (("latent", latent_run), ("rgb", rgb_run)):
+        log(f"{name} memory: insert + query ...")
+        runs = [run() for _ in range(max(repeat, 3) if name == "latent" else repeat)]
+        mem = runs[-1][0]
+        out[name] = dict(
+            frames=int(lat_idx.numel() if name == "latent" else frames),
+            insert_s=min(r[1] for r in runs),
+            query_s=min(r[2] for r in runs),
+            total_s=min(r[1] + r[2] for r in runs),
+            points=mem.num_points,
+            nbytes=mem.nbytes,
+        )
+        log(f"  {out[name]['total_s']:.2f} s, {mem.num_points} points, {mem.nbytes / 2**20:.1f} MiB")
+    # the plain batched insert (no per-frame query) for reference, latent only
+    out["latent_plain_insert_s"], _ = _timed(lambda: LatentSpatialMemory().insert(lat, depth[lat_idx], K, wfc[lat_idx]), max(repeat, 3))
+    return out
+
+
+def print_accuracy(rows: list[dict]) -> None:
+    print("Accuracy on the synthetic room (256x448, 60 deg vertical fov; error = relative L2 of linear-encoded latents)")
+    print(f"| {'scenario':<28} | latent coverage | latent error | latent confident | RGB coverage | RGB error |")
+    print(f"|{'-' * 30}|----------------:|-------------:|-----------------:|-------------:|----------:|")
+    for r in rows:
+        print(
+            f"| {r['scenario']:<28} | {r['latent_coverage']:>15.1%} | {r['latent_error']:>12.2%} | {r['latent_confident']:>16.1%} |"
+            f" {r['rgb_coverage']:>12.1%} | {r['rgb_error']:>9.2%} |"
+        )
+
+
+def print_speed(res: dict, height: int, width: int, frames: int) -> None:
+    lat, rgb = res["latent"], res["rgb"]
+    print()
+    print(f"Speed and size: one {frames}-frame chunk at {width}x{height} on {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| memory | frames | insert s | query s | insert + query s | points | bytes |")
+    print("|--------|-------:|---------:|--------:|-----------------:|-------:|------:|")
+    for name, r in (("latent", lat), ("RGB", rgb)):
+        print(f"| {name:<6} | {r['frames']:>6} | {r['insert_s']:>8.3f} | {r['query_s']:>7.3f} | {r['total_s']:>16.3f} | {r['points']:>6} | {r['nbytes']:>5} |")
+    print(f"| RGB / latent | | {rgb['insert_s'] / lat['insert_s']:.1f}x | {rgb['query_s'] / lat['query_s']:.1f}x | "
+          f"{rgb['total_s'] / lat['total_s']:.1f}x | {rgb['points'] / max(lat['points'], 1):.1f}x | {rgb['nbytes'] / max(lat['nbytes'], 1):.1f}x |")
+    print(f"(latent plain batched insert of the {lat['frames']} frames, no per-frame query: {res['latent_plain_insert_s']:.3f} s)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--height", type=int, default=704)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--frames", type=int, default=121, help="pixel frames in the chunk, 4k+1")
+    p.add_argument("--repeat", type=int, default=1, help="timed runs; the minimum is reported")
+    args = p.parse_args(argv)
+    if (args.frames - 1) % 4:
+        p.error("--frames must be 4k+1")
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    if not args.skip_accuracy:
+        print_accuracy(accuracy_rows())
+        sys.stdout.flush()
+    if not args.skip_speed:
+        print_speed(speed_rows(args.height, args.width, args.frames, args.repeat, log), args.height, args.width, args.frames)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

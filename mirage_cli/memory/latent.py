@@ -1,0 +1,329 @@
+"""LatentSpatialMemory: a persistent 3D cache of diffusion latents (DESIGN.md section 5).
+
+Insert: each latent cell is lifted to one world point with the z-depth at its centre (bilinear
+between the 4 central pixels of its 16x16 block) and the latent-grid intrinsics. Cells whose block
+is not one plane (``geometry.depth_edge_score`` > ``edge_threshold``: a depth edge) are stored with
+confidence 0 and never pinned; cells with invalid depth are dropped. Points are fused on a voxel
+grid (``memory/voxel.py``), so inserting a place again adds (almost) nothing.
+
+Query: every point is projected into the target cameras with the latent-grid intrinsics and
+splatted with its footprint (``geometry.splat``): half-size ``0.5 * z_src / z_dst`` cells on the
+optical axis (equal intrinsics), stretched off axis like the pinhole stretches the cell
+(``geometry.footprint_half_size``), grown by ``cache.FOOTPRINT_MARGIN`` (10%) against rounding
+cracks, capped at 2: this fills the holes nearest-cell splatting leaves when the camera moves
+closer. The per-cell winner comes from an order-independent z-buffer: nearest depth, then (within
+``depth_tolerance`` of it) the point closest to the cell centre, exact ties broken by the point's
+own coordinates. Winners are marked seen (for least-recently-seen eviction).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from mirage_cli import geometry
+from mirage_cli.memory import checks
+from mirage_cli.memory.cache import PointCache, gather_rows
+from mirage_cli.memory.state import check_state, load_state, save_state
+from mirage_cli.memory.view import MemoryView
+
+FORMAT = "mirage.latent_memory.v1"
+EDGE_THRESHOLD = 0.05
+DEPTH_TOLERANCE = 0.05
+MAX_HALF_SIZE = 2.0
+UNEXPLAINED_DEPTH_MARGIN = 0.1
+# A reasonable ``occlusion_threshold`` for ``query`` when the spec turns the filter on: on the
+# synthetic room it only removes one-cell gaps between objects (1.3% of a same-view query).
+OCCLUSION_THRESHOLD = 0.25
+_LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+class LatentSpatialMemory:
+    """A bounded, voxel-fused cache of latent points that warps them into any camera.
+
+    Args:
+        channels: latent channels C (48 for Wan2.2).
+        stride: pixels per latent cell side (16 for Wan2.2).
+        device: where the cache lives; inputs are moved there.
+        dtype: latent storage dtype (float16 or bfloat16; float32 allowed for tests).
+        voxel_size: fusion voxel size in world units, or None to size voxels from each point's
+            cell footprint (see ``memory/voxel.py``).
+        capacity: maximum number of points, or None; beyond it the least recently seen go first.
+    """
+
+    def __init__(
+        self,
+        channels: int = 48,
+        stride: int = 16,
+        device="cpu",
+        dtype: torch.dtype = torch.float16,
+        voxel_size: Optional[float] = None,
+        capacity: Optional[int] = None,
+    ):
+        if channels < 1:
+            raise ValueError(f"channels: expected >= 1, got {channels}")
+        if stride < 2:
+            raise ValueError(f"stride: expected >= 2, got {stride}")
+        if dtype not in _LATENT_DTYPES:
+            raise ValueError(f"dtype: expected one of {list(_LATENT_DTYPES)}, got {dtype}")
+        if voxel_size is not None and not voxel_size > 0:
+            raise ValueError(f"voxel_size: expected > 0 or None, got {voxel_size}")
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity: expected >= 1 or None, got {capacity}")
+        self.channels = int(channels)
+        self.stride = int(stride)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.voxel_size = None if voxel_size is None else float(voxel_size)
+        self.capacity = None if capacity is None else int(capacity)
+        self.cache = PointCache(self.channels, dtype, self.device, self.voxel_size, extras=(("confidence", torch.float16),))
+
+    # --- size ------------------------------------------------------------------------------------
+
+    @property
+    def num_points(self) -> int:
+        return len(self.cache)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the per-point arrays (xyz, latents, radius, confidence, frame index, last seen)."""
+        return self.cache.nbytes
+
+    def __repr__(self) -> str:
+        return f"LatentSpatialMemory(points={self.num_points}, channels={self.channels}, dtype={self.dtype}, device={self.device}, nbytes={self.nbytes})"
+
+    # --- insert ----------------------------------------------------------------------------------
+
+    def _inputs(self, latents, depth, K, world_from_cam, keep):
+        lat = checks.tensor(latents, "latents", self.device)
+        if lat.ndim == 3:
+            lat = lat[None]
+        if lat.ndim != 4 or lat.shape[1] != self.channels:
+            raise ValueError(f"latents: expected shape [T, {self.channels}, h, w] or [{self.channels}, h, w], got {list(latents.shape)}")
+        T, _, h, w = lat.shape
+        H, W = h * self.stride, w * self.stride
+        dep = checks.frames_first(checks.tensor(depth, "depth", self.device, torch.float32), (H, W), "depth", T)
+        Kt = checks.frames_first(checks.tensor(K, "K", self.device, torch.float64), (3, 3), "K", T)
+        wfc = checks.frames_first(checks.tensor(world_from_cam, "world_from_cam", self.device, torch.float64), (4, 4), "world_from_cam", T)
+        kp = None
+        if keep is not None:
+            kp = checks.frames_first(checks.tensor(keep, "keep", self.device, torch.bool), (h, w), "keep", T)
+        return lat, dep, Kt, wfc, kp
+
+    def insert(
+        self,
+        latents: Tensor,
+        depth: Tensor,
+        K: Tensor,
+        world_from_cam: Tensor,
+        keep: Optional[Tensor] = None,
+        frame_index=None,
+        edge_threshold: float = EDGE_THRESHOLD,
+    ) -> int:
+        """Lift latent cells to world points and add those whose voxel is free.
+
+        Args:
+            latents: float [C, h, w] or [T, C, h, w].
+            depth: float [H, W] or [T, H, W] z-depth at pixel resolution, H = stride*h, W = stride*w.
+            K: float [3, 3] or [T, 3, 3] pixel intrinsics at H x W.
+            world_from_cam: float [4, 4] or [T, 4, 4] OpenCV camera-to-world.
+            keep: optional bool [h, w] or [T, h, w]: only these cells are inserted (the rollout passes
+                the cells its query left empty).
+            frame_index: optional int (all frames) or int [T]: source frame index stored per point.
+            edge_threshold: cells with ``depth_edge_score`` above this get confidence 0.
+
+        Returns:
+            The number of points added.
+        """
+        lat, dep, Kt, wfc, kp = self._inputs(latents, depth, K, world_from_cam, keep)
+        T, C, h, w = lat.shape
+        frames = checks.frame_indices(frame_index, T, self.device)  # [T]
+        z = geometry.cell_centre_depth(dep, self.stride)  # [T, h, w]
+        score = geometry.depth_edge_score(dep, self.stride)  # [T, h, w]
+        ok = geometry.valid_depth(z)  # [T, h, w]
+        if kp is not None:
+            ok &= kp
+        K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
+        xyz = geometry.backproject(torch.where(ok, z, torch.ones_like(z)), K_lat, wfc)  # [T, h, w, 3]
+        focal = torch.sqrt(K_lat[:, 0, 0] * K_lat[:, 1, 1]).to(torch.float32)  # [T]
+        distance = (xyz - wfc[:, None, None, :3, 3].to(xyz.dtype)).norm(dim=-1)  # [T, h, w]
+        radius = geometry.footprint_radius(z, distance, focal[:, None, None])  # [T, h, w] world half-size of the cell
+        confidence = (score <= edge_threshold).to(torch.float16)  # [T, h, w]
+        feats = lat.permute(0, 2, 3, 1)  # [T, h, w, C]
+        frame_of = frames[:, None, None].expand(T, h, w)  # [T, h, w]
+        added = self.cache.add(
+            xyz[ok], feats[ok], radius[ok], frame_of[ok], extras={"confidence": confidence[ok]}
+        )
+        if self.capacity is not None:
+            self.cache.evict(self.capacity)
+        return added
+
+    def insert_unexplained(
+        self,
+        latents: Tensor,
+        depth: Tensor,
+        K: Tensor,
+        world_from_cam: Tensor,
+        keep: Optional[Tensor] = None,
+        frame_index=None,
+        depth_margin: float = UNEXPLAINED_DEPTH_MARGIN,
+        edge_threshold: float = EDGE_THRESHOLD,
+    ) -> int:
+        """Insert frames one after another, each only where the memory does not explain it yet.
+
+        A cell of frame t is explained when a query at frame t's camera (after frames < t were
+        inserted) fills it with a point no farther than ``depth_margin`` (relative) in front of the
+        new depth; a cell whose new depth is clearly nearer than the rendered one is new surface
+        and is inserted. This keeps the cache growing with explored surface, not with the number
+        of frames that saw it. Queries made here do not mark points seen. Arguments as ``insert``.
+
+        Returns:
+            The number of points added.
+        """
+        lat, dep, Kt, wfc, kp = self._inputs(latents, depth, K, world_from_cam, keep)
+        T, _, h, w = lat.shape
+        frames = checks.frame_indices(frame_index, T, self.device)
+        added = 0
+        for t in range(T):
+            view = self.query(Kt[t], wfc[t], (h * self.stride, w * self.stride), mark_seen=False)
+            z = geometry.cell_centre_depth(dep[t], self.stride)  # [h, w]
+            explained = view.mask[0] & (z >= view.depth[0] * (1.0 - depth_margin))  # [h, w]
+            keep_t = ~explained if kp is None else (~explained & kp[t])
+            added += self.insert(lat[t], dep[t], Kt[t], wfc[t], keep=keep_t, frame_index=frames[t], edge_threshold=edge_threshold)
+        return added
+
+    # --- query -----------------------------------------------------------------------------------
+
+    def query(
+        self,
+        K: Tensor,
+        world_from_cam: Tensor,
+        size: tuple[int, int],
+        *,
+        depth_tolerance: float = DEPTH_TOLERANCE,
+        max_half_size: float = MAX_HALF_SIZE,
+        occlusion_threshold: Optional[float] = None,
+        mark_seen: bool = True,
+    ) -> MemoryView:
+        """Warp the cache into T target cameras.
+
+        Args:
+            K: float [3, 3] or [T, 3, 3] pixel intrinsics at ``size``.
+            world_from_cam: float [4, 4] or [T, 4, 4].
+            size: (H, W) in pixels, multiples of ``stride``.
+            depth_tolerance: relative depth band treated as one surface by the z-buffer (0 = plain
+                nearest-depth z-buffer).
+            max_half_size: cap on the footprint half-size, in cells.
+            occlusion_threshold: if set, drop cells farther than (1 + threshold) times their 3x3
+                neighbourhood's nearest depth (``geometry.occlusion_filter``).
+            mark_seen: record the winners as seen now (eviction order).
+
+        Returns:
+            ``MemoryView`` with latents [T, C, h, w], mask/depth/confidence [T, h, w].
+        """
+        H, W = (int(s) for s in size)
+        if H % self.stride or W % self.stride or H <= 0 or W <= 0:
+            raise ValueError(f"size: expected (H, W) positive multiples of {self.stride}, got {tuple(size)}")
+        h, w = H // self.stride, W // self.stride
+        wfc = checks.tensor(world_from_cam, "world_from_cam", self.device, torch.float64)
+        T = wfc.shape[0] if wfc.ndim == 3 else 1
+        wfc = checks.frames_first(wfc, (4, 4), "world_from_cam", T)
+        Kt = checks.frames_first(checks.tensor(K, "K", self.device, torch.float64), (3, 3), "K", T)
+        K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
+        winner, depth = self.cache.render(K_lat, wfc, (h, w), depth_tolerance, max_half_size)  # [T, h, w] x2
+        mask = winner >= 0
+        if occlusion_threshold is not None:
+            mask = geometry.occlusion_filter(depth, mask, occlusion_threshold)
+            winner = torch.where(mask, winner, torch.full_like(winner, -1))
+        if mark_seen:
+            self.cache.mark_seen(winner)
+        latents = gather_rows(self.cache.features, winner).permute(0, 3, 1, 2).contiguous()  # [T, C, h, w]
+        conf = gather_rows(self.cache.extras["confidence"][:, None], winner)[..., 0].to(torch.float32)  # [T, h, w]
+        zero = torch.zeros((), dtype=torch.float32, device=self.device)
+        return MemoryView(
+            latents=latents,
+            mask=mask,
+            depth=torch.where(mask, depth, zero),
+            confidence=torch.where(mask, conf, zero),
+        )
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every array and setting as tensors (what ``save`` writes and checkpoints store)."""
+        c = self.cache
+        return {
+            "xyz": c.xyz,
+            "latents": c.features,
+            "radius": c.radius,
+            "confidence": c.extras["confidence"],
+            "frame_index": c.frame_index,
+            "last_seen": c.last_seen,
+            "stride": torch.tensor(self.stride, dtype=torch.int64),
+            "voxel_size": torch.tensor(float("nan") if self.voxel_size is None else self.voxel_size, dtype=torch.float64),
+            "capacity": torch.tensor(-1 if self.capacity is None else self.capacity, dtype=torch.int64),
+            "clock": torch.tensor(c.clock, dtype=torch.int64),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor], device="cpu") -> "LatentSpatialMemory":
+        """Rebuild a memory from ``state_dict()``'s output.
+
+        Raises:
+            ValueError: missing or unexpected keys, wrong dtypes or shapes (all listed).
+        """
+        schema = {
+            "xyz": ((torch.float32,), ("N", 3)),
+            "latents": (_LATENT_DTYPES, ("N", "C")),
+            "radius": ((torch.float32,), ("N",)),
+            "confidence": ((torch.float16,), ("N",)),
+            "frame_index": ((torch.int32,), ("N",)),
+            "last_seen": ((torch.int64,), ("N",)),
+            "stride": ((torch.int64,), ()),
+            "voxel_size": ((torch.float64,), ()),
+            "capacity": ((torch.int64,), ()),
+            "clock": ((torch.int64,), ()),
+        }
+        dims = check_state(state, schema, "LatentSpatialMemory")
+        voxel_size = float(state["voxel_size"])
+        capacity = int(state["capacity"])
+        mem = cls(
+            channels=dims["C"],
+            stride=int(state["stride"]),
+            device=device,
+            dtype=state["latents"].dtype,
+            voxel_size=None if voxel_size != voxel_size else voxel_size,
+            capacity=None if capacity < 0 else capacity,
+        )
+        c = mem.cache
+        c.xyz = state["xyz"].to(mem.device).clone()
+        c.features = state["latents"].to(mem.device).clone()
+        c.radius = state["radius"].to(mem.device).clone()
+        c.extras["confidence"] = state["confidence"].to(mem.device).clone()
+        c.frame_index = state["frame_index"].to(mem.device).clone()
+        c.last_seen = state["last_seen"].to(mem.device).clone()
+        c.clock = int(state["clock"])
+        return mem
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the memory to a safetensors file, atomically."""
+        save_state(path, self.state_dict(), FORMAT)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device="cpu") -> "LatentSpatialMemory":
+        """Read a file written by ``save``; ValueError names the file and what is wrong."""
+        state = load_state(path, FORMAT, "cpu")
+        try:
+            return cls.from_state_dict(state, device=device)
+        except ValueError as e:
+            raise ValueError(f"{os.fspath(path)}: {e}") from None
+
+    def export_ply(self, path: str | os.PathLike) -> int:
+        """Write the cache as a binary PLY point cloud (xyz + colour from the latents' first 3
+        principal components), atomically; returns the number of points written."""
+        from mirage_cli.memory.ply import write_point_cloud, pca_colours
+
+        return write_point_cloud(path, self.cache.xyz, pca_colours(self.cache.features))
