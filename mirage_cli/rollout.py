@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from mirage_cli.errors import InputError
+from mirage_cli.memory.latent import OCCLUSION_THRESHOLD
 from mirage_cli.spec import Chunk, Plan
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Rollout:
         self.pin_mode = pin_mode or plan.memory.pin
         self.pin_until = plan.memory.pin_until if pin_until is None else pin_until
         self.memory = self._make_memory()
+        self.occlusion_threshold = OCCLUSION_THRESHOLD if plan.memory.occlusion_filter else None
         self.prompt_embeds = None
         self.negative_embeds = None
         self.last_latent: torch.Tensor | None = None  # [C, h, w] conditioning latent of the next chunk
@@ -282,7 +284,11 @@ class Rollout:
             idx = torch.tensor(cams, device=self.device)
             with self.prof.stage("memory_query"):
                 v = self.memory.query(
-                    self.K[idx], self.world_from_cam[idx], (plan.height, plan.width), mark_seen=mark_seen
+                    self.K[idx],
+                    self.world_from_cam[idx],
+                    (plan.height, plan.width),
+                    occlusion_threshold=self.occlusion_threshold,
+                    mark_seen=mark_seen,
                 )
             covered = v.mask.clone()  # [T, h, w]
             mask = v.mask & (v.confidence >= PIN_CONFIDENCE)
@@ -297,7 +303,7 @@ class Rollout:
         H, W, s = plan.height, plan.width, bb.spatial_scale
         idx = torch.arange(chunk.start + 1, chunk.end + 1, device=self.device)  # pixel frames 1..F-1
         with self.prof.stage("memory_query"):
-            v = self.memory.query(self.K[idx], self.world_from_cam[idx], (H, W))
+            v = self.memory.query(self.K[idx], self.world_from_cam[idx], (H, W), occlusion_threshold=self.occlusion_threshold)
         rgb = torch.where(v.mask.unsqueeze(1), v.rgb.float(), torch.full_like(v.rgb.float(), HOLE_VALUE))  # [F-1, 3, H, W]
         video = torch.cat([self.last_frame.unsqueeze(0), rgb], 0)  # [F, 3, H, W]
         with self.prof.stage("vae_encode"):
@@ -369,11 +375,17 @@ class Rollout:
         return torch.stack(out)  # [T-1, h, w]
 
     def _insert(self, *, latents, frames01, depth, cam_index, keep_cells, keep_pixels) -> int:
+        """Insert frames into the memory, each only where the memory does not explain it yet.
+
+        ``insert_unexplained`` goes frame by frame, so a new surface seen by several frames of the
+        chunk is stored once. ``keep_cells`` / ``keep_pixels`` further restrict what may go in
+        (cells the chunk's query left empty, minus moving regions, minus the user's mask).
+        """
         idx = torch.tensor(cam_index, device=self.device)
         with self.prof.stage("memory_insert"):
             if self.mode == "latent":
                 return int(
-                    self.memory.insert(
+                    self.memory.insert_unexplained(
                         latents, depth, self.K[idx], self.world_from_cam[idx], keep=keep_cells, frame_index=idx
                     )
                 )
@@ -381,9 +393,11 @@ class Rollout:
             if keep_pixels is None and keep_cells is not None:
                 s = self.backbone.spatial_scale
                 keep_pixels = keep_cells.repeat_interleave(s, -2).repeat_interleave(s, -1)
-            if keep_pixels is not None:
-                depth = torch.where(keep_pixels, depth, torch.zeros_like(depth))
-            return int(self.memory.insert(frames01, depth, self.K[idx], self.world_from_cam[idx]))
+            return int(
+                self.memory.insert_unexplained(
+                    frames01, depth, self.K[idx], self.world_from_cam[idx], keep=keep_pixels, frame_index=idx
+                )
+            )
 
     @staticmethod
     def _cells_any(mask_px: torch.Tensor, s: int = 16) -> torch.Tensor:
