@@ -538,7 +538,7 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
         resumable, reason = True, "every chunk is rendered but video.mp4 is missing: re-run to assemble it"
     else:
         step = meta.get("mid_chunk_step")
-        where = f"chunk {chunk}" if num_chunks is None else f"chunk {chunk} of {num_chunks} (0-based)"
+        where = f"chunk {chunk + 1}" if num_chunks is None else f"chunk {chunk + 1} of {num_chunks}"
         if step is not None:
             where += f", denoising step {step}"
         resumable, reason = True, f"resumes at {where} from {latest.name}"

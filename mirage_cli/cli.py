@@ -14,7 +14,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from mirage_cli.errors import EXIT_FAILURE, EXIT_USAGE, InputError, MirageError
+from mirage_cli.errors import EXIT_FAILURE, EXIT_USAGE, InputError, Interrupted, MirageError
 
 app = typer.Typer(
     name="mirage",
@@ -39,6 +39,9 @@ def _run(fn: Callable[[], Optional[int]]) -> None:
         for p in e.problems:
             _err(f"error: {p}")
         raise typer.Exit(EXIT_USAGE)
+    except Interrupted as e:
+        _err(f"interrupted: {e}")
+        raise typer.Exit(e.exit_code)
     except MirageError as e:
         _err(f"error: {e}")
         raise typer.Exit(e.exit_code)

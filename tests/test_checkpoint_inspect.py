@@ -32,7 +32,7 @@ def test_inspect_partial_run(tmp_path):
     assert info["mid_chunk_step"] == 7
     assert info["last_checkpoint"] == "ckpt-000002" and info["last_checkpoint_time"]
     assert info["resumable"] is True
-    assert info["reason"] == "resumes at chunk 2 of 4 (0-based), denoising step 7 from ckpt-000002"
+    assert info["reason"] == "resumes at chunk 3 of 4, denoising step 7 from ckpt-000002"
     assert info["video"] is None and info["finished"] is False and info["lock"] is None
     json.dumps(info)
 
