@@ -134,3 +134,25 @@ def test_saved_tiny_model_renders_through_model_dir(tmp_path):
                   "--dtype", "float32", "--steps", "2", "--memory", "latent", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert probe_mp4(run / "video.mp4")["frames"] == 33
+
+
+def test_incomplete_model_dir_names_what_is_missing(tmp_path):
+    from mirage_cli.backbone import save_tiny_model
+
+    model_dir = tmp_path / "tiny-model"
+    save_tiny_model(model_dir)
+    for f in (model_dir / "transformer").glob("*.safetensors"):
+        f.unlink()
+    proc = mirage("render", str(EXAMPLE), "--out", str(tmp_path / "r"), "--model", str(model_dir), "--device", "cpu", "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    assert "transformer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_trace_writes_a_chrome_trace(tmp_path):
+    trace = tmp_path / "trace"
+    proc = mirage("render", str(EXAMPLE), "--out", str(tmp_path / "r"), "--trace", str(trace), "--memory", "none",
+                  "--preset", "tiny", "--steps", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    files = list(trace.glob("*.json"))
+    assert len(files) == 1
+    assert "traceEvents" in json.loads(files[0].read_text())
