@@ -9,29 +9,6 @@ from mirage_cli.depth import MemoryPropagatedDepth, TransformersDepth, fill_dept
 from mirage_cli.errors import InputError
 
 
-@pytest.fixture(scope="module")
-def tiny_depth_dir(tmp_path_factory):
-    """A tiny random DepthAnythingForDepthEstimation + processor written with save_pretrained.
-
-    Real classes, random weights (no hub: the real checkpoints cannot be downloaded here).
-    """
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        image_size=56, patch_size=14, out_features=["stage1", "stage2"], reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=16, fusion_hidden_size=16, head_hidden_size=8,
-        neck_hidden_sizes=[8, 16], reassemble_factors=[2, 1], depth_estimation_type="metric", max_depth=10,
-    )
-    d = tmp_path_factory.mktemp("tiny_depth")
-    DepthAnythingForDepthEstimation(config).save_pretrained(d)
-    DPTImageProcessor(size={"height": 56, "width": 56}).save_pretrained(d)
-    return d
-
-
 def test_tiny_depth_model_loads_and_estimates(tiny_depth_dir):
     provider = make_depth_provider(str(tiny_depth_dir), torch.device("cpu"))
     assert isinstance(provider, TransformersDepth)

@@ -156,3 +156,13 @@ def test_trace_writes_a_chrome_trace(tmp_path):
     files = list(trace.glob("*.json"))
     assert len(files) == 1
     assert "traceEvents" in json.loads(files[0].read_text())
+
+
+def test_render_with_a_depth_model(tmp_path, tiny_depth_dir):
+    """New frames' depth from a (tiny, random, saved locally) Depth Anything model, aligned to the memory."""
+    run = tmp_path / "r"
+    proc = mirage("render", str(EXAMPLE), "--out", str(run), "--depth-model", str(tiny_depth_dir), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((run / "report.json").read_text())
+    assert report["stages"]["depth_estimation"]["calls"] >= 2
+    assert report["chunks"][-1]["cache_points"] > 0
