@@ -25,9 +25,9 @@ import torch
 from torch import Tensor
 
 from mirage_cli import geometry
-from mirage_cli.memory import checks
-from mirage_cli.memory.cache import PointCache, gather_rows
-from mirage_cli.memory.state import check_state, load_state, save_state
+from mirage_cli.memory.cache import gather_rows
+from mirage_cli.memory.points import PointMemory
+from mirage_cli.memory.state import check_state, save_state
 from mirage_cli.memory.view import MemoryView
 
 FORMAT = "mirage.latent_memory.v1"
@@ -41,7 +41,7 @@ OCCLUSION_THRESHOLD = 0.25
 _LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-class LatentSpatialMemory:
+class LatentSpatialMemory(PointMemory):
     """A bounded, voxel-fused cache of latent points that warps them into any camera.
 
     Args:
@@ -53,6 +53,9 @@ class LatentSpatialMemory:
             cell footprint (see ``memory/voxel.py``).
         capacity: maximum number of points, or None; beyond it the least recently seen go first.
     """
+
+    _FEATURES = "latents"
+    _FORMAT = FORMAT
 
     def __init__(
         self,
@@ -67,51 +70,14 @@ class LatentSpatialMemory:
             raise ValueError(f"channels: expected >= 1, got {channels}")
         if stride < 2:
             raise ValueError(f"stride: expected >= 2, got {stride}")
-        if dtype not in _LATENT_DTYPES:
-            raise ValueError(f"dtype: expected one of {list(_LATENT_DTYPES)}, got {dtype}")
-        if voxel_size is not None and not voxel_size > 0:
-            raise ValueError(f"voxel_size: expected > 0 or None, got {voxel_size}")
-        if capacity is not None and capacity < 1:
-            raise ValueError(f"capacity: expected >= 1 or None, got {capacity}")
         self.channels = int(channels)
         self.stride = int(stride)
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.voxel_size = None if voxel_size is None else float(voxel_size)
-        self.capacity = None if capacity is None else int(capacity)
-        self.cache = PointCache(self.channels, dtype, self.device, self.voxel_size, extras=(("confidence", torch.float16),))
-
-    # --- size ------------------------------------------------------------------------------------
-
-    @property
-    def num_points(self) -> int:
-        return len(self.cache)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the per-point arrays (xyz, latents, radius, confidence, frame index, last seen)."""
-        return self.cache.nbytes
+        super().__init__(self.channels, device, dtype, _LATENT_DTYPES, voxel_size, capacity, extras=(("confidence", torch.float16),))
 
     def __repr__(self) -> str:
         return f"LatentSpatialMemory(points={self.num_points}, channels={self.channels}, dtype={self.dtype}, device={self.device}, nbytes={self.nbytes})"
 
     # --- insert ----------------------------------------------------------------------------------
-
-    def _inputs(self, latents, depth, K, world_from_cam, keep):
-        lat = checks.tensor(latents, "latents", self.device)
-        if lat.ndim == 3:
-            lat = lat[None]
-        if lat.ndim != 4 or lat.shape[1] != self.channels:
-            raise ValueError(f"latents: expected shape [T, {self.channels}, h, w] or [{self.channels}, h, w], got {list(latents.shape)}")
-        T, _, h, w = lat.shape
-        H, W = h * self.stride, w * self.stride
-        dep = checks.frames_first(checks.tensor(depth, "depth", self.device, torch.float32), (H, W), "depth", T)
-        Kt = checks.frames_first(checks.tensor(K, "K", self.device, torch.float64), (3, 3), "K", T)
-        wfc = checks.frames_first(checks.tensor(world_from_cam, "world_from_cam", self.device, torch.float64), (4, 4), "world_from_cam", T)
-        kp = None
-        if keep is not None:
-            kp = checks.frames_first(checks.tensor(keep, "keep", self.device, torch.bool), (h, w), "keep", T)
-        return lat, dep, Kt, wfc, kp
 
     def insert(
         self,
@@ -138,28 +104,12 @@ class LatentSpatialMemory:
         Returns:
             The number of points added.
         """
-        lat, dep, Kt, wfc, kp = self._inputs(latents, depth, K, world_from_cam, keep)
-        T, C, h, w = lat.shape
-        frames = checks.frame_indices(frame_index, T, self.device)  # [T]
+        lat, dep, Kt, wfc, kp = self._inputs(latents, depth, K, world_from_cam, keep, self.stride)
         z = geometry.cell_centre_depth(dep, self.stride)  # [T, h, w]
         score = geometry.depth_edge_score(dep, self.stride)  # [T, h, w]
-        ok = geometry.valid_depth(z)  # [T, h, w]
-        if kp is not None:
-            ok &= kp
-        K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
-        xyz = geometry.backproject(torch.where(ok, z, torch.ones_like(z)), K_lat, wfc)  # [T, h, w, 3]
-        focal = torch.sqrt(K_lat[:, 0, 0] * K_lat[:, 1, 1]).to(torch.float32)  # [T]
-        distance = (xyz - wfc[:, None, None, :3, 3].to(xyz.dtype)).norm(dim=-1)  # [T, h, w]
-        radius = geometry.footprint_radius(z, distance, focal[:, None, None])  # [T, h, w] world half-size of the cell
         confidence = (score <= edge_threshold).to(torch.float16)  # [T, h, w]
-        feats = lat.permute(0, 2, 3, 1)  # [T, h, w, C]
-        frame_of = frames[:, None, None].expand(T, h, w)  # [T, h, w]
-        added = self.cache.add(
-            xyz[ok], feats[ok], radius[ok], frame_of[ok], extras={"confidence": confidence[ok]}
-        )
-        if self.capacity is not None:
-            self.cache.evict(self.capacity)
-        return added
+        K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
+        return self._add(lat, z, K_lat, wfc, kp, frame_index, extras={"confidence": confidence})
 
     def insert_unexplained(
         self,
@@ -183,17 +133,9 @@ class LatentSpatialMemory:
         Returns:
             The number of points added.
         """
-        lat, dep, Kt, wfc, kp = self._inputs(latents, depth, K, world_from_cam, keep)
-        T, _, h, w = lat.shape
-        frames = checks.frame_indices(frame_index, T, self.device)
-        added = 0
-        for t in range(T):
-            view = self.query(Kt[t], wfc[t], (h * self.stride, w * self.stride), mark_seen=False)
-            z = geometry.cell_centre_depth(dep[t], self.stride)  # [h, w]
-            explained = view.mask[0] & (z >= view.depth[0] * (1.0 - depth_margin))  # [h, w]
-            keep_t = ~explained if kp is None else (~explained & kp[t])
-            added += self.insert(lat[t], dep[t], Kt[t], wfc[t], keep=keep_t, frame_index=frames[t], edge_threshold=edge_threshold)
-        return added
+        lat, dep, Kt, wfc, kp = self._inputs(latents, depth, K, world_from_cam, keep, self.stride)
+        z = geometry.cell_centre_depth(dep, self.stride)  # [T, h, w]
+        return self._insert_unexplained(lat, z, dep, Kt, wfc, kp, frame_index, depth_margin, edge_threshold=edge_threshold)
 
     # --- query -----------------------------------------------------------------------------------
 
@@ -228,45 +170,19 @@ class LatentSpatialMemory:
         if H % self.stride or W % self.stride or H <= 0 or W <= 0:
             raise ValueError(f"size: expected (H, W) positive multiples of {self.stride}, got {tuple(size)}")
         h, w = H // self.stride, W // self.stride
-        wfc = checks.tensor(world_from_cam, "world_from_cam", self.device, torch.float64)
-        T = wfc.shape[0] if wfc.ndim == 3 else 1
-        wfc = checks.frames_first(wfc, (4, 4), "world_from_cam", T)
-        Kt = checks.frames_first(checks.tensor(K, "K", self.device, torch.float64), (3, 3), "K", T)
+        Kt, wfc = self._cameras(K, world_from_cam)
         K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
-        winner, depth = self.cache.render(K_lat, wfc, (h, w), depth_tolerance, max_half_size)  # [T, h, w] x2
-        mask = winner >= 0
-        if occlusion_threshold is not None:
-            mask = geometry.occlusion_filter(depth, mask, occlusion_threshold)
-            winner = torch.where(mask, winner, torch.full_like(winner, -1))
-        if mark_seen:
-            self.cache.mark_seen(winner)
+        winner, mask, depth = self._render(K_lat, wfc, (h, w), depth_tolerance, max_half_size, occlusion_threshold, mark_seen)  # [T, h, w] each
         latents = gather_rows(self.cache.features, winner).permute(0, 3, 1, 2).contiguous()  # [T, C, h, w]
         conf = gather_rows(self.cache.extras["confidence"][:, None], winner)[..., 0].to(torch.float32)  # [T, h, w]
         zero = torch.zeros((), dtype=torch.float32, device=self.device)
-        return MemoryView(
-            latents=latents,
-            mask=mask,
-            depth=torch.where(mask, depth, zero),
-            confidence=torch.where(mask, conf, zero),
-        )
+        return MemoryView(latents=latents, mask=mask, depth=depth, confidence=torch.where(mask, conf, zero))
 
     # --- state -----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Tensor]:
         """Every array and setting as tensors (what ``save`` writes and checkpoints store)."""
-        c = self.cache
-        return {
-            "xyz": c.xyz,
-            "latents": c.features,
-            "radius": c.radius,
-            "confidence": c.extras["confidence"],
-            "frame_index": c.frame_index,
-            "last_seen": c.last_seen,
-            "stride": torch.tensor(self.stride, dtype=torch.int64),
-            "voxel_size": torch.tensor(float("nan") if self.voxel_size is None else self.voxel_size, dtype=torch.float64),
-            "capacity": torch.tensor(-1 if self.capacity is None else self.capacity, dtype=torch.int64),
-            "clock": torch.tensor(c.clock, dtype=torch.int64),
-        }
+        return self._state({"stride": torch.tensor(self.stride, dtype=torch.int64)})
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor], device="cpu") -> "LatentSpatialMemory":
@@ -275,37 +191,15 @@ class LatentSpatialMemory:
         Raises:
             ValueError: missing or unexpected keys, wrong dtypes or shapes (all listed).
         """
-        schema = {
-            "xyz": ((torch.float32,), ("N", 3)),
-            "latents": (_LATENT_DTYPES, ("N", "C")),
-            "radius": ((torch.float32,), ("N",)),
-            "confidence": ((torch.float16,), ("N",)),
-            "frame_index": ((torch.int32,), ("N",)),
-            "last_seen": ((torch.int64,), ("N",)),
-            "stride": ((torch.int64,), ()),
-            "voxel_size": ((torch.float64,), ()),
-            "capacity": ((torch.int64,), ()),
-            "clock": ((torch.int64,), ()),
-        }
-        dims = check_state(state, schema, "LatentSpatialMemory")
-        voxel_size = float(state["voxel_size"])
-        capacity = int(state["capacity"])
-        mem = cls(
-            channels=dims["C"],
-            stride=int(state["stride"]),
-            device=device,
-            dtype=state["latents"].dtype,
-            voxel_size=None if voxel_size != voxel_size else voxel_size,
-            capacity=None if capacity < 0 else capacity,
+        schema = cls._schema(
+            _LATENT_DTYPES,
+            "C",
+            extras={"confidence": ((torch.float16,), ("N",))},
+            settings={"stride": ((torch.int64,), ())},
         )
-        c = mem.cache
-        c.xyz = state["xyz"].to(mem.device).clone()
-        c.features = state["latents"].to(mem.device).clone()
-        c.radius = state["radius"].to(mem.device).clone()
-        c.extras["confidence"] = state["confidence"].to(mem.device).clone()
-        c.frame_index = state["frame_index"].to(mem.device).clone()
-        c.last_seen = state["last_seen"].to(mem.device).clone()
-        c.clock = int(state["clock"])
+        dims = check_state(state, schema, "LatentSpatialMemory")
+        mem = cls(channels=dims["C"], stride=int(state["stride"]), device=device, dtype=state["latents"].dtype, **cls._limits(state))
+        mem._restore(state)
         return mem
 
     def save(self, path: str | os.PathLike) -> None:
@@ -315,11 +209,7 @@ class LatentSpatialMemory:
     @classmethod
     def load(cls, path: str | os.PathLike, device="cpu") -> "LatentSpatialMemory":
         """Read a file written by ``save``; ValueError names the file and what is wrong."""
-        state = load_state(path, FORMAT, "cpu")
-        try:
-            return cls.from_state_dict(state, device=device)
-        except ValueError as e:
-            raise ValueError(f"{os.fspath(path)}: {e}") from None
+        return cls._load(path, device)
 
     def export_ply(self, path: str | os.PathLike) -> int:
         """Write the cache as a binary PLY point cloud (xyz + colour from the latents' first 3

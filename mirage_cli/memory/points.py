@@ -1,0 +1,250 @@
+"""What the latent memory and the RGB point memory share: a ``PointCache`` and the plumbing around it.
+
+``LatentSpatialMemory`` (``memory/latent.py``) and ``RGBPointMemory`` (``memory/rgb.py``) differ in
+what a point carries (a latent cell with a confidence, or a pixel's colour) and in the grid they
+lift from and render to (latent cells of ``stride`` x ``stride`` pixels, or pixels). The rest is
+written once here: the settings checks, the per-frame argument checks, lifting a grid of depths to
+voxel-fused points, the insert-only-what-is-unexplained loop, the z-buffer render behind ``query``,
+and the state dict with its file.
+
+State dict layout (both memories): ``xyz``, the features (under the subclass's ``_FEATURES``
+name), ``radius``, the cache's extras, ``frame_index``, ``last_seen``, the subclass's own
+settings, then ``voxel_size`` (nan = None), ``capacity`` (-1 = None) and ``clock``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from mirage_cli import geometry
+from mirage_cli.memory import checks
+from mirage_cli.memory.cache import PointCache
+from mirage_cli.memory.state import Schema, load_state
+
+
+class PointMemory:
+    """Base of the two memories: a bounded, voxel-fused ``PointCache`` on one device.
+
+    Subclasses set ``_FEATURES`` (the features' argument name and state-dict key) and
+    ``_FORMAT`` (the tag of their safetensors files).
+    """
+
+    _FEATURES = "features"
+    _FORMAT = ""
+
+    def __init__(
+        self, channels: int, device, dtype: torch.dtype, dtypes: tuple[torch.dtype, ...],
+        voxel_size: Optional[float], capacity: Optional[int], extras: tuple[tuple[str, torch.dtype], ...] = (),
+    ):
+        # the shared settings checks (``dtype`` must be one of ``dtypes``), then the empty cache
+        if dtype not in dtypes:
+            raise ValueError(f"dtype: expected one of {list(dtypes)}, got {dtype}")
+        if voxel_size is not None and not voxel_size > 0:
+            raise ValueError(f"voxel_size: expected > 0 or None, got {voxel_size}")
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity: expected >= 1 or None, got {capacity}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.voxel_size = None if voxel_size is None else float(voxel_size)
+        self.capacity = None if capacity is None else int(capacity)
+        self.cache = PointCache(channels, dtype, self.device, self.voxel_size, extras=extras)
+
+    # --- size ------------------------------------------------------------------------------------
+
+    @property
+    def num_points(self) -> int:
+        return len(self.cache)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the per-point arrays (xyz, latents or colour, radius, frame index, last seen,
+        and the latent memory's confidence)."""
+        return self.cache.nbytes
+
+    # --- insert ----------------------------------------------------------------------------------
+
+    def _inputs(self, features, depth, K, world_from_cam, keep, stride: int = 1):
+        """Check one insert's arguments and give each a leading frame dim.
+
+        ``features`` is [C, h, w] or [T, C, h, w] on the memory's grid (named by ``_FEATURES``);
+        ``stride`` is the grid's pixels per cell side (1: the grid is the pixels). Returns
+        features [T, C, h, w], depth float32 [T, H, W], K float64 [T, 3, 3], world_from_cam
+        float64 [T, 4, 4] and keep bool [T, h, w] or None, with H, W = stride * (h, w).
+        """
+        name, C = self._FEATURES, self.cache.features.shape[1]
+        dims = "H, W" if stride == 1 else "h, w"  # pixels, or latent cells
+        x = checks.tensor(features, name, self.device)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1] != C:
+            raise ValueError(f"{name}: expected shape [T, {C}, {dims}] or [{C}, {dims}], got {list(features.shape)}")
+        T, _, h, w = x.shape
+        H, W = h * stride, w * stride
+        dep = checks.frames_first(checks.tensor(depth, "depth", self.device, torch.float32), (H, W), "depth", T)
+        Kt = checks.frames_first(checks.tensor(K, "K", self.device, torch.float64), (3, 3), "K", T)
+        wfc = checks.frames_first(checks.tensor(world_from_cam, "world_from_cam", self.device, torch.float64), (4, 4), "world_from_cam", T)
+        kp = None
+        if keep is not None:
+            kp = checks.frames_first(checks.tensor(keep, "keep", self.device, torch.bool), (h, w), "keep", T)
+        return x, dep, Kt, wfc, kp
+
+    def _add(
+        self, features: Tensor, z: Tensor, K_grid: Tensor, world_from_cam: Tensor,
+        keep: Optional[Tensor], frame_index, extras: Optional[dict[str, Tensor]] = None,
+    ) -> int:
+        """Lift every grid element with valid depth (and ``keep``) to a world point, add those whose
+        voxel is free, then evict down to ``capacity``; returns the number added.
+
+        Args:
+            features: [T, C, h, w] in any dtype the cache casts to its own.
+            z: float [T, h, w] z-depth per grid element.
+            K_grid: float64 [T, 3, 3] intrinsics of the grid.
+            world_from_cam: float64 [T, 4, 4].
+            keep: bool [T, h, w] or None.
+            frame_index: None, an int or int [T] (``checks.frame_indices``).
+            extras: name -> [T, h, w] for each of the cache's extra arrays.
+        """
+        T, _, h, w = features.shape
+        frames = checks.frame_indices(frame_index, T, self.device)  # [T]
+        ok = geometry.valid_depth(z)  # [T, h, w]
+        if keep is not None:
+            ok &= keep
+        xyz = geometry.backproject(torch.where(ok, z, torch.ones_like(z)), K_grid, world_from_cam)  # [T, h, w, 3]
+        focal = torch.sqrt(K_grid[:, 0, 0] * K_grid[:, 1, 1]).to(torch.float32)  # [T]
+        distance = (xyz - world_from_cam[:, None, None, :3, 3].to(xyz.dtype)).norm(dim=-1)  # [T, h, w]
+        radius = geometry.footprint_radius(z, distance, focal[:, None, None])  # [T, h, w] world half-size of the element
+        feats = features.permute(0, 2, 3, 1)  # [T, h, w, C]
+        frame_of = frames[:, None, None].expand(T, h, w)  # [T, h, w]
+        extra_rows = {k: v[ok] for k, v in (extras or {}).items()}
+        added = self.cache.add(xyz[ok], feats[ok], radius[ok], frame_of[ok], extras=extra_rows)
+        if self.capacity is not None:
+            self.cache.evict(self.capacity)
+        return added
+
+    def _insert_unexplained(
+        self, features: Tensor, z: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor,
+        keep: Optional[Tensor], frame_index, depth_margin: float, **insert_args,
+    ) -> int:
+        """The loop behind both ``insert_unexplained``: per frame, query the memory at its camera
+        and ``insert`` only the grid elements that the rendered depth does not explain.
+
+        Args:
+            features: [T, C, h, w]; z: float [T, h, w] depth per grid element; depth: float
+                [T, H, W] pixel depth; K: float64 [T, 3, 3] pixel intrinsics; world_from_cam:
+                float64 [T, 4, 4]; keep: bool [T, h, w] or None (as ``_inputs`` returns them).
+            insert_args: passed on to ``insert``.
+        """
+        T, H, W = depth.shape
+        frames = checks.frame_indices(frame_index, T, self.device)
+        added = 0
+        for t in range(T):
+            view = self.query(K[t], world_from_cam[t], (H, W), mark_seen=False)
+            explained = view.mask[0] & (z[t] >= view.depth[0] * (1.0 - depth_margin))  # [h, w]
+            keep_t = ~explained if keep is None else (~explained & keep[t])
+            added += self.insert(features[t], depth[t], K[t], world_from_cam[t], keep=keep_t, frame_index=frames[t], **insert_args)
+        return added
+
+    # --- query -----------------------------------------------------------------------------------
+
+    def _cameras(self, K, world_from_cam) -> tuple[Tensor, Tensor]:
+        """Check a query's cameras: K float64 [T, 3, 3] and world_from_cam float64 [T, 4, 4], T
+        taken from ``world_from_cam``."""
+        wfc = checks.tensor(world_from_cam, "world_from_cam", self.device, torch.float64)
+        T = wfc.shape[0] if wfc.ndim == 3 else 1
+        wfc = checks.frames_first(wfc, (4, 4), "world_from_cam", T)
+        Kt = checks.frames_first(checks.tensor(K, "K", self.device, torch.float64), (3, 3), "K", T)
+        return Kt, wfc
+
+    def _render(
+        self, K_grid: Tensor, world_from_cam: Tensor, size: tuple[int, int],
+        depth_tolerance: float, max_half_size: float, occlusion_threshold: Optional[float], mark_seen: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Splat the cache into T cameras (``PointCache.render``), apply the optional occlusion
+        filter and mark the winners seen.
+
+        Args:
+            K_grid: float64 [T, 3, 3] grid intrinsics; world_from_cam: float64 [T, 4, 4];
+            size: (h, w) of the grid; the rest as the public ``query``.
+
+        Returns:
+            winner: long [T, h, w] point index (-1 empty); mask: bool [T, h, w];
+            depth: float32 [T, h, w] z-depth, 0 where empty.
+        """
+        winner, depth = self.cache.render(K_grid, world_from_cam, size, depth_tolerance, max_half_size)  # [T, h, w] x2
+        mask = winner >= 0
+        if occlusion_threshold is not None:
+            mask = geometry.occlusion_filter(depth, mask, occlusion_threshold)
+            winner = torch.where(mask, winner, torch.full_like(winner, -1))
+        if mark_seen:
+            self.cache.mark_seen(winner)
+        return winner, mask, torch.where(mask, depth, torch.zeros((), dtype=torch.float32, device=self.device))
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def _state(self, settings: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+        """The state dict (layout in the module docstring), with the subclass's ``settings``."""
+        c = self.cache
+        return {
+            "xyz": c.xyz,
+            self._FEATURES: c.features,
+            "radius": c.radius,
+            **c.extras,
+            "frame_index": c.frame_index,
+            "last_seen": c.last_seen,
+            **(settings or {}),
+            "voxel_size": torch.tensor(float("nan") if self.voxel_size is None else self.voxel_size, dtype=torch.float64),
+            "capacity": torch.tensor(-1 if self.capacity is None else self.capacity, dtype=torch.int64),
+            "clock": torch.tensor(c.clock, dtype=torch.int64),
+        }
+
+    @classmethod
+    def _schema(cls, feature_dtypes, channels, extras: Optional[Schema] = None, settings: Optional[Schema] = None) -> Schema:
+        """``check_state`` schema of ``_state``'s layout; ``channels`` is the features' width
+        (an int, or a name such as "C" to read it from the state)."""
+        return {
+            "xyz": ((torch.float32,), ("N", 3)),
+            cls._FEATURES: (feature_dtypes, ("N", channels)),
+            "radius": ((torch.float32,), ("N",)),
+            **(extras or {}),
+            "frame_index": ((torch.int32,), ("N",)),
+            "last_seen": ((torch.int64,), ("N",)),
+            **(settings or {}),
+            "voxel_size": ((torch.float64,), ()),
+            "capacity": ((torch.int64,), ()),
+            "clock": ((torch.int64,), ()),
+        }
+
+    @staticmethod
+    def _limits(state: dict[str, Tensor]) -> dict:
+        """``voxel_size`` and ``capacity`` constructor arguments from a checked state dict."""
+        voxel_size = float(state["voxel_size"])
+        capacity = int(state["capacity"])
+        return {
+            "voxel_size": None if voxel_size != voxel_size else voxel_size,
+            "capacity": None if capacity < 0 else capacity,
+        }
+
+    def _restore(self, state: dict[str, Tensor]) -> None:
+        """Copy a checked state dict's per-point arrays and clock into the (empty) cache."""
+        c = self.cache
+        c.xyz = state["xyz"].to(self.device).clone()
+        c.features = state[self._FEATURES].to(self.device).clone()
+        c.radius = state["radius"].to(self.device).clone()
+        for name in c.extras:
+            c.extras[name] = state[name].to(self.device).clone()
+        c.frame_index = state["frame_index"].to(self.device).clone()
+        c.last_seen = state["last_seen"].to(self.device).clone()
+        c.clock = int(state["clock"])
+
+    @classmethod
+    def _load(cls, path: str | os.PathLike, device):
+        """``from_state_dict`` of a file written by ``save``; ValueError names the file."""
+        state = load_state(path, cls._FORMAT, "cpu")
+        try:
+            return cls.from_state_dict(state, device=device)
+        except ValueError as e:
+            raise ValueError(f"{os.fspath(path)}: {e}") from None
