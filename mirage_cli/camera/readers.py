@@ -259,6 +259,17 @@ def _ns_intrinsics(d: dict, problems: ProblemList, where: str, size) -> np.ndarr
     return K
 
 
+def _optional_fps(data: dict, problems) -> float | None:
+    """The file's ``fps`` if present and positive; a problem is recorded otherwise."""
+    if "fps" not in data:
+        return None
+    fps, why = as_number(data["fps"])
+    if why or fps <= 0:
+        problems.add("fps", why or f"must be > 0, got {fps:g}")
+        return None
+    return fps
+
+
 def _ns_size(d: dict, problems: ProblemList, where: str, wkey: str, hkey: str):
     if wkey not in d and hkey not in d:
         return None
@@ -295,12 +306,7 @@ def _read_ns_camera_path(path: Path, data: dict, problems: ProblemList) -> Keyfr
     if cam_type != "perspective":
         problems.add("camera_type", f"only 'perspective' cameras are supported, got {cam_type!r}")
     size = _ns_size(data, problems, "", "render_width", "render_height")
-    fps = None
-    if "fps" in data:
-        fps, why = as_number(data["fps"])
-        if why or fps <= 0:
-            problems.add("fps", why or f"must be > 0, got {fps:g}")
-            fps = None
+    fps = _optional_fps(data, problems)
     items = data["camera_path"]
     if not isinstance(items, list) or not items:
         problems.add("camera_path", "expected a non-empty list of cameras")
@@ -380,12 +386,7 @@ def read_canonical_json(path: str | Path) -> Keyframes:
     size = _ns_size(data, problems, "", "width", "height")
     if size is None and "width" not in data:
         problems.add("width", "missing 'width' and 'height' (the size K is in pixels of)")
-    fps = None
-    if "fps" in data:
-        fps, why = as_number(data["fps"])
-        if why or fps <= 0:
-            problems.add("fps", why or f"must be > 0, got {fps:g}")
-            fps = None
+    fps = _optional_fps(data, problems)
     if not data["frames"]:
         problems.add("frames", "no frames: need at least one camera")
     poses, Ks = [], []
