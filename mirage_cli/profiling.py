@@ -370,6 +370,20 @@ class Profiler:
         self.stage_parents.setdefault(name, None)
         self._setup.add(name, seconds)
 
+    def add_chunk_seconds(self, index: int, name: str, seconds: float) -> None:
+        """Add a stage timed on the host after chunk ``index`` was closed (its checkpoint write).
+
+        The chunk's wall time grows by the same amount, so the stacked bars still add up.
+        """
+        for c in self.chunks:
+            if c.index == index:
+                c.stages[name] = c.stages.get(name, 0.0) + float(seconds)
+                c.stage_calls[name] = c.stage_calls.get(name, 0) + 1
+                c.wall_seconds += float(seconds)
+                self.stage_parents.setdefault(name, None)
+                return
+        raise KeyError(f"add_chunk_seconds(): no finished chunk with index {index}")
+
     def _setup_values(self) -> dict[str, list[float]]:
         if self._setup.pending and not self.in_chunk:
             self._synchronize()

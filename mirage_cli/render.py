@@ -300,7 +300,8 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
     else:
         rollout.start(image, depth, keep_out)
 
-    def save(next_index: int, *, denoise_state=None, mid_step: int | None = None, done: bool = False) -> None:
+    def save(next_index: int, *, denoise_state=None, mid_step: int | None = None, done: bool = False) -> float:
+        """Write a checkpoint; returns the seconds it took."""
         tensors = rollout.state_tensors()
         if denoise_state is not None:
             tensors["denoise"] = denoise_state.to_tensors()
@@ -319,8 +320,9 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
             "profiler": prof.state_dict(),
             **rollout.memory_stats(),
         }
-        with prof.stage("checkpoint_write"):
-            store.save(tensors, meta)
+        t = time.perf_counter()
+        store.save(tensors, meta)
+        return time.perf_counter() - t
 
     traced = False
     with GracefulStop() as stop:
@@ -362,7 +364,7 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
             stats = {"start": chunk.start, "end": chunk.end, "frames": new_frames, **result.stats}
             prof.end_chunk(dict(stats))
             chunk_stats.append({"index": chunk.index, **stats})
-            save(chunk.index + 1, done=False)
+            prof.add_chunk_seconds(chunk.index, "checkpoint_write", save(chunk.index + 1, done=False))
             events.chunk_done(chunk.index, num_chunks, stats)
 
     segments = [_segment_path(run_dir, c.index) for c in plan.chunks]

@@ -232,3 +232,20 @@ def test_cuda_path_resolves_events_lazily(monkeypatch):
     assert chunk.stages[P.DENOISE] == pytest.approx(7 * 0.25)  # start, 3 x (start, end), end
     assert chunk.peak_memory_bytes == 123_456_789 and chunk.peak_memory_kind == P.PEAK_CUDA
     assert prof.setup_seconds() == {P.TEXT_ENCODING: pytest.approx(0.25)}
+
+
+def test_add_chunk_seconds_extends_a_finished_chunk():
+    from mirage_cli.profiling import Profiler
+
+    prof = Profiler("cpu")
+    prof.begin_chunk(0)
+    with prof.stage("decode"):
+        pass
+    prof.end_chunk({"frames": 5})
+    wall = prof.chunks[0].wall_seconds
+    prof.add_chunk_seconds(0, "checkpoint_write", 0.25)
+    c = prof.chunks[0]
+    assert c.stages["checkpoint_write"] == 0.25 and c.stage_calls["checkpoint_write"] == 1
+    assert c.wall_seconds == pytest.approx(wall + 0.25)
+    with pytest.raises(KeyError):
+        prof.add_chunk_seconds(3, "checkpoint_write", 0.1)

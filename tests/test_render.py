@@ -62,6 +62,7 @@ def test_report_records_what_the_memory_did(renders, mode):
         assert c["cache_points"] > 0 and c["cache_bytes"] > 0
         assert 0.0 < c["memory_coverage"] <= 1.0
         assert c["pinned_tokens"] >= 0
+        assert c["stages"]["checkpoint_write"] > 0 and c["stages"]["denoise"] > 0
     # The path returns to its start view in chunk 1: the memory covers a good part of it.
     assert chunks[1]["memory_coverage"] > 0.3
 
