@@ -10,11 +10,16 @@ Two providers, one interface (``DepthProvider.estimate``):
 - ``MemoryPropagatedDepth`` (``--depth-model none``): no model; depth comes from the memory's
   rendered depth, holes filled from the nearest valid neighbour.
 
+``DepthAligner`` turns either into depth in the camera path's units for the rollout: the start
+image's depth when the spec gives none, and the new frames' depth aligned to the memory's rendered
+depth, keeping the last fit for frames that do not overlap the memory.
+
 All tensors stay on the provider's device.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from mirage_cli.errors import InputError
+
+log = logging.getLogger(__name__)
 
 DEPTH_KIND_METRIC = "metric"
 DEPTH_KIND_RELATIVE_INVERSE = "relative_inverse"
@@ -168,3 +175,89 @@ def make_depth_provider(name: str, device: torch.device):
     if name.lower() == "none":
         return MemoryPropagatedDepth()
     return TransformersDepth(name, device)
+
+
+# A frame is aligned to the memory when at least this many of its pixels overlap the memory's depth.
+MIN_ALIGN_PIXELS = 64
+
+
+class DepthAligner:
+    """Depth of the start image and of every generated frame, in the camera path's units.
+
+    Args:
+        provider: ``TransformersDepth`` or ``MemoryPropagatedDepth``.
+        size: (H, W) of the render.
+
+    State (checkpointed): ``fit_scale``, the scale of the last successful alignment, used for frames
+    that do not overlap the memory.
+    """
+
+    def __init__(self, provider, size: tuple[int, int]):
+        self.provider = provider
+        self.size = (int(size[0]), int(size[1]))
+        self.fit_scale: float | None = None
+
+    def start_depth(self, image: torch.Tensor) -> torch.Tensor:
+        """z-depth float32 [H, W] of the start image float [3, H, W] in [0, 1], from the depth model.
+
+        A metric model's output is used as is. A relative model's scale is unknown: the depth is
+        set to a median of 1.0 camera-path units, with a warning.
+
+        Raises:
+            ValueError: the provider has no model (``--depth-model none``); the caller must check
+                for a ``depth:`` map before loading anything.
+        """
+        if isinstance(self.provider, MemoryPropagatedDepth):
+            raise ValueError("start_depth: no depth model to estimate the start image's depth (--depth-model none)")
+        est = self.provider.estimate(image.unsqueeze(0))[0]  # [H, W]
+        if self.provider.kind == DEPTH_KIND_METRIC:
+            return est
+        log.warning(
+            "relative depth model %s: the scene's scale is unknown, assuming a median start-image depth of 1.0 "
+            "camera-path units; give `depth:` in the spec or use a metric depth model for true scale",
+            self.provider.name,
+        )
+        inv = est.clamp(min=1e-6)
+        return inv.median() / inv  # [H, W], median depth 1
+
+    def new_frames(self, frames01: torch.Tensor, view) -> torch.Tensor:
+        """z-depth float32 [T-1, H, W] of a chunk's new latent frames.
+
+        Args:
+            frames01: float [T-1, 3, H, W] in [0, 1], the pixel frames of latent frames 1..T-1.
+            view: the chunk's ``mirage_cli.conditioning.ConditionView`` (T latent frames): its
+                latent-grid ``depth`` and ``covered`` are the alignment reference; without a depth
+                model its ``memory_depth`` is propagated instead.
+        """
+        if isinstance(self.provider, MemoryPropagatedDepth):
+            return self.provider.from_memory(view.memory_depth[1:], view.memory_depth_valid[1:], self.size)
+        from mirage_cli.memory.filters import align_depth
+
+        ref = view.depth[1:]  # [T-1, h, w]
+        ref_valid = view.covered[1:] & (ref > 0)  # [T-1, h, w]
+        est = self.provider.estimate(frames01)  # [T-1, H, W]
+        ref_px = F.interpolate(ref.unsqueeze(1), size=self.size, mode="nearest").squeeze(1)  # [T-1, H, W]
+        valid_px = F.interpolate(ref_valid.float().unsqueeze(1), size=self.size, mode="nearest").squeeze(1) > 0
+        mode = "scale" if self.provider.kind == DEPTH_KIND_METRIC else "scale_shift_inverse"
+        out = []
+        for k in range(est.shape[0]):
+            if int(valid_px[k].sum()) >= MIN_ALIGN_PIXELS:
+                aligned, fit = align_depth(est[k], ref_px[k], valid_px[k], mode=mode)
+                self.fit_scale = float(fit.scale)
+            elif mode == "scale":
+                aligned = est[k] * (self.fit_scale or 1.0)
+            else:
+                # No overlap with the memory: keep the last known scale of inverse depth.
+                aligned = (self.fit_scale or 1.0) / est[k].clamp(min=1e-6)
+            out.append(aligned)
+        return torch.stack(out)  # [T-1, H, W]
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """``{"depth_fit_scale": float64 [1]}`` once a fit happened, else empty."""
+        if self.fit_scale is None:
+            return {}
+        return {"depth_fit_scale": torch.tensor([self.fit_scale], dtype=torch.float64)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore ``state_tensors``' output (a missing entry means no fit yet)."""
+        self.fit_scale = float(tensors["depth_fit_scale"][0]) if "depth_fit_scale" in tensors else None

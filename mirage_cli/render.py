@@ -278,7 +278,7 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
         from mirage_cli.depth import MemoryPropagatedDepth
 
         depth_provider = MemoryPropagatedDepth()
-    rollout = Rollout(plan, backbone, depth_provider=depth_provider, profiler=prof)
+    rollout = Rollout.for_plan(plan, backbone, depth_provider=depth_provider, profiler=prof)
     rollout.encode_prompt()
 
     chunk_stats: list[dict] = []
@@ -330,7 +330,7 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
             if stop.requested:
                 save(chunk.index)
                 raise Interrupted(f"stopped by {stop.signal_name}; checkpoint saved at chunk {chunk.index + 1}/{num_chunks}")
-            start_step = int(getattr(resume_state, "step", 0) or 0) if resume_state is not None else 0
+            start_step = resume_state.step if resume_state is not None else 0
             events.chunk_started(chunk.index, num_chunks, plan.steps, start_step)
             prof.begin_chunk(chunk.index)
 
@@ -349,7 +349,7 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
             resume_state = None
             if not result.completed:
                 st = result.denoise_state
-                save(chunk.index, denoise_state=st, mid_step=int(getattr(st, "step", 0)))
+                save(chunk.index, denoise_state=st, mid_step=st.step)
                 raise Interrupted(
                     f"stopped by {stop.signal_name} during chunk {chunk.index + 1}/{num_chunks}; "
                     "checkpoint saved, run the same command again to resume"
