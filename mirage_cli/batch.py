@@ -239,9 +239,9 @@ def render_command(extra_args: Sequence[str] = ()) -> list[str]:
 
 def checkpoint_state(run_dir: Path) -> str:
     """"none", "partial" or "finished", from the newest readable checkpoint manifest (no hashing)."""
-    from mirage_cli.checkpoint import CheckpointStore
+    from mirage_cli.run_dir import RunDir
 
-    infos = [i for i in CheckpointStore(Path(run_dir) / "state").list() if i.ok]
+    infos = [i for i in RunDir(run_dir).checkpoints().list() if i.ok]
     if not infos:
         return "none"
     return "finished" if (infos[-1].meta or {}).get("done") else "partial"

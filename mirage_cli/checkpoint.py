@@ -1,9 +1,8 @@
-"""Atomic, verified checkpoints of a render under ``RUN_DIR/state/``, and what ``mirage inspect`` reports.
+"""Atomic, verified checkpoints of a render under ``RUN_DIR/state/``.
 
 Layout of the state directory::
 
     state/
-      LATEST                  one line: the name of the newest checkpoint ("ckpt-000004")
       ckpt-000003/            the previous complete checkpoint (kept until a newer one is complete)
       ckpt-000004/
         memory.safetensors    one safetensors file per key of ``tensors`` given to ``save``
@@ -12,16 +11,16 @@ Layout of the state directory::
       .tmp-ckpt-000005-<pid>-<random>/   a save in progress (or left over by a crash)
 
 How a save stays atomic: every file is written into a temporary directory inside ``state/``,
-fsynced, the directory is fsynced and renamed to ``ckpt-<seq:06d>`` (a rename is atomic), the
-state directory is fsynced, and then ``LATEST`` is replaced atomically. A crash at any moment leaves
-either the old set of checkpoints or the old set plus a complete new one. Older checkpoints are
+fsynced, the directory is fsynced and renamed to ``ckpt-<seq:06d>`` (a rename is atomic), and the
+state directory is fsynced. A crash at any moment leaves either the old set of checkpoints or the
+old set plus a complete new one. Older checkpoints are
 pruned only after the new one is complete (the newest ``keep`` complete ones stay). Leftover
 temporary directories of dead processes are removed by the next ``save`` or ``load_latest``.
 
 How a load stays safe: ``manifest.json`` lists the sha256 and size of every file. ``load_latest``
-tries checkpoints newest first (a renamed ``ckpt-*`` directory is complete by construction, even
-when a crash happened before ``LATEST`` was switched) and skips any whose manifest is unreadable or
-whose files are missing, truncated or altered, recording one warning per skipped checkpoint in
+tries checkpoints newest first by sequence number (a renamed ``ckpt-*`` directory is complete by
+construction) and skips any whose manifest is unreadable or whose files are missing, truncated or
+altered, recording one warning per skipped checkpoint in
 ``store.warnings``. Tensors are read with safetensors only; nothing is ever unpickled.
 
 manifest.json::
@@ -34,7 +33,7 @@ manifest.json::
      "files": {"memory.safetensors": {"sha256": "...", "size": 123}, ...},
      "meta": {...the caller's meta, verbatim...}}
 
-Contract for ``meta`` (written by the rollout, read by ``inspect_run`` and ``mirage batch``):
+Contract for ``meta`` (written by the render session, read by ``mirage inspect`` and ``mirage batch``):
 
 - ``spec_fingerprint`` (str, required): ``fingerprint(resolved settings that change the output)``.
 - ``chunk`` (int): index of the next chunk to render (= number of chunks finished).
@@ -44,8 +43,7 @@ Contract for ``meta`` (written by the rollout, read by ``inspect_run`` and ``mir
 - ``mid_chunk_step`` (int or null): denoising steps already done inside chunk ``chunk`` when the
   checkpoint was saved after a signal; null for a checkpoint at a chunk boundary.
 - ``done`` (bool): every chunk is rendered (the final video may still need assembling).
-- anything else JSON-able the rollout needs (per-chunk stats, the resolved config for
-  ``diff_config``, ...).
+- ``profiler`` (dict): the profiler's state, so a resumed render reports every chunk.
 """
 
 from __future__ import annotations
@@ -65,70 +63,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mirage_cli.atomic import atomic_write_text, fsync_dir
-from mirage_cli.errors import InputError, Problem, RenderError
+from mirage_cli.atomic import fsync_dir
+from mirage_cli.errors import RenderError
+from mirage_cli.jsonable import to_jsonable
+from mirage_cli.runlock import pid_alive
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mirage-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-LATEST = "LATEST"
 _CKPT_RE = re.compile(r"^ckpt-(\d{6,})$")
 _TMP_RE = re.compile(r"^\.tmp-ckpt-(\d+)-(\d+)-[0-9a-f]+$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _HASH_BLOCK = 1 << 22
-
-
-# --- config fingerprints ---------------------------------------------------------------------------
-
-
-def canonical_json(config: Any) -> str:
-    """The canonical JSON text of ``config``: sorted keys, no spaces, exact floats, NaN refused.
-
-    Paths and other non-JSON scalars are written as ``str(value)``; tuples become lists.
-    """
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
-
-
-def fingerprint(config: dict) -> str:
-    """sha256 (hex) of the canonical JSON of ``config``; equal configs give equal fingerprints."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
-
-
-def diff_config(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like configs (added, removed or changed).
-
-    Nested dicts are compared key by key (``"sampling.seed"``); lists of equal length element by
-    element (``"frames.3.K"``); lists of different length, and values of different types, are
-    reported at their own key. Comparison uses the canonical JSON, so ``1`` and ``1.0`` differ
-    only if JSON writes them differently. Returns a sorted list; empty when the configs agree.
-    An empty ``prefix`` at the top level with differing non-dict values gives ``["<root>"]``.
-    """
-    out: list[str] = []
-    _diff_into(_jsonable(old), _jsonable(new), prefix, out)
-    return sorted(out)
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(canonical_json(value))
-
-
-def _diff_into(old: Any, new: Any, prefix: str, out: list[str]) -> None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            child = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old or key not in new:
-                out.append(child)
-            else:
-                _diff_into(old[key], new[key], child, out)
-        return
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new)):
-            _diff_into(a, b, f"{prefix}.{i}" if prefix else str(i), out)
-        return
-    if type(old) is not type(new) or old != new:
-        out.append(prefix or "<root>")
 
 
 # --- the store -------------------------------------------------------------------------------------
@@ -218,7 +166,7 @@ class CheckpointStore:
         if "spec_fingerprint" not in meta or not isinstance(meta["spec_fingerprint"], str):
             raise ValueError("meta must contain 'spec_fingerprint' (str), the fingerprint of the run's settings")
         try:
-            meta_json = _jsonable(meta)
+            meta_json = to_jsonable(meta)
         except (TypeError, ValueError) as e:
             raise ValueError(f"meta is not JSON-able: {e}") from e
         payloads = {f"{key}.safetensors": _serialize(key, group) for key, group in _check_tensors(tensors).items()}
@@ -255,7 +203,6 @@ class CheckpointStore:
             final = self.state_dir / name
             os.rename(tmp, final)
             fsync_dir(self.state_dir)
-            atomic_write_text(self.state_dir / LATEST, name + "\n")
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise self._write_error(e) from e
@@ -298,7 +245,7 @@ class CheckpointStore:
             if not m:
                 continue
             pid = int(m.group(2))
-            if pid == os.getpid() or not _pid_alive(pid):
+            if pid == os.getpid() or not pid_alive(pid):
                 shutil.rmtree(entry, ignore_errors=True)
                 log.info("removed leftover temporary checkpoint %s", entry)
 
@@ -317,13 +264,6 @@ class CheckpointStore:
     def _newest_complete_name(self) -> str | None:
         complete = [p.name for _, p in self._ckpt_dirs() if (p / MANIFEST).is_file()]
         return complete[-1] if complete else None
-
-    def latest_pointer(self) -> str | None:
-        """The name written in ``LATEST`` (None if missing)."""
-        try:
-            return (self.state_dir / LATEST).read_text().strip() or None
-        except OSError:
-            return None
 
     def list(self, verify: bool = False) -> list[CheckpointInfo]:
         """Every ``ckpt-*`` directory, oldest first. ``verify=True`` also checks every sha256."""
@@ -475,140 +415,3 @@ def _verify_files(path: Path, manifest: dict) -> str | None:
         if h.hexdigest() != expected.get("sha256"):
             return f"sha256 mismatch in {fname}"
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# --- mirage inspect / mirage cache export ------------------------------------------------------------
-
-
-def inspect_run(run_dir: str | os.PathLike) -> dict:
-    """What ``mirage inspect`` prints: progress of a run and whether it can be resumed, and why.
-
-    Read-only: verifies checksums but never cleans or rewrites anything. Returns a JSON-able dict
-    with keys ``run_dir``, ``chunks_done``, ``num_chunks``, ``frames_written``, ``cache_points``,
-    ``cache_bytes``, ``mid_chunk_step``, ``last_checkpoint``, ``last_checkpoint_time``,
-    ``checkpoints`` (list of {name, ok, problem, created, size_bytes}), ``video`` (path or None),
-    ``finished``, ``lock`` (holder info or None), ``resumable`` and ``reason``, ``warnings``.
-
-    Raises:
-        InputError: ``run_dir`` does not exist or is not a directory.
-    """
-    from mirage_cli.runlock import lock_status
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(Problem(file=str(run_dir), field=None, message="run directory does not exist"))
-    store = CheckpointStore(run_dir / "state")
-    infos = store.list(verify=True)
-    good = [i for i in infos if i.ok]
-    latest = good[-1] if good else None
-    meta = latest.meta if latest else {}
-    video = run_dir / "video.mp4"
-    lock = lock_status(run_dir)
-    warnings = []
-    for info in infos:
-        if not info.ok and (latest is None or info.seq > latest.seq):
-            fallback = f"resuming from {latest.name}" if latest else "no good checkpoint is left"
-            warnings.append(f"checkpoint {info.name} is corrupt ({info.problem}); {fallback}")
-
-    chunk = meta.get("chunk")
-    num_chunks = meta.get("num_chunks")
-    done = bool(meta.get("done"))
-    finished = done and video.is_file()
-    if lock is not None and lock["alive"] is not False:
-        resumable, reason = False, f"in use: {lock['message']}"
-    elif not (run_dir / "state").is_dir():
-        resumable, reason = False, "no state/ directory (no checkpoint was written yet)"
-    elif not infos:
-        resumable, reason = False, "no checkpoint in state/ yet"
-    elif latest is None:
-        resumable, reason = False, f"all {len(infos)} checkpoints are corrupt ({infos[-1].problem})"
-    elif finished:
-        resumable, reason = False, "finished: every chunk is rendered and video.mp4 exists"
-    elif done:
-        resumable, reason = True, "every chunk is rendered but video.mp4 is missing: re-run to assemble it"
-    else:
-        step = meta.get("mid_chunk_step")
-        where = f"chunk {chunk + 1}" if num_chunks is None else f"chunk {chunk + 1} of {num_chunks}"
-        if step is not None:
-            where += f", denoising step {step}"
-        resumable, reason = True, f"resumes at {where} from {latest.name}"
-
-    return {
-        "run_dir": str(run_dir),
-        "chunks_done": chunk,
-        "num_chunks": num_chunks,
-        "frames_written": meta.get("frames_written"),
-        "cache_points": meta.get("cache_points"),
-        "cache_bytes": meta.get("cache_bytes"),
-        "mid_chunk_step": meta.get("mid_chunk_step"),
-        "last_checkpoint": latest.name if latest else None,
-        "last_checkpoint_time": latest.created if latest else None,
-        "checkpoints": [
-            {"name": i.name, "ok": i.ok, "problem": i.problem, "created": i.created, "size_bytes": i.size_bytes}
-            for i in infos
-        ],
-        "video": str(video) if video.is_file() else None,
-        "finished": finished,
-        "lock": lock,
-        "resumable": resumable,
-        "reason": reason,
-        "warnings": warnings,
-    }
-
-
-def describe_inspection(info: dict) -> str:
-    """Human-readable lines for ``mirage inspect`` (the CLI prints them)."""
-
-    def num(v: Any) -> str:
-        return "?" if v is None else str(v)
-
-    lines = [f"run directory     {info['run_dir']}"]
-    lines.append(f"chunks done       {num(info['chunks_done'])} / {num(info['num_chunks'])}")
-    if info["mid_chunk_step"] is not None:
-        lines.append(f"mid-chunk step    {info['mid_chunk_step']}")
-    lines.append(f"frames written    {num(info['frames_written'])}")
-    cache_bytes = info["cache_bytes"]
-    size = "?" if cache_bytes is None else f"{cache_bytes / 2**20:.1f} MiB"
-    lines.append(f"cache             {num(info['cache_points'])} points, {size}")
-    when = info["last_checkpoint_time"] or "-"
-    lines.append(f"last checkpoint   {info['last_checkpoint'] or '-'} ({when})")
-    lines.append(f"video             {info['video'] or '-'}")
-    lines.append(f"resumable         {'yes' if info['resumable'] else 'no'}: {info['reason']}")
-    return "\n".join(lines)
-
-
-def export_cache_ply(run_dir: str | os.PathLike, ply_path: str | os.PathLike) -> dict:
-    """Write the latent memory of the run's newest good checkpoint as a PLY point cloud.
-
-    Returns ``{"checkpoint": name, "ply": path, "warnings": [...]}``.
-
-    Raises:
-        InputError: no run directory, or no good checkpoint with a ``memory`` part.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(Problem(file=str(run_dir), field=None, message="run directory does not exist"))
-    store = CheckpointStore(run_dir / "state")
-    ckpt = store.load_latest()
-    if ckpt is None:
-        why = "; ".join(store.warnings) or "no checkpoint in state/"
-        raise InputError(Problem(file=str(run_dir), field=None, message=f"nothing to export: {why}"))
-    if "memory" not in ckpt.tensors:
-        raise InputError(
-            Problem(file=str(ckpt.path), field=None, message="the checkpoint holds no memory (rendered with --memory none?)")
-        )
-    from mirage_cli.memory import LatentSpatialMemory
-
-    memory = LatentSpatialMemory.from_state_dict(ckpt.tensors["memory"])
-    memory.export_ply(Path(ply_path))
-    return {"checkpoint": ckpt.name, "ply": str(ply_path), "warnings": list(store.warnings)}

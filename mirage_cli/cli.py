@@ -207,7 +207,7 @@ def inspect(
     """Show a run's progress and whether it can be resumed (and why not)."""
 
     def body():
-        from mirage_cli.checkpoint import describe_inspection, inspect_run
+        from mirage_cli.run_dir import describe_inspection, inspect_run
 
         info = inspect_run(run_dir)
         for warning in info["warnings"]:
@@ -228,7 +228,7 @@ def cache_export(
     """Export the latent memory of a run's newest good checkpoint as a PLY point cloud."""
 
     def body():
-        from mirage_cli.checkpoint import export_cache_ply
+        from mirage_cli.run_dir import export_cache_ply
 
         result = export_cache_ply(run_dir, ply)
         for warning in result["warnings"]:

@@ -1,14 +1,5 @@
-"""``mirage render``: a plan -> a run directory with segments, checkpoints, video and report.
-
-Run directory layout (DESIGN.md section 6)::
-
-    RUN/
-      video.mp4            the whole video (segments joined, shared boundary frames dropped)
-      segments/chunk_0000.mp4 ...   one MP4 per finished chunk (written atomically)
-      state/               checkpoints (mirage_cli.checkpoint), LATEST pointer
-      run.json             the render configuration and its fingerprint
-      spec.resolved.yaml   the spec as rendered (defaults and CLI overrides filled in)
-      report.json, report.html
+"""``mirage render``: a plan -> a run directory (``mirage_cli.run_dir``) with segments, checkpoints,
+video and report.
 
 Re-running the same command on the same directory resumes from the last complete checkpoint; a
 configuration that would change the output is refused (exit 2) naming the keys that differ,
@@ -19,19 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from mirage_cli import __version__
-from mirage_cli.atomic import atomic_write_json, atomic_write_text
 from mirage_cli.errors import InputError, Interrupted, RenderError
+from mirage_cli.run_dir import RunDir, fingerprint
 from mirage_cli.spec import Plan
 
 log = logging.getLogger(__name__)
@@ -70,7 +57,7 @@ class RenderResult:
         return {
             "run_dir": str(self.run_dir),
             "video": str(self.video),
-            "report": str(self.run_dir / "report.json"),
+            "report": str(RunDir(self.run_dir).report_json),
             "frames": self.frames,
             "chunks": self.chunks,
             "resumed_from_chunk": self.resumed_from_chunk,
@@ -149,50 +136,6 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
     }
 
 
-def _write_resolved_spec(run_dir: Path, plan: Plan) -> None:
-    s = plan.summary()
-    s.pop("output", None)
-    atomic_write_text(run_dir / "spec.resolved.yaml", "# The spec as rendered (defaults and overrides filled in)\n" + yaml.safe_dump(s, sort_keys=False))
-
-
-def _clear_run(run_dir: Path) -> None:
-    for name in ("state", "segments"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-    for name in ("video.mp4", "report.json", "report.html", "run.json", "spec.resolved.yaml"):
-        (run_dir / name).unlink(missing_ok=True)
-
-
-def _check_config(run_dir: Path, config: dict, fp: str, restart: bool) -> None:
-    """Refuse a changed configuration on an existing run directory (unless restarting)."""
-    from mirage_cli.checkpoint import diff_config
-
-    run_json = run_dir / "run.json"
-    if not run_json.exists():
-        return
-    import json
-
-    try:
-        old = json.loads(run_json.read_text())
-    except (OSError, ValueError):
-        old = {}
-    if old.get("fingerprint") == fp:
-        return
-    if restart:
-        _clear_run(run_dir)
-        return
-    keys = diff_config(old.get("config", {}), config) or ["(unreadable run.json)"]
-    raise InputError(
-        f"{run_dir} holds a render with different settings ({', '.join(keys)}); "
-        "use --restart to discard it and start over, or another --out",
-        file=str(run_json),
-        field=None,
-    )
-
-
-def _segment_path(run_dir: Path, index: int) -> Path:
-    return run_dir / "segments" / f"chunk_{index:04d}.mp4"
-
-
 def render(
     plan: Plan, options: RenderOptions | None = None, events: RenderEvents | None = None, *, backbone=None
 ) -> RenderResult:
@@ -206,29 +149,22 @@ def render(
         Interrupted: a stop signal arrived; a checkpoint was saved (exit 75).
         RenderError: runtime failure (exit 1).
     """
-    from mirage_cli.checkpoint import CheckpointStore, fingerprint
-    from mirage_cli.runlock import RunLock
-
     options = resolve_options(options or RenderOptions())
     events = events or RenderEvents()
-    run_dir = Path(options.out or plan.output)
+    run = RunDir(options.out or plan.output)
     config = render_config(plan, options)
     fp = fingerprint(config)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RenderError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
-    with RunLock(run_dir):
+    run.create()
+    with run.lock():
         if options.restart:
-            _clear_run(run_dir)
-        _check_config(run_dir, config, fp, options.restart)
-        atomic_write_json(run_dir / "run.json", {"mirage_cli": __version__, "fingerprint": fp, "config": config})
-        _write_resolved_spec(run_dir, plan)
-        store = CheckpointStore(run_dir / "state")
-        return _render_locked(plan, options, events, run_dir, store, config, fp, backbone)
+            run.clear()
+        run.check_config(config)
+        run.write_config(config)
+        run.write_resolved_spec(plan.summary())
+        return _render_locked(plan, options, events, run, config, fp, backbone)
 
 
-def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp: str, backbone=None) -> RenderResult:
+def _render_locked(plan, options, events, run, config: dict, fp: str, backbone=None) -> RenderResult:
     from mirage_cli.depth import make_depth_provider
     from mirage_cli.denoise import DenoiseState
     from mirage_cli.inputs import load_start_depth, load_start_image, load_start_mask
@@ -238,10 +174,12 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
     from mirage_cli.video import concat_segments, to_uint8_frames, write_mp4
 
     t0 = time.perf_counter()
+    run_dir = run.path
+    store = run.checkpoints()
     ckpt = store.load_latest()
     for w in store.warnings:
         events.warning(w)
-    video = run_dir / "video.mp4"
+    video = run.video
     num_chunks = len(plan.chunks)
     if ckpt is not None and ckpt.meta.get("spec_fingerprint") != fp:
         raise InputError(
@@ -249,9 +187,7 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
             file=str(ckpt.path),
         )
     if ckpt is not None and ckpt.meta.get("done") and video.exists():
-        import json
-
-        report = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").exists() else {}
+        report = run.read_report()
         return RenderResult(run_dir, video, plan.frames, num_chunks, None, time.perf_counter() - t0, report, already_complete=True)
 
     # Fail fast on input that needs no model.
@@ -281,7 +217,6 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
     rollout = Rollout.for_plan(plan, backbone, depth_provider=depth_provider, profiler=prof)
     rollout.encode_prompt()
 
-    chunk_stats: list[dict] = []
     resume_state = None
     next_chunk = 0
     resumed_from = None
@@ -289,7 +224,6 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
         meta = ckpt.meta
         rollout.load_state_tensors(ckpt.tensors)
         next_chunk = int(meta["chunk"])
-        chunk_stats = list(meta.get("chunks", []))
         if meta.get("profiler"):
             prof.load_state_dict(meta["profiler"])
         if "denoise" in ckpt.tensors:
@@ -316,7 +250,6 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
             "frames_total": plan.frames,
             "mid_chunk_step": mid_step,
             "done": done,
-            "chunks": chunk_stats,
             "profiler": prof.state_dict(),
             **rollout.memory_stats(),
         }
@@ -354,7 +287,7 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
                     f"stopped by {stop.signal_name} during chunk {chunk.index + 1}/{num_chunks}; "
                     "checkpoint saved, run the same command again to resume"
                 )
-            seg = _segment_path(run_dir, chunk.index)
+            seg = run.segment(chunk.index)
             with prof.stage("mp4_write"):
                 try:
                     write_mp4(seg, to_uint8_frames(result.pixels), plan.fps)
@@ -363,14 +296,13 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
             new_frames = chunk.num_frames if chunk.index == 0 else chunk.num_frames - 1
             stats = {"start": chunk.start, "end": chunk.end, "frames": new_frames, **result.stats}
             prof.end_chunk(dict(stats))
-            chunk_stats.append({"index": chunk.index, **stats})
             prof.add_chunk_seconds(chunk.index, "checkpoint_write", save(chunk.index + 1, done=False))
             events.chunk_done(chunk.index, num_chunks, stats)
 
-    segments = [_segment_path(run_dir, c.index) for c in plan.chunks]
+    segments = [run.segment(c.index) for c in plan.chunks]
     missing = [str(s) for s in segments if not s.exists()]
     if missing:
-        raise RenderError(f"segments missing from {run_dir / 'segments'}: {', '.join(missing)}; rerun with --restart")
+        raise RenderError(f"segments missing from {run.segments_dir}: {', '.join(missing)}; rerun with --restart")
     with prof.stage("mp4_write"):
         try:
             n = concat_segments(segments, video, plan.fps)
@@ -379,7 +311,7 @@ def _render_locked(plan, options, events, run_dir: Path, store, config: dict, fp
     if n != plan.frames:
         raise RenderError(f"video.mp4 has {n} frames, expected {plan.frames}")
     wall = time.perf_counter() - t0
-    report = _write_report(run_dir, plan, options, config, backbone, prof, wall)
+    report = _write_report(run, plan, options, config, backbone, prof, wall)
     save(num_chunks, done=True)
     return RenderResult(run_dir, video, n, num_chunks, resumed_from, wall, report)
 
@@ -403,8 +335,8 @@ def load_backbone_for(plan: Plan, options: RenderOptions):
     )
 
 
-def _write_report(run_dir, plan, options, config, backbone, prof, wall) -> dict:
-    from mirage_cli.report import build_report, describe_device, write_report
+def _write_report(run, plan, options, config, backbone, prof, wall) -> dict:
+    from mirage_cli.report import build_report, describe_device
 
     report = build_report(
         config={**config, "device": str(backbone.device), "offload": options.offload, "preset": options.preset},
@@ -414,5 +346,5 @@ def _write_report(run_dir, plan, options, config, backbone, prof, wall) -> dict:
         wall_seconds=wall,
         **prof.report_inputs(),
     )
-    write_report(run_dir, report)
+    run.write_report(report)
     return report

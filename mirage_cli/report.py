@@ -4,9 +4,9 @@
   per-chunk profiles (``mirage_cli.profiling.ChunkProfile``) and the camera path into one dict.
 - ``validate_report(report)`` checks it against ``report_schema.json`` (package data, JSON Schema
   draft 2020-12) with a small validator for the subset of keywords the schema uses.
-- ``write_report(run_dir, report)`` writes ``report.json`` and ``report.html`` atomically. The
-  HTML is one self-contained file: figures are embedded as base64 PNG (matplotlib Agg), styles
-  are inline, nothing is fetched from the network.
+- ``render_html(report)`` is ``report.html``: one self-contained file (figures embedded as base64
+  PNG from matplotlib's Agg backend, inline styles, nothing fetched from the network).
+  ``RunDir.write_report`` writes both files atomically.
 - ``summary_table(report)`` is the end-of-render table the CLI prints on stderr.
 """
 
@@ -28,12 +28,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from mirage_cli import profiling as P
-from mirage_cli.atomic import atomic_write_json, atomic_write_text
 from mirage_cli.camera.trajectory import Trajectory
 
 REPORT_VERSION = "mirage-report/1"
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
 
 # Packages whose versions shape speed or output; those not installed are left out.
 _PACKAGES = (
@@ -950,18 +947,3 @@ def _timer_note(timer: str) -> str:
     if timer == P.TIMER_CUDA_EVENTS:
         return "Stages were timed with CUDA events (GPU stream time); chunk wall times are host time."
     return "Stages were timed with the host clock (perf_counter)."
-
-
-def write_report(run_dir: str | os.PathLike, report: dict) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.html`` into ``run_dir`` atomically; return both paths."""
-    run_dir = Path(run_dir)
-    json_path, html_path = run_dir / REPORT_JSON, run_dir / REPORT_HTML
-    atomic_write_json(json_path, report)
-    atomic_write_text(html_path, render_html(report))
-    return json_path, html_path
-
-
-def read_report(path: str | os.PathLike) -> dict:
-    """Load a report.json (no validation; see ``validate_report``)."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

@@ -1,4 +1,4 @@
-"""One writer per run directory: ``RUN_DIR/.lock``.
+"""One writer per run directory: its lock file (``RunDir.lock_file``, ``RUN_DIR/.lock``).
 
 The lock file is created with ``O_CREAT | O_EXCL`` (atomic, also on NFS v3+) and holds JSON
 ``{"host", "pid", "started", "process_start", "job"}``; while the render runs it also holds an
@@ -35,9 +35,6 @@ from mirage_cli.errors import InputError, Problem, RenderError
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".lock"
-
-
 def _process_start(pid: int) -> float | None:
     """Start time of a process (seconds since the epoch), or None if unknown."""
     try:
@@ -48,7 +45,7 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-def _pid_alive(pid: int, process_start: float | None) -> bool:
+def pid_alive(pid: int, process_start: float | None = None) -> bool:
     """True if ``pid`` runs on this host and (when recorded) started at ``process_start``."""
     try:
         os.kill(pid, 0)
@@ -71,9 +68,9 @@ def current_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
-def read_lock(run_dir: str | os.PathLike) -> dict | None:
-    """The lock's JSON content, ``{}`` if the file exists but is empty/unreadable, None if no lock."""
-    path = Path(run_dir) / LOCK_NAME
+def read_lock(path: str | os.PathLike) -> dict | None:
+    """The lock file's JSON content, ``{}`` if the file exists but is empty/unreadable, None if no lock."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -94,20 +91,20 @@ def _describe(run_dir: Path, info: dict) -> str:
     )
 
 
-def lock_status(run_dir: str | os.PathLike) -> dict | None:
-    """For ``mirage inspect``: None if unlocked, else the lock info plus ``alive`` and ``message``.
+def lock_status(path: str | os.PathLike) -> dict | None:
+    """For ``mirage inspect``: None if unlocked, else the lock file's info plus ``alive`` and ``message``.
 
     ``alive`` is True/False on the same host and None (unknown) for a lock from another host.
     """
-    run_dir = Path(run_dir)
-    info = read_lock(run_dir)
+    path = Path(path)
+    info = read_lock(path)
     if info is None:
         return None
     same_host = info.get("host") == socket.gethostname()
     alive: bool | None = None
     if same_host and isinstance(info.get("pid"), int):
-        alive = _pid_alive(info["pid"], info.get("process_start")) or _flock_held(run_dir / LOCK_NAME)
-    message = _describe(run_dir, info)
+        alive = pid_alive(info["pid"], info.get("process_start")) or _flock_held(path)
+    message = _describe(path.parent, info)
     if alive is False:
         message += " (stale: that process is gone)"
     elif alive is None:
@@ -133,16 +130,18 @@ def _flock_held(path: Path) -> bool:
 
 
 class RunLock:
-    """Context manager holding ``run_dir/.lock`` for one writer; released on exit, also on exceptions.
+    """Context manager holding the lock file ``path`` for one writer; released on exit, also on exceptions.
+
+    The run directory is the lock file's parent; it is created when missing.
 
     Raises on enter:
         InputError (exit 2): another live writer holds the directory (or a lock from another host).
         RenderError (exit 1): the directory cannot be created or written.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, retries: int = 20):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
+    def __init__(self, path: str | os.PathLike, *, retries: int = 20):
+        self.path = Path(path)
+        self.run_dir = self.path.parent
         self.retries = retries
         self._fd: int | None = None
         self.info: dict[str, Any] = {}
@@ -166,12 +165,12 @@ class RunLock:
         for _ in range(self.retries):
             if self._try_create():
                 return
-            info = read_lock(self.run_dir)
+            info = read_lock(self.path)
             if info is None:
                 continue  # released between our attempts: try again
             if not info.get("pid"):
                 time.sleep(0.05)  # being written right now (or damaged): look again
-                if read_lock(self.run_dir) == info and not _flock_held(self.path):
+                if read_lock(self.path) == info and not _flock_held(self.path):
                     self._take_over(info, "the lock file is empty or damaged and nobody holds it")
                 continue
             self._judge(info)
@@ -228,7 +227,7 @@ class RunLock:
                     f"is running there, delete {self.path} and run again.",
                 )
             )
-        if _pid_alive(int(info["pid"]), info.get("process_start")) or _flock_held(self.path):
+        if pid_alive(int(info["pid"]), info.get("process_start")) or _flock_held(self.path):
             raise InputError(Problem(file=None, field=None, message=_describe(self.run_dir, info)))
         self._take_over(info, "that process is gone")
 
@@ -247,7 +246,7 @@ class RunLock:
                 same_file = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 return
-            if same_file and read_lock(self.run_dir) == info:
+            if same_file and read_lock(self.path) == info:
                 os.unlink(self.path)
                 self.took_over = info
                 log.warning("taking over a stale lock: %s (%s)", _describe(self.run_dir, info), why)

@@ -19,13 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mirage_cli.checkpoint import (
-    CheckpointStore,
-    canonical_json,
-    diff_config,
-    fingerprint,
-)
+from mirage_cli.checkpoint import CheckpointStore
 from mirage_cli.errors import RenderError
+from mirage_cli.jsonable import canonical_json
+from mirage_cli.run_dir import diff_config, fingerprint
 
 FP = "f" * 64
 
@@ -62,7 +59,6 @@ def test_save_load_round_trip_and_manifest(tmp_path):
     path = store.save(_tensors(1), _meta(1))
     assert path.name == "ckpt-000001"
     assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "memory.safetensors", "rollout.safetensors"]
-    assert (tmp_path / "state" / "LATEST").read_text() == "ckpt-000001\n"
 
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and manifest["spec_fingerprint"] == FP
@@ -192,8 +188,7 @@ def test_disk_full_raises_render_error_and_keeps_last_checkpoint(tmp_path, monke
     monkeypatch.setattr(os, "write", real_write)
     message = str(info.value)
     assert "disk is full" in message and "ckpt-000001 is intact" in message
-    assert sorted(p.name for p in state.iterdir()) == ["LATEST", "ckpt-000001"]
-    assert (state / "LATEST").read_text() == "ckpt-000001\n"
+    assert sorted(p.name for p in state.iterdir()) == ["ckpt-000001"]
     ckpt = store.load_latest()
     assert ckpt.seq == 1 and store.warnings == []
     _assert_same(ckpt.tensors, _tensors(1))

@@ -11,16 +11,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mirage_cli.checkpoint import CheckpointStore, inspect_run
 from mirage_cli.cli import app
 from mirage_cli.errors import InputError
-from mirage_cli.runlock import RunLock
+from mirage_cli.run_dir import RunDir, inspect_run
 
 
 def _save(run, chunk, *, done=False, step=None, num_chunks=4):
     meta = {"spec_fingerprint": "ab" * 32, "chunk": chunk, "num_chunks": num_chunks, "frames_written": 1 + 8 * chunk,
             "cache_points": 100 * chunk, "cache_bytes": 4096 * chunk, "mid_chunk_step": step, "done": done}
-    return CheckpointStore(run / "state").save({"memory": {"xyz": torch.zeros(chunk + 1, 3)}}, meta)
+    return RunDir(run).checkpoints().save({"memory": {"xyz": torch.zeros(chunk + 1, 3)}}, meta)
 
 
 def test_inspect_partial_run(tmp_path):
@@ -64,7 +63,7 @@ def test_inspect_reports_fallback_and_live_lock(tmp_path):
     assert info["warnings"] == ["checkpoint ckpt-000002 is corrupt (manifest.json is unreadable: "
                                 "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
                                 "resuming from ckpt-000001"]
-    with RunLock(tmp_path):
+    with RunDir(tmp_path).lock():
         info = inspect_run(tmp_path)
     assert info["resumable"] is False and info["reason"].startswith(f"in use: run directory {tmp_path} is in use by pid {os.getpid()}")
     assert inspect_run(tmp_path)["resumable"] is True
@@ -135,7 +134,7 @@ def test_cli_cache_export_with_the_real_memory(tmp_path):
     inserted = memory.insert(torch.randn(4, 4, 4, generator=g), torch.full((64, 64), 2.0), K,
                              torch.eye(4, dtype=torch.float64))
     assert inserted > 0
-    CheckpointStore(tmp_path / "state").save({"memory": memory.state_dict()}, {"spec_fingerprint": "x", "chunk": 1})
+    RunDir(tmp_path).checkpoints().save({"memory": memory.state_dict()}, {"spec_fingerprint": "x", "chunk": 1})
     out = tmp_path / "m.ply"
     result = CliRunner().invoke(app, ["cache", "export", str(tmp_path), "--ply", str(out)])
     assert result.exit_code == 0, result.output

@@ -22,6 +22,7 @@ import torch
 from mirage_cli import profiling as P
 from mirage_cli import report as R
 from mirage_cli.camera.trajectory import Trajectory
+from mirage_cli.run_dir import RunDir
 
 
 def orbit_trajectory(n: int, width: int = 1280, height: int = 704, fps: float = 24.0) -> Trajectory:
@@ -261,10 +262,10 @@ def test_validator_rejects_non_finite_numbers_and_bools():
 def test_write_report_json_and_self_contained_html(tmp_path):
     report = synthetic_report(4)
     report["config"]["prompt"] = "<script>alert('x')</script> & friends"
-    json_path, html_path = R.write_report(tmp_path / "run", report)
+    json_path, html_path = RunDir(tmp_path / "run").write_report(report)
     assert json_path == tmp_path / "run" / "report.json"
-    assert R.read_report(json_path) == report
-    assert R.validate_report(R.read_report(json_path)) == []
+    assert RunDir(tmp_path / "run").read_report() == report
+    assert R.validate_report(json.loads(json_path.read_text())) == []
 
     page = html_path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
@@ -288,7 +289,7 @@ def test_write_report_json_and_self_contained_html(tmp_path):
 def test_html_without_memory_or_camera(tmp_path):
     report = synthetic_report(2, "none")
     report["camera"] = None
-    _, html_path = R.write_report(tmp_path, report)
+    _, html_path = RunDir(tmp_path).write_report(report)
     page = html_path.read_text()
     assert page.count("<img") == 6
     assert "no memory" in page
@@ -323,5 +324,5 @@ if __name__ == "__main__":  # write a sample report: python tests/test_report.py
     out = Path(sys.argv[1])
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     mode = sys.argv[3] if len(sys.argv) > 3 else "latent"
-    paths = R.write_report(out, synthetic_report(n, mode))
+    paths = RunDir(out).write_report(synthetic_report(n, mode))
     print("\n".join(map(str, paths)))

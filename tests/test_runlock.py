@@ -17,12 +17,13 @@ import sys
 import pytest
 
 from mirage_cli.errors import InputError, RenderError
-from mirage_cli.runlock import RunLock, lock_status, read_lock
+from mirage_cli.run_dir import RunDir
+from mirage_cli.runlock import lock_status, read_lock
 
 _HOLDER = r"""
 import sys, time
-from mirage_cli.runlock import RunLock
-with RunLock(sys.argv[1]):
+from mirage_cli.run_dir import RunDir
+with RunDir(sys.argv[1]).lock():
     print("locked", flush=True)
     time.sleep(60)
 """
@@ -30,9 +31,9 @@ with RunLock(sys.argv[1]):
 _TRY = r"""
 import sys
 from mirage_cli.errors import InputError
-from mirage_cli.runlock import RunLock
+from mirage_cli.run_dir import RunDir
 try:
-    with RunLock(sys.argv[1]):
+    with RunDir(sys.argv[1]).lock():
         print("acquired")
 except InputError as e:
     print("refused:", e)
@@ -47,8 +48,8 @@ def _dead_pid() -> int:
 
 def test_lock_file_content_and_release(tmp_path):
     run = tmp_path / "run"
-    with RunLock(run) as lock:
-        info = read_lock(run)
+    with RunDir(run).lock() as lock:
+        info = read_lock(RunDir(run).lock_file)
         assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
         assert info["started"] == lock.info["started"]
     assert not (run / ".lock").exists()
@@ -56,24 +57,24 @@ def test_lock_file_content_and_release(tmp_path):
 
 def test_released_on_exception(tmp_path):
     with pytest.raises(RuntimeError):
-        with RunLock(tmp_path):
+        with RunDir(tmp_path).lock():
             raise RuntimeError("boom")
     assert not (tmp_path / ".lock").exists()
-    with RunLock(tmp_path):
+    with RunDir(tmp_path).lock():
         pass
 
 
 def test_second_writer_in_another_process_is_refused(tmp_path):
-    with RunLock(tmp_path):
+    with RunDir(tmp_path).lock():
         out = subprocess.run([sys.executable, "-c", _TRY, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("refused: run directory")
     assert f"is in use by pid {os.getpid()} on host {socket.gethostname()} since" in out.stdout
 
 
 def test_second_writer_in_same_process_is_refused(tmp_path):
-    with RunLock(tmp_path):
+    with RunDir(tmp_path).lock():
         with pytest.raises(InputError, match="is in use by pid"):
-            RunLock(tmp_path).acquire()
+            RunDir(tmp_path).lock().acquire()
     assert not (tmp_path / ".lock").exists()
 
 
@@ -82,17 +83,17 @@ def test_killed_holder_leaves_a_stale_lock_that_is_taken_over(tmp_path, caplog):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(InputError, match=f"in use by pid {holder.pid}"):
-            RunLock(tmp_path).acquire()
-        assert lock_status(tmp_path)["alive"] is True
+            RunDir(tmp_path).lock().acquire()
+        assert lock_status(RunDir(tmp_path).lock_file)["alive"] is True
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         holder.stdout.close()
-    assert lock_status(tmp_path)["alive"] is False
+    assert lock_status(RunDir(tmp_path).lock_file)["alive"] is False
     with caplog.at_level(logging.WARNING, logger="mirage_cli.runlock"):
-        with RunLock(tmp_path) as lock:
+        with RunDir(tmp_path).lock() as lock:
             assert lock.took_over["pid"] == holder.pid
-            assert read_lock(tmp_path)["pid"] == os.getpid()
+            assert read_lock(RunDir(tmp_path).lock_file)["pid"] == os.getpid()
     assert "taking over a stale lock" in caplog.text
 
 
@@ -100,14 +101,14 @@ def test_stale_lock_with_reused_pid_is_taken_over(tmp_path):
     # our own pid is alive, but it started at another time: the pid was reused
     (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                                 "started": "then", "process_start": 1.0}))
-    with RunLock(tmp_path) as lock:
+    with RunDir(tmp_path).lock() as lock:
         assert lock.took_over is not None
 
 
 def test_lock_of_dead_pid_on_same_host_is_taken_over(tmp_path):
     pid = _dead_pid()
     (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "started": "then"}))
-    with RunLock(tmp_path) as lock:
+    with RunDir(tmp_path).lock() as lock:
         assert lock.took_over["pid"] == pid
 
 
@@ -117,12 +118,12 @@ def test_lock_from_another_host_is_respected_with_a_hint(tmp_path, monkeypatch):
     (tmp_path / ".lock").write_text(json.dumps({"host": "node-elsewhere", "pid": 4242, "started": "2026-01-01",
                                                 "job": None}))
     with pytest.raises(InputError) as info:
-        RunLock(tmp_path).acquire()
+        RunDir(tmp_path).lock().acquire()
     message = str(info.value)
     assert "in use by pid 4242 on host node-elsewhere since 2026-01-01" in message
     assert f"delete {tmp_path / '.lock'}" in message
     assert (tmp_path / ".lock").exists()
-    assert lock_status(tmp_path)["alive"] is None
+    assert lock_status(RunDir(tmp_path).lock_file)["alive"] is None
 
 
 def test_lock_of_the_same_slurm_job_on_another_host_is_taken_over(tmp_path, monkeypatch):
@@ -131,16 +132,16 @@ def test_lock_of_the_same_slurm_job_on_another_host_is_taken_over(tmp_path, monk
     monkeypatch.setenv("SLURM_JOB_ID", "98765")
     (tmp_path / ".lock").write_text(json.dumps({"host": "node-before-requeue", "pid": 4242, "started": "x",
                                                 "job": "98765"}))
-    with RunLock(tmp_path) as lock:
+    with RunDir(tmp_path).lock() as lock:
         assert lock.took_over["host"] == "node-before-requeue"
-        assert read_lock(tmp_path)["job"] == "98765"
+        assert read_lock(RunDir(tmp_path).lock_file)["job"] == "98765"
 
 
 def test_unwritable_run_dir_is_a_render_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(RenderError, match="cannot create run directory"):
-        RunLock(blocker / "run").acquire()
+        RunDir(blocker / "run").lock().acquire()
 
 
 def test_many_processes_race_exactly_one_wins(tmp_path):
