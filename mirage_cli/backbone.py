@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from mirage_cli.errors import InputError, Problem
+from mirage_cli.options import BACKBONE_PRESETS, DEFAULT_MODEL, BackboneOptions, Offload
 from mirage_cli.text_embedder import (
     TEXT_MAX_LENGTH,
     HashTextEmbedder,
@@ -41,8 +42,6 @@ from mirage_cli.text_embedder import (
 )
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
 WAN_DEFAULT_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
@@ -56,8 +55,6 @@ SPATIAL_SCALE = 16
 TEMPORAL_SCALE = 4
 """Pixel frames per latent frame after the first (causal VAE): F = 4 * (T - 1) + 1."""
 
-PRESETS = ("tiny",)
-OFFLOAD_MODES = ("none", "model", "group", "sequential")
 DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
@@ -744,29 +741,19 @@ def _load_from_dir(directory: Path, device: torch.device, dtype: torch.dtype, st
 
 
 def load_backbone(
-    model: str = DEFAULT_MODEL,
-    *,
-    preset: str | None = None,
-    random_weights: bool = False,
-    device: str = "auto",
-    dtype: str = "bfloat16",
-    offload: str = "none",
-    vae_tiling: bool = False,
-    fp8: bool = False,
-    attention_backend: str | None = None,
-    compile: bool = False,
-    local_files_only: bool | None = None,
+    model: str = DEFAULT_MODEL, options: BackboneOptions | None = None, *, local_files_only: bool | None = None
 ) -> Backbone:
     """Load the Wan2.2-TI2V components and apply the memory/speed options.
 
-    ``model``: diffusers id or local directory (ignored with ``preset`` / ``random_weights``).
-    ``preset="tiny"``: tiny random components. ``random_weights``: the 5B architecture, random.
-    ``device``: ``auto`` | ``cuda`` | ``cuda:N`` | ``cpu``. ``dtype``: the transformer and text encoder
-    dtype (the VAE is always float32). ``offload``: ``none`` | ``model`` | ``group`` | ``sequential``
-    (CUDA only). ``vae_tiling``, ``fp8`` (layerwise fp8 storage of the transformer),
-    ``attention_backend`` (a diffusers backend name), ``compile`` (regional compilation).
-    ``local_files_only``: never contact the hub (default: HF_HUB_OFFLINE).
-    Raises InputError for bad options, missing weights, or a real-size model on the CPU.
+    Args:
+        model: diffusers id or local directory (ignored with ``options.preset`` or
+            ``options.random_weights``).
+        options: ``BackboneOptions`` (preset, random weights, device, dtype, offload, VAE tiling,
+            fp8, attention backend, compile); defaults when None.
+        local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``).
+
+    Raises:
+        InputError: bad options, missing weights, or a real-size model on the CPU.
     """
     import diffusers
     import transformers
@@ -774,46 +761,43 @@ def load_backbone(
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
 
-    if preset is not None and preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r} (available: {', '.join(PRESETS)})", field="preset")
-    if preset is not None and random_weights:
-        raise InputError("--preset and --random-weights exclude each other", field="preset")
-    if offload not in OFFLOAD_MODES:
-        raise InputError(f"unknown offload mode {offload!r} (use {', '.join(OFFLOAD_MODES)})", field="offload")
-    torch_dtype = resolve_dtype(dtype)
-    torch_device = resolve_device(device)
-    if offload != "none" and torch_device.type != "cuda":
-        raise InputError(f"--offload {offload} needs a CUDA device (the device is {torch_device})", field="offload")
-
-    if preset == "tiny":
+    options = (options or BackboneOptions()).resolved()
+    torch_device, torch_dtype = _check_options(options)
+    if options.preset == "tiny":
         backbone = _tiny_backbone(torch_device, torch_dtype)
-        if offload == "none":
+        if options.offload == Offload.NONE:
             _move(backbone, torch_device)
-    elif random_weights:
+    elif options.random_weights:
         from diffusers import WanTransformer3DModel
 
         if torch_device.type == "cpu":
             size = count_parameters(_empty_model(WanTransformer3DModel, wan22_transformer_config()))
             _refuse_real_size_on_cpu(size, "the Wan2.2-TI2V-5B architecture (--random-weights)")
         # Offloaded weights live on the CPU: build them there, else directly on the device.
-        backbone = _random_weights_backbone(torch_device, torch_dtype, build_on_cpu=offload != "none")
+        backbone = _random_weights_backbone(torch_device, torch_dtype, build_on_cpu=options.offload != Offload.NONE)
     else:
         directory = resolve_model_dir(model, local_files_only)
         if torch_device.type == "cpu":
             size = _transformer_parameter_count(directory)
             if size > CPU_PARAMETER_LIMIT:
                 _refuse_real_size_on_cpu(size, f"the model in {directory}")
-        backbone = _load_from_dir(directory, torch_device, torch_dtype, stage_on_cpu=offload != "none")
+        backbone = _load_from_dir(directory, torch_device, torch_dtype, stage_on_cpu=options.offload != Offload.NONE)
+    return apply_options(backbone, options)
 
-    apply_options(
-        backbone,
-        offload=offload,
-        vae_tiling=vae_tiling,
-        fp8=fp8,
-        attention_backend=attention_backend,
-        compile=compile,
-    )
-    return backbone
+
+def _check_options(options: BackboneOptions) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of ``options``; InputError naming the option for anything unusable."""
+    if options.preset is not None and options.preset not in BACKBONE_PRESETS:
+        raise InputError(f"unknown preset {options.preset!r} (available: {', '.join(BACKBONE_PRESETS)})", field="preset")
+    if options.preset is not None and options.random_weights:
+        raise InputError("--preset and --random-weights exclude each other", field="preset")
+    if options.offload not in Offload.values():
+        raise InputError(f"unknown offload mode {options.offload!r} (use {', '.join(Offload.values())})", field="offload")
+    torch_dtype = resolve_dtype(options.dtype)
+    torch_device = resolve_device(options.device)
+    if options.offload != Offload.NONE and torch_device.type != "cuda":
+        raise InputError(f"--offload {options.offload} needs a CUDA device (the device is {torch_device})", field="offload")
+    return torch_device, torch_dtype
 
 
 def _move(backbone: Backbone, device: torch.device) -> None:
@@ -830,16 +814,8 @@ def _move(backbone: Backbone, device: torch.device) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def apply_options(
-    backbone: Backbone,
-    *,
-    offload: str = "none",
-    vae_tiling: bool = False,
-    fp8: bool = False,
-    attention_backend: str | None = None,
-    compile: bool = False,
-) -> Backbone:
-    """Apply diffusers' own memory/speed features to a loaded backbone, in a compatible order.
+def apply_options(backbone: Backbone, options: BackboneOptions) -> Backbone:
+    """Apply diffusers' own memory/speed features of ``options`` to a loaded backbone, in a compatible order.
 
     fp8 (``enable_layerwise_casting``: float8_e4m3fn storage, ``backbone.dtype`` compute) ->
     attention backend (``set_attention_backend``) -> offload (``model``: accelerate
@@ -847,16 +823,16 @@ def apply_options(
     CUDA streams; ``sequential``: accelerate ``cpu_offload``) -> VAE tiling (``enable_tiling``) ->
     ``compile_repeated_blocks``. Offloaded weights must start on the CPU.
     """
-    if fp8:
+    if options.fp8:
         backbone.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=backbone.dtype)
-    if attention_backend:
-        set_attention_backend(backbone.transformer, attention_backend)
-    if offload != "none":
-        _apply_offload(backbone, offload)
-    backbone.offload = offload
-    if vae_tiling:
+    if options.attention_backend:
+        set_attention_backend(backbone.transformer, options.attention_backend)
+    if options.offload != Offload.NONE:
+        _apply_offload(backbone, options.offload)
+    backbone.offload = str(options.offload)
+    if options.vae_tiling:
         backbone.vae.enable_tiling()
-    if compile:
+    if options.compile:
         backbone.transformer.compile_repeated_blocks(fullgraph=False)
     return backbone
 

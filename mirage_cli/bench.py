@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from mirage_cli.render import RenderEvents, RenderOptions, load_backbone_for, render
+from mirage_cli.options import BackboneOptions, MemoryMode, RenderOptions
+from mirage_cli.render import RenderEvents, load_backbone_for, render
 from mirage_cli.spec import Plan
-
-MODES = ("latent", "rgb", "none")
 
 
 def trim_plan(plan: Plan, chunks: int | None) -> Plan:
@@ -33,9 +32,9 @@ def trim_plan(plan: Plan, chunks: int | None) -> Plan:
     return replace(plan, chunks=kept, frames=kept[-1].end + 1)
 
 
-def _run_once(plan: Plan, mode: str, options: RenderOptions, backbone, out: Path) -> dict:
+def _run_once(plan: Plan, mode: MemoryMode, options: BackboneOptions, backbone, out: Path) -> dict:
     p = replace(plan, memory=replace(plan.memory, mode=mode))
-    result = render(p, replace(options, out=out, restart=True), RenderEvents(), backbone=backbone)
+    result = render(p, RenderOptions(out=out, backbone=options, restart=True), RenderEvents(), backbone=backbone)
     s = result.report["summary"]
     return {
         "end_to_end_seconds": float(result.report["wall_seconds"]),
@@ -53,7 +52,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 def run_bench(
     plan: Plan,
-    options: RenderOptions,
+    options: BackboneOptions,
     *,
     chunks: int | None = None,
     repeat: int = 3,
@@ -64,7 +63,7 @@ def run_bench(
 
     Args:
         plan: the scene (``mirage_cli.spec.load_plan``).
-        options: backbone settings (preset, random weights, device, dtype...).
+        options: how the backbone runs (preset, random weights, device, dtype, speed features).
         chunks: render only the first N chunks.
         repeat: measured rounds after the warm-up (>= 1).
         work_dir: where the throw-away run directories go (default: a temporary directory).
@@ -74,17 +73,17 @@ def run_bench(
         raise ValueError(f"repeat: expected at least 1, got {repeat}")
     plan = trim_plan(plan, chunks)
     backbone = load_backbone_for(plan, options)
-    samples: dict[str, list[dict]] = {m: [] for m in MODES}
+    samples: dict[str, list[dict]] = {m.value: [] for m in MemoryMode}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-") as tmp:
-        for mode in MODES:  # warm-up, discarded
+        for mode in MemoryMode:  # warm-up, discarded
             if on_run:
-                on_run(mode, -1)
+                on_run(mode.value, -1)
             _run_once(plan, mode, options, backbone, Path(tmp) / f"warmup-{mode}")
         for r in range(repeat):
-            for mode in MODES:
+            for mode in MemoryMode:
                 if on_run:
-                    on_run(mode, r)
-                samples[mode].append(_run_once(plan, mode, options, backbone, Path(tmp) / f"{mode}-{r}"))
+                    on_run(mode.value, r)
+                samples[mode.value].append(_run_once(plan, mode, options, backbone, Path(tmp) / f"{mode}-{r}"))
 
     runs = {}
     for mode, rows in samples.items():
@@ -109,6 +108,7 @@ def run_bench(
         "device": str(backbone.device),
         "preset": options.preset,
         "random_weights": options.random_weights,
+        "options": asdict(options.resolved()),
         "runs": runs,
         "ratios": ratios,
     }

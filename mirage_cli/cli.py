@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Annotated, Callable, List, Optional
 
 import typer
 
 from mirage_cli.errors import EXIT_FAILURE, EXIT_USAGE, InputError, Interrupted, MirageError
+from mirage_cli.options import BackboneOptions, MemoryMode, Offload, PinMode, RenderOptions
 
 app = typer.Typer(
     name="mirage",
@@ -126,6 +127,36 @@ def trajectory(
     _run(body)
 
 
+# --- flags shared by render and bench -------------------------------------------------------------
+# Each flag is declared once here; its default is the options dataclass's (mirage_cli/options.py).
+
+_BACKBONE = BackboneOptions()
+Preset = Annotated[Optional[str], typer.Option("--preset", help="`tiny`: tiny random components, CPU-friendly, no download.")]
+RandomWeights = Annotated[bool, typer.Option("--random-weights", help="The real 5B architecture with random weights (speed tests, no download).")]
+Device = Annotated[str, typer.Option("--device", help="auto | cuda | cuda:N | cpu (auto prefers CUDA).")]
+Dtype = Annotated[str, typer.Option("--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32.")]
+OffloadFlag = Annotated[Offload, typer.Option("--offload", help="diffusers offloading of the weights to the CPU (CUDA only).")]
+VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode with VAE tiling (less memory).")]
+Fp8 = Annotated[bool, typer.Option("--fp8", help="Store transformer weights in fp8 (layerwise casting).")]
+AttentionBackend = Annotated[Optional[str], typer.Option("--attention-backend", help="diffusers attention backend name.")]
+Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation of the repeated transformer blocks.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps per chunk (overrides the spec).")]
+
+
+def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_) -> BackboneOptions:
+    return BackboneOptions(
+        preset=preset,
+        random_weights=random_weights,
+        device=device,
+        dtype=dtype,
+        offload=offload.value,
+        vae_tiling=vae_tiling,
+        fp8=fp8,
+        attention_backend=attention_backend,
+        compile=compile_,
+    )
+
+
 # --- mirage render -------------------------------------------------------------------------------
 
 
@@ -134,20 +165,20 @@ def render(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else runs/<spec stem>)."),
     model: Optional[str] = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: tiny random components, CPU-friendly, no download."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="The real 5B architecture with random weights (speed tests, no download)."),
-    device: str = typer.Option("auto", "--device", help="auto | cuda | cpu (auto prefers CUDA)."),
-    dtype: str = typer.Option("auto", "--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
-    offload: str = typer.Option("none", "--offload", help="none | model | group | sequential (diffusers offloading)."),
-    vae_tiling: bool = typer.Option(False, "--vae-tiling", help="Decode with VAE tiling (less memory)."),
-    fp8: bool = typer.Option(False, "--fp8", help="Store transformer weights in fp8 (layerwise casting)."),
-    attention_backend: Optional[str] = typer.Option(None, "--attention-backend", help="diffusers attention backend name."),
-    compile_: bool = typer.Option(False, "--compile", help="Regional compilation of the repeated transformer blocks."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="latent | rgb | none (overrides the spec)."),
-    pin: Optional[str] = typer.Option(None, "--pin", help="clean | noised (overrides the spec)."),
+    preset: Preset = _BACKBONE.preset,
+    random_weights: RandomWeights = _BACKBONE.random_weights,
+    device: Device = _BACKBONE.device,
+    dtype: Dtype = _BACKBONE.dtype,
+    offload: OffloadFlag = Offload(_BACKBONE.offload),
+    vae_tiling: VaeTiling = _BACKBONE.vae_tiling,
+    fp8: Fp8 = _BACKBONE.fp8,
+    attention_backend: AttentionBackend = _BACKBONE.attention_backend,
+    compile_: Compile = _BACKBONE.compile,
+    memory: Optional[MemoryMode] = typer.Option(None, "--memory", help="What conditions each chunk (overrides the spec)."),
+    pin: Optional[PinMode] = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
     pin_until: Optional[float] = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
     depth_model: Optional[str] = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps per chunk (overrides the spec)."),
+    steps: Steps = None,
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
     restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out and start over."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a torch.profiler Chrome trace of one chunk into DIR."),
@@ -158,7 +189,7 @@ def render(
 
     def body():
         from mirage_cli.progress import RichRenderEvents
-        from mirage_cli.render import RenderOptions, render as run_render
+        from mirage_cli.render import render as run_render
         from mirage_cli.spec import load_plan
 
         overrides = {
@@ -171,20 +202,8 @@ def render(
             "memory.pin_until": pin_until,
         }
         plan = load_plan(scene, overrides=overrides)
-        options = RenderOptions(
-            out=out,
-            preset=preset,
-            random_weights=random_weights,
-            device=device,
-            dtype=dtype,
-            offload=offload,
-            vae_tiling=vae_tiling,
-            fp8=fp8,
-            attention_backend=attention_backend,
-            compile=compile_,
-            restart=restart,
-            trace_dir=trace,
-        )
+        backbone = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_)
+        options = RenderOptions(out=out, backbone=backbone, restart=restart, trace_dir=trace)
         with RichRenderEvents(quiet=quiet) as events:
             result = run_render(plan, options, events)
             events.finish(result)
@@ -317,21 +336,24 @@ def preview(
 @app.command()
 def bench(
     scene: Optional[Path] = typer.Argument(None, help="Scene spec (default: the bundled example)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: tiny random components (CPU, seconds)."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="The real 5B architecture with random weights (GPU)."),
     chunks: Optional[int] = typer.Option(None, "--chunks", help="Render only the first N chunks."),
     repeat: int = typer.Option(3, "--repeat", help="Measured rounds after the warm-up."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps per chunk (overrides the spec)."),
-    device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
-    dtype: str = typer.Option("auto", "--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
-    offload: str = typer.Option("none", "--offload", help="none | model | group | sequential."),
+    steps: Steps = None,
+    preset: Preset = _BACKBONE.preset,
+    random_weights: RandomWeights = _BACKBONE.random_weights,
+    device: Device = _BACKBONE.device,
+    dtype: Dtype = _BACKBONE.dtype,
+    offload: OffloadFlag = Offload(_BACKBONE.offload),
+    vae_tiling: VaeTiling = _BACKBONE.vae_tiling,
+    fp8: Fp8 = _BACKBONE.fp8,
+    attention_backend: AttentionBackend = _BACKBONE.attention_backend,
+    compile_: Compile = _BACKBONE.compile,
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Render a scene with latent memory, RGB memory and no memory; print times, sizes and ratios."""
 
     def body():
         from mirage_cli.bench import bench_table, run_bench
-        from mirage_cli.render import RenderOptions
         from mirage_cli.spec import load_plan
 
         spec = scene or Path(__file__).resolve().parent.parent / "examples" / "room" / "scene.yaml"
@@ -342,7 +364,7 @@ def bench(
         if repeat < 1:
             raise InputError(f"must be at least 1, got {repeat}", field="--repeat")
         plan = load_plan(spec, overrides={"steps": steps})
-        options = RenderOptions(preset=preset, random_weights=random_weights, device=device, dtype=dtype, offload=offload)
+        options = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_)
 
         def on_run(mode, r):
             _err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")

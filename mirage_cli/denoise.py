@@ -36,9 +36,9 @@ from typing import Callable
 
 import torch
 
+from mirage_cli.options import PinMode
 from mirage_cli.profiling import DENOISE_STEP
 
-PIN_MODES = ("clean", "noised")
 PATCH = 2
 """Latent cells per token along y and x (transformer patch (1, 2, 2))."""
 
@@ -253,8 +253,8 @@ def _check_inputs(
     if tuple(pin_mask.shape) != (frames, height, width) or pin_mask.dtype != torch.bool:
         expected = [frames, height, width]
         raise ValueError(f"pin_mask: expected bool shape {expected}, got {pin_mask.dtype} {list(pin_mask.shape)}")
-    if mode not in PIN_MODES:
-        raise ValueError(f"mode: expected one of {PIN_MODES}, got {mode!r}")
+    if mode not in PinMode.values():
+        raise ValueError(f"mode: expected one of {PinMode.values()}, got {mode!r}")
     if not 0.0 <= pin_until <= 1.0:
         raise ValueError(f"pin_until: expected a fraction in [0, 1], got {pin_until}")
     if steps < 1:
@@ -353,7 +353,7 @@ def denoise_chunk(
     frame0_tokens[0] = True
     memory_cells = pin_mask.to(device).clone()  # [T, h, w]
     memory_cells[0] = False
-    if mode == "clean":
+    if mode == PinMode.CLEAN:
         memory_tokens = token_pin_mask(memory_cells)  # [T, h2, w2]
         memory_cells = token_mask_to_cells(memory_tokens)  # [T, h, w]: whole tokens only
         pinned_zero_tokens = frame0_tokens | memory_tokens  # [T, h2, w2]
@@ -361,7 +361,7 @@ def denoise_chunk(
         pinned_zero_tokens = frame0_tokens
     frame0_cells = token_mask_to_cells(frame0_tokens).view(1, 1, frames, height, width)  # [1, 1, T, h, w]
     memory_cells = memory_cells.view(1, 1, frames, height, width)  # [1, 1, T, h, w]
-    clean_cells_pinned = frame0_cells | memory_cells if mode == "clean" else frame0_cells  # [1, 1, T, h, w]
+    clean_cells_pinned = frame0_cells | memory_cells if mode == PinMode.CLEAN else frame0_cells  # [1, 1, T, h, w]
 
     scheduler = backbone.make_scheduler(shift)
     scheduler.set_timesteps(steps, device=device)
@@ -397,7 +397,7 @@ def denoise_chunk(
             clean_cells = clean_cells_pinned if pinned else frame0_cells
             zero_tokens = pinned_zero_tokens if pinned else frame0_tokens
             latents = torch.where(clean_cells, clean_values, latents)  # [1, C, T, h, w]
-            if mode == "noised" and pinned:
+            if mode == PinMode.NOISED and pinned:
                 sigma = scheduler.sigmas[i]
                 eps = draw_eps(generator, tuple(latents.shape), device)  # [1, C, T, h, w]
                 latents = torch.where(memory_cells, forward_noised(clean_values, eps, sigma), latents)

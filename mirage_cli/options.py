@@ -1,8 +1,17 @@
-"""Choices shared by the spec, the command line, the library and the bench, declared once."""
+"""Options and choices shared by the spec, the command line, the library and the bench, declared once.
+
+- ``MemoryMode``, ``PinMode``, ``Offload``: the string choices (enums that compare equal to their
+  values, so specs, JSON and YAML hold plain strings).
+- ``BackboneOptions``: how the Wan2.2 components are built and run; ``RenderOptions``: what a render
+  takes beyond the spec (it holds a ``BackboneOptions``). Their defaults are the command line's.
+- The default model ids.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from pathlib import Path
 
 
 class _Choice(str, Enum):
@@ -32,3 +41,75 @@ class PinMode(_Choice):
 
     CLEAN = "clean"  # timestep 0, latents replaced before every step
     NOISED = "noised"  # forward-noised to the step's sigma, uniform timestep
+
+
+class Offload(_Choice):
+    """diffusers / accelerate CPU offloading of the weights (CUDA only)."""
+
+    NONE = "none"
+    MODEL = "model"  # whole components, moved to the GPU when they run
+    GROUP = "group"  # groups of blocks, overlapped with CUDA streams
+    SEQUENTIAL = "sequential"  # layer by layer (least memory, slowest)
+
+
+DEFAULT_MODEL = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+"""The diffusers id of Wan2.2-TI2V-5B (the spec's ``model`` default)."""
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+"""The transformers depth model for generated frames (the spec's ``depth_model`` default)."""
+BACKBONE_PRESETS = ("tiny",)
+"""``--preset`` values: ``tiny`` = tiny random Wan2.2 components, seconds on a CPU."""
+
+
+@dataclass(frozen=True)
+class BackboneOptions:
+    """How the Wan2.2 components are built and run (``mirage_cli.backbone.load_backbone``).
+
+    Attributes:
+        preset: ``tiny`` for tiny random components, or None for real weights.
+        random_weights: the real 5B architecture with random weights (speed tests, no download).
+        device: ``auto`` (CUDA when available) | ``cuda`` | ``cuda:N`` | ``cpu``.
+        dtype: transformer and text encoder dtype: ``auto`` (bfloat16 on CUDA, float32 on the CPU,
+            where bfloat16 matmuls are ~10x slower) | ``bfloat16`` | ``float16`` | ``float32``.
+            The VAE is always float32.
+        offload: diffusers offloading of the weights to the CPU (``Offload``).
+        vae_tiling: decode with VAE tiling (less memory).
+        fp8: store the transformer's weights in fp8 (layerwise casting).
+        attention_backend: a diffusers attention backend name, or None for the default.
+        compile: regional compilation of the repeated transformer blocks.
+    """
+
+    preset: str | None = None
+    random_weights: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    offload: str = Offload.NONE.value
+    vae_tiling: bool = False
+    fp8: bool = False
+    attention_backend: str | None = None
+    compile: bool = False
+
+    def resolved(self) -> "BackboneOptions":
+        """The same options with ``dtype="auto"`` made concrete for the device they will run on."""
+        if self.dtype != "auto":
+            return self
+        import torch
+
+        cuda = self.device.startswith("cuda") or (self.device == "auto" and torch.cuda.is_available())
+        return replace(self, dtype="bfloat16" if cuda else "float32")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What ``mirage render`` takes beyond the spec.
+
+    Attributes:
+        out: the run directory (None: the spec's ``output``).
+        backbone: how the model runs (``BackboneOptions``).
+        restart: discard an existing run in ``out`` and start over.
+        trace_dir: write a torch.profiler Chrome trace of one chunk into this directory.
+    """
+
+    out: Path | None = None
+    backbone: BackboneOptions = field(default_factory=BackboneOptions)
+    restart: bool = False
+    trace_dir: Path | None = None

@@ -11,35 +11,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mirage_cli.errors import InputError, Interrupted, RenderError
+from mirage_cli.options import BackboneOptions, RenderOptions
 from mirage_cli.run_dir import RunDir, fingerprint
 from mirage_cli.spec import Plan
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RenderOptions:
-    """Settings that come from the command line rather than the spec."""
-
-    out: Path | None = None
-    preset: str | None = None
-    random_weights: bool = False
-    device: str = "auto"
-    dtype: str = "auto"  # bfloat16 on CUDA, float32 on CPU (CPU bf16 matmuls are ~10x slower)
-    offload: str = "none"
-    vae_tiling: bool = False
-    fp8: bool = False
-    attention_backend: str | None = None
-    compile: bool = False
-    restart: bool = False
-    trace_dir: Path | None = None
 
 
 @dataclass
@@ -91,16 +74,6 @@ def _sha256_file(path: Path | None) -> str | None:
     return h.hexdigest()
 
 
-def resolve_options(options: RenderOptions) -> RenderOptions:
-    """Fill in ``dtype="auto"``: bfloat16 where the render runs on CUDA, float32 on the CPU."""
-    if options.dtype != "auto":
-        return options
-    from dataclasses import replace
-
-    cuda = options.device.startswith("cuda") or (options.device == "auto" and torch.cuda.is_available())
-    return replace(options, dtype="bfloat16" if cuda else "float32")
-
-
 def render_config(plan: Plan, options: RenderOptions) -> dict:
     """Everything that changes the rendered output, as a JSON-able dict (fingerprinted).
 
@@ -127,10 +100,10 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         "guidance": plan.guidance,
         "shift": plan.shift,
         "seed": plan.seed,
-        "model": plan.model if options.preset is None else f"preset:{options.preset}",
-        "random_weights": options.random_weights,
-        "dtype": options.dtype,
-        "fp8": options.fp8,
+        "model": plan.model if options.backbone.preset is None else f"preset:{options.backbone.preset}",
+        "random_weights": options.backbone.random_weights,
+        "dtype": options.backbone.dtype,
+        "fp8": options.backbone.fp8,
         "memory": s["memory"],
         "depth_model": plan.depth_model,
     }
@@ -149,7 +122,8 @@ def render(
         Interrupted: a stop signal arrived; a checkpoint was saved (exit 75).
         RenderError: runtime failure (exit 1).
     """
-    options = resolve_options(options or RenderOptions())
+    options = options or RenderOptions()
+    options = replace(options, backbone=options.backbone.resolved())
     events = events or RenderEvents()
     run = RunDir(options.out or plan.output)
     config = render_config(plan, options)
@@ -203,9 +177,10 @@ def _render_locked(plan, options, events, run, config: dict, fp: str, backbone=N
 
     load_seconds = 0.0
     if backbone is None:
-        events.setup("loading model" + (f" (preset {options.preset})" if options.preset else f" {plan.model}"))
+        preset = options.backbone.preset
+        events.setup("loading model" + (f" (preset {preset})" if preset else f" {plan.model}"))
         t_load = time.perf_counter()
-        backbone = load_backbone_for(plan, options)
+        backbone = load_backbone_for(plan, options.backbone)
         load_seconds = time.perf_counter() - t_load
     prof = Profiler(backbone.device)
     prof.add_setup_seconds("model_load", load_seconds)
@@ -316,30 +291,18 @@ def _render_locked(plan, options, events, run, config: dict, fp: str, backbone=N
     return RenderResult(run_dir, video, n, num_chunks, resumed_from, wall, report)
 
 
-def load_backbone_for(plan: Plan, options: RenderOptions):
+def load_backbone_for(plan: Plan, options: BackboneOptions):
     """Load the components a plan renders with (``plan.model`` unless a preset is chosen)."""
     from mirage_cli.backbone import load_backbone
 
-    options = resolve_options(options)
-    return load_backbone(
-        plan.model,
-        preset=options.preset,
-        random_weights=options.random_weights,
-        device=options.device,
-        dtype=options.dtype,
-        offload=options.offload,
-        vae_tiling=options.vae_tiling,
-        fp8=options.fp8,
-        attention_backend=options.attention_backend,
-        compile=options.compile,
-    )
+    return load_backbone(plan.model, options)
 
 
 def _write_report(run, plan, options, config, backbone, prof, wall) -> dict:
     from mirage_cli.report import build_report, describe_device
 
     report = build_report(
-        config={**config, "device": str(backbone.device), "offload": options.offload, "preset": options.preset},
+        config={**config, "device": str(backbone.device), "offload": options.backbone.offload, "preset": options.backbone.preset},
         device_info=describe_device(backbone.device),
         trajectory=plan.trajectory,
         frames=plan.frames,

@@ -49,10 +49,9 @@ import yaml
 
 from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.errors import InputError, Problem
+from mirage_cli.options import DEFAULT_DEPTH_MODEL, DEFAULT_MODEL, MemoryMode, PinMode
 from mirage_cli.yaml_lines import load_yaml_with_lines
 
-DEFAULT_MODEL = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
-DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 MAX_CHUNK_FRAMES = 121
 
 _MISSING = object()
@@ -100,8 +99,6 @@ MEMORY_FIELDS: dict[str, FieldSpec] = {
     "occlusion_filter": FieldSpec((bool,), True, "drop cells far behind their 3x3 neighbourhood"),
     "dynamic_threshold": FieldSpec((int, float, type(None)), 0.5, "dynamic-region residual threshold (null: off)"),
 }
-MEMORY_MODES = ("latent", "rgb", "none")
-PIN_MODES = ("clean", "noised")
 
 
 @dataclass(frozen=True)
@@ -192,7 +189,7 @@ class Plan:
             "shift": self.shift,
             "seed": self.seed,
             "model": self.model,
-            "memory": self.memory.__dict__.copy(),
+            "memory": {k: str(v) if isinstance(v, (MemoryMode, PinMode)) else v for k, v in self.memory.__dict__.items()},
             "depth_model": self.depth_model,
             "output": str(self.output),
         }
@@ -411,10 +408,11 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
             width = height = None
 
     # Memory settings.
-    if m["mode"] not in MEMORY_MODES:
-        report("memory.mode", f"must be one of {', '.join(MEMORY_MODES)}, got {m['mode']!r}{suggest(str(m['mode']), MEMORY_MODES)}")
-    if m["pin"] not in PIN_MODES:
-        report("memory.pin", f"must be one of {', '.join(PIN_MODES)}, got {m['pin']!r}{suggest(str(m['pin']), PIN_MODES)}")
+    modes, pins = MemoryMode.values(), PinMode.values()
+    if m["mode"] not in modes:
+        report("memory.mode", f"must be one of {', '.join(modes)}, got {m['mode']!r}{suggest(str(m['mode']), modes)}")
+    if m["pin"] not in pins:
+        report("memory.pin", f"must be one of {', '.join(pins)}, got {m['pin']!r}{suggest(str(m['pin']), pins)}")
     if not 0.0 <= float(m["pin_until"]) <= 1.0:
         report("memory.pin_until", f"must be in [0, 1], got {m['pin_until']}")
     if m["voxel_size"] is not None and not m["voxel_size"] > 0:
@@ -488,8 +486,8 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         seed=v["seed"],
         model=v["model"],
         memory=MemorySettings(
-            mode=m["mode"],
-            pin=m["pin"],
+            mode=MemoryMode(m["mode"]),
+            pin=PinMode(m["pin"]),
             pin_until=float(m["pin_until"]),
             voxel_size=None if m["voxel_size"] is None else float(m["voxel_size"]),
             capacity=m["capacity"],

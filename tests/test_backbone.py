@@ -31,6 +31,7 @@ from mirage_cli.backbone import (
     wan22_vae_config,
 )
 from mirage_cli.errors import InputError
+from mirage_cli.options import BackboneOptions
 from mirage_cli.text_embedder import HashTextEmbedder, build_byte_tokenizer
 
 cuda_only = pytest.mark.skipif(
@@ -40,7 +41,7 @@ cuda_only = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def tiny() -> Backbone:
-    return load_backbone(preset="tiny", device="cpu")
+    return load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="bfloat16"))
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_saved_tiny_model_loads_back_identically(tiny, tiny_dir):
     for sub in ("vae", "transformer", "text_encoder", "tokenizer", "scheduler"):
         assert (tiny_dir / sub).is_dir()
     assert check_model_dir(tiny_dir) == []
-    loaded = load_backbone(str(tiny_dir), device="cpu")
+    loaded = load_backbone(str(tiny_dir), BackboneOptions(device="cpu", dtype="bfloat16"))
     assert loaded.source == str(tiny_dir)
     for name in ("transformer", "vae"):
         a, b = getattr(tiny, name).state_dict(), getattr(loaded, name).state_dict()
@@ -163,7 +164,7 @@ def test_saved_tiny_model_loads_back_identically(tiny, tiny_dir):
 
 def test_missing_directory(tmp_path):
     with pytest.raises(InputError) as excinfo:
-        load_backbone(str(tmp_path / "nope"), device="cpu")
+        load_backbone(str(tmp_path / "nope"), BackboneOptions(device="cpu", dtype="bfloat16"))
     text = messages(excinfo)
     assert "nope" in text and "does not exist" in text and "--preset tiny" in text
 
@@ -178,7 +179,7 @@ def test_missing_subfolder_is_named(tiny_dir, tmp_path):
     model = copy_model(tiny_dir, tmp_path)
     shutil.rmtree(model / "text_encoder")
     with pytest.raises(InputError) as excinfo:
-        load_backbone(str(model), device="cpu")
+        load_backbone(str(model), BackboneOptions(device="cpu", dtype="bfloat16"))
     text = messages(excinfo)
     assert "text_encoder/ is missing" in text and "hf download" in text
     assert "vae" not in text.replace("--model", "")
@@ -189,7 +190,7 @@ def test_missing_weights_file_is_named(tiny_dir, tmp_path):
     (model / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     (model / "scheduler" / "scheduler_config.json").unlink()
     with pytest.raises(InputError) as excinfo:
-        load_backbone(str(model), device="cpu")
+        load_backbone(str(model), BackboneOptions(device="cpu", dtype="bfloat16"))
     text = messages(excinfo)
     assert "transformer/diffusion_pytorch_model.safetensors is missing" in text
     assert "scheduler/scheduler_config.json is missing" in text
@@ -211,7 +212,7 @@ def test_path_that_is_a_file(tmp_path):
     target = tmp_path / "model.safetensors"
     target.write_bytes(b"")
     with pytest.raises(InputError) as excinfo:
-        load_backbone(str(target), device="cpu")
+        load_backbone(str(target), BackboneOptions(device="cpu", dtype="bfloat16"))
     assert "not a directory" in messages(excinfo)
 
 
@@ -219,14 +220,14 @@ def test_unreadable_transformer_config(tiny_dir, tmp_path):
     model = copy_model(tiny_dir, tmp_path)
     (model / "transformer" / "config.json").write_text("{not json")
     with pytest.raises(InputError) as excinfo:
-        load_backbone(str(model), device="cpu")
+        load_backbone(str(model), BackboneOptions(device="cpu", dtype="bfloat16"))
     assert "transformer" in messages(excinfo) and "config" in messages(excinfo)
 
 
 def test_hub_id_not_cached_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(InputError) as excinfo:
-        load_backbone("Wan-AI/Wan2.2-TI2V-5B-Diffusers", device="cpu", local_files_only=True)
+        load_backbone("Wan-AI/Wan2.2-TI2V-5B-Diffusers", BackboneOptions(device="cpu", dtype="bfloat16"), local_files_only=True)
     text = messages(excinfo)
     assert "not in the Hugging Face cache" in text and "hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers" in text
 
@@ -239,11 +240,11 @@ def test_hub_id_resolves_through_the_cache(tiny_dir, tmp_path, monkeypatch):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-    loaded = load_backbone("acme/tiny-wan", device="cpu", local_files_only=True)
+    loaded = load_backbone("acme/tiny-wan", BackboneOptions(device="cpu", dtype="bfloat16"), local_files_only=True)
     assert loaded.source.endswith(commit)
     (repo / "snapshots" / commit / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(InputError) as excinfo:
-        load_backbone("acme/tiny-wan", device="cpu", local_files_only=True)
+        load_backbone("acme/tiny-wan", BackboneOptions(device="cpu", dtype="bfloat16"), local_files_only=True)
     assert "vae/diffusion_pytorch_model.safetensors is missing" in messages(excinfo)
 
 
@@ -288,7 +289,7 @@ def test_materialize_random_on_a_small_config():
 
 def test_random_weights_refused_on_cpu():
     with pytest.raises(InputError) as excinfo:
-        load_backbone(random_weights=True, device="cpu")
+        load_backbone(options=BackboneOptions(random_weights=True, device="cpu", dtype="bfloat16"))
     assert "--preset tiny" in messages(excinfo) and "5.0B" in messages(excinfo)
 
 
@@ -298,7 +299,7 @@ def test_real_size_directory_refused_on_cpu(tiny_dir, tmp_path):
     config.update(wan22_transformer_config())
     (model / "transformer" / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError) as excinfo:
-        load_backbone(str(model), device="cpu")
+        load_backbone(str(model), BackboneOptions(device="cpu", dtype="bfloat16"))
     assert "--preset tiny" in messages(excinfo)
     assert CPU_PARAMETER_LIMIT < 5e9
 
@@ -320,30 +321,28 @@ def test_real_size_directory_refused_on_cpu(tiny_dir, tmp_path):
 )
 def test_bad_options_are_input_errors(kwargs, field):
     with pytest.raises(InputError) as excinfo:
-        load_backbone(**kwargs)
+        load_backbone(options=BackboneOptions(**kwargs))
     assert excinfo.value.problems[0].field == field
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is absent")
 def test_cuda_requested_without_cuda():
     with pytest.raises(InputError) as excinfo:
-        load_backbone(preset="tiny", device="cuda")
+        load_backbone(options=BackboneOptions(preset="tiny", device="cuda"))
     assert "no CUDA device" in messages(excinfo)
 
 
 def test_device_auto_on_this_machine():
-    backbone = load_backbone(preset="tiny", device="auto")
+    backbone = load_backbone(options=BackboneOptions(preset="tiny", device="auto"))
     assert backbone.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_cpu_runnable_options(tiny_dir):
-    backbone = load_backbone(
-        str(tiny_dir), device="cpu", vae_tiling=True, fp8=True, attention_backend="native", compile=True
-    )
+    backbone = load_backbone(str(tiny_dir), BackboneOptions(device="cpu", vae_tiling=True, fp8=True, attention_backend="native", compile=True, dtype="bfloat16"))
     assert backbone.vae.use_tiling
     assert backbone.transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
     assert all(block._compiled_call_impl is not None for block in backbone.transformer.blocks)
-    plain = load_backbone(str(tiny_dir), device="cpu", fp8=True)  # fp8 storage still runs on the CPU
+    plain = load_backbone(str(tiny_dir), BackboneOptions(device="cpu", fp8=True, dtype="bfloat16"))  # fp8 storage still runs on the CPU
     cond, _ = plain.encode_prompt("a hall")
     out = plain.transformer(hidden_states=torch.zeros(1, 48, 1, 2, 2, dtype=torch.bfloat16), timestep=torch.tensor([[0.0]]),
                             encoder_hidden_states=cond, return_dict=False)[0]
@@ -353,7 +352,7 @@ def test_cpu_runnable_options(tiny_dir):
 @cuda_only
 @pytest.mark.parametrize("offload", ["model", "group", "sequential"])
 def test_offload_modes_run_on_cuda(offload):
-    backbone = load_backbone(preset="tiny", device="cuda", offload=offload)
+    backbone = load_backbone(options=BackboneOptions(preset="tiny", device="cuda", offload=offload))
     latents = backbone.encode_video(torch.zeros(1, 3, 5, 64, 64, device="cuda"))
     assert latents.device.type == "cuda"
     assert backbone.decode(latents).shape == (1, 3, 5, 64, 64)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 
 from mirage_cli.backbone import load_backbone
+from mirage_cli.options import BackboneOptions
 from mirage_cli.rollout import DECODE_CONTEXT, decode_with_context
 
 
 def test_context_decode_matches_one_pass_decode_better_than_cold_decode():
-    bb = load_backbone(preset="tiny", device="cpu", dtype="float32")
+    bb = load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
     g = torch.Generator().manual_seed(0)
     T = 9
     video = torch.randn(1, bb.z_dim, 2 * T - 1, 2, 3, generator=g)  # [1, C, 17, h, w]: two chunks sharing frame 8

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mirage_cli.backbone import load_backbone
+from mirage_cli.options import BackboneOptions
 from mirage_cli.denoise import (
     DenoiseState,
     denoise_chunk,
@@ -25,7 +26,7 @@ C, T, H, W = 48, 3, 4, 6  # latent grid: 3 latent frames of 4x6 cells = 2x3 toke
 
 @pytest.fixture(scope="module")
 def backbone():
-    return load_backbone(preset="tiny", device="cpu", dtype="float32")
+    return load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +248,7 @@ def test_resume_mid_chunk_is_bit_exact(backbone, prompts, tmp_path, mode):
     path = tmp_path / "state.safetensors"
     save_file({k: v.cpu() for k, v in part.state.to_tensors().items()}, str(path))
 
-    fresh = load_backbone(preset="tiny", device="cpu", dtype="float32")  # rebuilt from scratch
+    fresh = load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))  # rebuilt from scratch
     cond, uncond = fresh.encode_prompt("a quiet room with a window", None)
     state = DenoiseState.from_tensors(load_file(str(path)))
     other_generator = torch.Generator().manual_seed(999)  # its state is replaced by the saved one

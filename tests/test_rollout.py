@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mirage_cli.backbone import load_backbone
+from mirage_cli.options import BackboneOptions
 from mirage_cli.conditioning import (
     CONDITIONERS,
     CameraTensors,
@@ -33,7 +34,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "room" / "scene.yam
 
 @pytest.fixture(scope="module")
 def backbone():
-    return load_backbone(preset="tiny", device="cpu", dtype="float32")
+    return load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
 
 
 def make_rollout(backbone, mode: str) -> Rollout:
