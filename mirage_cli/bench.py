@@ -18,7 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from mirage_cli.options import BackboneOptions, MemoryMode, RenderOptions
-from mirage_cli.render import RenderEvents, load_backbone_for, render
+from mirage_cli.session import RenderEvents, load_backbone_for, render
 from mirage_cli.spec import Plan
 
 

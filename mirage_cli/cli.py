@@ -189,7 +189,7 @@ def render(
 
     def body():
         from mirage_cli.progress import RichRenderEvents
-        from mirage_cli.render import render as run_render
+        from mirage_cli.session import render as run_render
         from mirage_cli.spec import load_plan
 
         overrides = {

@@ -13,7 +13,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mirage_cli.render import RenderEvents
+from mirage_cli.session import RenderEvents
 
 
 class RichRenderEvents(RenderEvents):

@@ -1,0 +1,401 @@
+"""``mirage render``: a plan -> a run directory (``mirage_cli.run_dir``) with segments, checkpoints,
+video and report, as a ``RenderSession`` that runs numbered stages.
+
+1. Resume point: prepare the run directory (``--restart``, the configuration check, ``run.json``)
+   and find the newest good checkpoint; a finished run returns at once.
+2. Check inputs: the start image, depth and mask, before any weights load.
+3. Load components: the backbone, the depth provider, the rollout (``mirage_cli.rollout``).
+4. Restore the checkpoint, or start from the start image.
+5. Chunk loop: render a chunk -> write its segment -> checkpoint. A stop signal ends the loop with a
+   checkpoint (mid-chunk when it arrives during denoising) and ``Interrupted`` (exit 75).
+6. Assemble the video, write the report, write the final checkpoint.
+
+Re-running the same command on the same directory resumes from the last complete checkpoint; a
+configuration that would change the output is refused (exit 2) naming the keys that differ, unless
+``restart``. One writer per directory (``mirage_cli.runlock``). The session never prints: it reports
+progress through ``RenderEvents``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mirage_cli.checkpoint import Checkpoint
+from mirage_cli.denoise import DenoiseState
+from mirage_cli.errors import InputError, Interrupted, RenderError
+from mirage_cli.options import BackboneOptions, MemoryMode, RenderOptions
+from mirage_cli.run_dir import RunDir, fingerprint
+from mirage_cli.spec import Chunk, Plan
+
+
+@dataclass
+class RenderResult:
+    """What ``render`` returns: where the video is and what the render did."""
+
+    run_dir: Path
+    video: Path
+    frames: int
+    chunks: int
+    resumed_from_chunk: int | None
+    wall_seconds: float
+    report: dict = field(repr=False, default_factory=dict)
+    already_complete: bool = False
+
+    def summary(self) -> dict:
+        """What ``mirage render --json`` prints."""
+        return {
+            "run_dir": str(self.run_dir),
+            "video": str(self.video),
+            "report": str(RunDir(self.run_dir).report_json),
+            "frames": self.frames,
+            "chunks": self.chunks,
+            "resumed_from_chunk": self.resumed_from_chunk,
+            "already_complete": self.already_complete,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "fps_rendered": self.report.get("frames_per_second") if self.report else None,
+        }
+
+
+class RenderEvents:
+    """Progress callbacks; the CLI draws Rich bars from these. The library never prints."""
+
+    def setup(self, message: str) -> None: ...
+
+    def warning(self, message: str) -> None: ...
+
+    def chunk_started(self, index: int, total: int, steps: int, start_step: int) -> None: ...
+
+    def step_done(self, index: int, step: int, steps: int) -> None: ...
+
+    def chunk_done(self, index: int, total: int, stats: dict) -> None: ...
+
+
+@dataclass
+class StartInputs:
+    """The start frame as loaded in stage 2: image float32 [3, H, W] in [0, 1], depth float32 [H, W]
+    or None, keep_out bool [H, W] or None."""
+
+    image: torch.Tensor
+    depth: torch.Tensor | None
+    keep_out: torch.Tensor | None
+
+
+def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvents | None = None, *, backbone=None) -> RenderResult:
+    """Render ``plan`` into its run directory, resuming when a checkpoint exists.
+
+    ``backbone``: already loaded components to reuse (``mirage bench`` renders several times in one
+    process); by default they are loaded from ``plan.model`` / ``options.backbone``.
+
+    Raises:
+        InputError: bad input or a changed configuration (exit 2).
+        Interrupted: a stop signal arrived; a checkpoint was saved (exit 75).
+        RenderError: runtime failure (exit 1).
+    """
+    return RenderSession(plan, options or RenderOptions(), events or RenderEvents(), backbone=backbone).run()
+
+
+def load_backbone_for(plan: Plan, options: BackboneOptions):
+    """Load the components a plan renders with (``plan.model`` unless a preset is chosen)."""
+    from mirage_cli.backbone import load_backbone
+
+    return load_backbone(plan.model, options)
+
+
+def _sha256_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def render_config(plan: Plan, options: RenderOptions) -> dict:
+    """Everything that changes the rendered output, as a JSON-able dict (fingerprinted).
+
+    Not included: where it runs and how fast (device, offload, tiling, compile, attention
+    backend, output directory): resuming on another machine is allowed.
+    """
+    traj = plan.trajectory
+    cams = np.concatenate([traj.world_from_cam.reshape(-1), traj.K.reshape(-1)]).astype(np.float64)
+    backbone = options.backbone
+    return {
+        "prompt": plan.prompt,
+        "negative_prompt": plan.negative_prompt,
+        "image_sha256": _sha256_file(plan.image_path),
+        "depth_sha256": _sha256_file(plan.depth_path),
+        "depth_scale": plan.depth_scale,
+        "mask_sha256": _sha256_file(plan.mask_path),
+        "camera_sha256": hashlib.sha256(cams.tobytes()).hexdigest(),
+        "frames": plan.frames,
+        "fps": plan.fps,
+        "width": plan.width,
+        "height": plan.height,
+        "chunk_frames": plan.chunk_frames,
+        "steps": plan.steps,
+        "guidance": plan.guidance,
+        "shift": plan.shift,
+        "seed": plan.seed,
+        "model": plan.model if backbone.preset is None else f"preset:{backbone.preset}",
+        "random_weights": backbone.random_weights,
+        "dtype": backbone.dtype,
+        "fp8": backbone.fp8,
+        "memory": plan.summary()["memory"],
+        "depth_model": plan.depth_model,
+    }
+
+
+class RenderSession:
+    """One render of ``plan`` into its run directory; ``run()`` runs the stages of the module docstring.
+
+    Args:
+        plan: the validated scene.
+        options: ``RenderOptions`` (its ``backbone.dtype`` ``auto`` is resolved here).
+        events: progress callbacks.
+        backbone: already loaded components to reuse, or None to load them in stage 3.
+    """
+
+    def __init__(self, plan: Plan, options: RenderOptions, events: RenderEvents, *, backbone=None):
+        self.plan = plan
+        self.options = replace(options, backbone=options.backbone.resolved())
+        self.events = events
+        self.run_dir = RunDir(self.options.out or plan.output)
+        self.config = render_config(plan, self.options)
+        self.fingerprint = fingerprint(self.config)
+        self.store = self.run_dir.checkpoints()
+        self.backbone = backbone
+        self.rollout = None
+        self.prof = None
+        self.resumed_from: int | None = None
+        self.traced = False
+        self.t0 = time.perf_counter()
+
+    def run(self) -> RenderResult:
+        """Render (or resume) the plan; see the module docstring for the stages."""
+        self.run_dir.create()
+        with self.run_dir.lock():
+            ckpt = self.resume_point()  # 1
+            if ckpt is not None and ckpt.meta.get("done") and self.run_dir.video.exists():
+                return self._result(self.plan.frames, self.run_dir.read_report(), already_complete=True)
+            start = self.check_inputs(ckpt)  # 2
+            self.load_components()  # 3
+            resume_state = self.restore_or_start(ckpt, start)  # 4
+            self.render_chunks(resume_state)  # 5
+            return self.finish()  # 6
+
+    # --- 1. resume point ---------------------------------------------------------------------------
+
+    def resume_point(self) -> Checkpoint | None:
+        """Prepare the run directory and return its newest good checkpoint (None: start afresh).
+
+        Raises:
+            InputError: the directory holds another configuration (without ``restart``), or the
+                checkpoint's fingerprint does not match ``run.json``.
+        """
+        if self.options.restart:
+            self.run_dir.clear()
+        self.run_dir.check_config(self.config)
+        self.run_dir.write_config(self.config)
+        self.run_dir.write_resolved_spec(self.plan.summary())
+        ckpt = self.store.load_latest()
+        for warning in self.store.warnings:
+            self.events.warning(warning)
+        if ckpt is not None and ckpt.meta.get("spec_fingerprint") != self.fingerprint:
+            raise InputError(
+                f"the checkpoint belongs to a different configuration than {self.run_dir.run_json.name}; use --restart",
+                file=str(ckpt.path),
+            )
+        return ckpt
+
+    # --- 2. check inputs ---------------------------------------------------------------------------
+
+    def check_inputs(self, ckpt: Checkpoint | None) -> StartInputs:
+        """Load the start frame's files (a bad file fails here, before any weights load)."""
+        from mirage_cli.inputs import load_start_depth, load_start_image, load_start_mask
+
+        plan = self.plan
+        start = StartInputs(load_start_image(plan), load_start_depth(plan), load_start_mask(plan))
+        needs_depth = ckpt is None and plan.memory.mode != MemoryMode.NONE
+        if needs_depth and start.depth is None and plan.depth_model.lower() == "none":
+            raise InputError(
+                "no depth for the start image: give `depth:` in the spec or use a depth model (depth_model / --depth-model)",
+                file=str(plan.spec_path),
+                field="depth",
+            )
+        return start
+
+    # --- 3. load components ------------------------------------------------------------------------
+
+    def load_components(self) -> None:
+        """The backbone (unless given), the profiler, the depth provider and the rollout."""
+        from mirage_cli.depth import MemoryPropagatedDepth, make_depth_provider
+        from mirage_cli.profiling import Profiler
+        from mirage_cli.rollout import Rollout
+
+        load_seconds = 0.0
+        if self.backbone is None:
+            preset = self.options.backbone.preset
+            self.events.setup("loading model" + (f" (preset {preset})" if preset else f" {self.plan.model}"))
+            t_load = time.perf_counter()
+            self.backbone = load_backbone_for(self.plan, self.options.backbone)
+            load_seconds = time.perf_counter() - t_load
+        self.prof = Profiler(self.backbone.device)
+        self.prof.add_setup_seconds("model_load", load_seconds)
+        if self.plan.memory.mode == MemoryMode.NONE:
+            depth_provider = MemoryPropagatedDepth()  # never asked: nothing is remembered
+        else:
+            depth_provider = make_depth_provider(self.plan.depth_model, self.backbone.device)
+        self.rollout = Rollout.for_plan(self.plan, self.backbone, depth_provider=depth_provider, profiler=self.prof)
+        self.rollout.encode_prompt()
+
+    # --- 4. restore or start -----------------------------------------------------------------------
+
+    def restore_or_start(self, ckpt: Checkpoint | None, start: StartInputs) -> DenoiseState | None:
+        """Load the checkpoint into the rollout (returns its mid-chunk state, if any), or start afresh."""
+        if ckpt is None:
+            self.rollout.start(start.image, start.depth, start.keep_out)
+            return None
+        meta = ckpt.meta
+        self.rollout.load_state_tensors(ckpt.tensors)
+        if meta.get("profiler"):
+            self.prof.load_state_dict(meta["profiler"])
+        self.resumed_from = int(meta["chunk"])
+        step = meta.get("mid_chunk_step")
+        where = f"resuming at chunk {self.resumed_from + 1}/{len(self.plan.chunks)}"
+        self.events.setup(where + (f", step {step}/{self.plan.steps}" if step else ""))
+        return DenoiseState.from_tensors(ckpt.tensors["denoise"]) if "denoise" in ckpt.tensors else None
+
+    # --- 5. the chunk loop -------------------------------------------------------------------------
+
+    def render_chunks(self, resume_state: DenoiseState | None) -> None:
+        """Render every chunk not done yet: chunk -> segment -> checkpoint; stop cleanly on a signal."""
+        from mirage_cli.signals import GracefulStop
+
+        first = 0 if self.resumed_from is None else self.resumed_from
+        total = len(self.plan.chunks)
+        with GracefulStop() as stop:
+            for chunk in self.plan.chunks[first:]:
+                if stop.requested:
+                    self.save_checkpoint(chunk.index)
+                    raise Interrupted(f"stopped by {stop.signal_name}; checkpoint saved at chunk {chunk.index + 1}/{total}")
+                self._render_chunk(chunk, resume_state, stop)
+                resume_state = None
+
+    def _render_chunk(self, chunk: Chunk, resume_state: DenoiseState | None, stop) -> None:
+        """One chunk of the loop (raises ``Interrupted`` after a mid-chunk checkpoint)."""
+        total, steps = len(self.plan.chunks), self.plan.steps
+        self.events.chunk_started(chunk.index, total, steps, resume_state.step if resume_state is not None else 0)
+        self.prof.begin_chunk(chunk.index)
+
+        def on_step(i: int, _state: DenoiseState) -> bool:
+            self.events.step_done(chunk.index, i + 1, steps)
+            return stop.requested
+
+        with self._maybe_trace(chunk):
+            result = self.rollout.run_chunk(chunk, resume_state=resume_state, on_step=on_step)
+        if not result.completed:
+            state = result.denoise_state
+            self.save_checkpoint(chunk.index, denoise_state=state)
+            raise Interrupted(
+                f"stopped by {stop.signal_name} during chunk {chunk.index + 1}/{total}; "
+                "checkpoint saved, run the same command again to resume"
+            )
+        self._write_segment(chunk, result.pixels)
+        new_frames = chunk.num_frames if chunk.index == 0 else chunk.num_frames - 1
+        stats = {"start": chunk.start, "end": chunk.end, "frames": new_frames, **result.stats}
+        self.prof.end_chunk(dict(stats))
+        self.prof.add_chunk_seconds(chunk.index, "checkpoint_write", self.save_checkpoint(chunk.index + 1))
+        self.events.chunk_done(chunk.index, total, stats)
+
+    def _maybe_trace(self, chunk: Chunk):
+        """A torch.profiler trace around the first chunk rendered, with ``--trace``."""
+        if self.options.trace_dir is None or self.traced:
+            return nullcontext()
+        from mirage_cli.profiling import trace_chunk
+
+        self.traced = True
+        return trace_chunk(self.options.trace_dir, chunk_index=chunk.index, device=self.backbone.device)
+
+    def _write_segment(self, chunk: Chunk, pixels: torch.Tensor) -> None:
+        from mirage_cli.video import to_uint8_frames, write_mp4
+
+        segment = self.run_dir.segment(chunk.index)
+        with self.prof.stage("mp4_write"):
+            try:
+                write_mp4(segment, to_uint8_frames(pixels), self.plan.fps)
+            except OSError as e:
+                raise RenderError(f"cannot write {segment}: {e.strerror or e}; the last checkpoint is intact") from None
+
+    def save_checkpoint(self, next_chunk: int, *, denoise_state: DenoiseState | None = None, done: bool = False) -> float:
+        """Write a checkpoint that resumes at chunk ``next_chunk`` (mid-chunk with ``denoise_state``);
+        returns the seconds it took."""
+        tensors = self.rollout.state_tensors()
+        if denoise_state is not None:
+            tensors["denoise"] = denoise_state.to_tensors()
+        meta = {
+            "spec_fingerprint": self.fingerprint,
+            "chunk": next_chunk,
+            "num_chunks": len(self.plan.chunks),
+            "frames_written": self.plan.chunks[next_chunk - 1].end + 1 if next_chunk > 0 else 0,
+            "frames_total": self.plan.frames,
+            "mid_chunk_step": None if denoise_state is None else denoise_state.step,
+            "done": done,
+            "profiler": self.prof.state_dict(),
+            **self.rollout.memory_stats(),
+        }
+        t = time.perf_counter()
+        self.store.save(tensors, meta)
+        return time.perf_counter() - t
+
+    # --- 6. assemble, report, final checkpoint -----------------------------------------------------
+
+    def finish(self) -> RenderResult:
+        """Join the segments into ``video.mp4``, write the report and the final checkpoint."""
+        from mirage_cli.report import build_report, describe_device
+        from mirage_cli.video import concat_segments
+
+        run = self.run_dir
+        segments = [run.segment(c.index) for c in self.plan.chunks]
+        missing = [str(s) for s in segments if not s.exists()]
+        if missing:
+            raise RenderError(f"segments missing from {run.segments_dir}: {', '.join(missing)}; rerun with --restart")
+        with self.prof.stage("mp4_write"):
+            try:
+                frames = concat_segments(segments, run.video, self.plan.fps)
+            except OSError as e:
+                raise RenderError(f"cannot write {run.video}: {e.strerror or e}") from None
+        if frames != self.plan.frames:
+            raise RenderError(f"{run.video.name} has {frames} frames, expected {self.plan.frames}")
+        wall = time.perf_counter() - self.t0
+        backbone = self.options.backbone
+        report = build_report(
+            config={**self.config, "device": str(self.backbone.device), "offload": backbone.offload, "preset": backbone.preset},
+            device_info=describe_device(self.backbone.device),
+            trajectory=self.plan.trajectory,
+            frames=self.plan.frames,
+            wall_seconds=wall,
+            **self.prof.report_inputs(),
+        )
+        run.write_report(report)
+        self.save_checkpoint(len(self.plan.chunks), done=True)
+        return self._result(frames, report)
+
+    def _result(self, frames: int, report: dict, already_complete: bool = False) -> RenderResult:
+        return RenderResult(
+            self.run_dir.path,
+            self.run_dir.video,
+            frames,
+            len(self.plan.chunks),
+            self.resumed_from,
+            time.perf_counter() - self.t0,
+            report,
+            already_complete=already_complete,
+        )
