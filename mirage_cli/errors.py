@@ -3,14 +3,18 @@
 Library code raises these; only ``cli.py`` turns them into messages and exit codes.
 
 - ``InputError`` (exit 2): bad usage or bad input. Carries one or more ``Problem`` lines, each
-  naming the file, the field (with the YAML line where known) and what is wrong.
+  naming the file, the field (with the YAML line where known) and what is wrong. Validation code
+  collects them in a ``ProblemList`` and raises once, so the user sees every problem at once;
+  ``did_you_mean`` adds the closest valid name to a message.
 - ``RenderError`` (exit 1): a runtime failure that is not the user's input.
 - ``Interrupted`` (exit 75): stopped by a signal after a checkpoint was saved.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -71,3 +75,51 @@ class Interrupted(MirageError):
     """Stopped by a signal with a checkpoint saved (exit 75); the same command resumes."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class ProblemList:
+    """Collects the problems of one file; field names get a ``prefix`` and their YAML line.
+
+    Args:
+        file: the file the problems are about (None: the command line).
+        prefix: prepended to every field name (``"camera"`` -> ``camera.keyframes[2]``).
+        line_of: field name -> its line in the file, or None when unknown.
+    """
+
+    def __init__(self, file: str | None, prefix: str = "", line_of: Callable[[str], int | None] | None = None):
+        self.file = file
+        self.prefix = prefix
+        self.line_of = line_of
+        self.items: list[Problem] = []
+
+    def full(self, name: str) -> str:
+        """The field's full name: ``prefix.name`` (``prefix[i]`` for an index)."""
+        if not self.prefix:
+            return name
+        if not name:
+            return self.prefix
+        return f"{self.prefix}{name}" if name.startswith("[") else f"{self.prefix}.{name}"
+
+    def add(self, name: str, message: str) -> None:
+        """Record that field ``name`` (relative to the prefix; "" for the prefix itself) is wrong."""
+        f = self.full(name)
+        line = self.line_of(f) if (self.line_of and f) else None
+        self.items.append(Problem(file=self.file, field=f or None, message=message, line=line))
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        """Add problems found elsewhere (e.g. an ``InputError`` from a file this one points to)."""
+        self.items.extend(problems)
+
+    def raise_if_any(self) -> None:
+        """Raise one ``InputError`` with every problem collected, if there is any."""
+        if self.items:
+            raise InputError(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+def did_you_mean(name: object, valid: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the valid name closest to ``name``, or "" when none is close."""
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -4,7 +4,7 @@
   values, so specs, JSON and YAML hold plain strings).
 - ``BackboneOptions``: how the Wan2.2 components are built and run; ``RenderOptions``: what a render
   takes beyond the spec (it holds a ``BackboneOptions``). Their defaults are the command line's.
-- The default model ids.
+- The defaults that are Wan2.2 facts (frames, fps, resolution) and the default model ids.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ class Offload(_Choice):
     SEQUENTIAL = "sequential"  # layer by layer (least memory, slowest)
 
 
+DEFAULT_FRAMES = 121
+"""Wan2.2-TI2V-5B's native clip length (4k+1): the default video length and the longest default chunk."""
+DEFAULT_FPS = 24.0
+"""Wan2.2-TI2V-5B's frame rate."""
+DEFAULT_RESOLUTION = (1280, 704)
+"""Wan2.2-TI2V-5B's native (width, height); 704x1280 works too."""
 DEFAULT_MODEL = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 """The diffusers id of Wan2.2-TI2V-5B (the spec's ``model`` default)."""
 DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"

@@ -1,60 +1,42 @@
 """Scene spec: a YAML file -> a validated, resolved ``Plan`` (paths, frames, chunks, camera path).
 
-Validation happens before anything heavy and reports *every* problem it finds, each as one
-``Problem`` naming the spec file, the field (with its YAML line) and what is wrong; the caller
-gets one ``InputError`` (exit 2). Nothing is silently corrected.
+Every field's accepted types, default and meaning are declared once, in ``SPEC_FIELDS`` and
+``MEMORY_FIELDS`` below; ``examples/room/scene.yaml`` shows each of them with a comment for users
+(``tests/test_spec.py`` checks that it lists every field).
 
-Fields and defaults (``SPEC_FIELDS`` is the single source of truth; ``examples/room/scene.yaml``
-shows every field with comments):
-
-================  ==========================================  ==========================================
-field             default                                     meaning
-================  ==========================================  ==========================================
-prompt            (required)                                  text prompt
-negative_prompt   null -> Wan2.2's default negative prompt    classifier-free guidance negative prompt
-image             (required)                                  start image, relative to the spec file
-depth             null                                        start-image z-depth: .npy float32 [H, W] or
-                                                              16-bit PNG (value * depth_scale)
-depth_scale       0.001                                       metres per unit of a 16-bit depth PNG
-mask              null                                        PNG, nonzero = keep out of memory (moving)
-camera            (required)                                  exactly one camera source (see camera/source.py)
-intrinsics        null -> the source's own, else fov 60       ``{fov: deg}`` (vertical) or ``{fx, fy, cx, cy}``
-                                                              in pixels at the render size
-frames            121                                         output frames, 4k+1
-fps               24                                          output frame rate
-resolution        1280x704                                    WIDTHxHEIGHT, multiples of 32
-chunk_frames      null -> min(121, frames)                    frames per chunk, 4k+1
-steps             50                                          denoising steps per chunk
-guidance          5.0                                         classifier-free guidance scale
-shift             5.0                                         flow shift of the UniPC scheduler
-seed              0                                           noise seed (noise of chunk c from (seed, c))
-model             Wan-AI/Wan2.2-TI2V-5B-Diffusers             diffusers model id or local directory
-memory            see MEMORY_FIELDS                           latent spatial memory settings
-depth_model       depth-anything/Depth-Anything-V2-Small-hf   transformers depth model id/dir, or ``none``
-output            null -> runs/<spec file stem>               run directory (``--out`` overrides)
-================  ==========================================  ==========================================
+Validation happens before anything heavy and reports *every* problem it finds, each naming the
+spec file, the field (with its YAML line) and what is wrong; the caller gets one ``InputError``
+(exit 2). Nothing is silently corrected. ``load_plan`` runs one checker per concern (fields and
+types, frame counts, numbers, resolution, memory settings, files, camera), each usable alone with
+a ``ProblemList``.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
+from mirage_cli.camera.intrinsics import DEFAULT_VERTICAL_FOV_DEG
 from mirage_cli.camera.trajectory import Trajectory
-from mirage_cli.errors import InputError, Problem
-from mirage_cli.options import DEFAULT_DEPTH_MODEL, DEFAULT_MODEL, MemoryMode, PinMode
+from mirage_cli.errors import InputError, ProblemList, did_you_mean
+from mirage_cli.options import (
+    DEFAULT_DEPTH_MODEL,
+    DEFAULT_FPS,
+    DEFAULT_FRAMES,
+    DEFAULT_MODEL,
+    DEFAULT_RESOLUTION,
+    MemoryMode,
+    PinMode,
+)
 from mirage_cli.yaml_lines import load_yaml_with_lines
 
-MAX_CHUNK_FRAMES = 121
-
 _MISSING = object()
+_NONE = type(None)
 
 
 @dataclass(frozen=True)
@@ -69,47 +51,79 @@ class FieldSpec:
 
 SPEC_FIELDS: dict[str, FieldSpec] = {
     "prompt": FieldSpec((str,), None, "text prompt", required=True),
-    "negative_prompt": FieldSpec((str, type(None)), None, "negative prompt (null: Wan2.2's default)"),
+    "negative_prompt": FieldSpec((str, _NONE), None, "negative prompt (null: Wan2.2's default)"),
     "image": FieldSpec((str,), None, "start image path, relative to the spec file", required=True),
-    "depth": FieldSpec((str, type(None)), None, "start-image z-depth (.npy float32 or 16-bit PNG)"),
-    "depth_scale": FieldSpec((int, float), 0.001, "metres per unit of a 16-bit depth PNG"),
-    "mask": FieldSpec((str, type(None)), None, "PNG mask of what to keep out of memory (nonzero = keep out)"),
-    "camera": FieldSpec((dict,), None, "camera source (exactly one)", required=True),
-    "intrinsics": FieldSpec((dict, type(None)), None, "{fov: deg} or {fx, fy, cx, cy} at the render size"),
-    "frames": FieldSpec((int,), 121, "number of output frames, 4k+1"),
-    "fps": FieldSpec((int, float), 24, "output frame rate"),
-    "resolution": FieldSpec((str, list, dict), "1280x704", "WIDTHxHEIGHT, multiples of 32"),
-    "chunk_frames": FieldSpec((int, type(None)), None, "frames per chunk, 4k+1 (null: min(121, frames))"),
+    "depth": FieldSpec((str, _NONE), None, "start-image z-depth (.npy float32 or 16-bit PNG)"),
+    "depth_scale": FieldSpec((int, float), 0.001, "scene units per step of a 16-bit depth PNG"),
+    "mask": FieldSpec((str, _NONE), None, "PNG mask of what to keep out of memory (nonzero = keep out)"),
+    "camera": FieldSpec((dict,), None, "camera source (exactly one; mirage_cli/camera/source.py)", required=True),
+    "intrinsics": FieldSpec(
+        (dict, _NONE), None, f"{{fov: deg}} or {{fx, fy, cx, cy}} at the render size (null: the source's, else fov {DEFAULT_VERTICAL_FOV_DEG:g})"
+    ),
+    "frames": FieldSpec((int,), DEFAULT_FRAMES, "number of output frames, 4k+1"),
+    "fps": FieldSpec((int, float), DEFAULT_FPS, "output frame rate"),
+    "resolution": FieldSpec((str, list, dict), "{}x{}".format(*DEFAULT_RESOLUTION), "WIDTHxHEIGHT, multiples of 32"),
+    "chunk_frames": FieldSpec((int, _NONE), None, f"frames per chunk, 4k+1 (null: min({DEFAULT_FRAMES}, frames))"),
     "steps": FieldSpec((int,), 50, "denoising steps per chunk"),
     "guidance": FieldSpec((int, float), 5.0, "classifier-free guidance scale"),
-    "shift": FieldSpec((int, float), 5.0, "flow shift"),
-    "seed": FieldSpec((int,), 0, "random seed"),
+    "shift": FieldSpec((int, float), 5.0, "flow shift of the UniPC scheduler"),
+    "seed": FieldSpec((int,), 0, "random seed (chunk c draws its noise from (seed, c))"),
     "model": FieldSpec((str,), DEFAULT_MODEL, "diffusers model id or local directory"),
-    "memory": FieldSpec((dict, type(None)), None, "memory settings"),
+    "memory": FieldSpec((dict, _NONE), None, "memory settings (MEMORY_FIELDS)"),
     "depth_model": FieldSpec((str,), DEFAULT_DEPTH_MODEL, "transformers depth model id/dir, or none"),
-    "output": FieldSpec((str, type(None)), None, "run directory (default runs/<spec stem>)"),
+    "output": FieldSpec((str, _NONE), None, "run directory (null: runs/<spec file stem>)"),
 }
+"""The spec's top-level fields."""
 
 MEMORY_FIELDS: dict[str, FieldSpec] = {
-    "mode": FieldSpec((str,), "latent", "latent | rgb | none"),
-    "pin": FieldSpec((str,), "clean", "clean | noised"),
+    "mode": FieldSpec((str,), MemoryMode.LATENT.value, " | ".join(MemoryMode.values())),
+    "pin": FieldSpec((str,), PinMode.CLEAN.value, " | ".join(PinMode.values())),
     "pin_until": FieldSpec((int, float), 1.0, "fraction of steps during which memory is pinned"),
-    "voxel_size": FieldSpec((int, float, type(None)), None, "fusion voxel size (null: from the cell footprint)"),
-    "capacity": FieldSpec((int, type(None)), None, "max cached points (null: unbounded)"),
+    "voxel_size": FieldSpec((int, float, _NONE), None, "fusion voxel size (null: from the cell footprint)"),
+    "capacity": FieldSpec((int, _NONE), None, "max cached points (null: unbounded)"),
     "occlusion_filter": FieldSpec((bool,), True, "drop cells far behind their 3x3 neighbourhood"),
-    "dynamic_threshold": FieldSpec((int, float, type(None)), 0.5, "dynamic-region residual threshold (null: off)"),
+    "dynamic_threshold": FieldSpec((int, float, _NONE), 0.5, "dynamic-region residual threshold (null: off)"),
 }
+"""The fields of the spec's ``memory:`` section."""
 
 
 @dataclass(frozen=True)
 class MemorySettings:
-    mode: str = "latent"
-    pin: str = "clean"
-    pin_until: float = 1.0
-    voxel_size: float | None = None
-    capacity: int | None = None
-    occlusion_filter: bool = True
-    dynamic_threshold: float | None = 0.5
+    """The spec's ``memory:`` section, validated (``MEMORY_FIELDS`` documents each field)."""
+
+    mode: MemoryMode
+    pin: PinMode
+    pin_until: float
+    voxel_size: float | None
+    capacity: int | None
+    occlusion_filter: bool
+    dynamic_threshold: float | None
+
+    @classmethod
+    def from_fields(cls, values: dict) -> "MemorySettings":
+        """From type-checked ``MEMORY_FIELDS`` values (see ``check_memory`` for the range checks)."""
+
+        def number(name: str) -> float | None:
+            return None if values[name] is None else float(values[name])
+
+        return cls(
+            mode=MemoryMode(values["mode"]),
+            pin=PinMode(values["pin"]),
+            pin_until=float(values["pin_until"]),
+            voxel_size=number("voxel_size"),
+            capacity=values["capacity"],
+            occlusion_filter=values["occlusion_filter"],
+            dynamic_threshold=number("dynamic_threshold"),
+        )
+
+    @classmethod
+    def default(cls) -> "MemorySettings":
+        """The defaults of ``MEMORY_FIELDS``."""
+        return cls.from_fields({name: spec.default for name, spec in MEMORY_FIELDS.items()})
+
+    def summary(self) -> dict:
+        """Plain values (enums as strings)."""
+        return {k: (v.value if isinstance(v, (MemoryMode, PinMode)) else v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -164,7 +178,6 @@ class Plan:
     memory: MemorySettings
     depth_model: str
     output: Path
-    raw: dict = field(repr=False, default_factory=dict)
 
     def summary(self) -> dict:
         """The resolved plan as a JSON-able dict (what ``mirage validate --json`` prints)."""
@@ -189,7 +202,7 @@ class Plan:
             "shift": self.shift,
             "seed": self.seed,
             "model": self.model,
-            "memory": {k: str(v) if isinstance(v, (MemoryMode, PinMode)) else v for k, v in self.memory.__dict__.items()},
+            "memory": self.memory.summary(),
             "depth_model": self.depth_model,
             "output": str(self.output),
         }
@@ -214,7 +227,7 @@ class Plan:
         return "\n".join(lines)
 
 
-# --- YAML with line numbers ------------------------------------------------------------------------
+# --- reading ---------------------------------------------------------------------------------------
 
 
 def read_spec_yaml(path: Path) -> tuple[dict, Callable[[str], int | None]]:
@@ -233,13 +246,54 @@ def read_spec_yaml(path: Path) -> tuple[dict, Callable[[str], int | None]]:
     return data, line_of
 
 
-# --- validation helpers ---------------------------------------------------------------------------
+def apply_overrides(data: dict, overrides: dict | None) -> dict:
+    """``data`` with the command line's values in place (None values are not given).
+
+    Keys are top-level fields, or ``memory.<name>`` for memory settings.
+    """
+    out = dict(data)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key.startswith("memory."):
+            memory = out.get("memory") if isinstance(out.get("memory"), dict) else {}
+            out["memory"] = {**memory, key.split(".", 1)[1]: value}
+        else:
+            out[key] = value
+    return out
 
 
-def suggest(name: str, valid) -> str:
-    """' (did you mean `x`?)' for the closest valid name, or ''."""
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    return f" (did you mean `{close[0]}`?)" if close else ""
+# --- the checkers ----------------------------------------------------------------------------------
+
+
+def _type_name(types: tuple) -> str:
+    names = {str: "string", int: "integer", float: "number", bool: "true/false", dict: "mapping", list: "list", _NONE: "null"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def check_fields(data: dict, fields: dict[str, FieldSpec], problems: ProblemList, prefix: str = "") -> dict:
+    """Unknown keys, missing required fields and types of a mapping; returns values with defaults filled in.
+
+    A value of the wrong type (or a NaN/inf number) is reported and replaced by its default, so
+    later checkers still run.
+    """
+    values = {}
+    for key in data:
+        if key not in fields:
+            problems.add(f"{prefix}{key}", f"unknown field{did_you_mean(key, fields)}")
+    for name, spec in fields.items():
+        value = data.get(name, _MISSING)
+        values[name] = spec.default
+        if value is _MISSING:
+            if spec.required:
+                problems.add(f"{prefix}{name}", f"required field is missing ({spec.doc})")
+        elif not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
+            problems.add(f"{prefix}{name}", f"expected {_type_name(spec.types)}, got {type(value).__name__} {value!r}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.add(f"{prefix}{name}", f"must be finite, got {value}")
+        else:
+            values[name] = value
+    return values
 
 
 def nearest_4k1(n: int) -> tuple[int, int]:
@@ -248,35 +302,35 @@ def nearest_4k1(n: int) -> tuple[int, int]:
     return lo, lo + 4
 
 
-def _type_name(types: tuple) -> str:
-    names = {str: "string", int: "integer", float: "number", bool: "true/false", dict: "mapping", list: "list", type(None): "null"}
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+def check_frames(frames: int, chunk_frames: int | None, problems: ProblemList) -> int:
+    """``frames`` and ``chunk_frames`` are 4k+1 (chunks at least 5, at most ``frames``); returns the
+    chunk length to use (``chunk_frames`` null -> min(DEFAULT_FRAMES, frames))."""
+    if frames < 1 or (frames - 1) % 4:
+        lo, hi = nearest_4k1(max(frames, 1))
+        problems.add("frames", f"must be 4k+1 (Wan2.2's VAE compresses time by 4), got {frames}; nearest valid: {lo} or {hi}")
+    chunk = chunk_frames if chunk_frames is not None else min(DEFAULT_FRAMES, max(frames, 1))
+    if chunk < 5 or (chunk - 1) % 4:
+        lo, hi = nearest_4k1(max(chunk, 5))
+        problems.add("chunk_frames", f"must be 4k+1 and at least 5, got {chunk}; nearest valid: {max(lo, 5)} or {hi}")
+    elif chunk > frames >= 1:
+        problems.add("chunk_frames", f"{chunk} exceeds frames ({frames}); use at most {frames} or leave it unset")
+    return chunk
 
 
-def _check_fields(data: dict, fields: dict[str, FieldSpec], prefix: str, report: Callable[[str, str], None]) -> dict:
-    """Type-check a mapping against ``fields``; returns values with defaults filled in."""
-    values = {}
-    for key in data:
-        if key not in fields:
-            report(f"{prefix}{key}", f"unknown field{suggest(str(key), fields)}")
-    for name, spec in fields.items():
-        value = data.get(name, _MISSING)
-        if value is _MISSING:
-            if spec.required:
-                report(f"{prefix}{name}", f"required field is missing ({spec.doc})")
-            values[name] = spec.default
-            continue
-        ok = isinstance(value, spec.types) and not (isinstance(value, bool) and bool not in spec.types)
-        if not ok:
-            report(f"{prefix}{name}", f"expected {_type_name(spec.types)}, got {type(value).__name__} {value!r}")
-            values[name] = spec.default
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            report(f"{prefix}{name}", f"must be finite, got {value}")
-            values[name] = spec.default
-            continue
-        values[name] = value
-    return values
+def check_numbers(values: dict, problems: ProblemList) -> None:
+    """Ranges of fps, steps, guidance, shift, seed and depth_scale."""
+    if not float(values["fps"]) > 0:
+        problems.add("fps", f"must be positive, got {values['fps']}")
+    if values["steps"] < 1:
+        problems.add("steps", f"must be at least 1, got {values['steps']}")
+    if values["guidance"] < 0:
+        problems.add("guidance", f"must be >= 0, got {values['guidance']}")
+    if values["shift"] <= 0:
+        problems.add("shift", f"must be positive, got {values['shift']}")
+    if values["seed"] < 0 or values["seed"] >= 2**63:
+        problems.add("seed", f"must be in [0, 2^63), got {values['seed']}")
+    if values["depth_scale"] <= 0:
+        problems.add("depth_scale", f"must be positive, got {values['depth_scale']}")
 
 
 def parse_resolution(value) -> tuple[int, int] | str:
@@ -296,6 +350,150 @@ def parse_resolution(value) -> tuple[int, int] | str:
     return width, height
 
 
+def check_resolution(value, problems: ProblemList) -> tuple[int, int] | None:
+    """(width, height), both positive multiples of 32 (one transformer token is 32x32 px), or None."""
+    res = parse_resolution(value)
+    if isinstance(res, str):
+        problems.add("resolution", res)
+        return None
+    bad = [f"{name} {x}" for name, x in zip(("width", "height"), res) if x <= 0 or x % 32]
+    if bad:
+        fix = "x".join(str(max(32, round(x / 32) * 32)) for x in res)
+        problems.add("resolution", f"{' and '.join(bad)} not a positive multiple of 32 (one transformer token is 32x32 px); e.g. {fix}")
+        return None
+    return res
+
+
+def check_memory(values: dict, problems: ProblemList) -> MemorySettings | None:
+    """Choices and ranges of the type-checked ``memory:`` values; the settings, or None."""
+    start = len(problems.items)
+    for name, choice in (("mode", MemoryMode), ("pin", PinMode)):
+        if values[name] not in choice.values():
+            valid = choice.values()
+            problems.add(f"memory.{name}", f"must be one of {', '.join(valid)}, got {values[name]!r}{did_you_mean(values[name], valid)}")
+    if not 0.0 <= float(values["pin_until"]) <= 1.0:
+        problems.add("memory.pin_until", f"must be in [0, 1], got {values['pin_until']}")
+    if values["voxel_size"] is not None and not values["voxel_size"] > 0:
+        problems.add("memory.voxel_size", f"must be positive, got {values['voxel_size']}")
+    if values["capacity"] is not None and values["capacity"] < 1:
+        problems.add("memory.capacity", f"must be at least 1, got {values['capacity']}")
+    if values["dynamic_threshold"] is not None and not values["dynamic_threshold"] > 0:
+        problems.add("memory.dynamic_threshold", f"must be positive or null, got {values['dynamic_threshold']}")
+    return MemorySettings.from_fields(values) if len(problems.items) == start else None
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def _resolve_path(base: Path, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (base / p)
+
+
+def _check_file(path: Path, name: str, problems: ProblemList, suffixes: tuple[str, ...]) -> bool:
+    """The file exists, is readable and has one of ``suffixes``."""
+    if not path.exists():
+        problems.add(name, f"file not found: {path}")
+    elif not path.is_file():
+        problems.add(name, f"not a file: {path}")
+    elif not os.access(path, os.R_OK):
+        problems.add(name, f"file is not readable: {path}")
+    elif path.suffix.lower() not in suffixes:
+        problems.add(name, f"unsupported file type {path.suffix!r} (expected {', '.join(suffixes)})")
+    else:
+        return True
+    return False
+
+
+def _check_image_readable(path: Path, name: str, problems: ProblemList) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:  # PIL raises many types for broken files
+        problems.add(name, f"cannot read image {path}: {e}")
+
+
+def _check_depth_file(path: Path, problems: ProblemList) -> None:
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as e:
+            problems.add("depth", f"cannot read {path} as a .npy array: {e}")
+            return
+        if arr.ndim != 2:
+            problems.add("depth", f"expected a 2-D z-depth array [H, W], got shape {list(arr.shape)}")
+        elif not np.issubdtype(arr.dtype, np.floating):
+            problems.add("depth", f"expected float32 z-depth, got dtype {arr.dtype}")
+        return
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+    except Exception as e:
+        problems.add("depth", f"cannot read depth PNG {path}: {e}")
+        return
+    if mode not in ("I;16", "I;16B", "I;16L", "I"):
+        problems.add("depth", f"expected a 16-bit single-channel PNG (value * depth_scale = scene units), got mode {mode}")
+
+
+def check_files(values: dict, base: Path, problems: ProblemList) -> tuple[Path | None, Path | None, Path | None]:
+    """The start image, depth and mask exist and can be read; their resolved paths (None if not given)."""
+    image = depth = mask = None
+    if isinstance(values["image"], str):
+        image = _resolve_path(base, values["image"])
+        if _check_file(image, "image", problems, IMAGE_SUFFIXES):
+            _check_image_readable(image, "image", problems)
+    if isinstance(values["depth"], str):
+        depth = _resolve_path(base, values["depth"])
+        if _check_file(depth, "depth", problems, (".npy", ".png")):
+            _check_depth_file(depth, problems)
+    if isinstance(values["mask"], str):
+        mask = _resolve_path(base, values["mask"])
+        if _check_file(mask, "mask", problems, IMAGE_SUFFIXES):
+            _check_image_readable(mask, "mask", problems)
+    return image, depth, mask
+
+
+def describe_camera_source(section: dict) -> str:
+    """A short description like ``colmap: path`` or ``keyframes (4 inline)``."""
+    for key, value in section.items():
+        if key == "keyframes" and isinstance(value, list):
+            return f"keyframes ({len(value)} inline)"
+        if key == "preset":
+            return f"preset: {value}"
+        if key in ("trajectory", "colmap", "realestate10k", "nerfstudio", "json"):
+            return f"{key}: {value}"
+    return "camera"
+
+
+def check_camera(values: dict, size: tuple[int, int], frames: int, base: Path, problems: ProblemList) -> Trajectory | None:
+    """The ``camera:`` section sampled at the render's frames (``mirage_cli.camera.source``), or None."""
+    from mirage_cli.camera.source import resolve_camera
+
+    width, height = size
+    try:
+        return resolve_camera(
+            values["camera"],
+            spec_file=problems.file,
+            base_dir=base,
+            width=width,
+            height=height,
+            frames=frames,
+            fps=float(values["fps"]),
+            intrinsics=values["intrinsics"],
+            line_of=problems.line_of,
+        )
+    except InputError as e:
+        problems.extend(e.problems)
+        return None
+
+
+# --- the entry point ------------------------------------------------------------------------------
+
+
 def plan_chunks(frames: int, chunk_frames: int) -> tuple[Chunk, ...]:
     """Split ``frames`` (4k+1) into chunks of ``chunk_frames`` (4k+1) sharing one boundary frame.
 
@@ -307,33 +505,6 @@ def plan_chunks(frames: int, chunk_frames: int) -> tuple[Chunk, ...]:
         start = chunks[-1].end
         chunks.append(Chunk(len(chunks), start, min(start + chunk_frames - 1, frames - 1)))
     return tuple(chunks)
-
-
-def _resolve_path(base: Path, value: str) -> Path:
-    p = Path(os.path.expanduser(value))
-    return p if p.is_absolute() else (base / p)
-
-
-def _check_file(path: Path, field_name: str, report: Callable[[str, str], None], suffixes: tuple[str, ...] | None = None) -> bool:
-    if not path.exists():
-        report(field_name, f"file not found: {path}")
-        return False
-    if not path.is_file():
-        report(field_name, f"not a file: {path}")
-        return False
-    if not os.access(path, os.R_OK):
-        report(field_name, f"file is not readable: {path}")
-        return False
-    if suffixes and path.suffix.lower() not in suffixes:
-        report(field_name, f"unsupported file type {path.suffix!r} (expected {', '.join(suffixes)})")
-        return False
-    return True
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-# --- the entry point ------------------------------------------------------------------------------
 
 
 def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Plan:
@@ -349,198 +520,41 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     """
     path = Path(spec_path)
     data, line_of = read_spec_yaml(path)
-    file = str(path)
-    problems: list[Problem] = []
-
-    def report(field_name: str, message: str) -> None:
-        problems.append(Problem(file, field_name, message, line_of(field_name)))
-
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key.startswith("memory."):
-            mem = data.get("memory") if isinstance(data.get("memory"), dict) else {}
-            data["memory"] = {**mem, key.split(".", 1)[1]: value}
-        else:
-            data[key] = value
-
-    v = _check_fields(data, SPEC_FIELDS, "", report)
-    mem_raw = v["memory"] or {}
-    m = _check_fields(mem_raw, MEMORY_FIELDS, "memory.", report)
-    base = path.parent
-
-    # Numbers.
+    problems = ProblemList(str(path), "", line_of)
+    v = check_fields(apply_overrides(data, overrides), SPEC_FIELDS, problems)
+    memory = check_memory(check_fields(v["memory"] or {}, MEMORY_FIELDS, problems, prefix="memory."), problems)
     frames = v["frames"]
-    if frames < 1 or (frames - 1) % 4:
-        lo, hi = nearest_4k1(max(frames, 1))
-        report("frames", f"must be 4k+1 (Wan2.2's VAE compresses time by 4), got {frames}; nearest valid: {lo} or {hi}")
-    chunk_frames = v["chunk_frames"] if v["chunk_frames"] is not None else min(MAX_CHUNK_FRAMES, max(frames, 1))
-    if chunk_frames < 5 or (chunk_frames - 1) % 4:
-        lo, hi = nearest_4k1(max(chunk_frames, 5))
-        report("chunk_frames", f"must be 4k+1 and at least 5, got {chunk_frames}; nearest valid: {max(lo, 5)} or {hi}")
-    elif chunk_frames > frames >= 1:
-        report("chunk_frames", f"{chunk_frames} exceeds frames ({frames}); use at most {frames} or leave it unset")
-    fps = float(v["fps"])
-    if not fps > 0:
-        report("fps", f"must be positive, got {v['fps']}")
-    for name in ("steps",):
-        if v[name] < 1:
-            report(name, f"must be at least 1, got {v[name]}")
-    if v["guidance"] < 0:
-        report("guidance", f"must be >= 0, got {v['guidance']}")
-    if v["shift"] <= 0:
-        report("shift", f"must be positive, got {v['shift']}")
-    if v["seed"] < 0 or v["seed"] >= 2**63:
-        report("seed", f"must be in [0, 2^63), got {v['seed']}")
-    if v["depth_scale"] <= 0:
-        report("depth_scale", f"must be positive, got {v['depth_scale']}")
-
-    res = parse_resolution(v["resolution"])
-    width = height = None
-    if isinstance(res, str):
-        report("resolution", res)
-    else:
-        width, height = res
-        bad = [f"{n} {x}" for n, x in (("width", width), ("height", height)) if x <= 0 or x % 32]
-        if bad:
-            fix = "x".join(str(max(32, round(x / 32) * 32)) for x in (width, height))
-            report("resolution", f"{' and '.join(bad)} not a positive multiple of 32 (one transformer token is 32x32 px); e.g. {fix}")
-            width = height = None
-
-    # Memory settings.
-    modes, pins = MemoryMode.values(), PinMode.values()
-    if m["mode"] not in modes:
-        report("memory.mode", f"must be one of {', '.join(modes)}, got {m['mode']!r}{suggest(str(m['mode']), modes)}")
-    if m["pin"] not in pins:
-        report("memory.pin", f"must be one of {', '.join(pins)}, got {m['pin']!r}{suggest(str(m['pin']), pins)}")
-    if not 0.0 <= float(m["pin_until"]) <= 1.0:
-        report("memory.pin_until", f"must be in [0, 1], got {m['pin_until']}")
-    if m["voxel_size"] is not None and not m["voxel_size"] > 0:
-        report("memory.voxel_size", f"must be positive, got {m['voxel_size']}")
-    if m["capacity"] is not None and m["capacity"] < 1:
-        report("memory.capacity", f"must be at least 1, got {m['capacity']}")
-    if m["dynamic_threshold"] is not None and not m["dynamic_threshold"] > 0:
-        report("memory.dynamic_threshold", f"must be positive or null, got {m['dynamic_threshold']}")
-
-    # Files.
-    image_path = depth_path = mask_path = None
-    if isinstance(v["image"], str):
-        image_path = _resolve_path(base, v["image"])
-        if _check_file(image_path, "image", report, IMAGE_SUFFIXES):
-            _check_image_readable(image_path, "image", report)
-    if isinstance(v["depth"], str):
-        depth_path = _resolve_path(base, v["depth"])
-        if _check_file(depth_path, "depth", report, (".npy", ".png")):
-            _check_depth_file(depth_path, report)
-    if isinstance(v["mask"], str):
-        mask_path = _resolve_path(base, v["mask"])
-        if _check_file(mask_path, "mask", report, IMAGE_SUFFIXES):
-            _check_image_readable(mask_path, "mask", report)
-
-    # Camera (only when the numbers it depends on are sane).
+    chunk_frames = check_frames(frames, v["chunk_frames"], problems)
+    check_numbers(v, problems)
+    size = check_resolution(v["resolution"], problems)
+    image, depth, mask = check_files(v, path.parent, problems)
     trajectory = None
-    camera_source = "?"
-    if isinstance(v["camera"], dict) and width and frames >= 1 and (frames - 1) % 4 == 0 and fps > 0:
-        from mirage_cli.camera.source import resolve_camera
-
-        try:
-            trajectory = resolve_camera(
-                v["camera"],
-                spec_file=file,
-                base_dir=base,
-                width=width,
-                height=height,
-                frames=frames,
-                fps=fps,
-                intrinsics=v["intrinsics"],
-                line_of=line_of,
-            )
-            camera_source = describe_camera_source(v["camera"])
-        except InputError as e:
-            problems.extend(e.problems)
-
-    if problems:
-        raise InputError(problems)
-
-    output = _resolve_path(base, v["output"]) if v["output"] else Path("runs") / path.stem
-    chunks = plan_chunks(frames, chunk_frames)
+    frames_ok = frames >= 1 and (frames - 1) % 4 == 0
+    if isinstance(v["camera"], dict) and size and frames_ok and float(v["fps"]) > 0:
+        trajectory = check_camera(v, size, frames, path.parent, problems)
+    problems.raise_if_any()
     return Plan(
         spec_path=path,
         prompt=v["prompt"],
         negative_prompt=v["negative_prompt"],
-        image_path=image_path,
-        depth_path=depth_path,
+        image_path=image,
+        depth_path=depth,
         depth_scale=float(v["depth_scale"]),
-        mask_path=mask_path,
+        mask_path=mask,
         trajectory=trajectory,
-        camera_source=camera_source,
+        camera_source=describe_camera_source(v["camera"]),
         frames=frames,
-        fps=fps,
-        width=width,
-        height=height,
+        fps=float(v["fps"]),
+        width=size[0],
+        height=size[1],
         chunk_frames=chunk_frames,
-        chunks=chunks,
+        chunks=plan_chunks(frames, chunk_frames),
         steps=v["steps"],
         guidance=float(v["guidance"]),
         shift=float(v["shift"]),
         seed=v["seed"],
         model=v["model"],
-        memory=MemorySettings(
-            mode=MemoryMode(m["mode"]),
-            pin=PinMode(m["pin"]),
-            pin_until=float(m["pin_until"]),
-            voxel_size=None if m["voxel_size"] is None else float(m["voxel_size"]),
-            capacity=m["capacity"],
-            occlusion_filter=m["occlusion_filter"],
-            dynamic_threshold=None if m["dynamic_threshold"] is None else float(m["dynamic_threshold"]),
-        ),
+        memory=memory,
         depth_model=v["depth_model"],
-        output=output,
-        raw=data,
+        output=_resolve_path(path.parent, v["output"]) if v["output"] else Path("runs") / path.stem,
     )
-
-
-def describe_camera_source(section: dict) -> str:
-    """A short description like ``colmap: path`` or ``keyframes (4)``."""
-    for key, value in section.items():
-        if key == "keyframes" and isinstance(value, list):
-            return f"keyframes ({len(value)} inline)"
-        if key == "preset":
-            return f"preset: {value}"
-        if key in ("trajectory", "colmap", "realestate10k", "nerfstudio", "json"):
-            return f"{key}: {value}"
-    return "camera"
-
-
-def _check_image_readable(path: Path, field_name: str, report) -> None:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception as e:  # PIL raises many types for broken files
-        report(field_name, f"cannot read image {path}: {e}")
-
-
-def _check_depth_file(path: Path, report) -> None:
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as e:
-            report("depth", f"cannot read {path} as a .npy array: {e}")
-            return
-        if arr.ndim != 2:
-            report("depth", f"expected a 2-D z-depth array [H, W], got shape {list(arr.shape)}")
-        elif not np.issubdtype(arr.dtype, np.floating):
-            report("depth", f"expected float32 z-depth, got dtype {arr.dtype}")
-    else:
-        from PIL import Image
-
-        try:
-            with Image.open(path) as im:
-                mode = im.mode
-        except Exception as e:
-            report("depth", f"cannot read depth PNG {path}: {e}")
-            return
-        if mode not in ("I;16", "I;16B", "I;16L", "I"):
-            report("depth", f"expected a 16-bit single-channel PNG (value * depth_scale = metres), got mode {mode}")

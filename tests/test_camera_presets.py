@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mirage_cli.camera.keyframes import ProblemList, parse_keyframes
+from mirage_cli.camera.keyframes import parse_keyframes
+from mirage_cli.errors import ProblemList
 from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_parameters
 from mirage_cli.camera.readers import read_trajectory_yaml
 from mirage_cli.camera.source import build_trajectory

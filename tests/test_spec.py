@@ -84,7 +84,7 @@ def test_resolution_not_multiple_of_32(scene_dir):
 
 def test_unknown_key_suggests_closest(scene_dir):
     proc = mirage("validate", str(edit(scene_dir, promt="typo")))
-    assert_user_error(proc, "promt", "unknown field", "did you mean `prompt`")
+    assert_user_error(proc, "promt", "unknown field", "did you mean 'prompt'")
 
 
 def test_missing_image_and_wrong_type_reported_together(scene_dir):
@@ -119,7 +119,7 @@ def test_bad_depth_file(scene_dir):
 
 def test_memory_mode_typo(scene_dir):
     spec = edit(scene_dir, memory={"mode": "latnet"})
-    assert_user_error(mirage("validate", str(spec)), "memory.mode", "did you mean `latent`")
+    assert_user_error(mirage("validate", str(spec)), "memory.mode", "did you mean 'latent'")
 
 
 def test_overrides_apply(scene_dir):
@@ -141,3 +141,79 @@ def test_chunks_tile_the_video(frames, chunk):
 def test_nearest_4k1():
     assert nearest_4k1(30) == (29, 33)
     assert nearest_4k1(120) == (117, 121)
+
+
+# --- one checker per concern, each alone ----------------------------------------------------------
+
+
+def _problems():
+    from mirage_cli.errors import ProblemList
+
+    return ProblemList("s.yaml", "", lambda field: {"frames": 3}.get(field))
+
+
+def test_check_fields_fills_defaults_and_reports_types_and_unknown_keys():
+    from mirage_cli.spec import SPEC_FIELDS, check_fields
+
+    problems = _problems()
+    values = check_fields({"prompt": "p", "image": "a.png", "camera": {}, "steps": "many", "seeed": 1}, SPEC_FIELDS, problems)
+    assert values["steps"] == SPEC_FIELDS["steps"].default and values["frames"] == SPEC_FIELDS["frames"].default
+    assert [str(p) for p in problems.items] == [
+        "s.yaml: seeed: unknown field (did you mean 'seed'?)",
+        "s.yaml: steps: expected integer, got str 'many'",
+    ]
+    problems = _problems()
+    check_fields({"guidance": float("nan"), "fps": True}, SPEC_FIELDS, problems)
+    text = "\n".join(map(str, problems.items))
+    assert "prompt: required field is missing" in text and "guidance: must be finite" in text
+    assert "fps: expected integer or number, got bool True" in text
+
+
+def test_check_frames_names_the_nearest_valid_counts_with_the_line():
+    from mirage_cli.spec import check_frames
+
+    problems = _problems()
+    assert check_frames(121, None, problems) == 121 and not problems
+    assert check_frames(33, None, problems) == 33
+    check_frames(30, 17, problems)
+    assert str(problems.items[0]) == "s.yaml:3: frames: must be 4k+1 (Wan2.2's VAE compresses time by 4), got 30; nearest valid: 29 or 33"
+    problems = _problems()
+    check_frames(33, 37, problems)
+    assert "chunk_frames: 37 exceeds frames (33)" in str(problems.items[0])
+
+
+def test_check_resolution_and_numbers_alone():
+    from mirage_cli.spec import SPEC_FIELDS, check_numbers, check_resolution
+
+    problems = _problems()
+    assert check_resolution("448x256", problems) == (448, 256)
+    assert check_resolution([704, 1280], problems) == (704, 1280)
+    assert check_resolution("450x256", problems) is None
+    assert "e.g. 448x256" in str(problems.items[-1])
+    problems = _problems()
+    values = {name: spec.default for name, spec in SPEC_FIELDS.items()}
+    check_numbers({**values, "steps": 0, "shift": 0, "seed": -1}, problems)
+    assert [p.field for p in problems.items] == ["steps", "shift", "seed"]
+
+
+def test_check_memory_returns_settings_or_none():
+    from mirage_cli.options import MemoryMode, PinMode
+    from mirage_cli.spec import MEMORY_FIELDS, MemorySettings, check_memory
+
+    defaults = {name: spec.default for name, spec in MEMORY_FIELDS.items()}
+    problems = _problems()
+    settings = check_memory(defaults, problems)
+    assert settings == MemorySettings.default() and not problems
+    assert settings.mode is MemoryMode.LATENT and settings.pin is PinMode.CLEAN
+    assert check_memory({**defaults, "pin": "nosied", "pin_until": 2}, problems) is None
+    assert [p.field for p in problems.items] == ["memory.pin", "memory.pin_until"]
+    assert "did you mean 'noised'" in problems.items[0].message
+
+
+def test_the_example_spec_shows_every_field():
+    """examples/room/scene.yaml is the users' field reference: it must list every field of the tables."""
+    from mirage_cli.spec import MEMORY_FIELDS, SPEC_FIELDS
+
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    assert set(spec) == set(SPEC_FIELDS)
+    assert set(spec["memory"]) == set(MEMORY_FIELDS)

@@ -19,7 +19,6 @@ behind the camera. See ``rotations.yaw_pitch_roll_to_matrix``. ``look_at`` uses 
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -35,7 +34,7 @@ from mirage_cli.camera.rotations import (
     rotation_problem,
     yaw_pitch_roll_to_matrix,
 )
-from mirage_cli.errors import Problem
+from mirage_cli.errors import ProblemList, did_you_mean
 
 KEYFRAME_KEYS = ("frame", "time", "position", "look_at", "up", "yaw", "pitch", "roll", "quaternion",
                  "world_from_cam", "fov", "K")
@@ -82,43 +81,12 @@ class Keyframes:
         return replace(self, **changes)
 
 
-class ProblemList:
-    """Collects problems for one file; ``field`` names are prefixed and given a line when known."""
-
-    def __init__(self, file: str | None, prefix: str = "", line_of: Callable[[str], int | None] | None = None):
-        self.file = file
-        self.prefix = prefix
-        self.line_of = line_of
-        self.items: list[Problem] = []
-
-    def full(self, name: str) -> str:
-        if not self.prefix:
-            return name
-        if not name:
-            return self.prefix
-        return f"{self.prefix}{name}" if name.startswith("[") else f"{self.prefix}.{name}"
-
-    def add(self, name: str, message: str) -> None:
-        f = self.full(name)
-        line = self.line_of(f) if (self.line_of and f) else None
-        self.items.append(Problem(file=self.file, field=f or None, message=message, line=line))
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-
-def closest(name: str, valid) -> str:
-    """' (did you mean 'x'?)' for the closest valid name, or ''."""
-    m = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    return f" (did you mean '{m[0]}'?)" if m else ""
-
-
 def unknown_keys(mapping: dict, valid, problems: ProblemList, where: str) -> None:
     """Add a problem for every key of ``mapping`` that is not in ``valid``."""
     for key in mapping:
         if key not in valid:
             name = f"{where}.{key}" if where else str(key)
-            problems.add(name, f"unknown key '{key}'{closest(key, valid)}; valid keys: {', '.join(valid)}")
+            problems.add(name, f"unknown key '{key}'{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}")
 
 
 def _describe(value: Any) -> str:
@@ -230,9 +198,111 @@ def _rotation_of(item: dict, name: str, position: np.ndarray | None, problems: P
     return None  # world_from_cam handled by the caller
 
 
+@dataclass
+class _Keyframe:
+    """One parsed keyframe item. ``unit`` is the kind of timing it uses (even when its value is bad;
+    ``timing_known`` is False when it gave both kinds); ``world_from_cam`` / ``K`` are None when
+    absent or invalid; ``fov`` is NaN when not given."""
+
+    time: float | None
+    unit: str | None
+    timing_known: bool
+    world_from_cam: np.ndarray | None
+    fov: float
+    K: np.ndarray | None
+
+
+def _keyframe_time(item: dict, kf: str, problems: ProblemList) -> tuple[float | None, str | None, bool]:
+    """(time, unit, timing_known): ``frame`` (an index) or ``time`` (seconds), or neither."""
+    if "frame" in item and "time" in item:
+        problems.add(kf, "give 'frame' or 'time', not both")
+        return None, None, False
+    if "frame" in item:
+        v = item["frame"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            problems.add(f"{kf}.frame", f"expected a frame index (integer >= 0), got {_describe(v)}")
+            return None, "frame", True
+        return float(v), "frame", True
+    if "time" in item:
+        x, why = as_number(item["time"])
+        if why or x < 0:
+            problems.add(f"{kf}.time", why or f"must be >= 0 seconds, got {x:g}")
+            return None, "second", True
+        return x, "second", True
+    return None, None, True
+
+
+def _keyframe_pose(item: dict, kf: str, problems: ProblemList) -> np.ndarray | None:
+    """world_from_cam float64 [4, 4] from ``world_from_cam``, or from ``position`` and a rotation."""
+    if "world_from_cam" in item:
+        if "position" in item:
+            problems.add(kf, "give 'position' or 'world_from_cam', not both (world_from_cam holds the position)")
+        m, why = as_matrix(item["world_from_cam"], 4, 4)
+        why = why or pose_problem(m)
+        if why:
+            problems.add(f"{kf}.world_from_cam", why)
+            return None
+        others = [k for k in ("look_at", "yaw", "pitch", "roll", "quaternion") if k in item]
+        if others:
+            problems.add(kf, f"world_from_cam already holds the rotation; remove {', '.join(others)}")
+        return m
+    position = None
+    if "position" not in item:
+        problems.add(kf, "missing 'position' (or 'world_from_cam')")
+    else:
+        position, why = as_vector(item["position"], 3)
+        if why:
+            problems.add(f"{kf}.position", why)
+    R = _rotation_of(item, kf, position, problems)
+    if position is None or R is None:
+        return None
+    m = np.eye(4)
+    m[:3, :3] = R
+    m[:3, 3] = position
+    return m
+
+
+def _keyframe_intrinsics(item: dict, kf: str, problems: ProblemList, size) -> tuple[float, np.ndarray | None]:
+    """(vertical fov in degrees or NaN, K float64 [3, 3] in pixels at ``size`` or None)."""
+    if "fov" in item and "K" in item:
+        problems.add(kf, "give 'fov' or 'K', not both")
+    fov = math.nan
+    if "fov" in item:
+        why = fov_problem(item["fov"])
+        if why:
+            problems.add(f"{kf}.fov", why)
+        else:
+            fov = float(item["fov"])
+    K = None
+    if "K" in item:
+        if size is None:
+            problems.add(f"{kf}.K", "K needs the file's top-level 'image_size: [width, height]' (the size K is in pixels of)")
+        K, why = as_matrix(item["K"], 3, 3)
+        why = why or K_problem(K)
+        if why:
+            problems.add(f"{kf}.K", why)
+    return fov, K
+
+
+def parse_keyframe(item: Any, kf: str, problems: ProblemList, size: tuple[int, int] | None) -> _Keyframe | None:
+    """One keyframe item (schema in the module docstring), named ``kf`` in problems; None when it is
+    not a mapping."""
+    if not isinstance(item, dict):
+        problems.add(kf, f"expected a mapping with position and rotation, got {_describe(item)}")
+        return None
+    unknown_keys(item, KEYFRAME_KEYS, problems, kf)
+    time, unit, timing_known = _keyframe_time(item, kf, problems)
+    pose = _keyframe_pose(item, kf, problems)
+    fov, K = _keyframe_intrinsics(item, kf, problems, size)
+    return _Keyframe(time, unit, timing_known, pose, fov, K)
+
+
 def parse_keyframes(items: Any, problems: ProblemList, *, name: str = "keyframes",
                     default_fov: float | None = None, size: tuple[int, int] | None = None) -> Keyframes | None:
     """Parse a keyframe list (schema in the module docstring); problems go to ``problems``.
+
+    Each item is parsed by ``parse_keyframe``; then the list as a whole: one kind of timing,
+    strictly increasing times, ``K`` on every keyframe or on none.
 
     Args:
         items: the YAML value of ``keyframes``.
@@ -247,88 +317,15 @@ def parse_keyframes(items: Any, problems: ProblemList, *, name: str = "keyframes
         problems.add(name, f"expected a non-empty list of keyframes, got {_describe(items)}")
         return None
     start = len(problems.items)
-    poses, times, units, fovs, Ks = [], [], [], [], []
-    for i, item in enumerate(items):
-        kf = f"{name}[{i}]"
-        if not isinstance(item, dict):
-            problems.add(kf, f"expected a mapping with position and rotation, got {_describe(item)}")
-            continue
-        unknown_keys(item, KEYFRAME_KEYS, problems, kf)
-        # time
-        if "frame" in item and "time" in item:
-            problems.add(kf, "give 'frame' or 'time', not both")
-        elif "frame" in item:
-            v = item["frame"]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                problems.add(f"{kf}.frame", f"expected a frame index (integer >= 0), got {_describe(v)}")
-            else:
-                times.append(float(v))
-            units.append("frame")
-        elif "time" in item:
-            x, why = as_number(item["time"])
-            if why or x < 0:
-                problems.add(f"{kf}.time", why or f"must be >= 0 seconds, got {x:g}")
-            else:
-                times.append(x)
-            units.append("second")
-        else:
-            units.append(None)
-        # pose
-        position = None
-        if "world_from_cam" in item:
-            if "position" in item:
-                problems.add(kf, "give 'position' or 'world_from_cam', not both (world_from_cam holds the position)")
-            m, why = as_matrix(item["world_from_cam"], 4, 4)
-            why = why or pose_problem(m)
-            if why:
-                problems.add(f"{kf}.world_from_cam", why)
-            else:
-                others = [k for k in ("look_at", "yaw", "pitch", "roll", "quaternion") if k in item]
-                if others:
-                    problems.add(kf, f"world_from_cam already holds the rotation; remove {', '.join(others)}")
-                poses.append(m)
-        else:
-            if "position" not in item:
-                problems.add(kf, "missing 'position' (or 'world_from_cam')")
-            else:
-                position, why = as_vector(item["position"], 3)
-                if why:
-                    problems.add(f"{kf}.position", why)
-            R = _rotation_of(item, kf, position, problems)
-            if position is not None and R is not None:
-                m = np.eye(4)
-                m[:3, :3] = R
-                m[:3, 3] = position
-                poses.append(m)
-        # intrinsics
-        if "fov" in item and "K" in item:
-            problems.add(kf, "give 'fov' or 'K', not both")
-        if "fov" in item:
-            why = fov_problem(item["fov"])
-            if why:
-                problems.add(f"{kf}.fov", why)
-            fovs.append(float(item["fov"]) if not why else math.nan)
-        else:
-            fovs.append(math.nan)
-        if "K" in item:
-            if size is None:
-                problems.add(f"{kf}.K", "K needs the file's top-level 'image_size: [width, height]' (the size K is in pixels of)")
-            K, why = as_matrix(item["K"], 3, 3)
-            why = why or K_problem(K)
-            if why:
-                problems.add(f"{kf}.K", why)
-            Ks.append(K)
-        else:
-            Ks.append(None)
-
-    kinds = set(units)
+    parsed = [parse_keyframe(item, f"{name}[{i}]", problems, size) for i, item in enumerate(items)]
+    kinds = {k.unit for k in parsed if k is not None and k.timing_known}
     if len(kinds) > 1:
         problems.add(name, "every keyframe needs the same kind of timing: all 'frame', all 'time', or none "
                            f"(spread evenly); got {sorted(str(k) for k in kinds)}")
     if len(problems.items) > start:
         return None
-    unit = units[0]
-    t = np.asarray(times, dtype=np.float64) if unit else None
+    unit = parsed[0].unit
+    t = np.asarray([k.time for k in parsed], dtype=np.float64) if unit else None
     if t is not None and len(t) > 1:
         bad = np.nonzero(np.diff(t) <= 0)[0]
         if len(bad):
@@ -336,14 +333,15 @@ def parse_keyframes(items: Any, problems: ProblemList, *, name: str = "keyframes
             key = "frame" if unit == "frame" else "time"
             problems.add(f"{name}[{i}].{key}", f"keyframe {key}s must increase strictly; {t[i]:g} follows {t[i - 1]:g}")
             return None
-    if any(k is not None for k in Ks) and any(k is None for k in Ks):
+    Ks = [k.K for k in parsed]
+    if any(K is not None for K in Ks) and any(K is None for K in Ks):
         problems.add(name, "give 'K' on every keyframe or on none")
         return None
-    fov = np.asarray(fovs, dtype=np.float64)
+    fov = np.asarray([k.fov for k in parsed], dtype=np.float64)
     if np.all(np.isnan(fov)):
         fov = None
     elif default_fov is not None:
         fov = np.where(np.isnan(fov), default_fov, fov)
-    K_arr = np.stack(Ks) if Ks and Ks[0] is not None else None
-    return Keyframes(world_from_cam=np.stack(poses), K=K_arr, size=size if K_arr is not None else None,
-                     fov=fov, times=t, time_unit=unit, kind="keyframes")
+    K_arr = np.stack(Ks) if Ks[0] is not None else None
+    return Keyframes(world_from_cam=np.stack([k.world_from_cam for k in parsed]), K=K_arr,
+                     size=size if K_arr is not None else None, fov=fov, times=t, time_unit=unit, kind="keyframes")

@@ -116,13 +116,14 @@ def preset_keyframes(name, params: dict, problems, where: str = "") -> list[dict
         params: parameter name -> YAML value (unknown names are reported with a suggestion).
         problems: a ``keyframes.ProblemList``; fields are named ``{where}.{param}`` (``where`` may be "").
     """
-    from mirage_cli.camera.keyframes import as_number, as_vector, closest
+    from mirage_cli.camera.keyframes import as_number, as_vector
+    from mirage_cli.errors import did_you_mean
 
     def field(key: str) -> str:
         return f"{where}.{key}" if where else key
 
     if not isinstance(name, str) or name not in PRESETS:
-        problems.add(field("preset"), f"unknown preset {name!r}{closest(str(name), PRESETS)}; "
+        problems.add(field("preset"), f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
                                       f"available: {', '.join(PRESETS)}")
         return None
     defaults = preset_parameters(name)
@@ -130,7 +131,7 @@ def preset_keyframes(name, params: dict, problems, where: str = "") -> list[dict
     start = len(problems.items)
     for key, value in params.items():
         if key not in defaults:
-            problems.add(field(key), f"unknown parameter '{key}' for preset {name}{closest(key, defaults)}; "
+            problems.add(field(key), f"unknown parameter '{key}' for preset {name}{did_you_mean(key, defaults)}; "
                                      f"parameters: {', '.join(defaults)}")
             continue
         default = defaults[key]

@@ -29,7 +29,6 @@ from mirage_cli.camera.interpolate import INTERPOLATIONS, TIMINGS
 from mirage_cli.camera.intrinsics import K_from_params, K_problem, fov_problem, from_corner_origin, rescale_K
 from mirage_cli.camera.keyframes import (
     Keyframes,
-    ProblemList,
     as_matrix,
     as_number,
     parse_keyframes,
@@ -38,17 +37,12 @@ from mirage_cli.camera.keyframes import (
 )
 from mirage_cli.camera.presets import preset_keyframes
 from mirage_cli.camera.rotations import quaternion_problem
+from mirage_cli.errors import InputError, Problem, ProblemList
 from mirage_cli.yaml_lines import load_yaml_with_lines
-from mirage_cli.errors import InputError, Problem
 
 log = logging.getLogger(__name__)
 
 KINDS = ("colmap", "realestate10k", "nerfstudio", "json", "trajectory")
-
-
-def _fail(problems: ProblemList) -> None:
-    if problems:
-        raise InputError(problems.items)
 
 
 def _read_text(path: Path, field: str | None = None) -> str:
@@ -109,15 +103,15 @@ def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
     problems = ProblemList(str(path))
     if not path.exists():
         problems.add("", "COLMAP model folder not found")
-        _fail(problems)
+        problems.raise_if_any()
     model = find_colmap_model(path) if path.is_dir() else None
     if model is None:
         problems.add("", "not a COLMAP sparse model: expected cameras.txt/images.txt or cameras.bin/images.bin "
                          "(here, in sparse/0, or in 0/)")
-        _fail(problems)
+        problems.raise_if_any()
     if order not in ("name", "id"):
         problems.add("order", f"expected 'name' or 'id', got {order!r}")
-        _fail(problems)
+        problems.raise_if_any()
     try:
         rec = pycolmap.Reconstruction(str(model))
     except Exception as e:  # pycolmap raises ValueError with its own check message
@@ -126,7 +120,7 @@ def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
     images = [im for im in rec.images.values() if im.has_pose]
     if not images:
         problems.add("images", "the model has no registered images (no camera poses)")
-        _fail(problems)
+        problems.raise_if_any()
     images.sort(key=(lambda im: _natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
     first_cam = rec.cameras[images[0].camera_id]
     size = (int(first_cam.width), int(first_cam.height))
@@ -157,7 +151,7 @@ def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
         poses.append(colmap_to_world_from_cam(qvec, tvec))
         Ks.append(rescale_K(K, (int(cam.width), int(cam.height)), size))
         names.append(im.name)
-    _fail(problems)
+    problems.raise_if_any()
     return Keyframes(world_from_cam=np.stack(poses), K=np.stack(Ks), size=size, frames=len(poses),
                      native_size=size, kind="colmap", file=str(model), names=names)
 
@@ -205,7 +199,7 @@ def read_realestate10k(path: str | Path) -> Keyframes:
         Ks.append(K)
     if not problems and not poses:
         problems.add("", "no camera lines (expected 19 numbers per line after the URL line)")
-    _fail(problems)
+    problems.raise_if_any()
     fps = None
     if len(stamps) > 1:
         dt = float(np.median(np.diff(stamps)))
@@ -295,7 +289,7 @@ def read_nerfstudio(path: str | Path) -> Keyframes:
     problems = ProblemList(str(path))
     if not isinstance(data, dict) or ("camera_path" not in data and "frames" not in data):
         problems.add("", "not a nerfstudio file: expected 'camera_path' (camera_path.json) or 'frames' (transforms.json)")
-        _fail(problems)
+        problems.raise_if_any()
     if "camera_path" in data:
         return _read_ns_camera_path(path, data, problems)
     return _read_ns_transforms(path, data, problems)
@@ -310,7 +304,7 @@ def _read_ns_camera_path(path: Path, data: dict, problems: ProblemList) -> Keyfr
     items = data["camera_path"]
     if not isinstance(items, list) or not items:
         problems.add("camera_path", "expected a non-empty list of cameras")
-        _fail(problems)
+        problems.raise_if_any()
     poses, fovs = [], []
     for i, item in enumerate(items):
         where = f"camera_path[{i}]"
@@ -327,7 +321,7 @@ def _read_ns_camera_path(path: Path, data: dict, problems: ProblemList) -> Keyfr
         if m is not None:
             poses.append(m)
             fovs.append(float(fov))
-    _fail(problems)
+    problems.raise_if_any()
     fov_arr = np.asarray(fovs)
     return Keyframes(world_from_cam=np.stack(poses), fov=None if np.all(np.isnan(fov_arr)) else fov_arr, fps=fps,
                      frames=len(poses), native_size=size, kind="nerfstudio", file=str(path))
@@ -339,7 +333,7 @@ def _read_ns_transforms(path: Path, data: dict, problems: ProblemList) -> Keyfra
     items = data["frames"]
     if not isinstance(items, list) or not items:
         problems.add("frames", "expected a non-empty list of frames")
-        _fail(problems)
+        problems.raise_if_any()
     poses, Ks, names = [], [], []
     for i, item in enumerate(items):
         where = f"frames[{i}]"
@@ -356,11 +350,11 @@ def _read_ns_transforms(path: Path, data: dict, problems: ProblemList) -> Keyfra
             poses.append(m)
             Ks.append(K)
             names.append(str(item.get("file_path", "")))
-    _fail(problems)
+    problems.raise_if_any()
     have = [K is not None for K in Ks]
     if any(have) and not all(have):
         problems.add("frames", "some frames have intrinsics (fl_x/fl_y) and some do not")
-        _fail(problems)
+        problems.raise_if_any()
     K_arr = np.stack(Ks) if all(have) else None
     if K_arr is not None and size is None:
         size = _ns_size(items[0], problems, "frames[0].", "w", "h")
@@ -381,7 +375,7 @@ def read_canonical_json(path: str | Path) -> Keyframes:
     problems = ProblemList(str(path))
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
         problems.add("frames", "not a canonical trajectory JSON: expected an object with a 'frames' list")
-        _fail(problems)
+        problems.raise_if_any()
     unknown_keys(data, ("fps", "width", "height", "frames"), problems, "")
     size = _ns_size(data, problems, "", "width", "height")
     if size is None and "width" not in data:
@@ -407,7 +401,7 @@ def read_canonical_json(path: str | Path) -> Keyframes:
         if not why and not whyk:
             poses.append(m)
             Ks.append(K)
-    _fail(problems)
+    problems.raise_if_any()
     return Keyframes(world_from_cam=np.stack(poses), K=np.stack(Ks), size=size, fps=fps, frames=len(poses),
                      native_size=size, kind="json", file=str(path))
 
@@ -440,11 +434,11 @@ def read_trajectory_yaml(path: str | Path) -> Keyframes:
     problems = ProblemList(str(path), "", line_of)
     if not isinstance(data, dict):
         problems.add("", "expected a mapping with 'keyframes:' or 'preset:'")
-        _fail(problems)
+        problems.raise_if_any()
     has_kf, has_preset = "keyframes" in data, "preset" in data
     if has_kf == has_preset:
         problems.add("", "give exactly one of 'keyframes:' or 'preset:'" + (", not both" if has_kf else ""))
-        _fail(problems)
+        problems.raise_if_any()
     preset_params = {}
     if has_preset:
         from mirage_cli.camera.presets import PRESETS, preset_parameters
@@ -487,7 +481,7 @@ def read_trajectory_yaml(path: str | Path) -> Keyframes:
     keys = None
     if items is not None:
         keys = parse_keyframes(items, problems, name="keyframes", default_fov=fov, size=size)
-    _fail(problems)
+    problems.raise_if_any()
     if keys.fov is None and fov is not None:
         keys = keys.with_(fov=np.full(len(keys), fov))
     if frames is None and keys.time_unit == "frame":

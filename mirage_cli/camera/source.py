@@ -37,11 +37,12 @@ from mirage_cli.camera.intrinsics import (
     fov_problem,
     rescale_K,
 )
-from mirage_cli.camera.keyframes import Keyframes, ProblemList, as_number, parse_keyframes, unknown_keys
+from mirage_cli.camera.keyframes import Keyframes, as_number, parse_keyframes, unknown_keys
+from mirage_cli.errors import InputError, ProblemList
+from mirage_cli.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_parameters
 from mirage_cli.camera.readers import check_choice, read_camera_file
 from mirage_cli.camera.trajectory import Trajectory
-from mirage_cli.errors import InputError
 
 SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json")
 OPTION_KEYS = ("order", "timing", "interpolation")
@@ -266,11 +267,6 @@ def _read_source(section: dict, src: str, params: tuple, base_dir: Path, problem
         return None
 
 
-DEFAULT_FPS = 24.0
-DEFAULT_SIZE = (1280, 704)
-DEFAULT_FRAMES = 121
-
-
 def load_trajectory(source: str | Path, *, frames: int | None = None, fps: float | None = None,
                     width: int | None = None, height: int | None = None, order: str = "name") -> Trajectory:
     """Read any camera file or COLMAP folder and resample it (what ``mirage trajectory`` shows).
@@ -293,7 +289,7 @@ def load_trajectory(source: str | Path, *, frames: int | None = None, fps: float
     if problems:
         raise InputError(problems.items)
     keys = read_camera_file(Path(source), order=order)
-    size = (width, height) if width is not None else (keys.native_size or DEFAULT_SIZE)
+    size = (width, height) if width is not None else (keys.native_size or DEFAULT_RESOLUTION)
     fps = fps or keys.fps or DEFAULT_FPS
     if frames is None and keys.frames is None and keys.time_unit == "second":
         frames = int(math.floor(keys.times[-1] * fps + 1e-9)) + 1  # every frame the keyframe times cover
