@@ -28,8 +28,7 @@ manifest.json::
     {"format": "mirage-checkpoint", "format_version": 1, "seq": 4, "name": "ckpt-000004",
      "created": "2026-11-21T10:00:00+00:00", "created_unix": 1795000000.0,
      "spec_fingerprint": "<sha256 hex>",
-     "versions": {"mirage_cli": ..., "torch": ..., "diffusers": ..., "transformers": ...,
-                  "numpy": ..., "python": ...},
+     "versions": {"python": ..., "mirage-cli": ..., "torch": ..., ...}   (mirage_cli.versions)
      "files": {"memory.safetensors": {"sha256": "...", "size": 123}, ...},
      "meta": {...the caller's meta, verbatim...}}
 
@@ -56,7 +55,6 @@ import os
 import re
 import secrets
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -67,6 +65,7 @@ from mirage_cli.atomic import fsync_dir
 from mirage_cli.errors import RenderError
 from mirage_cli.jsonable import to_jsonable
 from mirage_cli.runlock import pid_alive
+from mirage_cli.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +113,6 @@ class CheckpointInfo:
     created_unix: float | None
     size_bytes: int
     meta: dict | None
-
-
-def package_versions() -> dict[str, str | None]:
-    """Versions of the packages that determine a render's output (None where not installed)."""
-    from importlib import metadata
-
-    import mirage_cli
-
-    versions: dict[str, str | None] = {"mirage_cli": mirage_cli.__version__}
-    for dist in ("torch", "diffusers", "transformers", "numpy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    versions["python"] = sys.version.split()[0]
-    return versions
 
 
 class CheckpointStore:

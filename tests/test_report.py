@@ -25,6 +25,14 @@ from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.run_dir import RunDir
 
 
+def schema_problems(report) -> list[str]:
+    """Every way ``report`` breaks the shipped JSON Schema, as "<json path>: <message>" (jsonschema)."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(R.load_schema())
+    return sorted(f"{error.json_path}: {error.message}" for error in validator.iter_errors(report))
+
+
 def orbit_trajectory(n: int, width: int = 1280, height: int = 704, fps: float = 24.0) -> Trajectory:
     """A camera walking forward along a gentle S-curve while panning (OpenCV, looking along +z)."""
     t = np.linspace(0.0, 1.0, n)
@@ -142,7 +150,7 @@ def real_cpu_report(tmp_path=None) -> dict:
 
 def test_real_profiler_report_is_valid_and_complete():
     report = real_cpu_report()
-    assert R.validate_report(report) == []
+    assert schema_problems(report) == []
     assert report["version"] == "mirage-report/1"
     assert json.loads(json.dumps(report, allow_nan=False)) == report
     assert report["device"]["type"] == "cpu" and report["device"]["timer"] == "perf_counter"
@@ -167,7 +175,7 @@ def test_real_profiler_report_is_valid_and_complete():
 def test_synthetic_reports_validate_for_every_memory_mode():
     for memory in ("latent", "rgb", "none"):
         report = synthetic_report(4, memory)
-        assert R.validate_report(report) == [], memory
+        assert schema_problems(report) == [], memory
     none = synthetic_report(2, "none")
     assert none["summary"]["cache_points"] is None and none["chunks"][1]["memory_coverage"] is None
     rgb = synthetic_report(2, "rgb")
@@ -187,7 +195,7 @@ def test_report_from_resumed_profiler_includes_earlier_chunks():
     resumed.end_chunk(frames=8)
     report = R.build_report(config={}, device_info=R.describe_device("cpu"), trajectory=None, frames=25,
                             wall_seconds=1.0, **resumed.report_inputs())
-    assert R.validate_report(report) == []
+    assert schema_problems(report) == []
     assert [c["index"] for c in report["chunks"]] == [0, 1, 2]
     assert report["chunks"][-1]["frame_end"] == 25 and report["camera"] is None
 
@@ -198,9 +206,12 @@ def test_report_from_resumed_profiler_includes_earlier_chunks():
 def test_schema_is_package_data_and_documents_every_field():
     import importlib.resources
 
-    assert importlib.resources.files("mirage_cli").joinpath("report_schema.json").is_file()
+    assert importlib.resources.files("mirage_cli.report").joinpath("schema.json").is_file()
     schema = R.load_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(schema)  # the schema itself is valid JSON Schema
 
     undocumented = []
 
@@ -230,30 +241,28 @@ def test_broken_report_fails_with_clear_messages():
     broken["camera"]["positions"][4] = [0.0, 1.0]
     broken["summary"]["surprise"] = 1
     broken["device"]["timer"] = "sundial"
-    problems = R.validate_report(broken)
+    problems = schema_problems(broken)
     expected = [
-        "$.version: expected one of \"mirage-report/1\", got \"mirage-report/0\"",
-        "$.chunks[1]: missing required field 'wall_seconds'",
-        "$.chunks[2].memory_coverage: must be <= 1, got 1.5",
-        "$.frames: expected integer, got string \"481\"",
-        "$.stages.decode.calls: expected integer, got number 2.5",
-        "$.camera.positions[4]: expected at least 3 items, got 2",
-        "$.summary: unexpected field 'surprise'",
-        "$.device.timer: expected one of \"cuda_events\", \"perf_counter\", got \"sundial\"",
+        "$.version: 'mirage-report/0' is not one of ['mirage-report/1']",
+        "$.chunks[1]: 'wall_seconds' is a required property",
+        "$.chunks[2].memory_coverage: 1.5 is greater than the maximum of 1",
+        "$.frames: '481' is not of type 'integer'",
+        "$.stages.decode.calls: 2.5 is not of type 'integer'",
+        "$.camera.positions[4]: [0.0, 1.0] is too short",
+        "$.summary: Additional properties are not allowed ('surprise' was unexpected)",
+        "$.device.timer: 'sundial' is not one of ['cuda_events', 'perf_counter']",
     ]
-    for line in expected:
-        assert line in problems, (line, problems)
-    assert len(problems) == len(expected), problems
-    assert R.validate_report(report) == []  # the original is untouched and valid
+    assert problems == sorted(expected), problems
+    assert schema_problems(report) == []  # the original is untouched and valid
 
 
-def test_validator_rejects_non_finite_numbers_and_bools():
+def test_report_json_is_strict_json_and_bools_are_not_numbers():
     report = synthetic_report(1)
-    report["wall_seconds"] = float("nan")
     report["chunks"][0]["frames"] = True
-    problems = R.validate_report(report)
-    assert "$.wall_seconds: expected number, got number nan" in problems
-    assert "$.chunks[0].frames: expected integer, got boolean true" in problems
+    assert "$.chunks[0].frames: True is not of type 'integer'" in schema_problems(report)
+    report["wall_seconds"] = float("nan")
+    with pytest.raises(ValueError):  # report.json is written with allow_nan=False
+        RunDir("unused").write_report(report)
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -265,7 +274,7 @@ def test_write_report_json_and_self_contained_html(tmp_path):
     json_path, html_path = RunDir(tmp_path / "run").write_report(report)
     assert json_path == tmp_path / "run" / "report.json"
     assert RunDir(tmp_path / "run").read_report() == report
-    assert R.validate_report(json.loads(json_path.read_text())) == []
+    assert schema_problems(json.loads(json_path.read_text())) == []
 
     page = html_path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")

@@ -1,8 +1,9 @@
-"""Top-down and side-view plots of a camera path, so a user sees the path before rendering.
+"""Plots of a camera path: ``draw_path`` (one view onto matplotlib axes, also used by the render
+report) and ``plot_trajectory`` (``mirage trajectory --plot``: top-down and side views with frustums).
 
-Top-down: world x to the right, world z up the page (seen from above, i.e. from -y; not mirrored).
-Side: world z to the right, height (-y, since OpenCV y points down) up the page (seen from +x).
-A small frustum is drawn every few frames, coloured by time; start and end are marked.
+Views (OpenCV world, docs/CONVENTIONS.md):
+- ``above``: world x to the right, world z up the page (seen from above, i.e. from -y; not mirrored).
+- ``side``: world z to the right, height (-y, since OpenCV y points down) up the page (seen from +x).
 """
 
 from __future__ import annotations
@@ -30,8 +31,77 @@ def frustum_world(world_from_cam: np.ndarray, K: np.ndarray, width: int, height:
     return pts @ world_from_cam[:3, :3].T + world_from_cam[:3, 3]
 
 
+VIEWS = {"above": ("x", "z"), "side": ("z", "height (-y)")}
+SEGMENT_COLORS = ("#3f6fd8", "#f29d38")
+_INK = "#2b2f36"
+
+
+def view_coords(points: np.ndarray, view: str) -> tuple[np.ndarray, np.ndarray]:
+    """Page coordinates (horizontal, vertical) of world points [..., 3] in ``view`` (``above`` | ``side``)."""
+    if view == "above":
+        return points[..., 0], points[..., 2]
+    if view == "side":
+        return points[..., 2], -points[..., 1]
+    raise ValueError(f"view: expected one of {list(VIEWS)}, got {view!r}")
+
+
+def draw_path(ax, positions: np.ndarray, *, view: str = "above", forward: np.ndarray | None = None,
+              segment_ends: list[int] | None = None, arrows: int = 16) -> None:
+    """Draw a camera path onto matplotlib axes ``ax``.
+
+    Args:
+        positions: float [N, 3] camera centres (world).
+        view: ``above`` or ``side`` (module docstring).
+        forward: float [N, 3] viewing directions (world), drawn as up to ``arrows`` arrows; or None.
+        segment_ends: frame counts at which segments (chunks) end, drawn in alternating colours with
+            their boundaries marked; frames after the last end are dashed ("not rendered"). None: one
+            segment.
+    """
+    x, y = view_coords(np.asarray(positions, dtype=np.float64), view)  # [N], [N]
+    n = len(x)
+    ends = [min(int(e), n) for e in (segment_ends or [n])] or [n]
+    start = 0
+    for i, end in enumerate(ends):
+        seg = slice(max(0, start - 1), end)
+        ax.plot(x[seg], y[seg], color=SEGMENT_COLORS[i % 2], linewidth=2.2, solid_capstyle="round")
+        start = end
+    if ends[-1] < n:
+        ax.plot(x[ends[-1] - 1 :], y[ends[-1] - 1 :], color="#c3c8ce", linewidth=1.6, linestyle="--", label="not rendered")
+    if forward is not None and n:
+        span = max(float(np.ptp(x)), float(np.ptp(y)), 1e-6)
+        picks = np.unique(np.linspace(0, n - 1, min(n, arrows)).round().astype(int))
+        dx, dy = view_coords(np.asarray(forward, dtype=np.float64)[picks], view)
+        norm = np.maximum(np.hypot(dx, dy), 1e-9)
+        ax.quiver(x[picks], y[picks], dx / norm, dy / norm, angles="xy", scale_units="xy", scale=1 / (0.07 * span),
+                  color="#5f6b78", width=0.004, headwidth=4, headlength=4, alpha=0.8)
+    ax.scatter([x[0]], [y[0]], s=60, color="#2e7d32", zorder=5, label="start")
+    ax.scatter([x[-1]], [y[-1]], s=60, marker="s", color="#c62828", zorder=5, label="end")
+    inner = [e - 1 for e in ends[:-1] if 0 < e <= n]
+    if inner and len(inner) <= 24:
+        ax.scatter(x[inner], y[inner], s=28, facecolor="white", edgecolor=_INK, zorder=6, label="chunk boundary")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.margins(0.12)
+    ax.set_xlabel(VIEWS[view][0])
+    ax.set_ylabel(VIEWS[view][1])
+    ax.legend(loc="best", frameon=False, fontsize=8)
+
+
+def _draw_frustums(ax, traj: Trajectory, view: str, frames: list[int], depth: float, cmap) -> None:
+    """A small frustum at each of ``frames``, coloured by time; the image's top edge drawn thicker."""
+    n = len(traj)
+    for i in frames:
+        f = frustum_world(traj.world_from_cam[i], traj.K[i], traj.width, traj.height, depth)  # [5, 3]
+        fx, fy = view_coords(f, view)
+        color = cmap(i / max(1, n - 1))
+        for c in range(1, 5):
+            ax.plot([fx[0], fx[c]], [fy[0], fy[c]], "-", color=color, lw=0.8, zorder=3)
+        ring = [1, 2, 3, 4, 1]
+        ax.plot(fx[ring], fy[ring], "-", color=color, lw=0.8, zorder=3)
+        ax.plot(fx[[1, 2]], fy[[1, 2]], "-", color=color, lw=2.0, zorder=3)
+
+
 def plot_trajectory(traj: Trajectory, path: str | Path, title: str = "", frustums: int = 12) -> None:
-    """Write a PNG with a top-down and a side view of ``traj`` (atomic write).
+    """Write a PNG with a top-down and a side view of ``traj``, with frustums (atomic write).
 
     Args:
         traj: the path.
@@ -52,37 +122,13 @@ def plot_trajectory(traj: Trajectory, path: str | Path, title: str = "", frustum
     idx = list(range(0, n, step))
     if idx[-1] != n - 1:
         idx.append(n - 1)
-    cmap = plt.get_cmap("viridis")
-    views = [("top-down (seen from above)", 0, 1, "x", "z"), ("side (seen from +x)", 2, 3, "z", "height (-y)")]
-
-    def coords(pts: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        cols = np.stack([pts[..., 0], pts[..., 2], pts[..., 2], -pts[..., 1]], axis=-1)  # x, z, z, -y
-        return cols[..., a], cols[..., b]
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
-    for ax, (name, a, b, xl, yl) in zip(axes, views):
-        x, y = coords(p, a, b)
-        ax.plot(x, y, "-", color="0.6", lw=1, zorder=1)
-        ax.scatter(x, y, c=np.linspace(0, 1, n), cmap=cmap, s=6, zorder=2)
-        for i in idx:
-            f = frustum_world(traj.world_from_cam[i], traj.K[i], traj.width, traj.height, depth)  # [5, 3]
-            fx, fy = coords(f, a, b)
-            color = cmap(i / max(1, n - 1))
-            for c in range(1, 5):
-                ax.plot([fx[0], fx[c]], [fy[0], fy[c]], "-", color=color, lw=0.8, zorder=3)
-            ring = [1, 2, 3, 4, 1]
-            ax.plot(fx[ring], fy[ring], "-", color=color, lw=0.8, zorder=3)
-            # the top edge of the image, thicker, shows which way is up for the camera
-            ax.plot(fx[[1, 2]], fy[[1, 2]], "-", color=color, lw=2.0, zorder=3)
-        ax.plot(x[0], y[0], "o", color="tab:green", ms=9, label="start", zorder=4)
-        ax.plot(x[-1], y[-1], "s", color="tab:red", ms=8, label="end", zorder=4, mfc="none", mew=2)
+    for ax, (view, name) in zip(axes, (("above", "top-down (seen from above)"), ("side", "side (seen from +x)"))):
+        draw_path(ax, p, view=view)
+        _draw_frustums(ax, traj, view, idx, depth, plt.get_cmap("viridis"))
         ax.set_title(name)
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.set_aspect("equal", adjustable="datalim")
         ax.grid(True, lw=0.3)
-        ax.legend(loc="best", fontsize=8)
-    fig.suptitle(title or f"{n} frames, colour = time (dark = start)")
+    fig.suptitle(title or f"{n} frames, frustum colour = time (dark = start)")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
