@@ -576,13 +576,13 @@ def _hub_cache_dir() -> str:
 
 
 def _offline(local_files_only: bool | None) -> bool:
-    """Whether the hub may not be contacted: ``local_files_only`` if given, else HF_HUB_OFFLINE."""
+    """Whether the hub may not be contacted: ``local_files_only`` if given, else huggingface_hub's own
+    offline rule (``HF_HUB_OFFLINE``)."""
     if local_files_only is not None:
         return local_files_only
-    from huggingface_hub import constants
+    from huggingface_hub import is_offline_mode
 
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.upper() in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+    return is_offline_mode()
 
 
 HUB_PATTERNS = ["model_index.json", "vae/*", "transformer/*", "text_encoder/*", "tokenizer/*", "scheduler/*"]

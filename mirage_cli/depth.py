@@ -105,7 +105,9 @@ class TransformersDepth:
 
         self.name = model
         local = Path(os.path.expanduser(model))
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        from huggingface_hub import is_offline_mode
+
+        offline = is_offline_mode()  # huggingface_hub's own rule, as for the Wan2.2 weights
         if local.exists() and not (local / "config.json").is_file():
             raise InputError(
                 f"{local} is not a transformers depth model directory: config.json is missing",

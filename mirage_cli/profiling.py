@@ -41,6 +41,8 @@ from typing import Any, Iterator
 
 import torch
 
+from mirage_cli.jsonable import to_jsonable
+
 # --- stage names (the rollout uses these constants, the report orders and colours by them) --------
 
 MODEL_LOAD = "model_load"
@@ -348,7 +350,7 @@ class Profiler:
             peak_memory_bytes=int(peak),
             peak_memory_kind=self.peak_memory_kind,
             peak_rss_bytes=int(bucket.peak_rss),
-            extra=_jsonable_extra(extra),
+            extra=to_jsonable(extra, nonfinite="null"),
             **fields,
         )
         profile = ChunkProfile.from_dict(profile.to_dict())  # normalise types (int/float/None)
@@ -454,18 +456,6 @@ class Profiler:
             self._setup_prev.setdefault(name, []).extend([float(s) / n] * n)  # the mean n times
         for name, parent in state.get("stage_parents", {}).items():
             self.stage_parents.setdefault(name, parent)
-
-
-def _jsonable_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    """Tensors and numpy scalars in ``extra`` become plain Python numbers/lists."""
-    out: dict[str, Any] = {}
-    for k, v in extra.items():
-        if isinstance(v, torch.Tensor):
-            v = v.detach().cpu().tolist()
-        elif hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
-            v = v.item()
-        out[str(k)] = v
-    return out
 
 
 # --- torch.profiler trace of one chunk -------------------------------------------------------------
