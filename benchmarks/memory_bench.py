@@ -157,9 +157,11 @@ def print_speed(res: dict, height: int, width: int, frames: int) -> None:
     print("| memory | frames | insert s | query s | insert + query s | points | bytes |")
     print("|--------|-------:|---------:|--------:|-----------------:|-------:|------:|")
     for name, r in (("latent", lat), ("RGB", rgb)):
-        print(f"| {name:<6} | {r['frames']:>6} | {r['insert_s']:>8.3f} | {r['query_s']:>7.3f} | {r['total_s']:>16.3f} | {r['points']:>6} | {r['nbytes']:>5} |")
+        print(f"| {name:<6} | {r['frames']:>6} | {r['insert_s']:>8.3f} | {r['query_s']:>7.3f} | {r['total_s']:>16.3f} "
+              f"| {r['points']:>6} | {r['nbytes']:>5} |")
     print(f"| RGB / latent | | {rgb['insert_s'] / lat['insert_s']:.1f}x | {rgb['query_s'] / lat['query_s']:.1f}x | "
-          f"{rgb['total_s'] / lat['total_s']:.1f}x | {rgb['points'] / max(lat['points'], 1):.1f}x | {rgb['nbytes'] / max(lat['nbytes'], 1):.1f}x |")
+          f"{rgb['total_s'] / lat['total_s']:.1f}x | {rgb['points'] / max(lat['points'], 1):.1f}x | "
+          f"{rgb['nbytes'] / max(lat['nbytes'], 1):.1f}x |")
     print(f"(latent plain batched insert of the {lat['frames']} frames, no per-frame query: {res['latent_plain_insert_s']:.3f} s)")
 
 

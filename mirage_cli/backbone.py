@@ -696,9 +696,8 @@ def _refuse_real_size_on_cpu(parameters: int, what: str) -> None:
 
 def _transformer_parameter_count(directory: Path) -> int:
     """Parameters of the transformer described by ``directory/transformer/config.json`` (meta device)."""
-    from diffusers import WanTransformer3DModel
-
     from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
 
     config_path = directory / "transformer" / "config.json"
     try:

@@ -46,10 +46,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any
 
 from mirage_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, InputError, Problem
 from mirage_cli.signals import DEFAULT_SIGNALS, GracefulStop
@@ -145,7 +146,7 @@ def parse_shard(text: str, env: Mapping[str, str] | None = None) -> tuple[int, i
             index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0)
             count = int(env["SLURM_ARRAY_TASK_COUNT"])
         except ValueError:
-            raise InputError(Problem(file=None, field="--shard", message="SLURM_ARRAY_TASK_* are not integers"))
+            raise InputError(Problem(file=None, field="--shard", message="SLURM_ARRAY_TASK_* are not integers")) from None
         source = "from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_MIN/SLURM_ARRAY_TASK_COUNT"
     else:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
@@ -639,7 +640,7 @@ def _run_slurm(tasks: list[SceneTask], options: BatchOptions, on_start) -> Batch
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=options.max_requeues)
     except RuntimeError as e:
-        raise InputError(Problem(file=None, field="--executor", message=f"slurm is not available here: {e}"))
+        raise InputError(Problem(file=None, field="--executor", message=f"slurm is not available here: {e}")) from None
     executor.update_parameters(**slurm_parameters(options))
     with executor.batch():
         jobs = [executor.submit(t) for t in tasks]

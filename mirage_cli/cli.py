@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -32,23 +33,23 @@ def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run(fn: Callable[[], Optional[int]]) -> None:
+def _run(fn: Callable[[], int | None]) -> None:
     """Run a command body and turn library errors into one clear message and an exit code."""
     try:
         code = fn()
     except InputError as e:
         for p in e.problems:
             _err(f"error: {p}")
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_USAGE) from None
     except Interrupted as e:
         _err(f"interrupted: {e}")
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
     except MirageError as e:
         _err(f"error: {e}")
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         _err("interrupted")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     raise typer.Exit(int(code or 0))
 
 
@@ -85,16 +86,20 @@ def validate(
 def trajectory(
     source: Path = typer.Argument(..., help="Camera path: .json (canonical or nerfstudio), .txt (RealEstate10K), "
                                             ".yaml/.yml (trajectory or preset), or a COLMAP model folder."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Resample to N frames (default: the source's own)."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second (default: the source's, else 24)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Render width in pixels (with --height; default: the source's, else 1280)."),
-    height: Optional[int] = typer.Option(None, "--height", help="Render height in pixels (default: the source's, else 704)."),
+    frames: int | None = typer.Option(None, "--frames", help="Resample to N frames (default: the source's own)."),
+    fps: float | None = typer.Option(None, "--fps", help="Frames per second (default: the source's, else 24)."),
+    width: int | None = typer.Option(None, "--width", help="Render width in pixels (with --height; default: the source's, else 1280)."),
+    height: int | None = typer.Option(None, "--height", help="Render height in pixels (default: the source's, else 704)."),
     order: str = typer.Option("name", "--order", help="COLMAP image order: name | id."),
-    to: Optional[Path] = typer.Option(None, "--to", help="Write the path: .json canonical, .txt RealEstate10K, .yaml trajectory, "
+    to: Path | None = typer.Option(None, "--to", help="Write the path: .json canonical, .txt RealEstate10K, .yaml trajectory, "
                                                          "*transforms.json / *camera_path.json nerfstudio, no suffix: COLMAP folder."),
-    to_format: Optional[str] = typer.Option(None, "--to-format", help="Force the --to format: json | realestate10k | yaml | "
-                                                                      "nerfstudio-transforms | nerfstudio-camera-path | colmap-text | colmap-binary."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a top-down + side view PNG of the path."),
+    to_format: str | None = typer.Option(
+        None,
+        "--to-format",
+        help="Force the --to format: json | realestate10k | yaml | nerfstudio-transforms | nerfstudio-camera-path | "
+        "colmap-text | colmap-binary.",
+    ),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a top-down + side view PNG of the path."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Read, resample, summarize, convert and plot a camera path."""
@@ -131,16 +136,20 @@ def trajectory(
 # Each flag is declared once here; its default is the options dataclass's (mirage_cli/options.py).
 
 _BACKBONE = BackboneOptions()
-Preset = Annotated[Optional[str], typer.Option("--preset", help="`tiny`: tiny random components, CPU-friendly, no download.")]
-RandomWeights = Annotated[bool, typer.Option("--random-weights", help="The real 5B architecture with random weights (speed tests, no download).")]
+Preset = Annotated[str | None, typer.Option("--preset", help="`tiny`: tiny random components, CPU-friendly, no download.")]
+RandomWeights = Annotated[
+    bool, typer.Option("--random-weights", help="The real 5B architecture with random weights (speed tests, no download).")
+]
 Device = Annotated[str, typer.Option("--device", help="auto | cuda | cuda:N | cpu (auto prefers CUDA).")]
-Dtype = Annotated[str, typer.Option("--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32.")]
+Dtype = Annotated[
+    str, typer.Option("--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32.")
+]
 OffloadFlag = Annotated[Offload, typer.Option("--offload", help="diffusers offloading of the weights to the CPU (CUDA only).")]
 VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode with VAE tiling (less memory).")]
 Fp8 = Annotated[bool, typer.Option("--fp8", help="Store transformer weights in fp8 (layerwise casting).")]
-AttentionBackend = Annotated[Optional[str], typer.Option("--attention-backend", help="diffusers attention backend name.")]
+AttentionBackend = Annotated[str | None, typer.Option("--attention-backend", help="diffusers attention backend name.")]
 Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation of the repeated transformer blocks.")]
-Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps per chunk (overrides the spec).")]
+Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec).")]
 
 
 def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_) -> BackboneOptions:
@@ -163,8 +172,8 @@ def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling
 @app.command()
 def render(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else runs/<spec stem>)."),
-    model: Optional[str] = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else runs/<spec stem>)."),
+    model: str | None = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
     preset: Preset = _BACKBONE.preset,
     random_weights: RandomWeights = _BACKBONE.random_weights,
     device: Device = _BACKBONE.device,
@@ -174,14 +183,14 @@ def render(
     fp8: Fp8 = _BACKBONE.fp8,
     attention_backend: AttentionBackend = _BACKBONE.attention_backend,
     compile_: Compile = _BACKBONE.compile,
-    memory: Optional[MemoryMode] = typer.Option(None, "--memory", help="What conditions each chunk (overrides the spec)."),
-    pin: Optional[PinMode] = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
-    pin_until: Optional[float] = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
-    depth_model: Optional[str] = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
+    memory: MemoryMode | None = typer.Option(None, "--memory", help="What conditions each chunk (overrides the spec)."),
+    pin: PinMode | None = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
+    pin_until: float | None = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
+    depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
     steps: Steps = None,
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
     restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out and start over."),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="Write a torch.profiler Chrome trace of one chunk into DIR."),
+    trace: Path | None = typer.Option(None, "--trace", help="Write a torch.profiler Chrome trace of one chunk into DIR."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
     json_out: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
 ) -> None:
@@ -262,14 +271,20 @@ def cache_export(
 
 @app.command(context_settings={"allow_interspersed_args": True})
 def batch(
-    specs: List[str] = typer.Argument(..., help="Scene specs, then optionally `--` and extra `mirage render` arguments.", metavar="SPEC... [-- RENDER_ARGS...]"),
+    specs: list[str] = typer.Argument(
+        ..., help="Scene specs, then optionally `--` and extra `mirage render` arguments.", metavar="SPEC... [-- RENDER_ARGS...]"
+    ),
     out_root: Path = typer.Option(..., "--out-root", help="Each scene renders into OUT_ROOT/<spec stem>."),
     executor: str = typer.Option("local", "--executor", help="local | slurm (submitit)."),
-    partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition."),
+    partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
     gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs per scene job."),
-    time_min: Optional[float] = typer.Option(None, "--time-min", help="Time limit per job in minutes (slurm default 240; local: none). Jobs are requeued and resume."),
-    array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", help="At most K scenes at once (local default 1)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: render the I-th (0-based) of N shares here; `auto` reads SLURM_ARRAY_TASK_ID/COUNT."),
+    time_min: float | None = typer.Option(
+        None, "--time-min", help="Time limit per job in minutes (slurm default 240; local: none). Jobs are requeued and resume."
+    ),
+    array_parallelism: int | None = typer.Option(None, "--array-parallelism", help="At most K scenes at once (local default 1)."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="I/N: render the I-th (0-based) of N shares here; `auto` reads SLURM_ARRAY_TASK_ID/COUNT."
+    ),
     signal_delay_s: int = typer.Option(120, "--signal-delay-s", help="Seconds between the warning signal (USR1) and the time limit."),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Re-runs of a scene that stops unexpectedly before it counts as failed."),
     json_out: bool = typer.Option(False, "--json", help="Print the batch summary as one JSON object."),
@@ -335,8 +350,8 @@ def preview(
 
 @app.command()
 def bench(
-    scene: Optional[Path] = typer.Argument(None, help="Scene spec (default: the bundled example)."),
-    chunks: Optional[int] = typer.Option(None, "--chunks", help="Render only the first N chunks."),
+    scene: Path | None = typer.Argument(None, help="Scene spec (default: the bundled example)."),
+    chunks: int | None = typer.Option(None, "--chunks", help="Render only the first N chunks."),
     repeat: int = typer.Option(3, "--repeat", help="Measured rounds after the warm-up."),
     steps: Steps = None,
     preset: Preset = _BACKBONE.preset,
@@ -387,7 +402,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         app(standalone_mode=True)
-    except SystemExit as e:
+    except SystemExit:
         # click maps its own usage errors to exit 2 already; keep every other code as is.
         raise
     except Exception as e:  # a bug, not a user error: say so without hiding the cause

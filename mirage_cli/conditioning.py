@@ -21,8 +21,9 @@ own stages on the profiler they are given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ class CameraTensors:
     width: int
 
     @classmethod
-    def from_trajectory(cls, trajectory, device: torch.device) -> "CameraTensors":
+    def from_trajectory(cls, trajectory, device: torch.device) -> CameraTensors:
         """From a ``mirage_cli.camera.Trajectory`` (float64 numpy arrays)."""
         return cls(
             K=torch.as_tensor(trajectory.K, dtype=torch.float32, device=device),  # [N, 3, 3]
@@ -87,7 +88,7 @@ class ConditionView:
     memory_depth_valid: Tensor
 
     @classmethod
-    def empty(cls, frames: int, channels: int, height: int, width: int, device: torch.device) -> "ConditionView":
+    def empty(cls, frames: int, channels: int, height: int, width: int, device: torch.device) -> ConditionView:
         """Nothing to pin: zeros of shape [T, C, h, w] / [T, h, w] (T = ``frames``)."""
         zeros = torch.zeros(frames, height, width, device=device)  # [T, h, w]
         none = torch.zeros(frames, height, width, dtype=torch.bool, device=device)  # [T, h, w]

@@ -30,9 +30,9 @@ everything needed to continue bit-exactly (latents, UniPC's multistep state, the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -61,7 +61,7 @@ class SchedulerState:
     this_order: int | None
 
     @classmethod
-    def capture(cls, scheduler) -> "SchedulerState":
+    def capture(cls, scheduler) -> SchedulerState:
         """Snapshot ``scheduler`` (tensor references are shared, the lists are copied)."""
         return cls(
             model_outputs=list(scheduler.model_outputs),
@@ -132,7 +132,7 @@ class DenoiseState:
         return out
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "DenoiseState":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> DenoiseState:
         """Rebuild a state from ``to_tensors``' dict (e.g. loaded with ``safetensors.torch.load_file``)."""
         try:
             order = int(tensors["scheduler.solver_order"])

@@ -13,8 +13,8 @@ Library code raises these; only ``cli.py`` turns them into messages and exit cod
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -56,7 +56,7 @@ class InputError(MirageError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, problems: "list[Problem] | Problem | str", *, file: str | None = None, field: str | None = None):
+    def __init__(self, problems: list[Problem] | Problem | str, *, file: str | None = None, field: str | None = None):
         if isinstance(problems, str):
             problems = [Problem(file=file, field=field, message=problems)]
         elif isinstance(problems, Problem):

@@ -27,7 +27,6 @@ With ``depth_tolerance=0`` this is the plain z-buffer (nearest depth wins).
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -389,9 +388,9 @@ def zbuffer_winner(
     depth: Tensor,
     point: Tensor,
     num_cells: int,
-    dist2: Optional[Tensor] = None,
+    dist2: Tensor | None = None,
     depth_tolerance: float = 0.0,
-    tie_keys: Optional[Tensor] = None,
+    tie_keys: Tensor | None = None,
 ) -> Tensor:
     """Pick one point per cell, independent of candidate order (rules in the module docstring).
 
@@ -443,7 +442,7 @@ def splat(
     size: tuple[int, int],
     max_half_size: float = 2.0,
     depth_tolerance: float = 0.0,
-    tie_keys: Optional[Tensor] = None,
+    tie_keys: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Footprint splatting with an order-independent z-buffer (see the module docstring).
 
@@ -581,7 +580,7 @@ def _reference_splat(
     size: tuple[int, int],
     max_half_size: float = 2.0,
     depth_tolerance: float = 0.0,
-    tie_keys: Optional[Tensor] = None,
+    tie_keys: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Python loops over frames, cells and points, with the same float32 arithmetic as ``splat``."""
     T, N = z.shape

@@ -46,7 +46,7 @@ def load_image(path: Path, width: int, height: int) -> torch.Tensor:
         with Image.open(path) as im:
             rgb = _fit(im.convert("RGB"), width, height, Image.Resampling.LANCZOS)
     except OSError as e:
-        raise InputError(f"cannot read image: {e}", file=str(path), field="image")
+        raise InputError(f"cannot read image: {e}", file=str(path), field="image") from None
     arr = np.asarray(rgb, dtype=np.float32) / 255.0  # [H, W, 3]
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
@@ -63,7 +63,7 @@ def load_depth(path: Path, width: int, height: int, depth_scale: float = 0.001) 
             with Image.open(path) as im:
                 arr = np.asarray(im, dtype=np.float32) * float(depth_scale)
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot read depth: {e}", file=str(path), field="depth")
+        raise InputError(f"cannot read depth: {e}", file=str(path), field="depth") from None
     if arr.ndim != 2:
         raise InputError(f"expected a 2-D depth map [H, W], got shape {list(arr.shape)}", file=str(path), field="depth")
     arr = np.where(np.isfinite(arr) & (arr > 0), arr, 0.0).astype(np.float32)
@@ -77,7 +77,7 @@ def load_mask(path: Path, width: int, height: int) -> torch.Tensor:
         with Image.open(path) as im:
             m = _fit(im.convert("L"), width, height, Image.Resampling.NEAREST)
     except OSError as e:
-        raise InputError(f"cannot read mask: {e}", file=str(path), field="mask")
+        raise InputError(f"cannot read mask: {e}", file=str(path), field="mask") from None
     return torch.from_numpy(np.asarray(m) > 0)
 
 

@@ -10,7 +10,8 @@ import enum
 import json
 import math
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def to_jsonable(obj: Any, *, nonfinite: str = "error") -> Any:

@@ -94,7 +94,7 @@ class BackboneOptions:
     attention_backend: str | None = None
     compile: bool = False
 
-    def resolved(self) -> "BackboneOptions":
+    def resolved(self) -> BackboneOptions:
         """The same options with ``dtype="auto"`` made concrete for the device they will run on."""
         if self.dtype != "auto":
             return self

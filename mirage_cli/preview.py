@@ -9,8 +9,8 @@ speed, how much of each frame the start image still explains) before a real rend
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -34,10 +34,11 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -149,7 +150,7 @@ class ChunkProfile:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ChunkProfile":
+    def from_dict(cls, d: dict[str, Any]) -> ChunkProfile:
         """Inverse of ``to_dict`` (unknown keys go to ``extra``)."""
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in d.items() if k in known}

@@ -26,7 +26,7 @@ class RichRenderEvents(RenderEvents):
         self.step_task = None
         self._t_chunk = 0.0
 
-    def __enter__(self) -> "RichRenderEvents":
+    def __enter__(self) -> RichRenderEvents:
         if self.interactive:
             self.progress = Progress(
                 TextColumn("{task.description}"),

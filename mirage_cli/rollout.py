@@ -20,8 +20,8 @@ The rollout never prints and never touches the run directory; ``mirage_cli.sessi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -30,6 +30,7 @@ from mirage_cli.conditioning import CameraTensors, Conditioner, ConditionView, m
 from mirage_cli.denoise import DenoiseState
 from mirage_cli.depth import DepthAligner
 from mirage_cli.spec import Chunk, Plan
+
 # Chunk c > 0 is decoded after this many of the previous chunk's latent frames, so the causal VAE
 # decoder sees the frames leading into the chunk (each causal convolution looks back 2 frames, and
 # the layers stack). On the tiny VAE, 4 frames cut the difference to a one-pass decode of the whole
@@ -111,7 +112,7 @@ class Rollout:
         self.context_latents: Tensor | None = None  # [C, k, h, w] latent frames before last_latent (decode context)
 
     @classmethod
-    def for_plan(cls, plan: Plan, backbone, *, depth_provider, profiler) -> "Rollout":
+    def for_plan(cls, plan: Plan, backbone, *, depth_provider, profiler) -> Rollout:
         """The rollout of ``plan``: the conditioner of ``plan.memory.mode``, depth from ``depth_provider``."""
         cameras = CameraTensors.from_trajectory(plan.trajectory, backbone.device)
         conditioner = make_conditioner(plan.memory.mode, backbone=backbone, cameras=cameras, settings=plan.memory, profiler=profiler)

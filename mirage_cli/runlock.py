@@ -147,7 +147,7 @@ class RunLock:
         self.info: dict[str, Any] = {}
         self.took_over: dict | None = None  # the stale lock we replaced, if any
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 

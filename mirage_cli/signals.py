@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any, Callable, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class GracefulStop:
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "GracefulStop":
+    def __enter__(self) -> GracefulStop:
         if threading.current_thread() is not threading.main_thread():
             log.warning("GracefulStop outside the main thread: signal handlers not installed")
             return self

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,9 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "mask": FieldSpec((str, _NONE), None, "PNG mask of what to keep out of memory (nonzero = keep out)"),
     "camera": FieldSpec((dict,), None, "camera source (exactly one; mirage_cli/camera/source.py)", required=True),
     "intrinsics": FieldSpec(
-        (dict, _NONE), None, f"{{fov: deg}} or {{fx, fy, cx, cy}} at the render size (null: the source's, else fov {DEFAULT_VERTICAL_FOV_DEG:g})"
+        (dict, _NONE),
+        None,
+        f"{{fov: deg}} or {{fx, fy, cx, cy}} at the render size (null: the source's, else fov {DEFAULT_VERTICAL_FOV_DEG:g})",
     ),
     "frames": FieldSpec((int,), DEFAULT_FRAMES, "number of output frames, 4k+1"),
     "fps": FieldSpec((int, float), DEFAULT_FPS, "output frame rate"),
@@ -100,7 +103,7 @@ class MemorySettings:
     dynamic_threshold: float | None
 
     @classmethod
-    def from_fields(cls, values: dict) -> "MemorySettings":
+    def from_fields(cls, values: dict) -> MemorySettings:
         """From type-checked ``MEMORY_FIELDS`` values (see ``check_memory`` for the range checks)."""
 
         def number(name: str) -> float | None:
@@ -117,7 +120,7 @@ class MemorySettings:
         )
 
     @classmethod
-    def default(cls) -> "MemorySettings":
+    def default(cls) -> MemorySettings:
         """The defaults of ``MEMORY_FIELDS``."""
         return cls.from_fields({name: spec.default for name, spec in MEMORY_FIELDS.items()})
 
@@ -235,9 +238,9 @@ def read_spec_yaml(path: Path) -> tuple[dict, Callable[[str], int | None]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError("spec file not found", file=str(path))
+        raise InputError("spec file not found", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read spec file: {e}", file=str(path))
+        raise InputError(f"cannot read spec file: {e}", file=str(path)) from None
     data, line_of = load_yaml_with_lines(text, str(path))
     if data is None:
         raise InputError("spec file is empty", file=str(path))

@@ -100,7 +100,7 @@ class HashTextEmbedder:
 
     def token_vector(self, token: str) -> torch.Tensor:
         """The fixed embedding of one token: [dim] float32 on the CPU."""
-        digest = hashlib.blake2b(f"{self.seed}\x00{token}".encode("utf-8"), digest_size=8).digest()
+        digest = hashlib.blake2b(f"{self.seed}\x00{token}".encode(), digest_size=8).digest()
         generator = torch.Generator(device="cpu").manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
         return torch.randn(self.dim, generator=generator)  # [D]
 

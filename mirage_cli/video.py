@@ -8,9 +8,8 @@ dropped (it repeats the previous segment's last frame).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
-from pathlib import Path
-from typing import Iterable, Sequence
 
 import av
 import numpy as np

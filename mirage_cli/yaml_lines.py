@@ -6,7 +6,8 @@ items as ``[i]``. A mapping value is reported at its key's line.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 
@@ -42,7 +43,7 @@ def load_yaml_with_lines(text: str, file: str) -> tuple[Any, Callable[[str], int
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError([Problem(file=file, field=None, line=line, message=f"YAML does not parse: {reason}")])
+        raise InputError([Problem(file=file, field=None, line=line, message=f"YAML does not parse: {reason}")]) from None
     lines: dict[str, int] = {}
     if node is not None:
         _walk(node, "", lines)

@@ -252,8 +252,8 @@ def test_hub_id_resolves_through_the_cache(tiny_dir, tmp_path, monkeypatch):
 
 
 def test_real_architecture_numbers():
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from accelerate import init_empty_weights
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     vae_config = wan22_vae_config()
     assert (vae_config["z_dim"], vae_config["base_dim"], vae_config["decoder_base_dim"]) == (48, 160, 256)
@@ -271,8 +271,8 @@ def test_real_architecture_numbers():
 
 
 def test_materialize_random_on_a_small_config():
-    from diffusers import WanTransformer3DModel
     from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
 
     with init_empty_weights(include_buffers=False):
         model = WanTransformer3DModel(**tiny_transformer_config())
@@ -338,7 +338,8 @@ def test_device_auto_on_this_machine():
 
 
 def test_cpu_runnable_options(tiny_dir):
-    backbone = load_backbone(str(tiny_dir), BackboneOptions(device="cpu", vae_tiling=True, fp8=True, attention_backend="native", compile=True, dtype="bfloat16"))
+    options = BackboneOptions(device="cpu", vae_tiling=True, fp8=True, attention_backend="native", compile=True, dtype="bfloat16")
+    backbone = load_backbone(str(tiny_dir), options)
     assert backbone.vae.use_tiling
     assert backbone.transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
     assert all(block._compiled_call_impl is not None for block in backbone.transformer.blocks)

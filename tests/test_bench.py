@@ -14,14 +14,14 @@ import sys
 def test_bench_tiny_json():
     proc = subprocess.run(
         [sys.executable, "-m", "mirage_cli", "bench", "--preset", "tiny", "--chunks", "2", "--repeat", "1", "--steps", "2", "--json",
-         "--vae-tiling", "--attention-backend", "native"],
+         "--attention-backend", "native"],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert set(result["runs"]) == {"latent", "rgb", "none"}
     # the backbone flags reach the bench's renders (declared once for render and bench)
-    assert result["options"]["vae_tiling"] is True and result["options"]["attention_backend"] == "native"
+    assert result["options"]["attention_backend"] == "native" and result["options"]["vae_tiling"] is False
     assert result["options"]["dtype"] == "float32"
     for run in result["runs"].values():
         assert run["end_to_end_seconds"] > 0 and run["peak_memory_bytes"] > 0

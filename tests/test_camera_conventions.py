@@ -112,7 +112,9 @@ def test_intrinsics_fov_and_rescale():
 
 def test_yaw_pitch_roll_signs():
     np.testing.assert_allclose(yaw_pitch_roll_to_matrix(0, 0, 0), np.eye(3))
-    fwd = lambda R: R[:, 2]  # camera z (viewing direction) in world
+    def fwd(R):
+        return R[:, 2]  # camera z (viewing direction) in world
+
     np.testing.assert_allclose(fwd(yaw_pitch_roll_to_matrix(90, 0, 0)), [1, 0, 0], atol=1e-12)  # yaw right -> +x
     np.testing.assert_allclose(fwd(yaw_pitch_roll_to_matrix(0, 90, 0)), [0, -1, 0], atol=1e-12)  # pitch up -> -y
     # roll > 0: the camera's right (x) axis swings down (+y)

@@ -10,7 +10,7 @@ import pytest
 
 from mirage_cli.camera.conventions import world_from_cam_to_colmap
 from mirage_cli.camera.intrinsics import K_from_params, K_from_vertical_fov
-from mirage_cli.camera.readers import detect_kind, read_colmap, read_realestate10k, read_camera_file
+from mirage_cli.camera.readers import detect_kind, read_camera_file, read_colmap, read_realestate10k
 from mirage_cli.camera.rotations import quat_to_matrix
 from mirage_cli.camera.source import load_trajectory
 from mirage_cli.camera.trajectory import Trajectory
@@ -129,7 +129,7 @@ def test_colmap_models_written_by_pycolmap(tmp_path, binary):
 @pytest.mark.parametrize("path", RE10K, ids=[p.stem for p in RE10K])
 def test_real_realestate10k_files(tmp_path, path):
     keys = read_realestate10k(path)
-    lines = [l.split() for l in path.read_text().splitlines()[1:] if l.strip()]
+    lines = [row.split() for row in path.read_text().splitlines()[1:] if row.strip()]
     assert len(keys) == len(lines) == 16
     row = [float(x) for x in lines[0]]
     traj = load_trajectory(path, width=1280, height=720)

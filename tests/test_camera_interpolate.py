@@ -104,7 +104,9 @@ def test_spline_is_smoother_than_linear_on_a_circle():
     t = np.linspace(0, 8, 161)
     spline, _ = resample(np.arange(9.0), poses, t, interpolation="spline")
     linear, _ = resample(np.arange(9.0), poses, t, interpolation="linear")
-    radius = lambda p: np.hypot(p[:, 0, 3], p[:, 2, 3])
+    def radius(p):
+        return np.hypot(p[:, 0, 3], p[:, 2, 3])
+
     assert np.max(np.abs(radius(spline) - 1)) < np.max(np.abs(radius(linear) - 1)) / 2
 
 
@@ -113,7 +115,7 @@ def test_arkit_sign_flips_resampled_to_77_frames():
     assert len(keys) == 20
     # the file really flips quaternion signs between consecutive frames (4 -> 5 among others)
     text = (ARKIT / "images.txt").read_text().splitlines()
-    qw = [float(l.split()[1]) for l in text if l and not l.startswith("#") and len(l.split()) >= 10]
+    qw = [float(row.split()[1]) for row in text if row and not row.startswith("#") and len(row.split()) >= 10]
     assert any(a > 0 > b for a, b in zip(qw, qw[1:]))
     key_total = total_rotation_deg(keys.world_from_cam)  # shortest-arc total between keyframes
     traj = build_trajectory(keys, frames=77, fps=24, width=1280, height=704)
@@ -121,8 +123,8 @@ def test_arkit_sign_flips_resampled_to_77_frames():
     total = total_rotation_deg(traj.world_from_cam)
     assert total == pytest.approx(key_total, rel=0.05)
     # naive interpolation of the raw quaternions (no sign fix) spins the long way round
-    q_raw = np.array([[float(x) for x in l.split()[1:5]] for l in text
-                      if l and not l.startswith("#") and len(l.split()) >= 10])
+    q_raw = np.array([[float(x) for x in row.split()[1:5]] for row in text
+                      if row and not row.startswith("#") and len(row.split()) >= 10])
     t = np.linspace(0, 19, 77)
     j = np.minimum(t.astype(int), 18)
     u = (t - j)[:, None]
@@ -133,3 +135,50 @@ def test_arkit_sign_flips_resampled_to_77_frames():
     np.testing.assert_allclose(traj.world_from_cam[0], keys.world_from_cam[0], atol=1e-9)
     np.testing.assert_allclose(traj.world_from_cam[-1], keys.world_from_cam[-1], atol=1e-9)
     assert path_length(traj.world_from_cam) >= path_length(keys.world_from_cam) * 0.99
+
+
+# --- scipy as the oracle ------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(quats, quats, st.lists(st.floats(0, 1), min_size=1, max_size=5))
+def test_slerp_matches_scipy(q0, q1, us):
+    from scipy.spatial.transform import Rotation, Slerp
+
+    ours = slerp(q0, q1, np.asarray(us))  # [n, 4] (w, x, y, z)
+    reference = Slerp([0.0, 1.0], Rotation.from_quat(np.stack([q0, q1]), scalar_first=True))(us)
+    theirs = reference.as_quat(scalar_first=True)  # [n, 4]
+    # the same rotations (a quaternion and its negative are one rotation)
+    np.testing.assert_allclose(np.abs(np.sum(ours * theirs, axis=-1)), 1.0, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(quats)
+def test_matrix_to_quat_matches_scipy(q):
+    from scipy.spatial.transform import Rotation
+
+    from mirage_cli.camera.rotations import matrix_to_quat
+
+    R = Rotation.from_quat(q, scalar_first=True).as_matrix()
+    theirs = Rotation.from_matrix(R).as_quat(scalar_first=True)
+    ours = matrix_to_quat(R)
+    assert ours[0] >= 0  # our sign convention; at w = 0 both signs qualify
+    np.testing.assert_allclose(abs(float(np.dot(ours, theirs))), 1.0, atol=1e-9)
+    np.testing.assert_allclose(quat_to_matrix(matrix_to_quat(R)), R, atol=1e-9)
+
+
+def test_spline_is_the_cubic_hermite_spline_of_scipy():
+    from scipy.interpolate import CubicHermiteSpline
+
+    from mirage_cli.camera.interpolate import hermite_tangents, interpolate_points
+
+    rng = np.random.default_rng(0)
+    key_times = np.cumsum(rng.uniform(0.3, 2.0, size=7))  # uneven knots
+    points = rng.normal(size=(7, 3))
+    t = np.linspace(key_times[0], key_times[-1], 301)
+    ours = interpolate_points(key_times, points, t, "spline")
+    theirs = CubicHermiteSpline(key_times, points, hermite_tangents(key_times, points), axis=0)(t)
+    np.testing.assert_allclose(ours, theirs, atol=1e-12)
+    # Catmull-Rom interior tangents: the central difference over the two neighbouring knots
+    m = hermite_tangents(key_times, points)
+    np.testing.assert_allclose(m[3], (points[4] - points[2]) / (key_times[4] - key_times[2]))

@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mirage_cli.backbone import load_backbone
-from mirage_cli.options import BackboneOptions
 from mirage_cli.denoise import (
     DenoiseState,
     denoise_chunk,
@@ -20,6 +19,7 @@ from mirage_cli.denoise import (
     token_mask_to_cells,
     token_pin_mask,
 )
+from mirage_cli.options import BackboneOptions
 
 C, T, H, W = 48, 3, 4, 6  # latent grid: 3 latent frames of 4x6 cells = 2x3 tokens per frame
 

@@ -145,7 +145,8 @@ def test_loop_closed_three_times_grows_the_cache_by_at_most_ten_percent():
         cams = _loop_cameras(8, phase=0.37 * loop)  # later loops pass between the first loop's cameras
         views = [view(c) for c in cams]
         mem.insert_unexplained(
-            torch.stack([v[2] for v in views]), torch.stack([v[1] for v in views]), K, torch.tensor(np.stack(cams)), frame_index=torch.arange(8) + 8 * loop
+            torch.stack([v[2] for v in views]), torch.stack([v[1] for v in views]), K, torch.tensor(np.stack(cams)),
+            frame_index=torch.arange(8) + 8 * loop,
         )
         sizes.append(mem.num_points)
     assert sizes[0] > 448

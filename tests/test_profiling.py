@@ -108,7 +108,7 @@ def test_stage_records_time_when_body_raises():
     prof.begin_chunk(0)
     with pytest.raises(ZeroDivisionError):
         with prof.stage(P.DECODE):
-            1 / 0
+            raise ZeroDivisionError("inside the stage")
     chunk = prof.end_chunk(frames=0)
     assert chunk.stage_calls == {P.DECODE: 1}
 
@@ -192,7 +192,7 @@ class _FakeEvent:
         _FakeEvent.clock[0] += 0.25  # each record advances a fake GPU clock by 250 ms
         self.t = _FakeEvent.clock[0]
 
-    def elapsed_time(self, end: "_FakeEvent") -> float:
+    def elapsed_time(self, end: _FakeEvent) -> float:
         assert self.t is not None and end.t is not None, "event resolved before it was recorded"
         return (end.t - self.t) * 1000.0
 

@@ -115,6 +115,7 @@ def test_missing_model_dir_is_exit_2(tmp_path):
 
 def test_no_depth_and_no_depth_model_is_exit_2(tmp_path):
     import shutil
+
     import yaml
 
     for name in ("scene.yaml", "start.png"):

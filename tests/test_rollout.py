@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from mirage_cli.backbone import load_backbone
-from mirage_cli.options import BackboneOptions
 from mirage_cli.conditioning import (
     CONDITIONERS,
     CameraTensors,
@@ -24,7 +23,7 @@ from mirage_cli.conditioning import (
 )
 from mirage_cli.depth import MemoryPropagatedDepth
 from mirage_cli.inputs import load_start_depth, load_start_image
-from mirage_cli.options import MemoryMode
+from mirage_cli.options import BackboneOptions, MemoryMode
 from mirage_cli.profiling import Profiler
 from mirage_cli.rollout import Rollout
 from mirage_cli.spec import load_plan
@@ -122,7 +121,8 @@ def test_rgb_view_memory_depth_is_the_render_at_each_latent_frames_camera(backbo
     cams = chunk.latent_camera_frames()
     mem = rollout.conditioner.memory
     K, wfc = rollout.cameras.K[cams[2]], rollout.cameras.world_from_cam[cams[2]]
-    direct = mem.query(K, wfc, (rollout.plan.height, rollout.plan.width), occlusion_threshold=rollout.conditioner.occlusion_threshold, mark_seen=False)
+    size = (rollout.plan.height, rollout.plan.width)
+    direct = mem.query(K, wfc, size, occlusion_threshold=rollout.conditioner.occlusion_threshold, mark_seen=False)
     assert torch.equal(view.memory_depth[2], direct.depth[0].float())
     assert torch.equal(view.memory_depth_valid[2], direct.mask[0] & (direct.depth[0] > 0))
     assert not view.memory_depth_valid[0].any()

@@ -90,14 +90,14 @@ def test_unknown_key_suggests_closest(scene_dir):
 def test_missing_image_and_wrong_type_reported_together(scene_dir):
     proc = mirage("validate", str(edit(scene_dir, image="nope.png", steps="many", fps=-1)))
     assert_user_error(proc, "image", "file not found", "steps", "expected integer", "fps", "positive")
-    assert len([l for l in proc.stderr.splitlines() if l.startswith("error:")]) >= 3
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) >= 3
 
 
 def test_line_numbers_in_messages(scene_dir):
     path = scene_dir / "lines.yaml"
     text = (scene_dir / "scene.yaml").read_text().replace("frames: 33 ", "frames: 31 ")
     path.write_text(text)
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("frames:"))
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("frames:"))
     proc = mirage("validate", str(path))
     assert_user_error(proc, f"lines.yaml:{line}: frames:")
 

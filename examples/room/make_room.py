@@ -28,7 +28,8 @@ def main(out_dir: Path = Path(__file__).resolve().parent) -> None:
     image = (rgb.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)  # [H, W, 3]
     Image.fromarray(image, mode="RGB").save(out_dir / "start.png", optimize=True)
     np.save(out_dir / "depth.npy", depth.numpy().astype(np.float32))
-    print(f"wrote {out_dir / 'start.png'} and {out_dir / 'depth.npy'} ({WIDTH}x{HEIGHT}, depth {float(depth.min()):.2f}..{float(depth.max()):.2f} m)")
+    span = f"depth {float(depth.min()):.2f}..{float(depth.max()):.2f} m"
+    print(f"wrote {out_dir / 'start.png'} and {out_dir / 'depth.npy'} ({WIDTH}x{HEIGHT}, {span})")
 
 
 if __name__ == "__main__":

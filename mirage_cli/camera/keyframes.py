@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class Keyframes:
     def __len__(self) -> int:
         return int(self.world_from_cam.shape[0])
 
-    def with_(self, **changes) -> "Keyframes":
+    def with_(self, **changes) -> Keyframes:
         return replace(self, **changes)
 
 

@@ -53,7 +53,7 @@ def _read_text(path: Path, field: str | None = None) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError([Problem(file=str(path), field=field, message=f"cannot read: {e}")])
+        raise InputError([Problem(file=str(path), field=field, message=f"cannot read: {e}")]) from None
 
 
 def _read_json(path: Path) -> Any:
@@ -61,7 +61,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError([Problem(file=str(path), field=None, line=e.lineno, message=f"JSON does not parse: {e.msg}")])
+        raise InputError([Problem(file=str(path), field=None, line=e.lineno, message=f"JSON does not parse: {e.msg}")]) from None
 
 
 def _natural_key(name: str) -> list:
@@ -115,7 +115,7 @@ def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
     try:
         rec = pycolmap.Reconstruction(str(model))
     except Exception as e:  # pycolmap raises ValueError with its own check message
-        raise InputError([Problem(file=str(model), field=None, message=f"COLMAP model does not load: {e}")])
+        raise InputError([Problem(file=str(model), field=None, message=f"COLMAP model does not load: {e}")]) from None
     problems = ProblemList(str(model))
     images = [im for im in rec.images.values() if im.has_pose]
     if not images:

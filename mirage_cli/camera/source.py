@@ -23,8 +23,8 @@ rescaled to the render size (``intrinsics.rescale_K``); with neither, a vertical
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -38,11 +38,11 @@ from mirage_cli.camera.intrinsics import (
     rescale_K,
 )
 from mirage_cli.camera.keyframes import Keyframes, as_number, parse_keyframes, unknown_keys
-from mirage_cli.errors import InputError, ProblemList
-from mirage_cli.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_parameters
 from mirage_cli.camera.readers import check_choice, read_camera_file
 from mirage_cli.camera.trajectory import Trajectory
+from mirage_cli.errors import InputError, ProblemList
+from mirage_cli.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 
 SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json")
 OPTION_KEYS = ("order", "timing", "interpolation")

@@ -58,7 +58,7 @@ class Trajectory:
         """float64 [N, 3] camera centres in world coordinates."""
         return self.world_from_cam[:, :3, 3].copy()
 
-    def subset(self, indices) -> "Trajectory":
+    def subset(self, indices) -> Trajectory:
         """The frames at ``indices`` (any numpy index) as a new Trajectory."""
         idx = np.atleast_1d(np.asarray(indices))
         return Trajectory(self.world_from_cam[idx], self.K[idx], self.width, self.height, self.fps)

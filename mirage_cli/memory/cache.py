@@ -13,8 +13,6 @@ seen points down to a capacity; ``render`` projects everything into T cameras an
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -31,7 +29,10 @@ FOOTPRINT_MARGIN = 1.1
 class PointCache:
     """Growable per-point arrays on one device. Not thread-safe."""
 
-    def __init__(self, channels: int, feature_dtype: torch.dtype, device, voxel_size: Optional[float] = None, extras: tuple[tuple[str, torch.dtype], ...] = ()):
+    def __init__(
+        self, channels: int, feature_dtype: torch.dtype, device, voxel_size: float | None = None,
+        extras: tuple[tuple[str, torch.dtype], ...] = (),
+    ):
         self.device = torch.device(device)
         self.voxel_size = voxel_size
         self.clock = 0
@@ -49,7 +50,10 @@ class PointCache:
 
     def arrays(self) -> dict[str, Tensor]:
         """Every per-point array by name (features under ``features``)."""
-        out = {"xyz": self.xyz, "features": self.features, "radius": self.radius, "frame_index": self.frame_index, "last_seen": self.last_seen}
+        out = {
+            "xyz": self.xyz, "features": self.features, "radius": self.radius,
+            "frame_index": self.frame_index, "last_seen": self.last_seen,
+        }
         out.update(self.extras)
         return out
 
@@ -64,7 +68,7 @@ class PointCache:
         self.frame_index, self.last_seen = self.frame_index[keep], self.last_seen[keep]
         self.extras = {k: v[keep] for k, v in self.extras.items()}
 
-    def add(self, xyz: Tensor, features: Tensor, radius: Tensor, frame_index: Tensor, extras: Optional[dict[str, Tensor]] = None) -> int:
+    def add(self, xyz: Tensor, features: Tensor, radius: Tensor, frame_index: Tensor, extras: dict[str, Tensor] | None = None) -> int:
         """Append the points whose voxel is still free; returns how many were added.
 
         Args:
@@ -145,7 +149,8 @@ class PointCache:
             uv, z = geometry.project(pts, K32[sl])  # [Tb, N, 2], [Tb, N]
             valid = z > 1e-6
             zc = z.clamp(min=1e-6)
-            half = FOOTPRINT_MARGIN * geometry.footprint_half_size(self.radius[None, :], zc, pts.norm(dim=-1), focal[sl, None])  # [Tb, N] cells
+            half = geometry.footprint_half_size(self.radius[None, :], zc, pts.norm(dim=-1), focal[sl, None])  # [Tb, N] cells
+            half = FOOTPRINT_MARGIN * half
             wn, dp = geometry.splat(uv, z, half, valid, size, max_half_size, depth_tolerance, tie_keys)
             winners.append(wn)
             depths.append(dp)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
 
-def tensor(x, name: str, device, dtype: Optional[torch.dtype] = None) -> Tensor:
+def tensor(x, name: str, device, dtype: torch.dtype | None = None) -> Tensor:
     """``torch.as_tensor(x)`` on ``device`` (optionally cast), with a clear error for non-numeric input."""
     try:
         t = torch.as_tensor(x, device=device)
@@ -17,7 +15,7 @@ def tensor(x, name: str, device, dtype: Optional[torch.dtype] = None) -> Tensor:
     return t.to(dtype) if dtype is not None else t
 
 
-def frames_first(x: Tensor, tail: tuple[int, ...], name: str, T: Optional[int] = None) -> Tensor:
+def frames_first(x: Tensor, tail: tuple[int, ...], name: str, T: int | None = None) -> Tensor:
     """Return ``x`` as [T, *tail]; a single [*tail] becomes T=1, or is repeated to ``T`` when given.
 
     Raises ValueError naming ``name`` with the expected and the actual shape.

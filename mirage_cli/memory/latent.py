@@ -19,7 +19,6 @@ own coordinates. Winners are marked seen (for least-recently-seen eviction).
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -63,8 +62,8 @@ class LatentSpatialMemory(PointMemory):
         stride: int = 16,
         device="cpu",
         dtype: torch.dtype = torch.float16,
-        voxel_size: Optional[float] = None,
-        capacity: Optional[int] = None,
+        voxel_size: float | None = None,
+        capacity: int | None = None,
     ):
         if channels < 1:
             raise ValueError(f"channels: expected >= 1, got {channels}")
@@ -75,7 +74,8 @@ class LatentSpatialMemory(PointMemory):
         super().__init__(self.channels, device, dtype, _LATENT_DTYPES, voxel_size, capacity, extras=(("confidence", torch.float16),))
 
     def __repr__(self) -> str:
-        return f"LatentSpatialMemory(points={self.num_points}, channels={self.channels}, dtype={self.dtype}, device={self.device}, nbytes={self.nbytes})"
+        return (f"LatentSpatialMemory(points={self.num_points}, channels={self.channels}, dtype={self.dtype}, "
+                f"device={self.device}, nbytes={self.nbytes})")
 
     # --- insert ----------------------------------------------------------------------------------
 
@@ -85,7 +85,7 @@ class LatentSpatialMemory(PointMemory):
         depth: Tensor,
         K: Tensor,
         world_from_cam: Tensor,
-        keep: Optional[Tensor] = None,
+        keep: Tensor | None = None,
         frame_index=None,
         edge_threshold: float = EDGE_THRESHOLD,
     ) -> int:
@@ -117,7 +117,7 @@ class LatentSpatialMemory(PointMemory):
         depth: Tensor,
         K: Tensor,
         world_from_cam: Tensor,
-        keep: Optional[Tensor] = None,
+        keep: Tensor | None = None,
         frame_index=None,
         depth_margin: float = UNEXPLAINED_DEPTH_MARGIN,
         edge_threshold: float = EDGE_THRESHOLD,
@@ -147,7 +147,7 @@ class LatentSpatialMemory(PointMemory):
         *,
         depth_tolerance: float = DEPTH_TOLERANCE,
         max_half_size: float = MAX_HALF_SIZE,
-        occlusion_threshold: Optional[float] = None,
+        occlusion_threshold: float | None = None,
         mark_seen: bool = True,
     ) -> MemoryView:
         """Warp the cache into T target cameras.
@@ -172,7 +172,8 @@ class LatentSpatialMemory(PointMemory):
         h, w = H // self.stride, W // self.stride
         Kt, wfc = self._cameras(K, world_from_cam)
         K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
-        winner, mask, depth = self._render(K_lat, wfc, (h, w), depth_tolerance, max_half_size, occlusion_threshold, mark_seen)  # [T, h, w] each
+        # [T, h, w] each
+        winner, mask, depth = self._render(K_lat, wfc, (h, w), depth_tolerance, max_half_size, occlusion_threshold, mark_seen)
         latents = gather_rows(self.cache.features, winner).permute(0, 3, 1, 2).contiguous()  # [T, C, h, w]
         conf = gather_rows(self.cache.extras["confidence"][:, None], winner)[..., 0].to(torch.float32)  # [T, h, w]
         zero = torch.zeros((), dtype=torch.float32, device=self.device)
@@ -185,7 +186,7 @@ class LatentSpatialMemory(PointMemory):
         return self._state({"stride": torch.tensor(self.stride, dtype=torch.int64)})
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor], device="cpu") -> "LatentSpatialMemory":
+    def from_state_dict(cls, state: dict[str, Tensor], device="cpu") -> LatentSpatialMemory:
         """Rebuild a memory from ``state_dict()``'s output.
 
         Raises:
@@ -207,13 +208,13 @@ class LatentSpatialMemory(PointMemory):
         save_state(path, self.state_dict(), FORMAT)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device="cpu") -> "LatentSpatialMemory":
+    def load(cls, path: str | os.PathLike, device="cpu") -> LatentSpatialMemory:
         """Read a file written by ``save``; ValueError names the file and what is wrong."""
         return cls._load(path, device)
 
     def export_ply(self, path: str | os.PathLike) -> int:
         """Write the cache as a binary PLY point cloud (xyz + colour from the latents' first 3
         principal components), atomically; returns the number of points written."""
-        from mirage_cli.memory.ply import write_point_cloud, pca_colours
+        from mirage_cli.memory.ply import pca_colours, write_point_cloud
 
         return write_point_cloud(path, self.cache.xyz, pca_colours(self.cache.features))

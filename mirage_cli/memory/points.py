@@ -15,7 +15,6 @@ settings, then ``voxel_size`` (nan = None), ``capacity`` (-1 = None) and ``clock
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -38,7 +37,7 @@ class PointMemory:
 
     def __init__(
         self, channels: int, device, dtype: torch.dtype, dtypes: tuple[torch.dtype, ...],
-        voxel_size: Optional[float], capacity: Optional[int], extras: tuple[tuple[str, torch.dtype], ...] = (),
+        voxel_size: float | None, capacity: int | None, extras: tuple[tuple[str, torch.dtype], ...] = (),
     ):
         # the shared settings checks (``dtype`` must be one of ``dtypes``), then the empty cache
         if dtype not in dtypes:
@@ -94,7 +93,7 @@ class PointMemory:
 
     def _add(
         self, features: Tensor, z: Tensor, K_grid: Tensor, world_from_cam: Tensor,
-        keep: Optional[Tensor], frame_index, extras: Optional[dict[str, Tensor]] = None,
+        keep: Tensor | None, frame_index, extras: dict[str, Tensor] | None = None,
     ) -> int:
         """Lift every grid element with valid depth (and ``keep``) to a world point, add those whose
         voxel is free, then evict down to ``capacity``; returns the number added.
@@ -127,7 +126,7 @@ class PointMemory:
 
     def _insert_unexplained(
         self, features: Tensor, z: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor,
-        keep: Optional[Tensor], frame_index, depth_margin: float, **insert_args,
+        keep: Tensor | None, frame_index, depth_margin: float, **insert_args,
     ) -> int:
         """The loop behind both ``insert_unexplained``: per frame, query the memory at its camera
         and ``insert`` only the grid elements that the rendered depth does not explain.
@@ -161,7 +160,7 @@ class PointMemory:
 
     def _render(
         self, K_grid: Tensor, world_from_cam: Tensor, size: tuple[int, int],
-        depth_tolerance: float, max_half_size: float, occlusion_threshold: Optional[float], mark_seen: bool,
+        depth_tolerance: float, max_half_size: float, occlusion_threshold: float | None, mark_seen: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Splat the cache into T cameras (``PointCache.render``), apply the optional occlusion
         filter and mark the winners seen.
@@ -185,7 +184,7 @@ class PointMemory:
 
     # --- state -----------------------------------------------------------------------------------
 
-    def _state(self, settings: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
+    def _state(self, settings: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """The state dict (layout in the module docstring), with the subclass's ``settings``."""
         c = self.cache
         return {
@@ -202,7 +201,7 @@ class PointMemory:
         }
 
     @classmethod
-    def _schema(cls, feature_dtypes, channels, extras: Optional[Schema] = None, settings: Optional[Schema] = None) -> Schema:
+    def _schema(cls, feature_dtypes, channels, extras: Schema | None = None, settings: Schema | None = None) -> Schema:
         """``check_state`` schema of ``_state``'s layout; ``channels`` is the features' width
         (an int, or a name such as "C" to read it from the state)."""
         return {

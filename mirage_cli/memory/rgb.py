@@ -10,7 +10,6 @@ per-pixel work are what the latent memory avoids.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -39,7 +38,7 @@ class RGBPointMemory(PointMemory):
     _FEATURES = "rgb"
     _FORMAT = FORMAT
 
-    def __init__(self, device="cpu", dtype: torch.dtype = torch.uint8, voxel_size: Optional[float] = None, capacity: Optional[int] = None):
+    def __init__(self, device="cpu", dtype: torch.dtype = torch.uint8, voxel_size: float | None = None, capacity: int | None = None):
         super().__init__(3, device, dtype, _COLOUR_DTYPES, voxel_size, capacity)
 
     def __repr__(self) -> str:
@@ -59,7 +58,7 @@ class RGBPointMemory(PointMemory):
 
     # --- insert ----------------------------------------------------------------------------------
 
-    def insert(self, rgb: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor, keep: Optional[Tensor] = None, frame_index=None) -> int:
+    def insert(self, rgb: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor, keep: Tensor | None = None, frame_index=None) -> int:
         """Lift every pixel with valid depth to a world point and add those whose voxel is free.
 
         Args:
@@ -82,7 +81,7 @@ class RGBPointMemory(PointMemory):
         depth: Tensor,
         K: Tensor,
         world_from_cam: Tensor,
-        keep: Optional[Tensor] = None,
+        keep: Tensor | None = None,
         frame_index=None,
         depth_margin: float = UNEXPLAINED_DEPTH_MARGIN,
     ) -> int:
@@ -101,7 +100,7 @@ class RGBPointMemory(PointMemory):
         *,
         depth_tolerance: float = DEPTH_TOLERANCE,
         max_half_size: float = MAX_HALF_SIZE,
-        occlusion_threshold: Optional[float] = None,
+        occlusion_threshold: float | None = None,
         mark_seen: bool = True,
     ) -> RGBView:
         """Render the cloud into T target cameras at pixel level.
@@ -120,7 +119,8 @@ class RGBPointMemory(PointMemory):
         if H <= 0 or W <= 0:
             raise ValueError(f"size: expected positive (H, W), got {tuple(size)}")
         Kt, wfc = self._cameras(K, world_from_cam)
-        winner, mask, depth = self._render(Kt, wfc, (H, W), depth_tolerance, max_half_size, occlusion_threshold, mark_seen)  # [T, H, W] each
+        # [T, H, W] each
+        winner, mask, depth = self._render(Kt, wfc, (H, W), depth_tolerance, max_half_size, occlusion_threshold, mark_seen)
         rgb = self._decode(gather_rows(self.cache.features, winner)).permute(0, 3, 1, 2).contiguous()  # [T, 3, H, W]
         return RGBView(rgb=rgb, mask=mask, depth=depth)
 
@@ -131,7 +131,7 @@ class RGBPointMemory(PointMemory):
         return self._state()
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor], device="cpu") -> "RGBPointMemory":
+    def from_state_dict(cls, state: dict[str, Tensor], device="cpu") -> RGBPointMemory:
         """Rebuild from ``state_dict()``'s output; ValueError lists wrong keys, dtypes and shapes."""
         check_state(state, cls._schema(_COLOUR_DTYPES, 3), "RGBPointMemory")
         mem = cls(device=device, dtype=state["rgb"].dtype, **cls._limits(state))
@@ -143,7 +143,7 @@ class RGBPointMemory(PointMemory):
         save_state(path, self.state_dict(), FORMAT)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device="cpu") -> "RGBPointMemory":
+    def load(cls, path: str | os.PathLike, device="cpu") -> RGBPointMemory:
         """Read a file written by ``save``; ValueError names the file and what is wrong."""
         return cls._load(path, device)
 

@@ -8,7 +8,7 @@ against a schema and raises one ValueError that lists every problem.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import torch
 from safetensors import safe_open
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from mirage_cli.atomic import atomic_path
 
-Dim = Union[int, str]
+Dim = int | str
 Schema = Mapping[str, tuple[Sequence[torch.dtype], Sequence[Dim]]]
 
 

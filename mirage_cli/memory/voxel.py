@@ -14,8 +14,6 @@ from the world origin; farther points share border voxels).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -25,7 +23,7 @@ _AXIS_HALF = 1 << (_AXIS_BITS - 1)
 _LEVEL_OFFSET = 32
 
 
-def voxel_keys(xyz: Tensor, radius: Tensor, voxel_size: Optional[float] = None) -> Tensor:
+def voxel_keys(xyz: Tensor, radius: Tensor, voxel_size: float | None = None) -> Tensor:
     """int64 [N] voxel key of each point.
 
     Args:

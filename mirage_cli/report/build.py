@@ -12,7 +12,8 @@ import importlib.resources
 import json
 import os
 import platform
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -128,7 +128,7 @@ def figure_cache(report: dict):
             ax2.spines[side].set_visible(False)
         ax2.spines["right"].set_color("#9aa1a9")
         lines = ax.get_lines()[:1] + ax2.get_lines()[:1]
-        ax.legend(lines, [l.get_label() for l in lines], loc="lower right", frameon=False, fontsize=9)
+        ax.legend(lines, [line.get_label() for line in lines], loc="lower right", frameon=False, fontsize=9)
     return fig
 
 
