@@ -1,7 +1,7 @@
 """The Wan2.2-TI2V-5B components: load (real, tiny, random-weights), encode prompts, VAE encode/decode.
 
 Three ways to get a ``Backbone``, all through the same diffusers / transformers classes
-(``AutoencoderKLWan``, ``WanTransformer3DModel``, ``UMT5EncoderModel``; DESIGN.md section 2):
+(``AutoencoderKLWan``, ``WanTransformer3DModel``, ``UMT5EncoderModel``):
 
 - ``load_backbone(model)``: a diffusers model id (resolved through the Hugging Face cache, honouring
   offline mode) or a local directory in the diffusers layout (``vae/``, ``transformer/``,

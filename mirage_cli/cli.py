@@ -1,7 +1,7 @@
 """The ``mirage`` command line: parses arguments, calls into the library, maps errors to exit codes.
 
 No logic lives here. Results go to stdout (``--json`` for machines); progress, logs and warnings
-go to stderr. Exit codes (DESIGN.md section 6): 0 done, 1 runtime failure, 2 bad usage or input,
+go to stderr. Exit codes (README, "Commands"): 0 done, 1 runtime failure, 2 bad usage or input,
 75 interrupted with a checkpoint saved.
 """
 

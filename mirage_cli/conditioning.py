@@ -6,7 +6,7 @@ A ``Conditioner`` answers two questions for the rollout (``mirage_cli.rollout``)
 - ``start(...)`` / ``insert(...)``: what the start image and the frames each chunk generated add to
   the memory.
 
-Three strategies, one per ``--memory`` mode (DESIGN.md section 5):
+Three strategies, one per ``--memory`` mode:
 
 - ``LatentConditioner`` (``latent``, the method): warp the cached latent tokens straight into the
   camera of every latent frame (``LatentSpatialMemory.query``); insert new latent cells.

@@ -1,4 +1,4 @@
-"""The denoising loop of one chunk: UniPC over the Wan2.2 transformer, with pinned tokens (DESIGN.md section 5).
+"""The denoising loop of one chunk: UniPC over the Wan2.2 transformer, with pinned tokens.
 
 Conditioning, training-free:
 

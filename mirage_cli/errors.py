@@ -1,4 +1,4 @@
-"""Errors that carry the process exit code of DESIGN.md section 6.
+"""Errors that carry the process exit code (README, "Commands": 0 done, 1, 2, 75).
 
 Library code raises these; only ``cli.py`` turns them into messages and exit codes.
 

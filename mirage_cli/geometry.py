@@ -1,19 +1,16 @@
 """Pure camera geometry on torch tensors: intrinsics, back-projection, projection, z-buffer splatting.
 
-Conventions (DESIGN.md section 3): OpenCV cameras (x right, y down, z forward); ``world_from_cam``
-maps camera points to world points; ``K`` is in pixels with pixel centres at integer coordinates;
-depth is z-depth. Latent cell (i, j) covers pixels [16j, 16j+16) x [16i, 16i+16) and its centre is
-pixel (16j+7.5, 16i+7.5), so the latent grid is just another pinhole camera with
-``latent_intrinsics(K, 16)``.
+Conventions (axes, ``world_from_cam``, integer pixel centres, z-depth, latent cells): see
+docs/CONVENTIONS.md; the latent grid is just another pinhole camera, ``latent_intrinsics(K, 16)``.
 
 Every function here is batched, device-agnostic, has no Python loop over points, and is checked
-against a slow, obviously-correct ``_reference_*`` twin at the bottom of this file
+against a slow, obviously-correct twin of the same name in ``mirage_cli.geometry_reference``
 (tests/test_geometry.py compares them on random inputs).
 
 Splatting (``splat``): each projected point covers its nearest cell and every cell whose centre
 lies inside its footprint square of half-size ``half_size`` cells (capped at ``max_half_size``);
-``footprint_radius`` / ``footprint_half_size`` give the half-size ``0.5 * z_src / z_dst`` of
-DESIGN.md on the optical axis, with the pinhole's off-axis stretch.
+``footprint_radius`` / ``footprint_half_size`` give the half-size ``0.5 * z_src / z_dst`` cells on
+the optical axis, with the pinhole's off-axis stretch.
 Per cell, the winner is chosen by a z-buffer that does not depend on point order:
   1. ``scatter_reduce(amin)`` of depth gives the front depth ``d*`` of the cell;
   2. candidates with ``depth <= d* * (1 + depth_tolerance)`` form the front surface;
@@ -25,8 +22,6 @@ With ``depth_tolerance=0`` this is the plain z-buffer (nearest depth wins).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -295,7 +290,7 @@ def footprint_half_size(radius: Tensor, z: Tensor, distance: Tensor, focal: Tens
     ``distance`` (the radial, larger, extent: ``f * radius * distance / z^2``).
 
     For a point inserted by ``footprint_radius`` this is ``0.5 * z_src / z_dst`` on the optical
-    axis (the DESIGN.md rule), stretched by the pinhole's ``cos(theta_src) / cos(theta_dst)`` off
+    axis, stretched by the pinhole's ``cos(theta_src) / cos(theta_dst)`` off
     axis so that rotations do not leave cracks.
     """
     return focal * radius * distance / (z * z)
@@ -502,143 +497,3 @@ def occlusion_filter(depth: Tensor, mask: Tensor, threshold: float) -> Tensor:
         pair_far = torch.maximum(shifted(di, dj), shifted(-di, -dj))  # [T, h, w]
         behind |= d > (1.0 + threshold) * pair_far
     return mask & ~behind
-
-
-# --- slow references (tests compare the fast code with these) --------------------------------------
-
-
-def _reference_latent_intrinsics(K: Tensor, stride: int) -> Tensor:
-    """One matrix at a time, from the cell-centre definition: pixel = stride * cell + (stride-1)/2."""
-    out = K.clone().reshape(-1, 3, 3)
-    for m in out:
-        # pixel u = fx X/Z + cx and u = s u' + (s-1)/2  =>  u' = (fx/s) X/Z + (cx - (s-1)/2)/s
-        fx, sk, cx, fy, cy = m[0, 0].item(), m[0, 1].item(), m[0, 2].item(), m[1, 1].item(), m[1, 2].item()
-        m[0, 0], m[0, 1], m[0, 2] = fx / stride, sk / stride, (cx - (stride - 1) / 2) / stride
-        m[1, 1], m[1, 2] = fy / stride, (cy - (stride - 1) / 2) / stride
-    return out.reshape(K.shape)
-
-
-def _reference_cell_centre_depth(depth: Tensor, stride: int) -> Tensor:
-    lead, (H, W) = depth.shape[:-2], depth.shape[-2:]
-    flat = depth.reshape(-1, H, W)
-    out = torch.full((flat.shape[0], H // stride, W // stride), float("nan"), dtype=depth.dtype)
-    c = stride // 2
-    rows = [c - 1, c] if stride % 2 == 0 else [c]
-    for b in range(flat.shape[0]):
-        for i in range(H // stride):
-            for j in range(W // stride):
-                vals = [flat[b, i * stride + a, j * stride + bb].item() for a in rows for bb in rows]
-                vals = [x for x in vals if math.isfinite(x) and x > 0]
-                if vals:
-                    out[b, i, j] = sum(vals) / len(vals)
-    return out.reshape(*lead, H // stride, W // stride)
-
-
-def _reference_depth_edge_score(depth: Tensor, stride: int) -> Tensor:
-    lead, (H, W) = depth.shape[:-2], depth.shape[-2:]
-    flat = depth.reshape(-1, H, W).double()
-    out = torch.empty(flat.shape[0], H // stride, W // stride, dtype=torch.float64)
-    r = torch.arange(stride, dtype=torch.float64) - (stride - 1) / 2
-    for b in range(flat.shape[0]):
-        for i in range(H // stride):
-            for j in range(W // stride):
-                block = flat[b, i * stride:(i + 1) * stride, j * stride:(j + 1) * stride]
-                if not bool((torch.isfinite(block) & (block > 0)).all()):
-                    out[b, i, j] = float("inf")
-                    continue
-                rows = [[r[bb].item(), r[a].item(), 1.0] for a in range(stride) for bb in range(stride)]
-                A = torch.tensor(rows, dtype=torch.float64)
-                y = (1.0 / block).reshape(-1, 1)
-                coeff = torch.linalg.lstsq(A, y).solution[:, 0]
-                dev = max(abs(y[k, 0].item() - (A[k] @ coeff).item()) for k in range(A.shape[0]))
-                out[b, i, j] = dev / abs(coeff[2].item())
-    return out.reshape(*lead, H // stride, W // stride)
-
-
-def _reference_backproject(depth: Tensor, K: Tensor, world_from_cam: Tensor) -> Tensor:
-    """depth [B, h, w], K [B, 3, 3], world_from_cam [B, 4, 4] -> [B, h, w, 3], one pixel at a time."""
-    B, h, w = depth.shape
-    out = torch.empty(B, h, w, 3, dtype=torch.float64)
-    for b in range(B):
-        fx, sk, cx = K[b, 0, 0].item(), K[b, 0, 1].item(), K[b, 0, 2].item()
-        fy, cy = K[b, 1, 1].item(), K[b, 1, 2].item()
-        for i in range(h):
-            for j in range(w):
-                zz = depth[b, i, j].item()
-                y = (i - cy) / fy * zz
-                x = (j - cx - sk * (i - cy) / fy) / fx * zz
-                for a in range(3):
-                    out[b, i, j, a] = sum(world_from_cam[b, a, c].item() * (x, y, zz)[c] for c in range(3)) + world_from_cam[b, a, 3].item()
-    return out
-
-
-def _reference_splat(
-    uv: Tensor,
-    z: Tensor,
-    half_size: Tensor,
-    valid: Tensor,
-    size: tuple[int, int],
-    max_half_size: float = 2.0,
-    depth_tolerance: float = 0.0,
-    tie_keys: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Python loops over frames, cells and points, with the same float32 arithmetic as ``splat``."""
-    T, N = z.shape
-    h, w = size
-    winner = torch.full((T, h, w), -1, dtype=torch.long)
-    out_depth = torch.full((T, h, w), float("inf"), dtype=z.dtype)
-    for t in range(T):
-        cands: dict[tuple[int, int], list] = {}
-        for n in range(N):
-            u, v = uv[t, n, 0], uv[t, n, 1]
-            r = half_size[t, n].to(uv.dtype).clamp(max=max_half_size, min=0.0)
-            if not (bool(valid[t, n]) and bool(torch.isfinite(u)) and bool(torch.isfinite(v)) and bool(torch.isfinite(r))):
-                continue
-            for i in range(h):
-                for j in range(w):
-                    ju, iv = torch.floor(u + 0.5), torch.floor(v + 0.5)
-                    jf, i_f = torch.tensor(float(j), dtype=uv.dtype), torch.tensor(float(i), dtype=uv.dtype)
-                    covered = bool((jf >= u - r) & (jf <= u + r) & (i_f >= v - r) & (i_f <= v + r))
-                    nearest = bool((jf == ju) & (i_f == iv))
-                    if covered or nearest:
-                        d2 = (jf - u) * (jf - u) + (i_f - v) * (i_f - v)
-                        cands.setdefault((i, j), []).append((z[t, n], d2, n))
-        for (i, j), lst in cands.items():
-            dmin = min(c[0] for c in lst)
-            if depth_tolerance > 0:
-                lst = [c for c in lst if bool(c[0] <= dmin * (1.0 + depth_tolerance))]
-            else:
-                lst = [c for c in lst if bool(c[0] == dmin)]
-            d2min = min(c[1] for c in lst)
-            lst = [c for c in lst if bool(c[1] == d2min)]
-            if tie_keys is not None:
-                for col in range(tie_keys.shape[1]):
-                    kmin = min(tie_keys[c[2], col] for c in lst)
-                    lst = [c for c in lst if bool(tie_keys[c[2], col] == kmin)]
-            best = min(c[2] for c in lst)
-            winner[t, i, j] = best
-            out_depth[t, i, j] = z[t, best]
-    return winner, out_depth
-
-
-def _reference_occlusion_filter(depth: Tensor, mask: Tensor, threshold: float) -> Tensor:
-    T, h, w = depth.shape
-    out = torch.zeros_like(mask)
-
-    def at(t, i, j):
-        if 0 <= i < h and 0 <= j < w and mask[t, i, j]:
-            return depth[t, i, j].item()
-        return float("inf")
-
-    for t in range(T):
-        for i in range(h):
-            for j in range(w):
-                if not mask[t, i, j]:
-                    continue
-                z = depth[t, i, j].item()
-                sandwiched = any(
-                    z > (1.0 + threshold) * max(at(t, i + di, j + dj), at(t, i - di, j - dj))
-                    for di, dj in ((0, 1), (1, 0), (1, 1), (1, -1))
-                )
-                out[t, i, j] = not sandwiched
-    return out

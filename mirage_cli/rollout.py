@@ -1,4 +1,4 @@
-"""The chunk loop: condition -> denoise -> decode -> depth -> update memory (DESIGN.md section 5).
+"""The chunk loop: condition -> denoise -> decode -> depth -> update memory.
 
 ``Rollout`` holds what lives across chunks (backbone, prompt embeddings, the conditioner with its
 memory, the depth aligner, the previous chunk's last latent and decode context) and runs one chunk

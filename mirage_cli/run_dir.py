@@ -1,4 +1,4 @@
-"""The run directory of one render: every path and file of ``RUN/`` (DESIGN.md section 6).
+"""The run directory of one render: every path and file of ``RUN/``.
 
 Layout::
 

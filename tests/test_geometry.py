@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mirage_cli import geometry as G
+from mirage_cli import geometry_reference as ref
 
 
 def _K(f=100.0, cx=31.5, cy=23.5, skew=0.0, fy=None, dtype=torch.float64):
@@ -54,7 +55,7 @@ def test_latent_intrinsics_matches_reference(lead):
     gen = torch.Generator().manual_seed(0)
     K = _K().repeat(*lead, 1, 1) if lead else _K()
     K = K + torch.randn(K.shape, generator=gen, dtype=K.dtype) * torch.tensor([[1, 0.1, 1], [0, 1, 1], [0, 0, 0]], dtype=K.dtype)
-    torch.testing.assert_close(G.latent_intrinsics(K, 16), G._reference_latent_intrinsics(K, 16))
+    torch.testing.assert_close(G.latent_intrinsics(K, 16), ref.latent_intrinsics(K, 16))
 
 
 def test_latent_intrinsics_rejects_bad_shape():
@@ -87,7 +88,7 @@ def test_cell_centre_depth_matches_reference(shape):
     depth = torch.rand(shape, generator=gen) * 5
     depth[torch.rand(shape, generator=gen) < 0.2] = float("nan")
     depth[torch.rand(shape, generator=gen) < 0.1] = -1.0
-    torch.testing.assert_close(G.cell_centre_depth(depth, 16), G._reference_cell_centre_depth(depth, 16), equal_nan=True)
+    torch.testing.assert_close(G.cell_centre_depth(depth, 16), ref.cell_centre_depth(depth, 16), equal_nan=True)
 
 
 def test_cell_centre_depth_rejects_indivisible():
@@ -116,7 +117,7 @@ def test_depth_edge_score_matches_reference(shape):
     gen = torch.Generator().manual_seed(2)
     depth = (1 + torch.rand(shape, generator=gen, dtype=torch.float64)) * 2
     depth.view(-1)[5] = 0.0
-    torch.testing.assert_close(G.depth_edge_score(depth, 16), G._reference_depth_edge_score(depth, 16))
+    torch.testing.assert_close(G.depth_edge_score(depth, 16), ref.depth_edge_score(depth, 16))
 
 
 # --- rigid transforms, back-projection, projection -------------------------------------------------
@@ -155,7 +156,7 @@ def test_backproject_matches_reference(B):
     depth = 1 + 4 * torch.rand(B, 4, 5, generator=gen, dtype=torch.float64)
     K = _K(f=80.0, cx=2.0, cy=1.5, skew=1.5, fy=90.0).repeat(B, 1, 1)
     wfc = _random_rigid(gen, B)
-    torch.testing.assert_close(G.backproject(depth, K, wfc), G._reference_backproject(depth, K, wfc))
+    torch.testing.assert_close(G.backproject(depth, K, wfc), ref.backproject(depth, K, wfc))
 
 
 @pytest.mark.parametrize("lead", [(), (2,), (2, 3)])
@@ -232,7 +233,7 @@ def test_splat_matches_reference(T, N, size, tol):
     valid = torch.rand(T, N, generator=gen) > 0.1
     keys = torch.round(torch.rand(N, 2, generator=gen), decimals=1)
     fast = G.splat(uv, z, half, valid, size, depth_tolerance=tol, tie_keys=keys)
-    slow = G._reference_splat(uv, z, half, valid, size, depth_tolerance=tol, tie_keys=keys)
+    slow = ref.splat(uv, z, half, valid, size, depth_tolerance=tol, tie_keys=keys)
     assert torch.equal(fast[0], slow[0])
     assert torch.equal(fast[1], slow[1])
 
@@ -278,4 +279,52 @@ def test_occlusion_filter_hand_computed_and_reference():
     gen = torch.Generator().manual_seed(8)
     d = 1 + 3 * torch.rand(2, 5, 6, generator=gen)
     m = torch.rand(2, 5, 6, generator=gen) > 0.2
-    assert torch.equal(G.occlusion_filter(d, m, 0.3), G._reference_occlusion_filter(d, m, 0.3))
+    assert torch.equal(G.occlusion_filter(d, m, 0.3), ref.occlusion_filter(d, m, 0.3))
+
+
+# --- the z-buffer winner alone ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("M, cells, tol, with_dist, with_keys", [
+    (1, 1, 0.0, False, False), (40, 6, 0.0, True, False), (200, 17, 0.05, True, True), (500, 50, 0.1, False, True),
+])
+def test_zbuffer_winner_matches_reference_in_any_candidate_order(M, cells, tol, with_dist, with_keys):
+    gen = torch.Generator().manual_seed(M)
+    P = max(1, M // 2)
+    cell = torch.randint(0, cells, (M,), generator=gen)
+    point = torch.randint(0, P, (M,), generator=gen)
+    # coarse values make exact ties common, so every rule gets exercised
+    depth = torch.randint(1, 5, (M,), generator=gen).float() * 0.5
+    dist2 = torch.randint(0, 3, (M,), generator=gen).float() if with_dist else None
+    keys = torch.randint(0, 2, (P, 3), generator=gen).float() if with_keys else None
+    expected = ref.zbuffer_winner(cell, depth, point, cells, dist2, tol, keys)
+    for trial in range(3):
+        perm = torch.randperm(M, generator=gen) if trial else torch.arange(M)
+        got = G.zbuffer_winner(cell[perm], depth[perm], point[perm], cells, None if dist2 is None else dist2[perm], tol, keys)
+        assert torch.equal(got, expected)
+    assert (expected >= 0).sum() == len(set(cell.tolist()))
+
+
+# --- one formula, two array libraries ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_numpy_rigid_inverse_matches_torch_invert_rigid(n):
+    from mirage_cli.camera.conventions import rigid_inverse
+
+    m = _random_rigid(torch.Generator().manual_seed(n), n)  # [n, 4, 4] float64
+    np_inv = rigid_inverse(m.numpy())
+    torch.testing.assert_close(torch.from_numpy(np_inv), G.invert_rigid(m), rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.from_numpy(np_inv) @ m, torch.eye(4, dtype=m.dtype).expand(n, 4, 4), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 8, 16])
+def test_latent_intrinsics_is_the_resize_rule_of_rescale_K(stride):
+    """The latent grid is the image resized by 1/stride (docs/CONVENTIONS.md): one formula."""
+    from mirage_cli.camera.intrinsics import rescale_K
+
+    K = _K(f=321.0, cx=200.25, cy=120.5, skew=2.0)
+    W, H = 64 * stride, 48 * stride
+    torch.testing.assert_close(
+        G.latent_intrinsics(K, stride), torch.from_numpy(rescale_K(K.numpy(), (W, H), (W // stride, H // stride))), rtol=0, atol=1e-12
+    )

@@ -1,12 +1,8 @@
 """Boundary conversions between other projects' camera conventions and ours.
 
-Ours (DESIGN.md section 3): OpenCV axes (x right, y down, z forward), ``world_from_cam`` 4x4,
-``K`` in pixels with pixel centres at integer coordinates (the first pixel's centre is (0, 0)).
-
-COLMAP, nerfstudio and RealEstate10K put the image origin at the top-left *corner* of the first
-pixel (its centre is (0.5, 0.5)), so a centred principal point is cx = W/2 there and (W-1)/2 here.
-Their principal points are converted with cx_ours = cx_theirs - 0.5 (see ``intrinsics.py``).
-Each function below converts one thing in one direction; its inverse sits next to it.
+Ours and theirs, with every formula, are in docs/CONVENTIONS.md. Each function below converts one
+thing in one direction (the formula is in its docstring); its inverse sits next to it. Principal
+points with a corner origin are converted by ``intrinsics.from_corner_origin``.
 """
 
 from __future__ import annotations

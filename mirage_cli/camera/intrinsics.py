@@ -1,8 +1,7 @@
-"""Pinhole intrinsics K in pixels, pixel centres at integer coordinates (DESIGN.md section 3).
+"""Pinhole intrinsics K in pixels, pixel centres at integer coordinates (docs/CONVENTIONS.md).
 
-An image of W x H pixels spans [-0.5, W - 0.5] x [-0.5, H - 0.5]; a centred principal point is
-((W - 1) / 2, (H - 1) / 2). Sources that put the origin at the image corner (COLMAP, nerfstudio,
-RealEstate10K) are converted with cx = cx_corner - 0.5 (``from_corner_origin``).
+Sources that put the origin at the image corner (COLMAP, nerfstudio, RealEstate10K) are converted
+with cx = cx_corner - 0.5 (``from_corner_origin``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Sources:
   frame_9 before frame_10) or by image id.
 - RealEstate10K .txt: first line the video URL, then ``timestamp fx fy cx cy 0 0`` + 3x4 cam_from_world.
 - nerfstudio ``camera_path.json`` (viewer render path) or ``transforms.json`` (dataset), OpenGL.
-- canonical trajectory JSON (DESIGN.md section 6).
+- canonical trajectory JSON (docs/CONVENTIONS.md).
 - trajectory YAML: ``keyframes:`` or ``preset:`` + parameters (see ``keyframes.py``, ``presets.py``).
 """
 
@@ -366,7 +366,7 @@ def _read_ns_transforms(path: Path, data: dict, problems: ProblemList) -> Keyfra
 
 
 def read_canonical_json(path: str | Path) -> Keyframes:
-    """Read the canonical trajectory JSON (DESIGN.md section 6):
+    """Read the canonical trajectory JSON (docs/CONVENTIONS.md):
     ``{"fps": f, "width": W, "height": H, "frames": [{"world_from_cam": 4x4 rows, "K": 3x3 rows}]}``,
     OpenCV convention, K in pixels at W x H with integer pixel centres.
     """

@@ -1,9 +1,7 @@
 """The one camera-path type every module shares.
 
-Convention (DESIGN.md section 3): OpenCV cameras (x right, y down, z forward). ``world_from_cam``
-maps camera-frame points to world points; ``K`` is in pixels of the render size (``width`` x
-``height``) with pixel centres at integer coordinates. Other conventions are converted at the
-boundary (the readers in ``mirage_cli.camera``), never here.
+Conventions (axes, ``world_from_cam``, pixel intrinsics at the render size): docs/CONVENTIONS.md.
+Other conventions are converted at the boundary (the readers in ``mirage_cli.camera``), never here.
 """
 
 from __future__ import annotations

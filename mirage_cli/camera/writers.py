@@ -1,6 +1,6 @@
 """Writers: a Trajectory to every format the readers read. All writes are atomic.
 
-- canonical JSON (DESIGN.md section 6), RealEstate10K .txt, trajectory YAML (explicit keyframes with
+- canonical JSON (docs/CONVENTIONS.md), RealEstate10K .txt, trajectory YAML (explicit keyframes with
   ``world_from_cam`` and ``K`` at every frame, so reading it back gives the same cameras),
 - nerfstudio ``transforms.json`` / ``camera_path.json``, COLMAP text or binary (through pycolmap).
 

@@ -1,4 +1,4 @@
-"""LatentSpatialMemory: a persistent 3D cache of diffusion latents (DESIGN.md section 5).
+"""LatentSpatialMemory: a persistent 3D cache of diffusion latents.
 
 Insert: each latent cell is lifted to one world point with the z-depth at its centre (bilinear
 between the 4 central pixels of its 16x16 block) and the latent-grid intrinsics. Cells whose block
