@@ -294,6 +294,72 @@ def _cache_context(transformer, name: str):
     return context(name) if context is not None else contextlib.nullcontext()
 
 
+@dataclass
+class _PinCells:
+    """Which cells and tokens are held during the pinned steps and after them (see the module docstring).
+
+    ``frame0_tokens`` bool [T, h2, w2]; ``frame0_cells`` / ``memory_cells`` / ``clean_cells_pinned``
+    bool [1, 1, T, h, w]; ``pinned_zero_tokens`` bool [T, h2, w2] (timestep 0 while pinned).
+    """
+
+    frame0_tokens: torch.Tensor
+    frame0_cells: torch.Tensor
+    memory_cells: torch.Tensor
+    pinned_zero_tokens: torch.Tensor
+    clean_cells_pinned: torch.Tensor
+
+    @classmethod
+    def build(cls, pin_mask: torch.Tensor, mode: str, device: torch.device) -> _PinCells:
+        """From the memory's ``pin_mask`` bool [T, h, w] (frame 0 ignored) and the pin mode."""
+        frames, height, width = pin_mask.shape
+        frame0_tokens = torch.zeros(frames, height // PATCH, width // PATCH, dtype=torch.bool, device=device)  # [T, h2, w2]
+        frame0_tokens[0] = True
+        memory_cells = pin_mask.to(device).clone()  # [T, h, w]
+        memory_cells[0] = False
+        if mode == PinMode.CLEAN:
+            memory_tokens = token_pin_mask(memory_cells)  # [T, h2, w2]
+            memory_cells = token_mask_to_cells(memory_tokens)  # [T, h, w]: whole tokens only
+            pinned_zero_tokens = frame0_tokens | memory_tokens  # [T, h2, w2]
+        else:
+            pinned_zero_tokens = frame0_tokens
+        frame0_cells = token_mask_to_cells(frame0_tokens).view(1, 1, frames, height, width)  # [1, 1, T, h, w]
+        memory_cells = memory_cells.view(1, 1, frames, height, width)  # [1, 1, T, h, w]
+        clean_cells_pinned = frame0_cells | memory_cells if mode == PinMode.CLEAN else frame0_cells  # [1, 1, T, h, w]
+        return cls(frame0_tokens, frame0_cells, memory_cells, pinned_zero_tokens, clean_cells_pinned)
+
+
+def _clean_values(pinned_latents: torch.Tensor, cond_frame0: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """What "clean" means for each cell: frame 0 -> the condition, frames 1.. -> the warped memory.
+
+    ``pinned_latents`` [T, C, h, w], ``cond_frame0`` [C, h, w] -> float32 [1, C, T, h, w].
+    """
+    clean_values = pinned_latents.to(device=device, dtype=torch.float32).permute(1, 0, 2, 3).clone()  # [C, T, h, w]
+    clean_values[:, 0] = cond_frame0.to(device=device, dtype=torch.float32)
+    return clean_values.unsqueeze(0)  # [1, C, T, h, w]
+
+
+def _start(backbone, noise, steps, shift, generator, start_step, resume_state):
+    """The scheduler with its timesteps set, the starting sample [1, C, T, h, w] and the first step index:
+    a fresh start at ``start_step``, or exactly where ``resume_state`` stopped."""
+    device = backbone.device
+    scheduler = backbone.make_scheduler(shift)
+    scheduler.set_timesteps(steps, device=device)
+    if resume_state is None:
+        if not 0 <= start_step < steps:
+            raise ValueError(f"start_step: expected 0 <= start_step < {steps}, got {start_step}")
+        scheduler.set_begin_index(start_step)
+        return scheduler, noise.to(device=device, dtype=torch.float32), start_step
+    if resume_state.steps != steps or resume_state.shift != float(shift):
+        raise ValueError(
+            f"resume_state: made for steps={resume_state.steps}, shift={resume_state.shift}; got steps={steps}, shift={shift}"
+        )
+    if start_step not in (0, resume_state.step):
+        raise ValueError(f"start_step: {start_step} contradicts resume_state.step={resume_state.step}")
+    resume_state.scheduler.restore(scheduler, device)
+    generator.set_state(resume_state.generator_state.to(torch.uint8).cpu())
+    return scheduler, resume_state.latents.to(device=device, dtype=torch.float32), resume_state.step
+
+
 @torch.no_grad()
 def denoise_chunk(
     backbone,
@@ -338,52 +404,11 @@ def denoise_chunk(
     _check_inputs(
         noise, cond_frame0, pinned_latents, pin_mask, mode, pin_until, steps, prompt_embeds, negative_prompt_embeds, guidance
     )
-    device = backbone.device
-    dtype = backbone.dtype
-    transformer = backbone.transformer
+    device, dtype, transformer = backbone.device, backbone.dtype, backbone.transformer
     backbone.use("transformer")
-
-    _, channels, frames, height, width = noise.shape
-    # What "clean" means for each cell: frame 0 -> the condition, frames 1.. -> the warped memory.
-    clean_values = pinned_latents.to(device=device, dtype=torch.float32).permute(1, 0, 2, 3).clone()  # [C, T, h, w]
-    clean_values[:, 0] = cond_frame0.to(device=device, dtype=torch.float32)
-    clean_values = clean_values.unsqueeze(0)  # [1, C, T, h, w]
-
-    frame0_tokens = torch.zeros(frames, height // PATCH, width // PATCH, dtype=torch.bool, device=device)  # [T, h2, w2]
-    frame0_tokens[0] = True
-    memory_cells = pin_mask.to(device).clone()  # [T, h, w]
-    memory_cells[0] = False
-    if mode == PinMode.CLEAN:
-        memory_tokens = token_pin_mask(memory_cells)  # [T, h2, w2]
-        memory_cells = token_mask_to_cells(memory_tokens)  # [T, h, w]: whole tokens only
-        pinned_zero_tokens = frame0_tokens | memory_tokens  # [T, h2, w2]
-    else:
-        pinned_zero_tokens = frame0_tokens
-    frame0_cells = token_mask_to_cells(frame0_tokens).view(1, 1, frames, height, width)  # [1, 1, T, h, w]
-    memory_cells = memory_cells.view(1, 1, frames, height, width)  # [1, 1, T, h, w]
-    clean_cells_pinned = frame0_cells | memory_cells if mode == PinMode.CLEAN else frame0_cells  # [1, 1, T, h, w]
-
-    scheduler = backbone.make_scheduler(shift)
-    scheduler.set_timesteps(steps, device=device)
-    if resume_state is not None:
-        if resume_state.steps != steps or resume_state.shift != float(shift):
-            raise ValueError(
-                f"resume_state: made for steps={resume_state.steps}, shift={resume_state.shift}; "
-                f"got steps={steps}, shift={shift}"
-            )
-        if start_step not in (0, resume_state.step):
-            raise ValueError(f"start_step: {start_step} contradicts resume_state.step={resume_state.step}")
-        resume_state.scheduler.restore(scheduler, device)
-        generator.set_state(resume_state.generator_state.to(torch.uint8).cpu())
-        latents = resume_state.latents.to(device=device, dtype=torch.float32)
-        first = resume_state.step
-    else:
-        if not 0 <= start_step < steps:
-            raise ValueError(f"start_step: expected 0 <= start_step < {steps}, got {start_step}")
-        scheduler.set_begin_index(start_step)
-        latents = noise.to(device=device, dtype=torch.float32)
-        first = start_step
-
+    clean_values = _clean_values(pinned_latents, cond_frame0, device)  # [1, C, T, h, w]
+    cells = _PinCells.build(pin_mask, mode, device)
+    scheduler, latents, first = _start(backbone, noise, steps, shift, generator, start_step, resume_state)
     prompt_embeds = prompt_embeds.to(device=device, dtype=dtype)
     if guidance > 1.0:
         negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
@@ -394,30 +419,23 @@ def denoise_chunk(
         with profiler.stage(DENOISE_STEP) if profiler is not None else nullcontext():
             t = timesteps[i]
             pinned = is_pinned_step(i, steps, pin_until)
-            clean_cells = clean_cells_pinned if pinned else frame0_cells
-            zero_tokens = pinned_zero_tokens if pinned else frame0_tokens
+            clean_cells = cells.clean_cells_pinned if pinned else cells.frame0_cells
+            zero_tokens = cells.pinned_zero_tokens if pinned else cells.frame0_tokens
             latents = torch.where(clean_cells, clean_values, latents)  # [1, C, T, h, w]
             if mode == PinMode.NOISED and pinned:
                 sigma = scheduler.sigmas[i]
                 eps = draw_eps(generator, tuple(latents.shape), device)  # [1, C, T, h, w]
-                latents = torch.where(memory_cells, forward_noised(clean_values, eps, sigma), latents)
+                latents = torch.where(cells.memory_cells, forward_noised(clean_values, eps, sigma), latents)
             timestep = per_token_timestep(t, zero_tokens, batch=1)  # [1, tokens]
             model_input = latents.to(dtype)  # [1, C, T, h, w]
             velocity = _predict_velocity(transformer, model_input, timestep, prompt_embeds, negative_prompt_embeds, guidance)
             velocity = torch.where(clean_cells, zero, velocity)  # held cells stay on their clean latent
             latents = scheduler.step(velocity, t, latents, return_dict=False)[0]  # [1, C, T, h, w]
         if on_step is not None:
-            state = DenoiseState(
-                latents=latents,
-                step=i + 1,
-                steps=steps,
-                shift=float(shift),
-                scheduler=SchedulerState.capture(scheduler),
-                generator_state=generator.get_state(),
-            )
+            state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state())
             if on_step(i, state) is True and i + 1 < steps:
                 return DenoiseResult(latents=latents, completed=False, state=state)
 
-    final_clean = clean_cells_pinned if is_pinned_step(steps - 1, steps, pin_until) else frame0_cells
+    final_clean = cells.clean_cells_pinned if is_pinned_step(steps - 1, steps, pin_until) else cells.frame0_cells
     latents = torch.where(final_clean, clean_values, latents)  # [1, C, T, h, w]
     return DenoiseResult(latents=latents, completed=True, state=None)

@@ -1,0 +1,248 @@
+"""``load_backbone``: options checked, components built or loaded, diffusers' memory and speed
+features applied (offload, VAE tiling, layerwise fp8, attention backends, regional compilation),
+never reimplemented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mirage_cli.backbone.components import Backbone
+from mirage_cli.backbone.configs import CPU_PARAMETER_LIMIT, DTYPES, wan22_transformer_config
+from mirage_cli.backbone.model_dir import resolve_model_dir
+from mirage_cli.backbone.random_components import count_parameters, empty_model, random_weights_backbone, tiny_backbone
+from mirage_cli.errors import InputError, Problem
+from mirage_cli.options import BACKBONE_PRESETS, DEFAULT_MODEL, BackboneOptions, Offload
+from mirage_cli.text_embedder import TEXT_MAX_LENGTH, UMT5TextEmbedder
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is an InputError."""
+    name = device.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r} (use auto, cuda, cuda:N or cpu)", field="device") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        message = "CUDA was requested but no CUDA device is available (use --device cpu with --preset tiny)"
+        raise InputError(message, field="device")
+    if resolved.type not in {"cuda", "cpu"}:
+        raise InputError(f"unsupported device {device!r} (use auto, cuda, cuda:N or cpu)", field="device")
+    return resolved
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    """``bfloat16`` | ``float16`` | ``float32`` (or bf16/fp16/fp32) -> torch dtype; else InputError."""
+    try:
+        return DTYPES[dtype.strip().lower()]
+    except KeyError:
+        raise InputError(f"unknown dtype {dtype!r} (use bfloat16, float16 or float32)", field="dtype") from None
+
+
+def _refuse_real_size_on_cpu(parameters: int, what: str) -> None:
+    """InputError for a real-size transformer on the CPU, pointing to the tiny preset."""
+    raise InputError(
+        Problem(
+            file=None,
+            field="device",
+            message=(
+                f"{what} has {parameters / 1e9:.1f}B parameters and would take hours per step on the CPU; "
+                "run it on a CUDA GPU, or use --preset tiny for a CPU run with tiny random components"
+            ),
+        )
+    )
+
+
+def _transformer_parameter_count(directory: Path) -> int:
+    """Parameters of the transformer described by ``directory/transformer/config.json`` (meta device)."""
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+
+    config_path = directory / "transformer" / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+        with init_empty_weights(include_buffers=False):
+            model = WanTransformer3DModel.from_config(config)
+    except (OSError, ValueError, TypeError) as exc:
+        problem = Problem(file=str(config_path), field="model", message=f"unreadable transformer config: {exc}")
+        raise InputError(problem) from exc
+    return count_parameters(model)
+
+
+def _load_from_dir(directory: Path, device: torch.device, dtype: torch.dtype, stage_on_cpu: bool) -> Backbone:
+    """Load the five components of a checked diffusers-layout directory through from_pretrained."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    target = torch.device("cpu") if stage_on_cpu else device
+    try:
+        vae = AutoencoderKLWan.from_pretrained(
+            directory, subfolder="vae", torch_dtype=torch.float32, local_files_only=True
+        )
+        transformer = WanTransformer3DModel.from_pretrained(
+            directory, subfolder="transformer", torch_dtype=dtype, local_files_only=True
+        )
+        text_encoder = UMT5EncoderModel.from_pretrained(directory / "text_encoder", dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True)
+        scheduler_config = json.loads((directory / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(Problem(file=str(directory), field="model", message=f"cannot load the model: {exc}")) from exc
+    return Backbone(
+        vae=vae.to(target).eval(),
+        transformer=transformer.to(target).eval(),
+        text_embedder=UMT5TextEmbedder(tokenizer, text_encoder.to(target).eval(), TEXT_MAX_LENGTH),
+        scheduler_config=dict(scheduler_config),
+        device=device,
+        dtype=dtype,
+        source=str(directory),
+    )
+
+
+def load_backbone(
+    model: str = DEFAULT_MODEL, options: BackboneOptions | None = None, *, local_files_only: bool | None = None
+) -> Backbone:
+    """Load the Wan2.2-TI2V components and apply the memory/speed options.
+
+    Args:
+        model: diffusers id or local directory (ignored with ``options.preset`` or
+            ``options.random_weights``).
+        options: ``BackboneOptions`` (preset, random weights, device, dtype, offload, VAE tiling,
+            fp8, attention backend, compile); defaults when None.
+        local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``).
+
+    Raises:
+        InputError: bad options, missing weights, or a real-size model on the CPU.
+    """
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+    options = (options or BackboneOptions()).resolved()
+    torch_device, torch_dtype = _check_options(options)
+    if options.preset == "tiny":
+        backbone = tiny_backbone(torch_device, torch_dtype)
+        if options.offload == Offload.NONE:
+            _move(backbone, torch_device)
+    elif options.random_weights:
+        from diffusers import WanTransformer3DModel
+
+        if torch_device.type == "cpu":
+            size = count_parameters(empty_model(WanTransformer3DModel, wan22_transformer_config()))
+            _refuse_real_size_on_cpu(size, "the Wan2.2-TI2V-5B architecture (--random-weights)")
+        # Offloaded weights live on the CPU: build them there, else directly on the device.
+        backbone = random_weights_backbone(torch_device, torch_dtype, build_on_cpu=options.offload != Offload.NONE)
+    else:
+        directory = resolve_model_dir(model, local_files_only)
+        if torch_device.type == "cpu":
+            size = _transformer_parameter_count(directory)
+            if size > CPU_PARAMETER_LIMIT:
+                _refuse_real_size_on_cpu(size, f"the model in {directory}")
+        backbone = _load_from_dir(directory, torch_device, torch_dtype, stage_on_cpu=options.offload != Offload.NONE)
+    return apply_options(backbone, options)
+
+
+def _check_options(options: BackboneOptions) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of ``options``; InputError naming the option for anything unusable."""
+    if options.preset is not None and options.preset not in BACKBONE_PRESETS:
+        raise InputError(f"unknown preset {options.preset!r} (available: {', '.join(BACKBONE_PRESETS)})", field="preset")
+    if options.preset is not None and options.random_weights:
+        raise InputError("--preset and --random-weights exclude each other", field="preset")
+    if options.offload not in Offload.values():
+        raise InputError(f"unknown offload mode {options.offload!r} (use {', '.join(Offload.values())})", field="offload")
+    torch_dtype = resolve_dtype(options.dtype)
+    torch_device = resolve_device(options.device)
+    if options.offload != Offload.NONE and torch_device.type != "cuda":
+        raise InputError(f"--offload {options.offload} needs a CUDA device (the device is {torch_device})", field="offload")
+    return torch_device, torch_dtype
+
+
+def _move(backbone: Backbone, device: torch.device) -> None:
+    """Move every component's weights to ``device``."""
+    backbone.vae.to(device)
+    backbone.transformer.to(device)
+    text_encoder = getattr(backbone.text_embedder, "text_encoder", None)
+    if text_encoder is not None:
+        text_encoder.to(device)
+
+
+
+
+def apply_options(backbone: Backbone, options: BackboneOptions) -> Backbone:
+    """Apply diffusers' own memory/speed features of ``options`` to a loaded backbone, in a compatible order.
+
+    fp8 (``enable_layerwise_casting``: float8_e4m3fn storage, ``backbone.dtype`` compute) ->
+    attention backend (``set_attention_backend``) -> offload (``model``: accelerate
+    ``cpu_offload_with_hook`` per component; ``group``: diffusers group offloading, block level with
+    CUDA streams; ``sequential``: accelerate ``cpu_offload``) -> VAE tiling (``enable_tiling``) ->
+    ``compile_repeated_blocks``. Offloaded weights must start on the CPU.
+    """
+    if options.fp8:
+        backbone.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=backbone.dtype)
+    if options.attention_backend:
+        set_attention_backend(backbone.transformer, options.attention_backend)
+    if options.offload != Offload.NONE:
+        _apply_offload(backbone, options.offload)
+    backbone.offload = str(options.offload)
+    if options.vae_tiling:
+        backbone.vae.enable_tiling()
+    if options.compile:
+        backbone.transformer.compile_repeated_blocks(fullgraph=False)
+    return backbone
+
+
+def set_attention_backend(transformer: torch.nn.Module, name: str) -> None:
+    """``transformer.set_attention_backend(name)``; unknown or unavailable backends -> InputError."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    known = [backend.value for backend in AttentionBackendName]
+    if name not in known:
+        message = f"unknown attention backend {name!r} (diffusers knows: {', '.join(known)})"
+        raise InputError(message, field="attention-backend")
+    try:
+        transformer.set_attention_backend(name)
+    except (ImportError, RuntimeError, ValueError) as exc:
+        raise InputError(f"attention backend {name!r} is not usable here: {exc}", field="attention-backend") from exc
+
+
+def _offloadable_modules(backbone: Backbone) -> dict[str, torch.nn.Module]:
+    """The components that hold weights: transformer, vae, and the text encoder when there is one."""
+    modules = {"transformer": backbone.transformer, "vae": backbone.vae}
+    text_encoder = getattr(backbone.text_embedder, "text_encoder", None)
+    if text_encoder is not None:
+        modules["text_encoder"] = text_encoder
+    return modules
+
+
+def _apply_offload(backbone: Backbone, mode: str) -> None:
+    """Install the offloading hooks of ``mode`` on every component (weights on the CPU, compute on device)."""
+    device = backbone.device
+    modules = _offloadable_modules(backbone)
+    if mode == "model":
+        from accelerate import cpu_offload_with_hook
+
+        for name, module in modules.items():
+            _, hook = cpu_offload_with_hook(module, execution_device=device)
+            backbone.offload_hooks[name] = hook
+    elif mode == "group":
+        from diffusers.hooks import apply_group_offloading
+
+        for module in modules.values():
+            apply_group_offloading(
+                module,
+                onload_device=device,
+                offload_device=torch.device("cpu"),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=True,
+            )
+    elif mode == "sequential":
+        from accelerate import cpu_offload
+
+        for module in modules.values():
+            cpu_offload(module, execution_device=device)
