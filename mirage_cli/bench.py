@@ -32,8 +32,8 @@ def trim_plan(plan: Plan, chunks: int | None) -> Plan:
     return replace(plan, chunks=kept, frames=kept[-1].end + 1)
 
 
-def _run_once(plan: Plan, mode: MemoryMode, options: BackboneOptions, backbone, out: Path) -> dict:
-    p = replace(plan, memory=replace(plan.memory, mode=mode))
+def _run_once(plan: Plan, memory: MemoryMode, options: BackboneOptions, backbone, out: Path) -> dict:
+    p = replace(plan, memory=replace(plan.memory, mode=memory))
     result = render(p, RenderOptions(out=out, backbone=options, restart=True), RenderEvents(), backbone=backbone)
     s = result.report["summary"]
     return {
@@ -67,7 +67,7 @@ def run_bench(
         chunks: render only the first N chunks.
         repeat: measured rounds after the warm-up (>= 1).
         work_dir: where the throw-away run directories go (default: a temporary directory).
-        on_run: optional callback ``(mode, round_index)`` before each render (progress).
+        on_run: optional callback ``(memory_mode, round_index)`` before each render (progress).
     """
     if repeat < 1:
         raise ValueError(f"repeat: expected at least 1, got {repeat}")
@@ -75,24 +75,24 @@ def run_bench(
     backbone = load_backbone_for(plan, options)
     samples: dict[str, list[dict]] = {m.value: [] for m in MemoryMode}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-") as tmp:
-        for mode in MemoryMode:  # warm-up, discarded
+        for memory in MemoryMode:  # warm-up, discarded
             if on_run:
-                on_run(mode.value, -1)
-            _run_once(plan, mode, options, backbone, Path(tmp) / f"warmup-{mode}")
+                on_run(memory.value, -1)
+            _run_once(plan, memory, options, backbone, Path(tmp) / f"warmup-{memory}")
         for r in range(repeat):
-            for mode in MemoryMode:
+            for memory in MemoryMode:
                 if on_run:
-                    on_run(mode.value, r)
-                samples[mode.value].append(_run_once(plan, mode, options, backbone, Path(tmp) / f"{mode}-{r}"))
+                    on_run(memory.value, r)
+                samples[memory.value].append(_run_once(plan, memory, options, backbone, Path(tmp) / f"{memory}-{r}"))
 
     runs = {}
-    for mode, rows in samples.items():
-        runs[mode] = {
+    for memory, rows in samples.items():
+        runs[memory] = {
             key: statistics.median(row[key] for row in rows)
             for key in ("end_to_end_seconds", "memory_module_seconds", "cache_bytes", "cache_points", "peak_memory_bytes")
         }
-        runs[mode]["peak_memory_kind"] = rows[0]["peak_memory_kind"]
-        runs[mode]["repeats"] = len(rows)
+        runs[memory]["peak_memory_kind"] = rows[0]["peak_memory_kind"]
+        runs[memory]["repeats"] = len(rows)
     ratios = {
         "memory_time_rgb_over_latent": _ratio(runs["rgb"]["memory_module_seconds"], runs["latent"]["memory_module_seconds"]),
         "cache_bytes_rgb_over_latent": _ratio(runs["rgb"]["cache_bytes"], runs["latent"]["cache_bytes"]),
@@ -118,17 +118,17 @@ def bench_table(result: dict):
     """A Rich table of a ``run_bench`` result."""
     from rich.table import Table
 
-    from mirage_cli.report import fmt_bytes
+    from mirage_cli.report.format import fmt_bytes, fmt_seconds
 
     t = Table(title=f"mirage bench: {result['scene']} ({result['chunks']} chunks, {result['frames']} frames, "
               f"{result['resolution']}, {result['steps']} steps, {result['device']})")
     for col in ("memory", "end-to-end", "memory module", "cache", "peak memory"):
         t.add_column(col, justify="right" if col != "memory" else "left")
-    for mode, r in result["runs"].items():
+    for memory, r in result["runs"].items():
         t.add_row(
-            mode,
-            f"{r['end_to_end_seconds']:.3f} s",
-            f"{r['memory_module_seconds']:.4f} s",
+            memory,
+            fmt_seconds(r["end_to_end_seconds"]),
+            fmt_seconds(r["memory_module_seconds"]),
             fmt_bytes(r["cache_bytes"]),
             fmt_bytes(r["peak_memory_bytes"]),
         )

@@ -237,7 +237,7 @@ def is_pinned_step(step: int, steps: int, pin_until: float) -> bool:
 
 
 def _check_inputs(
-    noise, cond_frame0, pinned_latents, pin_mask, mode, pin_until, steps, prompt_embeds, negative_prompt_embeds, guidance
+    noise, cond_frame0, pinned_latents, pin_mask, pin_mode, pin_until, steps, prompt_embeds, negative_prompt_embeds, guidance
 ) -> None:
     """ValueError naming the argument for any shape or value that the loop cannot use."""
     if noise.ndim != 5 or noise.shape[0] != 1:
@@ -253,8 +253,8 @@ def _check_inputs(
     if tuple(pin_mask.shape) != (frames, height, width) or pin_mask.dtype != torch.bool:
         expected = [frames, height, width]
         raise ValueError(f"pin_mask: expected bool shape {expected}, got {pin_mask.dtype} {list(pin_mask.shape)}")
-    if mode not in PinMode.values():
-        raise ValueError(f"mode: expected one of {PinMode.values()}, got {mode!r}")
+    if pin_mode not in PinMode.values():
+        raise ValueError(f"pin_mode: expected one of {PinMode.values()}, got {pin_mode!r}")
     if not 0.0 <= pin_until <= 1.0:
         raise ValueError(f"pin_until: expected a fraction in [0, 1], got {pin_until}")
     if steps < 1:
@@ -309,14 +309,14 @@ class _PinCells:
     clean_cells_pinned: torch.Tensor
 
     @classmethod
-    def build(cls, pin_mask: torch.Tensor, mode: str, device: torch.device) -> _PinCells:
+    def build(cls, pin_mask: torch.Tensor, pin_mode: str, device: torch.device) -> _PinCells:
         """From the memory's ``pin_mask`` bool [T, h, w] (frame 0 ignored) and the pin mode."""
         frames, height, width = pin_mask.shape
         frame0_tokens = torch.zeros(frames, height // PATCH, width // PATCH, dtype=torch.bool, device=device)  # [T, h2, w2]
         frame0_tokens[0] = True
         memory_cells = pin_mask.to(device).clone()  # [T, h, w]
         memory_cells[0] = False
-        if mode == PinMode.CLEAN:
+        if pin_mode == PinMode.CLEAN:
             memory_tokens = token_pin_mask(memory_cells)  # [T, h2, w2]
             memory_cells = token_mask_to_cells(memory_tokens)  # [T, h, w]: whole tokens only
             pinned_zero_tokens = frame0_tokens | memory_tokens  # [T, h2, w2]
@@ -324,7 +324,7 @@ class _PinCells:
             pinned_zero_tokens = frame0_tokens
         frame0_cells = token_mask_to_cells(frame0_tokens).view(1, 1, frames, height, width)  # [1, 1, T, h, w]
         memory_cells = memory_cells.view(1, 1, frames, height, width)  # [1, 1, T, h, w]
-        clean_cells_pinned = frame0_cells | memory_cells if mode == PinMode.CLEAN else frame0_cells  # [1, 1, T, h, w]
+        clean_cells_pinned = frame0_cells | memory_cells if pin_mode == PinMode.CLEAN else frame0_cells  # [1, 1, T, h, w]
         return cls(frame0_tokens, frame0_cells, memory_cells, pinned_zero_tokens, clean_cells_pinned)
 
 
@@ -368,7 +368,7 @@ def denoise_chunk(
     cond_frame0: torch.Tensor,
     pinned_latents: torch.Tensor,
     pin_mask: torch.Tensor,
-    mode: str,
+    pin_mode: str,
     pin_until: float,
     prompt_embeds: torch.Tensor,
     negative_prompt_embeds: torch.Tensor | None,
@@ -386,7 +386,7 @@ def denoise_chunk(
     ``backbone``: a ``mirage_cli.backbone.Backbone``. ``noise``: [1, C, T, h, w] float, the initial
     sample (unit Gaussian from the caller's generator). ``cond_frame0``: [C, h, w] normalized latent of
     the conditioning frame. ``pinned_latents``: [T, C, h, w] normalized warped memory (frame 0 ignored).
-    ``pin_mask``: [T, h, w] bool, memory-covered confident cells (frame 0 ignored). ``mode``:
+    ``pin_mask``: [T, h, w] bool, memory-covered confident cells (frame 0 ignored). ``pin_mode``:
     ``clean`` | ``noised``. ``pin_until``: fraction of steps during which memory pinning holds.
     ``prompt_embeds`` / ``negative_prompt_embeds``: [1, L, D] (negative required when guidance > 1).
     ``guidance``: CFG scale (<= 1 disables the negative branch). ``steps``, ``shift``: UniPC schedule.
@@ -402,12 +402,12 @@ def denoise_chunk(
     Returns ``DenoiseResult(latents [1, C, T, h, w] float32 on the device, completed, state)``.
     """
     _check_inputs(
-        noise, cond_frame0, pinned_latents, pin_mask, mode, pin_until, steps, prompt_embeds, negative_prompt_embeds, guidance
+        noise, cond_frame0, pinned_latents, pin_mask, pin_mode, pin_until, steps, prompt_embeds, negative_prompt_embeds, guidance
     )
     device, dtype, transformer = backbone.device, backbone.dtype, backbone.transformer
     backbone.use("transformer")
     clean_values = _clean_values(pinned_latents, cond_frame0, device)  # [1, C, T, h, w]
-    cells = _PinCells.build(pin_mask, mode, device)
+    cells = _PinCells.build(pin_mask, pin_mode, device)
     scheduler, latents, first = _start(backbone, noise, steps, shift, generator, start_step, resume_state)
     prompt_embeds = prompt_embeds.to(device=device, dtype=dtype)
     if guidance > 1.0:
@@ -422,7 +422,7 @@ def denoise_chunk(
             clean_cells = cells.clean_cells_pinned if pinned else cells.frame0_cells
             zero_tokens = cells.pinned_zero_tokens if pinned else cells.frame0_tokens
             latents = torch.where(clean_cells, clean_values, latents)  # [1, C, T, h, w]
-            if mode == PinMode.NOISED and pinned:
+            if pin_mode == PinMode.NOISED and pinned:
                 sigma = scheduler.sigmas[i]
                 eps = draw_eps(generator, tuple(latents.shape), device)  # [1, C, T, h, w]
                 latents = torch.where(cells.memory_cells, forward_noised(clean_values, eps, sigma), latents)

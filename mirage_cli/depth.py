@@ -240,13 +240,13 @@ class DepthAligner:
         est = self.provider.estimate(frames01)  # [T-1, H, W]
         ref_px = F.interpolate(ref.unsqueeze(1), size=self.size, mode="nearest").squeeze(1)  # [T-1, H, W]
         valid_px = F.interpolate(ref_valid.float().unsqueeze(1), size=self.size, mode="nearest").squeeze(1) > 0
-        mode = "scale" if self.provider.kind == DEPTH_KIND_METRIC else "scale_shift_inverse"
+        fit_kind = "scale" if self.provider.kind == DEPTH_KIND_METRIC else "scale_shift_inverse"
         out = []
         for k in range(est.shape[0]):
             if int(valid_px[k].sum()) >= MIN_ALIGN_PIXELS:
-                aligned, fit = align_depth(est[k], ref_px[k], valid_px[k], mode=mode)
+                aligned, fit = align_depth(est[k], ref_px[k], valid_px[k], fit=fit_kind)
                 self.fit_scale = float(fit.scale)
-            elif mode == "scale":
+            elif fit_kind == "scale":
                 aligned = est[k] * (self.fit_scale or 1.0)
             else:
                 # No overlap with the memory: keep the last known scale of inverse depth.

@@ -192,7 +192,7 @@ class Rollout:
                 cond_frame0=self.last_latent,
                 pinned_latents=view.latents,
                 pin_mask=view.mask,
-                mode=plan.memory.pin,
+                pin_mode=plan.memory.pin,
                 pin_until=plan.memory.pin_until,
                 prompt_embeds=self.prompt_embeds,
                 negative_prompt_embeds=self.negative_embeds,

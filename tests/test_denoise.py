@@ -56,7 +56,7 @@ def run(backbone, prompts, *, mode="clean", pin_until=1.0, guidance=1.0, steps=4
         cond_frame0=cond_frame0,
         pinned_latents=pinned,
         pin_mask=mask if pin_mask is None else pin_mask,
-        mode=mode,
+        pin_mode=mode,
         pin_until=pin_until,
         prompt_embeds=cond,
         negative_prompt_embeds=uncond,
@@ -301,13 +301,13 @@ def test_resume_with_other_schedule_is_refused(backbone, prompts):
         (dict(cond_frame0=torch.zeros(C, H + 2, W)), "cond_frame0"),
         (dict(pinned_latents=torch.zeros(C, T, H, W)), "pinned_latents"),
         (dict(pin_mask=torch.zeros(T, H, W)), "pin_mask"),
-        (dict(mode="hard"), "mode"),
+        (dict(pin_mode="hard"), "pin_mode"),
         (dict(pin_until=1.5), "pin_until"),
     ],
 )
 def test_bad_inputs_name_the_argument(backbone, prompts, change, name):
     noise, cond_frame0, pinned, mask = make_inputs()
-    args = dict(noise=noise, cond_frame0=cond_frame0, pinned_latents=pinned, pin_mask=mask, mode="clean", pin_until=1.0)
+    args = dict(noise=noise, cond_frame0=cond_frame0, pinned_latents=pinned, pin_mask=mask, pin_mode="clean", pin_until=1.0)
     args.update(change)
     with pytest.raises(ValueError, match=name):
         denoise_chunk(
@@ -366,7 +366,7 @@ def test_without_memory_matches_diffusers_ti2v_pipeline(backbone, prompts):
         cond_frame0=cond_frame0,
         pinned_latents=pinned,
         pin_mask=torch.zeros(T, H, W, dtype=torch.bool),
-        mode="clean",
+        pin_mode="clean",
         pin_until=1.0,
         prompt_embeds=cond,
         negative_prompt_embeds=uncond,

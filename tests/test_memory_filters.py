@@ -69,7 +69,7 @@ def test_align_depth_scale_is_robust():
     depth, valid, outlier, gen = _depth_with_outliers()
     estimate = depth / 2.5 * (1 + 0.01 * torch.randn(depth.shape, generator=gen))
     estimate[outlier] *= 3.0  # 20% gross outliers
-    aligned, fit = align_depth(estimate, depth, valid, mode="scale")
+    aligned, fit = align_depth(estimate, depth, valid, fit="scale")
     assert fit.scale == pytest.approx(2.5, rel=0.01)
     assert fit.shift == 0.0
     assert fit.residual < 0.02
@@ -82,7 +82,7 @@ def test_align_depth_scale_shift_inverse():
     depth, valid, outlier, gen = _depth_with_outliers(1)
     disparity = 3.0 / depth + 0.4  # what a relative model gives: affine in inverse depth
     disparity[outlier] = torch.rand(int(outlier.sum()), generator=gen) * 4
-    aligned, fit = align_depth(disparity, depth, valid, mode="scale_shift_inverse")
+    aligned, fit = align_depth(disparity, depth, valid, fit="scale_shift_inverse")
     # 1/depth = (disparity - 0.4) / 3
     assert fit.scale == pytest.approx(1 / 3, rel=1e-3)
     assert fit.shift == pytest.approx(-0.4 / 3, rel=1e-3)
@@ -93,8 +93,8 @@ def test_align_depth_scale_shift_inverse():
 
 def test_align_depth_errors_and_invalid_output():
     d = torch.ones(4, 4)
-    with pytest.raises(ValueError, match="mode"):
-        align_depth(d, d, d > 0, mode="affine")
+    with pytest.raises(ValueError, match="fit"):
+        align_depth(d, d, d > 0, fit="affine")
     with pytest.raises(ValueError, match="reference: expected shape"):
         align_depth(d, torch.ones(4, 5), d > 0)
     with pytest.raises(ValueError, match="at least 2 overlapping pixels"):

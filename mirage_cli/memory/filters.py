@@ -108,7 +108,7 @@ class DepthFit:
     """Result of ``align_depth``.
 
     Attributes:
-        scale, shift: the fit (shift is 0 in "scale" mode; in "scale_shift_inverse" mode they map
+        scale, shift: the fit (shift is 0 for the "scale" fit; for "scale_shift_inverse" they map
             the estimate to inverse depth).
         residual: median relative depth error |aligned - reference| / reference over the valid
             overlap (robust to the outliers the fit rejected).
@@ -134,13 +134,13 @@ def align_depth(
     estimated: Tensor,
     reference: Tensor,
     valid: Tensor,
-    mode: str = "scale",
+    fit: str = "scale",
     iterations: int = 5,
     inlier_k: float = 3.0,
 ) -> tuple[Tensor, DepthFit]:
     """Fit an estimated depth map to a reference (the memory's rendered depth) on their overlap.
 
-    Modes:
+    Fits (``fit``):
       - ``"scale"``: ``estimated`` is depth up to scale (metric models); ``aligned = s * estimated``.
       - ``"scale_shift_inverse"``: ``estimated`` is an affine-invariant *inverse* depth (what
         relative models such as Depth Anything output); ``1/aligned = s * estimated + t``.
@@ -158,10 +158,10 @@ def align_depth(
         aligned: float32 [H, W] depth; fit: ``DepthFit``.
 
     Raises:
-        ValueError: bad shapes or mode, or fewer than 2 usable pixels in the overlap.
+        ValueError: bad shapes or fit, or fewer than 2 usable pixels in the overlap.
     """
-    if mode not in ("scale", "scale_shift_inverse"):
-        raise ValueError(f"mode: expected 'scale' or 'scale_shift_inverse', got {mode!r}")
+    if fit not in ("scale", "scale_shift_inverse"):
+        raise ValueError(f"fit: expected 'scale' or 'scale_shift_inverse', got {fit!r}")
     if estimated.ndim != 2:
         raise ValueError(f"estimated: expected shape [H, W], got {list(estimated.shape)}")
     for name, x in (("reference", reference), ("valid", valid)):
@@ -170,12 +170,12 @@ def align_depth(
     est = estimated.to(torch.float64)
     ref = reference.to(torch.float64)
     use = valid.to(torch.bool) & geometry.valid_depth(ref) & torch.isfinite(est)
-    if mode == "scale":
+    if fit == "scale":
         use &= est > 0
     x = est[use]  # [P]
     if x.numel() < 2:
         raise ValueError(f"valid: need at least 2 overlapping pixels with usable depth to align, got {x.numel()}")
-    with_shift = mode == "scale_shift_inverse"
+    with_shift = fit == "scale_shift_inverse"
     y = 1.0 / ref[use] if with_shift else ref[use]  # [P] target
     if with_shift:
         mad_x = (x - x.median()).abs().median()
