@@ -139,7 +139,7 @@ class CheckpointStore:
             tensors: ``{key: {name: tensor}}``; each key becomes ``<key>.safetensors``. Tensors of any
                 shape and dtype, on any device (copied to the CPU for writing).
             meta: JSON-able dict that must contain ``spec_fingerprint`` (see the module docstring for
-                the keys the rollout writes).
+                the keys the render session writes).
 
         Raises:
             ValueError: bad arguments (a bug in the caller); nothing is written.

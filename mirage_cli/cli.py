@@ -16,7 +16,8 @@ from typing import Annotated
 import typer
 
 from mirage_cli.errors import EXIT_FAILURE, EXIT_USAGE, InputError, Interrupted, MirageError
-from mirage_cli.options import BackboneOptions, MemoryMode, Offload, PinMode, RenderOptions
+from mirage_cli.jsonable import to_jsonable
+from mirage_cli.options import DEFAULT_FPS, DEFAULT_RESOLUTION, BackboneOptions, MemoryMode, Offload, PinMode, RenderOptions
 
 app = typer.Typer(
     name="mirage",
@@ -54,7 +55,7 @@ def _run(fn: Callable[[], int | None]) -> None:
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(json.dumps(to_jsonable(obj, nonfinite="null"), indent=2))
 
 
 # --- mirage validate -----------------------------------------------------------------------------
@@ -87,9 +88,13 @@ def trajectory(
     source: Path = typer.Argument(..., help="Camera path: .json (canonical or nerfstudio), .txt (RealEstate10K), "
                                             ".yaml/.yml (trajectory or preset), or a COLMAP model folder."),
     frames: int | None = typer.Option(None, "--frames", help="Resample to N frames (default: the source's own)."),
-    fps: float | None = typer.Option(None, "--fps", help="Frames per second (default: the source's, else 24)."),
-    width: int | None = typer.Option(None, "--width", help="Render width in pixels (with --height; default: the source's, else 1280)."),
-    height: int | None = typer.Option(None, "--height", help="Render height in pixels (default: the source's, else 704)."),
+    fps: float | None = typer.Option(None, "--fps", help=f"Frames per second (default: the source's, else {DEFAULT_FPS:g})."),
+    width: int | None = typer.Option(
+        None, "--width", help=f"Render width in pixels (with --height; default: the source's, else {DEFAULT_RESOLUTION[0]})."
+    ),
+    height: int | None = typer.Option(
+        None, "--height", help=f"Render height in pixels (default: the source's, else {DEFAULT_RESOLUTION[1]})."
+    ),
     order: str = typer.Option("name", "--order", help="COLMAP image order: name | id."),
     to: Path | None = typer.Option(None, "--to", help="Write the path: .json canonical, .txt RealEstate10K, .yaml trajectory, "
                                                          "*transforms.json / *camera_path.json nerfstudio, no suffix: COLMAP folder."),

@@ -313,7 +313,9 @@ class RGBConditioner(_MemoryConditioner):
 
     def load_state_tensors(self, tensors: dict[str, dict[str, Tensor]]) -> None:
         super().load_state_tensors(tensors)
-        self.last_frame = tensors["rgb_render"]["last_frame"].to(self.device)
+        # Checkpoints written before the conditioners existed kept the frame in the rollout's group.
+        group = tensors["rgb_render"] if "rgb_render" in tensors else tensors["rollout"]
+        self.last_frame = group["last_frame"].to(self.device)
 
 
 def cells_any(mask_px: Tensor, stride: int) -> Tensor:

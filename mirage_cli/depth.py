@@ -107,7 +107,7 @@ class TransformersDepth:
         local = Path(os.path.expanduser(model))
         from huggingface_hub import is_offline_mode
 
-        offline = is_offline_mode()  # huggingface_hub's own rule, as for the Wan2.2 weights
+        offline = is_offline_mode()  # huggingface_hub's own rule (HF_HUB_OFFLINE, read when it is imported)
         if local.exists() and not (local / "config.json").is_file():
             raise InputError(
                 f"{local} is not a transformers depth model directory: config.json is missing",
@@ -172,9 +172,14 @@ def _processor_side(size) -> int:
     return 518
 
 
+def is_no_model(name: str) -> bool:
+    """Whether a ``depth_model`` value means "no depth model" (``none``, any case)."""
+    return name.strip().lower() == "none"
+
+
 def make_depth_provider(name: str, device: torch.device):
     """``none`` -> MemoryPropagatedDepth; anything else -> TransformersDepth(name)."""
-    if name.lower() == "none":
+    if is_no_model(name):
         return MemoryPropagatedDepth()
     return TransformersDepth(name, device)
 
@@ -206,11 +211,14 @@ class DepthAligner:
         set to a median of 1.0 camera-path units, with a warning.
 
         Raises:
-            ValueError: the provider has no model (``--depth-model none``); the caller must check
-                for a ``depth:`` map before loading anything.
+            InputError: the provider has no model (``--depth-model none``); the render session
+                checks this before loading anything.
         """
         if isinstance(self.provider, MemoryPropagatedDepth):
-            raise ValueError("start_depth: no depth model to estimate the start image's depth (--depth-model none)")
+            raise InputError(
+                "no depth for the start image: give `depth:` in the spec or use a depth model (depth_model / --depth-model)",
+                field="depth",
+            )
         est = self.provider.estimate(image.unsqueeze(0))[0]  # [H, W]
         if self.provider.kind == DEPTH_KIND_METRIC:
             return est

@@ -53,7 +53,9 @@ class Offload(_Choice):
 
 
 DEFAULT_FRAMES = 121
-"""Wan2.2-TI2V-5B's native clip length (4k+1): the default video length and the longest default chunk."""
+"""The default video length (4k+1): one Wan2.2-TI2V-5B clip."""
+MAX_CHUNK_FRAMES = 121
+"""The longest default chunk (``chunk_frames`` null): the clip length Wan2.2-TI2V-5B is trained on."""
 DEFAULT_FPS = 24.0
 """Wan2.2-TI2V-5B's frame rate."""
 DEFAULT_RESOLUTION = (1280, 704)

@@ -95,17 +95,18 @@ class Rollout:
         backbone: ``mirage_cli.backbone.Backbone``.
         conditioner: what conditions each chunk (``mirage_cli.conditioning``).
         depth: ``mirage_cli.depth.DepthAligner`` for the frames the conditioner stores.
+        cameras: the plan's camera path as tensors on the backbone's device.
         profiler: ``mirage_cli.profiling.Profiler``.
     """
 
-    def __init__(self, plan: Plan, backbone, conditioner: Conditioner, depth: DepthAligner, *, profiler):
+    def __init__(self, plan: Plan, backbone, conditioner: Conditioner, depth: DepthAligner, cameras: CameraTensors, *, profiler):
         self.plan = plan
         self.backbone = backbone
         self.device = backbone.device
         self.conditioner = conditioner
         self.depth = depth
+        self.cameras = cameras
         self.prof = profiler
-        self.cameras = CameraTensors.from_trajectory(plan.trajectory, self.device)
         self.prompt_embeds: Tensor | None = None  # [1, L, D]
         self.negative_embeds: Tensor | None = None  # [1, L, D]
         self.last_latent: Tensor | None = None  # [C, h, w] conditioning latent of the next chunk
@@ -117,7 +118,7 @@ class Rollout:
         cameras = CameraTensors.from_trajectory(plan.trajectory, backbone.device)
         conditioner = make_conditioner(plan.memory.mode, backbone=backbone, cameras=cameras, settings=plan.memory, profiler=profiler)
         depth = DepthAligner(depth_provider, (plan.height, plan.width))
-        return cls(plan, backbone, conditioner, depth, profiler=profiler)
+        return cls(plan, backbone, conditioner, depth, cameras, profiler=profiler)
 
     def encode_prompt(self) -> None:
         with self.prof.stage("text_encoding"):

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from mirage_cli.checkpoint import Checkpoint
+from mirage_cli.conditioning import CONDITIONERS
 from mirage_cli.denoise import DenoiseState
 from mirage_cli.errors import InputError, Interrupted, RenderError
-from mirage_cli.options import BackboneOptions, MemoryMode, RenderOptions
+from mirage_cli.options import BackboneOptions, RenderOptions
 from mirage_cli.run_dir import RunDir, fingerprint
 from mirage_cli.spec import Chunk, Plan
 
@@ -219,12 +220,13 @@ class RenderSession:
 
     def check_inputs(self, ckpt: Checkpoint | None) -> StartInputs:
         """Load the start frame's files (a bad file fails here, before any weights load)."""
+        from mirage_cli.depth import is_no_model
         from mirage_cli.inputs import load_start_depth, load_start_image, load_start_mask
 
         plan = self.plan
         start = StartInputs(load_start_image(plan), load_start_depth(plan), load_start_mask(plan))
-        needs_depth = ckpt is None and plan.memory.mode != MemoryMode.NONE
-        if needs_depth and start.depth is None and plan.depth_model.lower() == "none":
+        needs_depth = ckpt is None and CONDITIONERS[plan.memory.mode].stores_frames
+        if needs_depth and start.depth is None and is_no_model(plan.depth_model):
             raise InputError(
                 "no depth for the start image: give `depth:` in the spec or use a depth model (depth_model / --depth-model)",
                 file=str(plan.spec_path),
@@ -249,10 +251,10 @@ class RenderSession:
             load_seconds = time.perf_counter() - t_load
         self.prof = Profiler(self.backbone.device)
         self.prof.add_setup_seconds("model_load", load_seconds)
-        if self.plan.memory.mode == MemoryMode.NONE:
-            depth_provider = MemoryPropagatedDepth()  # never asked: nothing is remembered
-        else:
+        if CONDITIONERS[self.plan.memory.mode].stores_frames:
             depth_provider = make_depth_provider(self.plan.depth_model, self.backbone.device)
+        else:
+            depth_provider = MemoryPropagatedDepth()  # never asked: nothing is remembered
         self.rollout = Rollout.for_plan(self.plan, self.backbone, depth_provider=depth_provider, profiler=self.prof)
         self.rollout.encode_prompt()
 

@@ -31,6 +31,7 @@ from mirage_cli.options import (
     DEFAULT_FRAMES,
     DEFAULT_MODEL,
     DEFAULT_RESOLUTION,
+    MAX_CHUNK_FRAMES,
     MemoryMode,
     PinMode,
 )
@@ -66,7 +67,7 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "frames": FieldSpec((int,), DEFAULT_FRAMES, "number of output frames, 4k+1"),
     "fps": FieldSpec((int, float), DEFAULT_FPS, "output frame rate"),
     "resolution": FieldSpec((str, list, dict), "{}x{}".format(*DEFAULT_RESOLUTION), "WIDTHxHEIGHT, multiples of 32"),
-    "chunk_frames": FieldSpec((int, _NONE), None, f"frames per chunk, 4k+1 (null: min({DEFAULT_FRAMES}, frames))"),
+    "chunk_frames": FieldSpec((int, _NONE), None, f"frames per chunk, 4k+1 (null: min({MAX_CHUNK_FRAMES}, frames))"),
     "steps": FieldSpec((int,), 50, "denoising steps per chunk"),
     "guidance": FieldSpec((int, float), 5.0, "classifier-free guidance scale"),
     "shift": FieldSpec((int, float), 5.0, "flow shift of the UniPC scheduler"),
@@ -307,11 +308,11 @@ def nearest_4k1(n: int) -> tuple[int, int]:
 
 def check_frames(frames: int, chunk_frames: int | None, problems: ProblemList) -> int:
     """``frames`` and ``chunk_frames`` are 4k+1 (chunks at least 5, at most ``frames``); returns the
-    chunk length to use (``chunk_frames`` null -> min(DEFAULT_FRAMES, frames))."""
+    chunk length to use (``chunk_frames`` null -> min(MAX_CHUNK_FRAMES, frames))."""
     if frames < 1 or (frames - 1) % 4:
         lo, hi = nearest_4k1(max(frames, 1))
         problems.add("frames", f"must be 4k+1 (Wan2.2's VAE compresses time by 4), got {frames}; nearest valid: {lo} or {hi}")
-    chunk = chunk_frames if chunk_frames is not None else min(DEFAULT_FRAMES, max(frames, 1))
+    chunk = chunk_frames if chunk_frames is not None else min(MAX_CHUNK_FRAMES, max(frames, 1))
     if chunk < 5 or (chunk - 1) % 4:
         lo, hi = nearest_4k1(max(chunk, 5))
         problems.add("chunk_frames", f"must be 4k+1 and at least 5, got {chunk}; nearest valid: {max(lo, 5)} or {hi}")
@@ -525,11 +526,12 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     data, line_of = read_spec_yaml(path)
     problems = ProblemList(str(path), "", line_of)
     v = check_fields(apply_overrides(data, overrides), SPEC_FIELDS, problems)
-    memory = check_memory(check_fields(v["memory"] or {}, MEMORY_FIELDS, problems, prefix="memory."), problems)
+    memory_values = check_fields(v["memory"] or {}, MEMORY_FIELDS, problems, prefix="memory.")
     frames = v["frames"]
     chunk_frames = check_frames(frames, v["chunk_frames"], problems)
     check_numbers(v, problems)
     size = check_resolution(v["resolution"], problems)
+    memory = check_memory(memory_values, problems)
     image, depth, mask = check_files(v, path.parent, problems)
     trajectory = None
     frames_ok = frames >= 1 and (frames - 1) % 4 == 0

@@ -22,8 +22,8 @@ def test_depth_model_dir_without_config(tmp_path):
         TransformersDepth(str(tmp_path), torch.device("cpu"))
 
 
-def test_depth_model_not_in_cache_is_input_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_depth_model_not_in_cache_is_input_error():
+    # offline: conftest sets HF_HUB_OFFLINE=1 before huggingface_hub is imported (it reads it once)
     with pytest.raises(InputError, match="cannot load depth model"):
         TransformersDepth("nobody/not-a-cached-model", torch.device("cpu"))
 

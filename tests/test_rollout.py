@@ -95,6 +95,17 @@ def test_state_round_trip_continues_identically(backbone, mode):
     assert resumed.stats == reference.stats
 
 
+def test_rgb_state_from_before_the_conditioners_still_loads(backbone):
+    """Checkpoints written before the conditioners kept the RGB baseline's last frame in the rollout group."""
+    first = started(backbone, "rgb")
+    first.run_chunk(first.plan.chunks[0])
+    state = first.state_tensors()
+    old = {"rollout": {**state["rollout"], **state.pop("rgb_render")}, "memory": state["memory"]}
+    second = make_rollout(backbone, "rgb")
+    second.load_state_tensors(old)
+    assert torch.equal(second.conditioner.last_frame, first.conditioner.last_frame)
+
+
 def test_stopping_mid_chunk_returns_a_resumable_state(backbone):
     rollout = started(backbone, "latent")
     result = rollout.run_chunk(rollout.plan.chunks[0], on_step=lambda i, state: True)

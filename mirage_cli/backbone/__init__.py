@@ -6,11 +6,11 @@ Three ways to get a ``Backbone``, all through the same diffusers / transformers 
 - ``load_backbone(model)``: a diffusers model id (resolved through the Hugging Face cache, honouring
   offline mode) or a local directory in the diffusers layout (``vae/``, ``transformer/``,
   ``text_encoder/``, ``tokenizer/``, ``scheduler/``). Missing files are named before anything loads.
-- ``load_backbone(preset="tiny")``: tiny random components, seeded, seconds on a CPU; the text
+- ``load_backbone(options=BackboneOptions(preset="tiny"))``: tiny random components, seeded, seconds on a CPU; the text
   encoder is a tiny random UMT5 behind a byte-level tokenizer built locally. ``save_tiny_model(dir)``
   writes the same components in the diffusers layout, so ``load_backbone(dir)`` exercises the real
   loading code.
-- ``load_backbone(random_weights=True)``: the real 5B architecture with random weights, created
+- ``load_backbone(options=BackboneOptions(random_weights=True))``: the real 5B architecture with random weights, created
   directly on the target device (no 20 GB CPU init), with a model-free hashed text embedder at
   4096 x 512. For measuring speed on a GPU without any download.
 
