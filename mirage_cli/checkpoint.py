@@ -61,6 +61,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mirage_cli import test_hooks
 from mirage_cli.atomic import fsync_dir
 from mirage_cli.errors import RenderError
 from mirage_cli.jsonable import to_jsonable
@@ -168,6 +169,7 @@ class CheckpointStore:
             for fname, data in payloads.items():
                 _write_durably(tmp / fname, data)
                 files[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                test_hooks.pause("checkpoint_write")  # tests kill the writer here (mirage_cli.test_hooks)
             now = time.time()
             manifest = {
                 "format": FORMAT,

@@ -17,7 +17,17 @@ import typer
 
 from mirage_cli.errors import EXIT_FAILURE, EXIT_USAGE, InputError, Interrupted, MirageError
 from mirage_cli.jsonable import to_jsonable
-from mirage_cli.options import DEFAULT_FPS, DEFAULT_RESOLUTION, BackboneOptions, MemoryMode, Offload, PinMode, RenderOptions
+from mirage_cli.options import (
+    DEFAULT_FPS,
+    DEFAULT_RESOLUTION,
+    BackboneOptions,
+    MemoryMode,
+    Offload,
+    PinMode,
+    Progress,
+    RenderOptions,
+    VideoOptions,
+)
 
 app = typer.Typer(
     name="mirage",
@@ -34,19 +44,25 @@ def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run(fn: Callable[[], int | None]) -> None:
-    """Run a command body and turn library errors into one clear message and an exit code."""
+def _run(fn: Callable[[], int | None], quiet_errors: bool = False) -> None:
+    """Run a command body and turn library errors into one clear message and an exit code.
+
+    ``quiet_errors``: the body reported the error itself (``--progress jsonl``): only exit.
+    """
     try:
         code = fn()
     except InputError as e:
         for p in e.problems:
-            _err(f"error: {p}")
+            if not quiet_errors:
+                _err(f"error: {p}")
         raise typer.Exit(EXIT_USAGE) from None
     except Interrupted as e:
-        _err(f"interrupted: {e}")
+        if not quiet_errors:
+            _err(f"interrupted: {e}")
         raise typer.Exit(e.exit_code) from None
     except MirageError as e:
-        _err(f"error: {e}")
+        if not quiet_errors:
+            _err(f"error: {e}")
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         _err("interrupted")
@@ -141,6 +157,7 @@ def trajectory(
 # Each flag is declared once here; its default is the options dataclass's (mirage_cli/options.py).
 
 _BACKBONE = BackboneOptions()
+_VIDEO = VideoOptions()
 Preset = Annotated[str | None, typer.Option("--preset", help="`tiny`: tiny random components, CPU-friendly, no download.")]
 RandomWeights = Annotated[
     bool, typer.Option("--random-weights", help="The real 5B architecture with random weights (speed tests, no download).")
@@ -194,15 +211,23 @@ def render(
     depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
     steps: Steps = None,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
+    crf: int = typer.Option(_VIDEO.crf, "--crf", help="x264 quality of video.mp4: 0-51, lower is better."),
+    encoder_preset: str = typer.Option(_VIDEO.encoder_preset, "--encoder-preset", help="x264 speed preset of video.mp4."),
+    lossless: bool = typer.Option(_VIDEO.lossless, "--lossless", help="Also write video.mkv: FFV1, exactly the rendered frames."),
+    frames: Path | None = typer.Option(_VIDEO.frames_dir, "--frames", help="Also write every frame as a PNG into DIR."),
     restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out and start over."),
     trace: Path | None = typer.Option(None, "--trace", help="Write a torch.profiler Chrome trace of one chunk into DIR."),
+    progress: Progress = typer.Option(Progress.AUTO, "--progress", help="auto: bars on a terminal, lines otherwise; "
+                                      "jsonl: one JSON object per event on stderr."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
     json_out: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
 ) -> None:
     """Render a scene spec to RUN_DIR/video.mp4 (resumes when RUN_DIR holds a checkpoint)."""
+    from mirage_cli.progress import JsonlRenderEvents, RichRenderEvents
+
+    events = JsonlRenderEvents() if progress == Progress.JSONL else RichRenderEvents(quiet=quiet)
 
     def body():
-        from mirage_cli.progress import RichRenderEvents
         from mirage_cli.session import render as run_render
         from mirage_cli.spec import load_plan
 
@@ -215,18 +240,22 @@ def render(
             "memory.pin": pin,
             "memory.pin_until": pin_until,
         }
-        plan = load_plan(scene, overrides=overrides)
         backbone = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_)
-        options = RenderOptions(out=out, backbone=backbone, restart=restart, trace_dir=trace)
-        with RichRenderEvents(quiet=quiet) as events:
-            result = run_render(plan, options, events)
+        video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
+        options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace)
+        with events:
+            try:
+                result = run_render(load_plan(scene, overrides=overrides), options, events)
+            except MirageError as e:
+                events.failed(e)
+                raise
             events.finish(result)
         if json_out:
             _print_json(result.summary())
         else:
             print(result.video)
 
-    _run(body)
+    _run(body, quiet_errors=progress == Progress.JSONL)
 
 
 # --- mirage inspect / mirage cache export ---------------------------------------------------------

@@ -43,6 +43,13 @@ class PinMode(_Choice):
     NOISED = "noised"  # forward-noised to the step's sigma, uniform timestep
 
 
+class Progress(_Choice):
+    """How ``mirage render`` reports progress on stderr (``mirage_cli.progress``)."""
+
+    AUTO = "auto"  # Rich bars on a terminal, one line per chunk otherwise
+    JSONL = "jsonl"  # one JSON object per event, for programs
+
+
 class Offload(_Choice):
     """diffusers / accelerate CPU offloading of the weights (CUDA only)."""
 
@@ -106,6 +113,42 @@ class BackboneOptions:
         return replace(self, dtype="bfloat16" if cuda else "float32")
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """What the render writes besides its checkpoints (``mirage_cli.video``).
+
+    Attributes:
+        crf: x264 constant rate factor of the MP4 (0-51, lower is better quality).
+        encoder_preset: x264 speed preset of the MP4 (``X264_PRESETS``).
+        lossless: also write ``video.mkv``: FFV1, exactly the rendered RGB frames.
+        frames_dir: also write every frame as a PNG into this directory, or None.
+    """
+
+    crf: int = 18
+    encoder_preset: str = "medium"
+    lossless: bool = False
+    frames_dir: Path | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(flag, message) for every value that cannot be used."""
+        out = []
+        if not 0 <= self.crf <= 51:
+            out.append(("--crf", f"must be in 0..51, got {self.crf}"))
+        if self.encoder_preset not in X264_PRESETS:
+            out.append(("--encoder-preset", f"must be one of {', '.join(X264_PRESETS)}, got {self.encoder_preset!r}"))
+        if self.frames_dir is not None and self.frames_dir.exists() and not self.frames_dir.is_dir():
+            out.append(("--frames", f"{self.frames_dir} exists and is not a directory"))
+        return out
+
+    def config(self) -> dict:
+        """The part of the render's configuration these options change (fingerprinted)."""
+        frames = None if self.frames_dir is None else str(self.frames_dir.expanduser().resolve())
+        return {"crf": self.crf, "encoder_preset": self.encoder_preset, "lossless": self.lossless, "frames_dir": frames}
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     """What ``mirage render`` takes beyond the spec.
@@ -113,11 +156,13 @@ class RenderOptions:
     Attributes:
         out: the run directory (None: the spec's ``output``).
         backbone: how the model runs (``BackboneOptions``).
+        video: what is written besides checkpoints (``VideoOptions``).
         restart: discard an existing run in ``out`` and start over.
         trace_dir: write a torch.profiler Chrome trace of one chunk into this directory.
     """
 
     out: Path | None = None
     backbone: BackboneOptions = field(default_factory=BackboneOptions)
+    video: VideoOptions = field(default_factory=VideoOptions)
     restart: bool = False
     trace_dir: Path | None = None

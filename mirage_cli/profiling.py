@@ -53,7 +53,8 @@ MEMORY_QUERY = "memory_query"
 DENOISE = "denoise"  # the whole denoising loop of one chunk
 DENOISE_STEP = "denoise_step"  # one scheduler step (nested in DENOISE)
 DECODE = "decode"
-MP4_WRITE = "mp4_write"
+MP4_WRITE = "mp4_write"  # the chunk's MP4 segment, and the final assembly
+OUTPUTS_WRITE = "outputs_write"  # the chunk's latents, and its PNG frames / lossless segment when asked for
 DEPTH_ESTIMATION = "depth_estimation"
 MEMORY_INSERT = "memory_insert"
 VAE_ENCODE = "vae_encode"  # RGB baseline: encode the point-cloud renders
@@ -68,6 +69,7 @@ STAGES: tuple[str, ...] = (
     DENOISE_STEP,
     DECODE,
     MP4_WRITE,
+    OUTPUTS_WRITE,
     DEPTH_ESTIMATION,
     MEMORY_INSERT,
     VAE_ENCODE,

@@ -3,8 +3,11 @@
 Layout::
 
     RUN/
-      video.mp4              the whole video (segments joined, shared boundary frames dropped)
-      segments/              chunk_0000.mp4 ... one MP4 per finished chunk (written atomically)
+      video.mp4              the whole video: the segments' packets joined (no re-encode)
+      video.mkv              with --lossless: the same frames exactly (FFV1)
+      segments/              chunk_0000.mp4 ... one per finished chunk, without the first frame it shares
+                             with the chunk before (and chunk_0000.mkv ... with --lossless)
+      latents/               chunk_0000.safetensors ... every chunk's final latents (re-decodable)
       state/                 checkpoints (``mirage_cli.checkpoint.CheckpointStore``)
       run.json               the render configuration and its fingerprint
       spec.resolved.yaml     the spec as rendered (defaults and command-line overrides filled in)
@@ -33,7 +36,9 @@ from mirage_cli.errors import InputError, Problem, RenderError
 from mirage_cli.jsonable import canonical_json, to_jsonable
 
 VIDEO = "video.mp4"
+VIDEO_LOSSLESS = "video.mkv"
 SEGMENTS = "segments"
+LATENTS = "latents"
 STATE = "state"
 RUN_JSON = "run.json"
 RESOLVED_SPEC = "spec.resolved.yaml"
@@ -58,12 +63,24 @@ class RunDir:
         return self.path / VIDEO
 
     @property
+    def video_lossless(self) -> Path:
+        return self.path / VIDEO_LOSSLESS
+
+    @property
     def segments_dir(self) -> Path:
         return self.path / SEGMENTS
 
-    def segment(self, index: int) -> Path:
-        """The MP4 of chunk ``index`` (0-based)."""
-        return self.segments_dir / f"chunk_{index:04d}.mp4"
+    def segment(self, index: int, lossless: bool = False) -> Path:
+        """The segment of chunk ``index`` (0-based): its MP4, or its lossless MKV."""
+        return self.segments_dir / f"chunk_{index:04d}.{'mkv' if lossless else 'mp4'}"
+
+    @property
+    def latents_dir(self) -> Path:
+        return self.path / LATENTS
+
+    def latents(self, index: int) -> Path:
+        """The safetensors file of chunk ``index``'s final latents."""
+        return self.latents_dir / f"chunk_{index:04d}.safetensors"
 
     @property
     def state_dir(self) -> Path:
@@ -114,9 +131,9 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove every output of a previous render (``--restart``); the lock stays."""
-        for directory in (self.state_dir, self.segments_dir):
+        for directory in (self.state_dir, self.segments_dir, self.latents_dir):
             shutil.rmtree(directory, ignore_errors=True)
-        for path in (self.video, self.report_json, self.report_html, self.run_json, self.resolved_spec):
+        for path in (self.video, self.video_lossless, self.report_json, self.report_html, self.run_json, self.resolved_spec):
             path.unlink(missing_ok=True)
 
     def check_config(self, config: dict) -> None:

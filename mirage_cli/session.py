@@ -6,9 +6,9 @@ video and report, as a ``RenderSession`` that runs numbered stages.
 2. Check inputs: the start image, depth and mask, before any weights load.
 3. Load components: the backbone, the depth provider, the rollout (``mirage_cli.rollout``).
 4. Restore the checkpoint, or start from the start image.
-5. Chunk loop: render a chunk -> write its segment -> checkpoint. A stop signal ends the loop with a
+5. Chunk loop: render a chunk -> write its files (``mirage_cli.outputs``) -> checkpoint. A stop signal ends the loop with a
    checkpoint (mid-chunk when it arrives during denoising) and ``Interrupted`` (exit 75).
-6. Assemble the video, write the report, write the final checkpoint.
+6. Assemble the video (segments joined by packet copy), write the report and the final checkpoint.
 
 Re-running the same command on the same directory resumes from the last complete checkpoint; a
 configuration that would change the output is refused (exit 2) naming the keys that differ, unless
@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirage_cli import test_hooks
 from mirage_cli.checkpoint import Checkpoint
 from mirage_cli.conditioning import CONDITIONERS
 from mirage_cli.denoise import DenoiseState
-from mirage_cli.errors import InputError, Interrupted, RenderError
+from mirage_cli.errors import InputError, Interrupted, Problem
 from mirage_cli.options import BackboneOptions, RenderOptions
+from mirage_cli.outputs import RenderOutputs
 from mirage_cli.run_dir import RunDir, fingerprint
 from mirage_cli.spec import Chunk, Plan
 
@@ -76,6 +78,12 @@ class RenderEvents:
     def step_done(self, index: int, step: int, steps: int) -> None: ...
 
     def chunk_done(self, index: int, total: int, stats: dict) -> None: ...
+
+    def run_started(self, summary: dict) -> None:
+        """The render begins (``summary``: run directory, frames, chunks, steps, size, memory, resume point)."""
+
+    def checkpoint_saved(self, info: dict) -> None:
+        """A checkpoint was written (``info``: name, next chunk, mid-chunk step, seconds)."""
 
 
 @dataclass
@@ -151,6 +159,7 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         "fp8": backbone.fp8,
         "memory": plan.summary()["memory"],
         "depth_model": plan.depth_model,
+        "video": options.video.config(),
     }
 
 
@@ -172,6 +181,7 @@ class RenderSession:
         self.config = render_config(plan, self.options)
         self.fingerprint = fingerprint(self.config)
         self.store = self.run_dir.checkpoints()
+        self.outputs = None
         self.backbone = backbone
         self.rollout = None
         self.prof = None
@@ -184,7 +194,8 @@ class RenderSession:
         self.run_dir.create()
         with self.run_dir.lock():
             ckpt = self.resume_point()  # 1
-            if ckpt is not None and ckpt.meta.get("done") and self.run_dir.video.exists():
+            self.events.run_started(self._start_summary(ckpt))
+            if ckpt is not None and ckpt.meta.get("done") and self._videos_exist():
                 return self._result(self.plan.frames, self.run_dir.read_report(), already_complete=True)
             start = self.check_inputs(ckpt)  # 2
             self.load_components()  # 3
@@ -216,6 +227,26 @@ class RenderSession:
             )
         return ckpt
 
+    def _start_summary(self, ckpt: Checkpoint | None) -> dict:
+        plan = self.plan
+        return {
+            "run_dir": str(self.run_dir.path),
+            "spec": str(plan.spec_path),
+            "frames": plan.frames,
+            "chunks": len(plan.chunks),
+            "steps": plan.steps,
+            "width": plan.width,
+            "height": plan.height,
+            "fps": plan.fps,
+            "memory": str(plan.memory.mode),
+            "resume_chunk": None if ckpt is None else ckpt.meta.get("chunk"),
+            "resume_step": None if ckpt is None else ckpt.meta.get("mid_chunk_step"),
+        }
+
+    def _videos_exist(self) -> bool:
+        run = self.run_dir
+        return run.video.exists() and (run.video_lossless.exists() or not self.options.video.lossless)
+
     # --- 2. check inputs ---------------------------------------------------------------------------
 
     def check_inputs(self, ckpt: Checkpoint | None) -> StartInputs:
@@ -224,6 +255,9 @@ class RenderSession:
         from mirage_cli.inputs import load_start_depth, load_start_image, load_start_mask
 
         plan = self.plan
+        video_problems = self.options.video.problems()
+        if video_problems:
+            raise InputError([Problem(file=None, field=flag, message=message) for flag, message in video_problems])
         start = StartInputs(load_start_image(plan), load_start_depth(plan), load_start_mask(plan))
         needs_depth = ckpt is None and CONDITIONERS[plan.memory.mode].stores_frames
         if needs_depth and start.depth is None and is_no_model(plan.depth_model):
@@ -251,6 +285,7 @@ class RenderSession:
             load_seconds = time.perf_counter() - t_load
         self.prof = Profiler(self.backbone.device)
         self.prof.add_setup_seconds("model_load", load_seconds)
+        self.outputs = RenderOutputs(self.run_dir, self.plan, self.options.video, self.prof)
         if CONDITIONERS[self.plan.memory.mode].stores_frames:
             depth_provider = make_depth_provider(self.plan.depth_model, self.backbone.device)
         else:
@@ -299,6 +334,7 @@ class RenderSession:
 
         def on_step(i: int, _state: DenoiseState) -> bool:
             self.events.step_done(chunk.index, i + 1, steps)
+            test_hooks.pause("denoise_step")  # tests stop the render here (mirage_cli.test_hooks)
             return stop.requested
 
         with self._maybe_trace(chunk):
@@ -310,7 +346,7 @@ class RenderSession:
                 f"stopped by {stop.signal_name} during chunk {chunk.index + 1}/{total}; "
                 "checkpoint saved, run the same command again to resume"
             )
-        self._write_segment(chunk, result.pixels)
+        self.outputs.write_chunk(chunk, result.latents, result.pixels)
         new_frames = chunk.num_frames if chunk.index == 0 else chunk.num_frames - 1
         stats = {"start": chunk.start, "end": chunk.end, "frames": new_frames, **result.stats}
         self.prof.end_chunk(dict(stats))
@@ -325,16 +361,6 @@ class RenderSession:
 
         self.traced = True
         return trace_chunk(self.options.trace_dir, chunk_index=chunk.index, device=self.backbone.device)
-
-    def _write_segment(self, chunk: Chunk, pixels: torch.Tensor) -> None:
-        from mirage_cli.video import to_uint8_frames, write_mp4
-
-        segment = self.run_dir.segment(chunk.index)
-        with self.prof.stage("mp4_write"):
-            try:
-                write_mp4(segment, to_uint8_frames(pixels), self.plan.fps)
-            except OSError as e:
-                raise RenderError(f"cannot write {segment}: {e.strerror or e}; the last checkpoint is intact") from None
 
     def save_checkpoint(self, next_chunk: int, *, denoise_state: DenoiseState | None = None, done: bool = False) -> float:
         """Write a checkpoint that resumes at chunk ``next_chunk`` (mid-chunk with ``denoise_state``);
@@ -354,28 +380,20 @@ class RenderSession:
             **self.rollout.memory_stats(),
         }
         t = time.perf_counter()
-        self.store.save(tensors, meta)
-        return time.perf_counter() - t
+        path = self.store.save(tensors, meta)
+        seconds = time.perf_counter() - t
+        self.events.checkpoint_saved(
+            {"name": path.name, "next_chunk": next_chunk, "mid_chunk_step": meta["mid_chunk_step"], "done": done, "seconds": seconds}
+        )
+        return seconds
 
     # --- 6. assemble, report, final checkpoint -----------------------------------------------------
 
     def finish(self) -> RenderResult:
-        """Join the segments into ``video.mp4``, write the report and the final checkpoint."""
+        """Join the segments into ``video.mp4`` (and ``video.mkv``), write the report and the final checkpoint."""
         from mirage_cli.report import build_report, describe_device
-        from mirage_cli.video import concat_segments
 
-        run = self.run_dir
-        segments = [run.segment(c.index) for c in self.plan.chunks]
-        missing = [str(s) for s in segments if not s.exists()]
-        if missing:
-            raise RenderError(f"segments missing from {run.segments_dir}: {', '.join(missing)}; rerun with --restart")
-        with self.prof.stage("mp4_write"):
-            try:
-                frames = concat_segments(segments, run.video, self.plan.fps)
-            except OSError as e:
-                raise RenderError(f"cannot write {run.video}: {e.strerror or e}") from None
-        if frames != self.plan.frames:
-            raise RenderError(f"{run.video.name} has {frames} frames, expected {self.plan.frames}")
+        frames = self.outputs.assemble()
         wall = time.perf_counter() - self.t0
         backbone = self.options.backbone
         report = build_report(
@@ -386,7 +404,7 @@ class RenderSession:
             wall_seconds=wall,
             **self.prof.report_inputs(),
         )
-        run.write_report(report)
+        self.run_dir.write_report(report)
         self.save_checkpoint(len(self.plan.chunks), done=True)
         return self._result(frames, report)
 

@@ -1,8 +1,26 @@
-"""MP4 writing and reading with PyAV (H.264, yuv420p).
+"""Video files with PyAV: H.264 MP4 and lossless FFV1 MKV segments, assembly by packet copy, PNG frames.
 
-Segments are written atomically (temporary file, then rename), so a segment on disk is always
-complete. The final video is the segments in order with the first frame of every later segment
-dropped (it repeats the previous segment's last frame).
+**Same frames, same bytes.** Every encoder setting that could make the output depend on the machine
+or on timing is set explicitly (``H264_OPTIONS``):
+
+- ``threads`` is fixed (``H264_THREADS``). x264's automatic thread count follows the CPUs the
+  process may use (its affinity), and the bitstream depends on the thread count: the same frames
+  encoded by a process allowed one CPU and by one allowed two give different files. A render
+  resumed on another node, or under another CPU allocation, must not change its segments.
+- frame threads, not sliced threads (PyAV's default thread type selects x264's sliced threads),
+  with x264's deterministic mode on;
+- macroblock-tree rate control off (``mbtree=0``). It was the one setting whose removal made busy-
+  machine encodes reproducible where they had not been (and its propagation runs in floating point
+  through SIMD kernels that x264 only checks to a tolerance). It costs bits at the same ``crf``
+  (README, "Reproducible video" has the numbers).
+- The containers are written ``bitexact``: no library version strings or random ids in the file.
+
+**Segments and assembly.** Every chunk is written as a segment as soon as it is rendered; a chunk
+after the first is written without its first frame (it repeats the previous chunk's last frame), so
+the final video is the segments' packets copied one after another with shifted timestamps: no
+second encode, no second generation of loss, and its decoded frames are exactly the segments'.
+
+Every file is written atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -10,48 +28,53 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 
 from mirage_cli.atomic import atomic_path
 
+H264_THREADS = 4
+"""x264 frame threads, fixed so that the bytes do not depend on the machine (any count would do)."""
+H264_OPTIONS = "threads={threads}:sliced-threads=0:deterministic=1:mbtree=0"
+"""x264 parameters that make the encode reproducible (module docstring)."""
+BITEXACT = {"fflags": "+bitexact"}
+"""Container options: no version strings or random ids in the written file."""
+FFV1_OPTIONS = {"level": "3", "slices": "4", "slicecrc": "1", "context": "1"}
+"""FFV1 version 3 (intra only), 4 slices with CRCs, the large context model: lossless, checkable, seekable."""
+PNG_COMPRESS_LEVEL = 6
+
 
 def _fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> int:
-    """Encode RGB frames to an H.264 yuv420p MP4, atomically.
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frames: expected uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
+    return np.ascontiguousarray(frame)
 
-    Args:
-        path: destination ``.mp4``.
-        frames: iterable of uint8 [H, W, 3] RGB arrays, all the same size; H and W must be even.
-        fps: frames per second.
-        crf: x264 constant rate factor (lower is better quality).
 
-    Returns:
-        The number of frames written.
-    """
+def _encode(path, frames: Iterable[np.ndarray], fps: float, *, fmt: str, codec: str, pix_fmt: str, options: dict) -> int:
+    """Encode RGB frames into a new file ``path`` (atomically); returns the number of frames."""
     count = 0
-    with atomic_path(path, suffix=".mp4") as tmp:
-        container = av.open(str(tmp), mode="w", format="mp4")
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        container = av.open(str(tmp), mode="w", format=fmt, options=dict(BITEXACT))
         try:
             stream = None
             for frame in frames:
-                frame = np.asarray(frame)
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise ValueError(f"frames: expected uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
+                frame = _check_frame(frame)
                 if stream is None:
                     h, w = frame.shape[:2]
-                    if h % 2 or w % 2:
+                    if pix_fmt == "yuv420p" and (h % 2 or w % 2):
                         raise ValueError(f"frames: H and W must be even for yuv420p, got {h}x{w}")
-                    stream = container.add_stream("libx264", rate=_fps_fraction(fps))
-                    stream.width, stream.height = w, h
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": "medium"}
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                for packet in stream.encode(vf):
+                    stream = container.add_stream(codec, rate=_fps_fraction(fps))
+                    stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+                    stream.codec_context.thread_count = 1  # the codec's own threads are set in ``options``
+                    stream.options = options
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
                 count += 1
             if stream is None:
@@ -63,8 +86,85 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,
     return count
 
 
-def read_mp4(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """Decode an MP4 to uint8 [T, H, W, 3] RGB frames and its fps."""
+def h264_options(crf: int = 18, preset: str = "medium") -> dict:
+    """libx264 options for ``write_mp4``: quality (``crf``), speed (``preset``) and ``H264_OPTIONS``."""
+    return {"crf": str(int(crf)), "preset": str(preset), "x264-params": H264_OPTIONS.format(threads=H264_THREADS)}
+
+
+def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18, preset: str = "medium") -> int:
+    """Encode RGB frames to an H.264 yuv420p MP4, reproducibly and atomically.
+
+    Args:
+        path: destination ``.mp4``.
+        frames: iterable of uint8 [H, W, 3] RGB arrays, all the same size; H and W must be even.
+        fps: frames per second.
+        crf: x264 constant rate factor (lower is better quality; 0-51).
+        preset: x264 speed preset (``ultrafast`` ... ``veryslow``).
+
+    Returns:
+        The number of frames written.
+    """
+    return _encode(path, frames, fps, fmt="mp4", codec="libx264", pix_fmt="yuv420p", options=h264_options(crf, preset))
+
+
+def write_lossless(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> int:
+    """Encode RGB frames losslessly: FFV1 on the RGB samples themselves (``bgr0``: the three colour
+    bytes reordered and padded, no colour conversion) in Matroska.
+
+    Decoding gives back exactly ``frames``. Arguments and result as ``write_mp4`` (any H, W).
+    """
+    return _encode(path, frames, fps, fmt="matroska", codec="ffv1", pix_fmt="bgr0", options=dict(FFV1_OPTIONS))
+
+
+def concat_segments(segments: Sequence[str | os.PathLike], dest: str | os.PathLike) -> int:
+    """Join segment files into ``dest`` by copying their packets, timestamps shifted (no re-encode).
+
+    Every segment must come from the same encoder settings (``write_mp4`` or ``write_lossless``)
+    at the same size and rate. The decoded frames of ``dest`` are the segments' decoded frames, in
+    order. Written atomically; returns the number of frames.
+    """
+    if not segments:
+        raise ValueError("segments: nothing to join")
+    fmt = "matroska" if Path(dest).suffix.lower() == ".mkv" else "mp4"
+    count = 0
+    with atomic_path(dest, suffix=Path(dest).suffix) as tmp:
+        with av.open(str(segments[0])) as first:
+            template = first.streams.video[0]
+            out = av.open(str(tmp), mode="w", format=fmt, options=dict(BITEXACT))
+            try:
+                out_stream = out.add_stream_from_template(template)
+                offset = 0  # in the segments' time base
+                for segment in segments:
+                    offset, added = _copy_packets(segment, out, out_stream, offset)
+                    count += added
+            finally:
+                out.close()
+    return count
+
+
+def _copy_packets(segment, out, out_stream, offset: int) -> tuple[int, int]:
+    """Mux every packet of ``segment`` into ``out`` with ``offset`` added to its timestamps.
+
+    Returns the offset of the next segment (this one's end) and the number of frames copied.
+    """
+    with av.open(str(segment)) as container:
+        stream = container.streams.video[0]
+        frame_ticks = int(round(1 / (float(stream.average_rate or stream.base_rate) * float(stream.time_base))))
+        frames, end = 0, offset
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the demuxer's end-of-stream marker
+                continue
+            packet.pts += offset
+            packet.dts += offset
+            end = max(end, packet.pts + frame_ticks)
+            packet.stream = out_stream
+            out.mux(packet)
+            frames += 1
+    return end, frames
+
+
+def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Decode a video file to uint8 [T, H, W, 3] RGB frames and its fps."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.base_rate)
@@ -72,8 +172,8 @@ def read_mp4(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
-def probe_mp4(path: str | os.PathLike) -> dict:
-    """Frame count (by decoding), fps, width and height of an MP4."""
+def probe_video(path: str | os.PathLike) -> dict:
+    """Frame count (by decoding), fps, width and height of a video file."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         n = sum(1 for _ in container.decode(stream))
@@ -85,22 +185,17 @@ def probe_mp4(path: str | os.PathLike) -> dict:
         }
 
 
-def concat_segments(segments: Sequence[str | os.PathLike], dest: str | os.PathLike, fps: float) -> int:
-    """Join segment MP4s into ``dest``, dropping the first frame of every segment after the first.
+def write_png_frames(directory: str | os.PathLike, frames: np.ndarray, first_index: int) -> list[Path]:
+    """Write uint8 [T, H, W, 3] frames as ``frame_{index:06d}.png`` (index from ``first_index``), each atomically."""
+    from PIL import Image
 
-    Re-encodes (segments are short and this keeps the result a single clean stream).
-    Returns the number of frames written.
-    """
-
-    def frames():
-        for i, seg in enumerate(segments):
-            with av.open(str(seg)) as container:
-                for j, f in enumerate(container.decode(container.streams.video[0])):
-                    if i > 0 and j == 0:
-                        continue
-                    yield f.to_ndarray(format="rgb24")
-
-    return write_mp4(dest, frames(), fps)
+    out = []
+    for k, frame in enumerate(frames):
+        path = Path(directory) / f"frame_{first_index + k:06d}.png"
+        with atomic_path(path, suffix=".png") as tmp:
+            Image.fromarray(_check_frame(frame)).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        out.append(path)
+    return out
 
 
 def to_uint8_frames(pixels) -> np.ndarray:

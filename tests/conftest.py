@@ -31,3 +31,31 @@ def tiny_depth_dir(tmp_path_factory):
     DepthAnythingForDepthEstimation(config).save_pretrained(d)
     DPTImageProcessor(size={"height": 56, "width": 56}).save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory):
+    """The example room, small (tests/render_helpers.py)."""
+    from render_helpers import write_small_scene
+
+    return write_small_scene(tmp_path_factory.mktemp("small_scene"))
+
+
+@pytest.fixture(scope="session")
+def renders(tmp_path_factory, small_scene):
+    """One small render per memory mode, in-process through the real CLI: {mode: (run_dir, summary)}.
+
+    Session scope: the render, resume and report tests read these instead of rendering again.
+    """
+    import json
+
+    from render_helpers import SMALL, cli
+
+    base = tmp_path_factory.mktemp("renders")
+    out = {}
+    for mode in ("latent", "rgb", "none"):
+        run = base / mode
+        result = cli("render", small_scene, "--out", run, "--memory", mode, "--json", *SMALL)
+        assert result.exit_code == 0, result.stderr
+        out[mode] = (run, json.loads(result.stdout))
+    return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -372,17 +371,13 @@ def _rollout_available() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _rollout_available(), reason="mirage_cli.rollout is not importable yet")
 def test_batch_end_to_end_with_mirage_render(tmp_path):
-    import yaml
+    from render_helpers import write_small_scene
 
-    src = REPO / "examples" / "room" / "scene.yaml"
-    other_dir = tmp_path / "room2"
-    shutil.copytree(src.parent, other_dir)
-    spec = yaml.safe_load((other_dir / "scene.yaml").read_text())
-    spec["seed"] = int(spec.get("seed", 0)) + 1
-    (other_dir / "scene.yaml").write_text(yaml.safe_dump(spec))
+    src = write_small_scene(tmp_path / "room")
+    other = write_small_scene(tmp_path / "room2", seed=1)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "mirage_cli", "batch", str(src), str(other_dir / "scene.yaml"), "--executor", "local",
-           "--out-root", str(out), "--json", "--", "--preset", "tiny", "--steps", "2"]
+    cmd = [sys.executable, "-m", "mirage_cli", "batch", str(src), str(other), "--executor", "local",
+           "--out-root", str(out), "--json", "--", "--preset", "tiny", "--steps", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)

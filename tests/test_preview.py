@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mirage_cli import synthetic as S
 from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.preview import HOLE_COLOR, preview_frames, render_preview
-from mirage_cli.video import read_mp4
+from mirage_cli.video import read_video
 
 H, W = 64, 96
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "room"
@@ -41,7 +41,7 @@ def test_render_preview_writes_an_mp4_at_the_path_fps(tmp_path):
     rgb, depth = S.render(traj.K[0], traj.world_from_cam[0], H, W)
     out = render_preview(rgb, depth, traj, tmp_path / "p.mp4", hole_color=(0.0, 0.0, 0.0))
     assert out == tmp_path / "p.mp4"
-    video, fps = read_mp4(out)
+    video, fps = read_video(out)
     assert video.shape == (7, H, W, 3) and fps == pytest.approx(6.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.mp4"]
 
@@ -81,7 +81,7 @@ def test_cli_preview_of_the_example(tmp_path):
     result = CliRunner().invoke(app, ["preview", str(scene), "--out", str(tmp_path / "preview.mp4")])
     assert result.exit_code == 0, result.output
     assert "preview.mp4: 9 frames, 448x256" in result.stdout
-    video, fps = read_mp4(tmp_path / "preview.mp4")
+    video, fps = read_video(tmp_path / "preview.mp4")
     assert video.shape == (9, 256, 448, 3) and fps == pytest.approx(8.0)
 
 

@@ -1,9 +1,12 @@
-"""Long renders survive anything: kill -9 at several points, SIGTERM, corrupt checkpoints, a second writer.
+"""Long renders survive anything: kill -9 at several moments, SIGTERM, corrupt checkpoints, a second writer.
 
-Real processes and real signals. Whatever the moment of the kill, a resumed render must decode to
-exactly the frames of an uninterrupted one (CPU determinism contract). The kill moments are chosen
-by watching the run directory (first step done, first checkpoint written, a checkpoint being
-written); where a moment is missed the assertion still holds, it is only a weaker test.
+Real processes and real signals. The render to kill runs in a child process with
+``--progress jsonl`` (the test reads its events to know where it is) and a test-only pause
+(``mirage_cli.test_hooks``: a sleep after every denoising step, or inside a checkpoint write) that
+makes each moment wide enough to hit; pauses change when things happen, never what is computed.
+After the kill the render is resumed with the same command (in this process) and must give what a
+user gets from an uninterrupted render: the same ``video.mp4`` bytes and the same final checkpoint
+tensors as the session's reference render (conftest.py ``renders["latent"]``).
 """
 
 from __future__ import annotations
@@ -16,51 +19,46 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from mirage_cli.video import read_mp4
-
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "room" / "scene.yaml"
-# Enough steps that a chunk takes a moment, so kills land inside the work.
-ARGS = ["--preset", "tiny", "--steps", "24", "--memory", "latent", "--quiet"]
+from render_helpers import SMALL, cli, file_hash, final_checkpoint_tensors, same_tensors
 
 
-def render_cmd(run: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mirage_cli", "render", str(EXAMPLE), "--out", str(run), *ARGS, *extra]
+def render_args(scene: Path, run: Path) -> list[str]:
+    return ["render", str(scene), "--out", str(run), "--memory", "latent", *SMALL]
 
 
-def frames_of(run: Path) -> np.ndarray:
-    return read_mp4(run / "video.mp4")[0]
+class Child:
+    """``mirage render`` in a child process, with progress events read from its stderr."""
+
+    def __init__(self, scene: Path, run: Path, pause: str):
+        env = {**os.environ, "MIRAGE_TEST_PAUSE": pause}
+        cmd = [sys.executable, "-m", "mirage_cli", *render_args(scene, run), "--progress", "jsonl"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        self.events: list[dict] = []
+
+    def wait_for(self, predicate) -> dict:
+        """Read events until one satisfies ``predicate``; returns it."""
+        for line in self.proc.stderr:
+            event = json.loads(line)
+            self.events.append(event)
+            if predicate(event):
+                return event
+        raise AssertionError(f"the render ended before the awaited event; events: {self.events}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stderr.close()
+
+    def finish(self) -> int:
+        for line in self.proc.stderr:
+            self.events.append(json.loads(line))
+        self.proc.stderr.close()
+        return self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> np.ndarray:
-    run = tmp_path_factory.mktemp("reference") / "run"
-    proc = subprocess.run(render_cmd(run), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    return frames_of(run)
-
-
-def wait_for(predicate, timeout: float = 120.0, interval: float = 0.005) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
-def start(run: Path) -> subprocess.Popen:
-    return subprocess.Popen(render_cmd(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def resume_and_compare(run: Path, reference: np.ndarray) -> str:
-    proc = subprocess.run(render_cmd(run), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert np.array_equal(frames_of(run), reference)
-    return proc.stderr
+def step_of(chunk: int):
+    return lambda e: e["event"] == "step" and e["chunk"] == chunk
 
 
 def checkpoints(run: Path) -> list[str]:
@@ -68,87 +66,100 @@ def checkpoints(run: Path) -> list[str]:
     return sorted(p.name for p in state.glob("ckpt-*")) if state.exists() else []
 
 
-def test_sigkill_before_first_checkpoint(tmp_path, reference):
+def resume_and_compare(scene: Path, run: Path, reference: Path) -> str:
+    result = cli(*render_args(scene, run))
+    assert result.exit_code == 0, result.stderr
+    assert file_hash(run / "video.mp4") == file_hash(reference / "video.mp4")
+    assert same_tensors(final_checkpoint_tensors(run), final_checkpoint_tensors(reference))
+    return result.stderr
+
+
+@pytest.fixture
+def reference(renders) -> Path:
+    return renders["latent"][0]
+
+
+def test_sigkill_before_first_checkpoint(tmp_path, small_scene, reference):
     run = tmp_path / "run"
-    p = start(run)
-    assert wait_for(lambda: (run / "run.json").exists())
-    time.sleep(1.0)  # loading / first chunk under way, no checkpoint yet
-    p.kill()
-    p.wait()
-    resume_and_compare(run, reference)
+    child = Child(small_scene, run, "denoise_step=0.5")
+    child.wait_for(step_of(0))
+    assert checkpoints(run) == []
+    child.kill()
+    resume_and_compare(small_scene, run, reference)
 
 
-def test_sigkill_after_first_chunk(tmp_path, reference):
+def test_sigkill_after_first_chunk(tmp_path, small_scene, reference):
     run = tmp_path / "run"
-    p = start(run)
-    assert wait_for(lambda: len(checkpoints(run)) >= 1)
-    time.sleep(0.05)  # inside chunk 1's denoising
-    p.kill()
-    p.wait()
-    assert (run / "segments" / "chunk_0000.mp4").exists()
-    resume_and_compare(run, reference)
+    child = Child(small_scene, run, "denoise_step=0.5")
+    child.wait_for(lambda e: e["event"] == "checkpoint" and e["next_chunk"] == 1)
+    child.wait_for(step_of(1))  # inside chunk 1's denoising
+    child.kill()
+    assert (run / "segments" / "chunk_0000.mp4").exists() and not (run / "segments" / "chunk_0001.mp4").exists()
+    resume_and_compare(small_scene, run, reference)
 
 
-def test_sigkill_during_checkpoint_write(tmp_path, reference):
+def test_sigkill_during_checkpoint_write(tmp_path, small_scene, reference):
     run = tmp_path / "run"
-    p = start(run)
+    child = Child(small_scene, run, "checkpoint_write=3")
     state = run / "state"
-    # Kill the moment a checkpoint is being written (a temporary directory exists).
-    wait_for(lambda: state.exists() and any(x.name.startswith(".tmp-ckpt-") for x in state.iterdir()), interval=0.0005)
-    p.kill()
-    p.wait()
-    resume_and_compare(run, reference)
+
+    def writing() -> list[Path]:
+        return [d for d in state.glob(".tmp-ckpt-*") if any(d.iterdir())] if state.exists() else []
+
+    deadline = time.monotonic() + 120
+    while not writing() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writing(), "the checkpoint write window was never seen"
+    child.kill()
+    assert writing() and checkpoints(run) == []  # killed inside the first write: half a checkpoint on disk
+    resume_and_compare(small_scene, run, reference)
+    assert not list(state.glob(".tmp-ckpt-*"))  # the leftover was cleaned up
 
 
-def test_sigterm_saves_mid_chunk_and_resumes(tmp_path, reference):
+def test_sigterm_saves_mid_chunk_and_resumes(tmp_path, small_scene, reference):
     run = tmp_path / "run"
-    p = start(run)
-    assert wait_for(lambda: len(checkpoints(run)) >= 1)
-    time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 75, err
-    assert "checkpoint saved" in err and "Traceback" not in err
-    info = subprocess.run([sys.executable, "-m", "mirage_cli", "inspect", str(run), "--json"], capture_output=True, text=True)
-    assert info.returncode == 0, info.stderr
-    state = json.loads(info.stdout)
-    assert state["resumable"] is True
-    resume_and_compare(run, reference)
+    child = Child(small_scene, run, "denoise_step=0.5")
+    child.wait_for(step_of(1))
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.finish() == 75
+    last = child.events[-1]
+    assert last["event"] == "interrupted" and last["exit_code"] == 75 and "checkpoint saved" in last["message"]
+    saved = [e for e in child.events if e["event"] == "checkpoint"]
+    assert saved[-1]["next_chunk"] == 1 and saved[-1]["mid_chunk_step"] >= 1
+    info = cli("inspect", run, "--json")
+    assert info.exit_code == 0 and json.loads(info.stdout)["resumable"] is True
+    resume_and_compare(small_scene, run, reference)
 
 
-def test_corrupt_checkpoint_falls_back(tmp_path, reference):
+def test_corrupt_checkpoint_falls_back(tmp_path, small_scene, reference):
     run = tmp_path / "run"
-    p = start(run)
-    assert wait_for(lambda: len(checkpoints(run)) >= 1)
-    time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)  # leaves a chunk-boundary checkpoint and a mid-chunk one
-    p.communicate(timeout=60)
-    assert p.returncode == 75
+    child = Child(small_scene, run, "denoise_step=0.5")
+    child.wait_for(step_of(1))
+    child.proc.send_signal(signal.SIGTERM)  # leaves a chunk-boundary checkpoint and a mid-chunk one
+    assert child.finish() == 75
     names = checkpoints(run)
     assert len(names) >= 2
-    newest = run / "state" / names[-1]
-    target = next(newest.glob("*.safetensors"))
+    target = next((run / "state" / names[-1]).glob("*.safetensors"))
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    err = resume_and_compare(run, reference)
+    err = resume_and_compare(small_scene, run, reference)
     assert "corrupt" in err and names[-1] in err
 
 
-def test_second_writer_is_refused(tmp_path):
+def test_second_writer_is_refused(tmp_path, small_scene):
     run = tmp_path / "run"
-    p = start(run)
+    child = Child(small_scene, run, "denoise_step=2")
     try:
-        assert wait_for(lambda: (run / ".lock").exists() or (run / "run.json").exists())
-        second = subprocess.run(render_cmd(run), capture_output=True, text=True, timeout=120)
-        assert second.returncode == 2
-        assert "in use" in second.stderr and "Traceback" not in second.stderr
+        child.wait_for(step_of(0))
+        second = cli(*render_args(small_scene, run))
+        assert second.exit_code == 2
+        assert "in use" in second.stderr
     finally:
-        p.kill()
-        p.wait()
+        child.kill()
 
 
-def test_unwritable_output_is_exit_1(tmp_path):
+def test_unwritable_output_is_exit_1(tmp_path, small_scene):
     if os.geteuid() == 0:
         # root ignores directory permissions; a file in the way of the run directory works for anyone.
         blocker = tmp_path / "file"
@@ -158,6 +169,6 @@ def test_unwritable_output_is_exit_1(tmp_path):
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
         run = ro / "run"
-    proc = subprocess.run(render_cmd(run), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    assert "cannot create run directory" in proc.stderr and "Traceback" not in proc.stderr
+    result = cli(*render_args(small_scene, run))
+    assert result.exit_code == 1
+    assert "cannot create run directory" in result.stderr

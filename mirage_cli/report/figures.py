@@ -21,6 +21,7 @@ STAGE_COLORS = {
     P.DENOISE_STEP: "#7f9ee8",
     P.DECODE: "#f29d38",
     P.MP4_WRITE: "#e6c229",
+    P.OUTPUTS_WRITE: "#c9b458",
     P.DEPTH_ESTIMATION: "#9c5ec2",
     P.MEMORY_INSERT: "#5cb85c",
     P.VAE_ENCODE: "#e0544b",
