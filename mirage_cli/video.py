@@ -5,14 +5,16 @@ or on timing is set explicitly (``H264_OPTIONS``):
 
 - ``threads`` is fixed (``H264_THREADS``). x264's automatic thread count follows the CPUs the
   process may use (its affinity), and the bitstream depends on the thread count: the same frames
-  encoded by a process allowed one CPU and by one allowed two give different files. A render
-  resumed on another node, or under another CPU allocation, must not change its segments.
-- frame threads, not sliced threads (PyAV's default thread type selects x264's sliced threads),
-  with x264's deterministic mode on;
-- macroblock-tree rate control off (``mbtree=0``). It was the one setting whose removal made busy-
-  machine encodes reproducible where they had not been (and its propagation runs in floating point
-  through SIMD kernels that x264 only checks to a tolerance). It costs bits at the same ``crf``
-  (README, "Reproducible video" has the numbers).
+  encoded by a process allowed one CPU and by one allowed two give different files
+  (tests/test_video.py shows it). A render resumed on another node, or under another CPU
+  allocation, must not change its segments.
+- frame threads, not sliced threads (PyAV opens encoders with the slice thread type, which selects
+  x264's sliced threads), with x264's ``deterministic`` mode and ``cpu-independent`` (no
+  CPU-specific algorithm choices, so nodes with other instruction sets give the same bytes);
+- macroblock-tree rate control off (``mbtree=0``): renders of this project on a busy machine were
+  measured to give different bytes with it and the same bytes without it; it is also the one part of
+  x264's rate control that runs in floating point through the lookahead. It costs bits at the same
+  ``crf`` (README, "Reproducible video" has the numbers).
 - The containers are written ``bitexact``: no library version strings or random ids in the file.
 
 **Segments and assembly.** Every chunk is written as a segment as soon as it is rendered; a chunk
@@ -37,7 +39,7 @@ from mirage_cli.atomic import atomic_path
 
 H264_THREADS = 4
 """x264 frame threads, fixed so that the bytes do not depend on the machine (any count would do)."""
-H264_OPTIONS = "threads={threads}:sliced-threads=0:deterministic=1:mbtree=0"
+H264_OPTIONS = "threads={threads}:sliced-threads=0:deterministic=1:cpu-independent=1:mbtree=0"
 """x264 parameters that make the encode reproducible (module docstring)."""
 BITEXACT = {"fflags": "+bitexact"}
 """Container options: no version strings or random ids in the written file."""
