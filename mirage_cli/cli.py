@@ -82,12 +82,14 @@ def validate(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
     json_out: bool = typer.Option(False, "--json", help="Print the resolved plan as one JSON object."),
 ) -> None:
-    """Check a scene spec and print the resolved plan (frames, chunks, camera path)."""
+    """Check a scene spec and its files as a render would, and print the resolved plan."""
 
     def body():
+        from mirage_cli.inputs import preflight
         from mirage_cli.spec import load_plan
 
         plan = load_plan(scene)
+        preflight(plan)
         if json_out:
             _print_json(plan.summary())
         else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -108,11 +109,9 @@ class TransformersDepth:
         from huggingface_hub import is_offline_mode
 
         offline = is_offline_mode()  # huggingface_hub's own rule (HF_HUB_OFFLINE, read when it is imported)
-        if local.exists() and not (local / "config.json").is_file():
-            raise InputError(
-                f"{local} is not a transformers depth model directory: config.json is missing",
-                field="depth_model",
-            )
+        why = depth_model_problem(model)  # the same check as ``mirage validate``'s
+        if why is not None:
+            raise InputError(why, field="depth_model")
         try:
             self.processor = AutoImageProcessor.from_pretrained(str(model), local_files_only=offline or local.exists())
             self.model = AutoModelForDepthEstimation.from_pretrained(
@@ -170,6 +169,33 @@ def _processor_side(size) -> int:
         if value:
             return int(value)
     return 518
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def depth_model_problem(name: str) -> str | None:
+    """Why the depth model ``name`` (``none``, a local directory or a hub id) cannot be loaded, or None.
+
+    A hub id that is not in the Hugging Face cache is a problem only in offline mode (otherwise the
+    render downloads it).
+    """
+    if is_no_model(name):
+        return None
+    local = Path(os.path.expanduser(name))
+    if local.exists():
+        if not (local.is_dir() and (local / "config.json").is_file()):
+            return f"{local} is not a transformers depth model directory: config.json is missing"
+        return None
+    if not _HUB_ID.match(name):
+        return f"{name!r} is neither a local directory nor a Hugging Face model id (org/name)"
+    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str) or not is_offline_mode():
+        return None
+    return (f"cannot load depth model {name!r}: it is not in the Hugging Face cache and offline mode (HF_HUB_OFFLINE) is on. "
+            f"Download it first (e.g. `hf download {name}`), pass a local directory, or use --depth-model none with a "
+            "`depth:` map in the spec")
 
 
 def is_no_model(name: str) -> bool:

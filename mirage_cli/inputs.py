@@ -1,20 +1,42 @@
-"""Load the start image, its depth and its mask at the render size.
+"""The start frame: the image, its depth and its mask, read in full and checked (the pre-flight).
+
+``preflight(plan)`` is what ``mirage validate`` and the render (before any weights load) both run,
+so that validate refuses everything the render would refuse about its inputs, with the same
+message. It decodes the image completely (a truncated file fails here, not mid-render), checks that
+the depth map and the mask have the image's size, that the depth holds usable values, that a depth
+is available when the memory needs one, and that the depth model can be found.
 
 A start image whose aspect ratio differs from the render's is centre-cropped to the render's
-aspect, then resized (the usual way to feed a 16:9 photo to Wan2.2's 1280x704). Depth and mask
-go through the same crop with nearest-neighbour resizing, so no depth value is ever invented at
-an edge. The spec's intrinsics are in pixels of the render size, i.e. of the cropped, resized image.
+aspect, then resized (the usual way to feed a 16:9 photo to Wan2.2's 1280x704; documented, and
+``mirage validate`` prints the render size). Depth and mask go through the same crop with
+nearest-neighbour resizing, so no depth value is ever invented at an edge. The spec's intrinsics
+are in pixels of the render size, i.e. of the cropped, resized image.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from mirage_cli.errors import InputError
+from mirage_cli.errors import InputError, ProblemList
+from mirage_cli.files import read_bytes
+from mirage_cli.limits import MAX_DEPTH, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_DEPTH, MIN_VALID_DEPTH_SHARE
+
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own decompression-bomb guard, at our limit
+
+
+@dataclass
+class StartInputs:
+    """The start frame at the render size: image float32 [3, H, W] in [0, 1], depth float32 [H, W]
+    (0 where invalid) or None, keep_out bool [H, W] (the spec's ``mask``) or None."""
+
+    image: torch.Tensor
+    depth: torch.Tensor | None
+    keep_out: torch.Tensor | None
 
 
 def center_crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, int, int]:
@@ -23,10 +45,10 @@ def center_crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int
     if abs(src_aspect - dst_aspect) < 1e-6:
         return 0, 0, src_w, src_h
     if src_aspect > dst_aspect:  # too wide: crop the sides
-        w = round(src_h * dst_aspect)
+        w = max(1, round(src_h * dst_aspect))
         left = (src_w - w) // 2
         return left, 0, left + w, src_h
-    h = round(src_w / dst_aspect)
+    h = max(1, round(src_w / dst_aspect))
     top = (src_h - h) // 2
     return 0, top, src_w, top + h
 
@@ -40,45 +62,138 @@ def _fit(image: Image.Image, width: int, height: int, resample) -> Image.Image:
     return image
 
 
+def _open_image(path: Path, field: str) -> Image.Image:
+    """The image at ``path`` decoded completely (size checked before decoding)."""
+    import io
+
+    data = read_bytes(path, MAX_IMAGE_BYTES, field=field)
+    try:
+        im = Image.open(io.BytesIO(data))
+        w, h = im.size
+        if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
+            raise InputError(f"{w}x{h} pixels: beyond the limit of {MAX_IMAGE_PIXELS:,} pixels (or empty)", file=str(path), field=field)
+        im.load()  # decode every pixel now: a truncated or corrupt file fails here
+        return im
+    except InputError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:  # Pillow's ways of saying "broken"
+        raise InputError(f"cannot read image: {e}", file=str(path), field=field) from None
+
+
 def load_image(path: Path, width: int, height: int) -> torch.Tensor:
     """An RGB image as float32 [3, H, W] in [0, 1] at ``width`` x ``height``."""
-    try:
-        with Image.open(path) as im:
-            rgb = _fit(im.convert("RGB"), width, height, Image.Resampling.LANCZOS)
-    except OSError as e:
-        raise InputError(f"cannot read image: {e}", file=str(path), field="image") from None
+    rgb = _fit(_open_image(path, "image").convert("RGB"), width, height, Image.Resampling.LANCZOS)
     arr = np.asarray(rgb, dtype=np.float32) / 255.0  # [H, W, 3]
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
-def load_depth(path: Path, width: int, height: int, depth_scale: float = 0.001) -> torch.Tensor:
-    """A z-depth map as float32 [H, W] at the render size; invalid values (<= 0, nan, inf) become 0.
+def _read_depth_array(path: Path, depth_scale: float) -> np.ndarray:
+    """The raw z-depth map, float32 [H, W] as stored (times ``depth_scale`` for a 16-bit PNG)."""
+    if path.suffix.lower() != ".npy":
+        im = _open_image(path, "depth")
+        if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+            raise InputError(f"expected a 16-bit single-channel PNG (value * depth_scale = scene units), got mode {im.mode}",
+                             file=str(path), field="depth")
+        return np.asarray(im, dtype=np.float32) * float(depth_scale)
+    import io
+
+    data = read_bytes(path, MAX_IMAGE_BYTES * 2, field="depth")
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:  # numpy raises ValueError/OSError/EOFError/UnpicklingError for broken files
+        raise InputError(f"cannot read as a .npy array: {e}", file=str(path), field="depth") from None
+    if not isinstance(arr, np.ndarray):
+        raise InputError("is an .npz archive, not a .npy array: save the depth map with numpy.save", file=str(path), field="depth")
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise InputError(f"expected a non-empty 2-D z-depth array [H, W], got shape {list(arr.shape)}", file=str(path), field="depth")
+    if arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
+        raise InputError(f"shape {list(arr.shape)} is beyond the limit of {MAX_IMAGE_PIXELS:,} pixels", file=str(path), field="depth")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"expected float z-depth, got dtype {arr.dtype}", file=str(path), field="depth")
+    return arr.astype(np.float32)
+
+
+def load_depth(path: Path, width: int, height: int, depth_scale: float = 0.001, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A z-depth map as float32 [H, W] at the render size; invalid values (outside
+    [MIN_DEPTH, MAX_DEPTH], NaN, inf) become 0.
 
     ``.npy``: float z-depth in the camera path's units. ``.png``: 16-bit values times ``depth_scale``.
+    ``image_size`` (W, H): the start image's stored size, which the map must have.
+
+    Raises:
+        InputError: unreadable, wrong shape, or too few usable values (``MIN_VALID_DEPTH_SHARE``).
     """
-    try:
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
-        else:
-            with Image.open(path) as im:
-                arr = np.asarray(im, dtype=np.float32) * float(depth_scale)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read depth: {e}", file=str(path), field="depth") from None
-    if arr.ndim != 2:
-        raise InputError(f"expected a 2-D depth map [H, W], got shape {list(arr.shape)}", file=str(path), field="depth")
-    arr = np.where(np.isfinite(arr) & (arr > 0), arr, 0.0).astype(np.float32)
+    arr = _read_depth_array(path, depth_scale)
+    if image_size is not None and (arr.shape[1], arr.shape[0]) != tuple(image_size):
+        raise InputError(f"is {arr.shape[1]}x{arr.shape[0]} but the start image is {image_size[0]}x{image_size[1]}; "
+                         "a depth map must have the image's size", file=str(path), field="depth")
+    usable = np.isfinite(arr) & (arr >= MIN_DEPTH) & (arr <= MAX_DEPTH)
+    share = float(usable.mean())
+    if share < MIN_VALID_DEPTH_SHARE:
+        raise InputError(f"has usable depth (finite, between {MIN_DEPTH:g} and {MAX_DEPTH:g} scene units) at {100 * share:.1f}% "
+                         f"of its pixels; at least {100 * MIN_VALID_DEPTH_SHARE:g}% is needed", file=str(path), field="depth")
+    arr = np.where(usable, arr, 0.0).astype(np.float32)
     img = _fit(Image.fromarray(arr, mode="F"), width, height, Image.Resampling.NEAREST)
     return torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
 
 
-def load_mask(path: Path, width: int, height: int) -> torch.Tensor:
-    """A mask as bool [H, W] at the render size: True where the image is to be kept out of memory."""
-    try:
-        with Image.open(path) as im:
-            m = _fit(im.convert("L"), width, height, Image.Resampling.NEAREST)
-    except OSError as e:
-        raise InputError(f"cannot read mask: {e}", file=str(path), field="mask") from None
+def load_mask(path: Path, width: int, height: int, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A mask as bool [H, W] at the render size: True where the image is to be kept out of memory.
+
+    ``image_size`` (W, H): the start image's stored size, which the mask must have.
+    """
+    im = _open_image(path, "mask")
+    if image_size is not None and im.size != tuple(image_size):
+        raise InputError(f"is {im.size[0]}x{im.size[1]} but the start image is {image_size[0]}x{image_size[1]}; "
+                         "a mask must have the image's size", file=str(path), field="mask")
+    m = _fit(im.convert("L"), width, height, Image.Resampling.NEAREST)
     return torch.from_numpy(np.asarray(m) > 0)
+
+
+def preflight(plan, render: bool = True) -> StartInputs:
+    """Read and check the start frame of ``plan`` (module docstring); every problem at once.
+
+    ``render=False`` (``mirage preview``) checks the files only, not what a render needs besides
+    (a start depth or a depth model, and that model).
+
+    Raises:
+        InputError: naming the file (the spec, or the image/depth/mask file) and the field.
+    """
+    from mirage_cli.conditioning import CONDITIONERS
+    from mirage_cli.depth import depth_model_problem, is_no_model
+
+    problems = ProblemList(str(plan.spec_path), "", plan.line_of)
+    image = depth = keep_out = None
+    image_size = None
+    try:
+        with _open_image(plan.image_path, "image") as im:
+            image_size = im.size
+        image = load_image(plan.image_path, plan.width, plan.height)
+    except InputError as e:
+        problems.extend(e.problems)
+    for name, path, load in (
+        ("depth", plan.depth_path, lambda p: load_depth(p, plan.width, plan.height, plan.depth_scale, image_size)),
+        ("mask", plan.mask_path, lambda p: load_mask(p, plan.width, plan.height, image_size)),
+    ):
+        if path is None:
+            continue
+        try:
+            loaded = load(path)
+        except InputError as e:
+            problems.extend(e.problems)
+            continue
+        if name == "depth":
+            depth = loaded
+        else:
+            keep_out = loaded
+    remembers = render and CONDITIONERS[plan.memory.mode].stores_frames
+    if remembers and plan.depth_path is None and is_no_model(plan.depth_model):
+        problems.add("depth", "no depth for the start image: give `depth:` in the spec or use a depth model (depth_model / --depth-model)")
+    why = depth_model_problem(plan.depth_model) if remembers else None
+    if why is not None:
+        problems.add("depth_model", why)
+    problems.raise_if_any()
+    return StartInputs(image, depth, keep_out)
 
 
 def load_start_image(plan) -> torch.Tensor:
@@ -90,11 +205,6 @@ def load_start_depth(plan) -> torch.Tensor | None:
     """The plan's start-image z-depth, float32 [H, W], or None when the spec gives none."""
     if plan.depth_path is None:
         return None
-    return load_depth(plan.depth_path, plan.width, plan.height, plan.depth_scale)
-
-
-def load_start_mask(plan) -> torch.Tensor | None:
-    """The plan's keep-out mask, bool [H, W], or None."""
-    if plan.mask_path is None:
-        return None
-    return load_mask(plan.mask_path, plan.width, plan.height)
+    with _open_image(plan.image_path, "image") as im:
+        size = im.size
+    return load_depth(plan.depth_path, plan.width, plan.height, plan.depth_scale, size)

@@ -79,20 +79,17 @@ def preview_scene(scene: str | os.PathLike, out_path: str | os.PathLike, hole_co
         InputError: the spec is invalid, or gives no usable ``depth`` (a preview needs one).
     """
     from mirage_cli.errors import InputError
-    from mirage_cli.inputs import load_start_depth, load_start_image
+    from mirage_cli.inputs import preflight
     from mirage_cli.spec import load_plan
 
     plan = load_plan(scene)
-    depth = load_start_depth(plan)
-    if depth is None:
+    start = preflight(plan, render=False)
+    if start.depth is None:
         raise InputError(
             "a preview lifts the start image with its depth: set `depth:` to a .npy (float z-depth) or 16-bit PNG",
             file=str(scene),
             field="depth",
         )
-    if not bool((depth > 0).any()):
-        raise InputError("the depth map has no valid (positive, finite) value", file=str(plan.depth_path), field="depth")
-    rgb = load_start_image(plan)
-    path = render_preview(rgb, depth, plan.trajectory, out_path, hole_color)
+    path = render_preview(start.image, start.depth, plan.trajectory, out_path, hole_color)
     traj = plan.trajectory
     return {"path": str(path), "frames": len(traj), "width": traj.width, "height": traj.height, "fps": traj.fps}

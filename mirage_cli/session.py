@@ -25,13 +25,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mirage_cli import test_hooks
 from mirage_cli.checkpoint import Checkpoint
 from mirage_cli.conditioning import CONDITIONERS
 from mirage_cli.denoise import DenoiseState
 from mirage_cli.errors import InputError, Interrupted, Problem
+from mirage_cli.inputs import StartInputs
 from mirage_cli.options import BackboneOptions, RenderOptions
 from mirage_cli.outputs import RenderOutputs
 from mirage_cli.run_dir import RunDir, fingerprint
@@ -84,16 +84,6 @@ class RenderEvents:
 
     def checkpoint_saved(self, info: dict) -> None:
         """A checkpoint was written (``info``: name, next chunk, mid-chunk step, seconds)."""
-
-
-@dataclass
-class StartInputs:
-    """The start frame as loaded in stage 2: image float32 [3, H, W] in [0, 1], depth float32 [H, W]
-    or None, keep_out bool [H, W] or None."""
-
-    image: torch.Tensor
-    depth: torch.Tensor | None
-    keep_out: torch.Tensor | None
 
 
 def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvents | None = None, *, backbone=None) -> RenderResult:
@@ -250,23 +240,14 @@ class RenderSession:
     # --- 2. check inputs ---------------------------------------------------------------------------
 
     def check_inputs(self, ckpt: Checkpoint | None) -> StartInputs:
-        """Load the start frame's files (a bad file fails here, before any weights load)."""
-        from mirage_cli.depth import is_no_model
-        from mirage_cli.inputs import load_start_depth, load_start_image, load_start_mask
+        """The pre-flight ``mirage validate`` runs too (``inputs.preflight``), and the output options:
+        a bad file fails here, before any weights load."""
+        from mirage_cli.inputs import preflight
 
-        plan = self.plan
         video_problems = self.options.video.problems()
         if video_problems:
             raise InputError([Problem(file=None, field=flag, message=message) for flag, message in video_problems])
-        start = StartInputs(load_start_image(plan), load_start_depth(plan), load_start_mask(plan))
-        needs_depth = ckpt is None and CONDITIONERS[plan.memory.mode].stores_frames
-        if needs_depth and start.depth is None and is_no_model(plan.depth_model):
-            raise InputError(
-                "no depth for the start image: give `depth:` in the spec or use a depth model (depth_model / --depth-model)",
-                file=str(plan.spec_path),
-                field="depth",
-            )
-        return start
+        return preflight(self.plan)
 
     # --- 3. load components ------------------------------------------------------------------------
 

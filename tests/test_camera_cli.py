@@ -220,10 +220,16 @@ def test_colmap_errors(tmp_path):
     shutil.copytree(ARKIT / "sparse" / "0", model)
     images = (model / "images.txt").read_text().replace("2 0.9572868003607523", "2 1.9572868003607523")
     (model / "images.txt").write_text(images.replace("1 1.0 0.0 0.0 0.0", "1 0.0 0.0 0.0 0.0"))
-    expect_error(model, contains=[f"{model}: images[1] (frame_000000.png): quaternion [w, x, y, z] must have unit norm, got norm 0",
-                                  f"{model}: images[2] (frame_000001.png): quaternion [w, x, y, z] must have unit norm"])
+    lines = (model / "images.txt").read_text().splitlines()
+    line_1 = 1 + next(i for i, line in enumerate(lines) if line.startswith("1 "))
+    line_2 = 1 + next(i for i, line in enumerate(lines) if line.startswith("2 "))
+    images_txt = model / "images.txt"
+    unit = "quaternion [w, x, y, z] must have unit norm"
+    expect_error(model, contains=[f"{images_txt}:{line_1}: image 1 (frame_000000.png): {unit}, got norm 0",
+                                  f"{images_txt}:{line_2}: image 2 (frame_000001.png): {unit}"])
+    (model / "images.txt").write_text(images.replace("2 1.9572868003607523", "2 0.9572868003607523"))
     (model / "cameras.txt").write_text("1 PINHOLE 640 480 500 500 320\n")
-    expect_error(model, contains=[f"{model}: COLMAP model does not load"])
+    expect_error(model, contains=[f"{model / 'cameras.txt'}:1: camera model PINHOLE takes 4 parameters, got 3"])
 
 
 def test_bad_options(tmp_path):
@@ -232,3 +238,25 @@ def test_bad_options(tmp_path):
     expect_error(RE10K, "--to", tmp_path / "x.mp4", contains=["x.mp4: --to: unknown output type"])
     expect_error(RE10K, "--to", tmp_path / "x.json", "--to-format", "csv", contains=["--to-format: unknown format 'csv'"])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_colmap_binary_damage_is_one_plain_line(tmp_path):
+    import pycolmap
+
+    model = tmp_path / "bin"
+    model.mkdir()
+    pycolmap.Reconstruction(str(ARKIT / "sparse" / "0")).write_binary(str(model))
+    (model / "frames.bin").write_bytes(b"")  # pycolmap's own message here is a C++ 'unordered_map::at'
+    code, out, err = run("trajectory", model)
+    assert code == 2
+    damaged = "COLMAP model does not load: its files are damaged or not COLMAP files (cameras, images)"
+    assert err.strip().splitlines() == [f"error: {model}: {damaged}"]
+    cameras = (model / "cameras.bin").read_bytes()
+    pycolmap.Reconstruction(str(ARKIT / "sparse" / "0")).write_binary(str(model))
+    (model / "cameras.bin").write_bytes(cameras[:10])  # every image's camera reads as focal 0: said once
+    code, out, err = run("trajectory", model)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    (model / "images.bin").unlink()
+    (model / "images.bin").mkdir()
+    code, out, err = run("trajectory", model)
+    assert code == 2 and f"{model / 'images.bin'}: is a directory" in err, err

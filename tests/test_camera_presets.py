@@ -84,4 +84,4 @@ def test_preset_parameter_problems():
     text = "\n".join(str(p) for p in problems.items)
     assert "camera.radius: must be > 0" in text
     assert "did you mean 'degrees'" in text
-    assert "camera.keyframe_count: expected an integer >= 2" in text
+    assert "camera.keyframe_count: expected an integer between 2 and 100,000, got 1.5" in text

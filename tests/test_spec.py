@@ -89,7 +89,7 @@ def test_unknown_key_suggests_closest(scene_dir):
 
 def test_missing_image_and_wrong_type_reported_together(scene_dir):
     proc = mirage("validate", str(edit(scene_dir, image="nope.png", steps="many", fps=-1)))
-    assert_user_error(proc, "image", "file not found", "steps", "expected integer", "fps", "positive")
+    assert_user_error(proc, "image", "file not found", "steps", "expected integer", "fps", "between 1 and 240")
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) >= 3
 
 
@@ -153,11 +153,12 @@ def _problems():
 
 
 def test_check_fields_fills_defaults_and_reports_types_and_unknown_keys():
-    from mirage_cli.spec import SPEC_FIELDS, check_fields
+    from mirage_cli.spec import SPEC_FIELDS
+    from mirage_cli.spec_checks import INVALID, check_fields
 
     problems = _problems()
     values = check_fields({"prompt": "p", "image": "a.png", "camera": {}, "steps": "many", "seeed": 1}, SPEC_FIELDS, problems)
-    assert values["steps"] == SPEC_FIELDS["steps"].default and values["frames"] == SPEC_FIELDS["frames"].default
+    assert values["steps"] is INVALID and values["frames"] == SPEC_FIELDS["frames"].default
     assert [str(p) for p in problems.items] == [
         "s.yaml: seeed: unknown field (did you mean 'seed'?)",
         "s.yaml: steps: expected integer, got str 'many'",
@@ -170,12 +171,12 @@ def test_check_fields_fills_defaults_and_reports_types_and_unknown_keys():
 
 
 def test_check_frames_names_the_nearest_valid_counts_with_the_line():
-    from mirage_cli.spec import check_frames
+    from mirage_cli.spec_checks import check_frames
 
     problems = _problems()
-    assert check_frames(121, None, problems) == 121 and not problems
-    assert check_frames(33, None, problems) == 33
-    check_frames(30, 17, problems)
+    assert check_frames(121, None, problems) == (121, 121) and not problems
+    assert check_frames(33, None, problems) == (33, 33)
+    assert check_frames(30, 17, problems) == (None, 17)
     assert str(problems.items[0]) == "s.yaml:3: frames: must be 4k+1 (Wan2.2's VAE compresses time by 4), got 30; nearest valid: 29 or 33"
     problems = _problems()
     check_frames(33, 37, problems)
@@ -183,7 +184,8 @@ def test_check_frames_names_the_nearest_valid_counts_with_the_line():
 
 
 def test_check_resolution_and_numbers_alone():
-    from mirage_cli.spec import SPEC_FIELDS, check_numbers, check_resolution
+    from mirage_cli.spec import SPEC_FIELDS
+    from mirage_cli.spec_checks import check_numbers, check_resolution
 
     problems = _problems()
     assert check_resolution("448x256", problems) == (448, 256)
@@ -198,7 +200,8 @@ def test_check_resolution_and_numbers_alone():
 
 def test_check_memory_returns_settings_or_none():
     from mirage_cli.options import MemoryMode, PinMode
-    from mirage_cli.spec import MEMORY_FIELDS, MemorySettings, check_memory
+    from mirage_cli.spec import MEMORY_FIELDS, MemorySettings
+    from mirage_cli.spec_checks import check_memory
 
     defaults = {name: spec.default for name, spec in MEMORY_FIELDS.items()}
     problems = _problems()

@@ -35,6 +35,7 @@ from mirage_cli.camera.rotations import (
     yaw_pitch_roll_to_matrix,
 )
 from mirage_cli.errors import ProblemList, did_you_mean
+from mirage_cli.limits import MAX_COORDINATE, MAX_KEYFRAMES
 
 KEYFRAME_KEYS = ("frame", "time", "position", "look_at", "up", "yaw", "pitch", "roll", "quaternion",
                  "world_from_cam", "fov", "K")
@@ -133,13 +134,21 @@ def as_matrix(value: Any, rows: int, cols: int) -> tuple[np.ndarray | None, str 
 
 
 def pose_problem(world_from_cam: np.ndarray) -> str | None:
-    """Why a 4x4 world_from_cam is unusable (NaN/inf, bottom row, rotation), or None."""
+    """Why a 4x4 world_from_cam is unusable (NaN/inf, bottom row, rotation, a camera farther than
+    ``limits.MAX_COORDINATE`` from the origin), or None."""
     m = np.asarray(world_from_cam, dtype=np.float64)
     if not np.all(np.isfinite(m)):
         return "pose contains NaN or inf"
     if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
         return f"last row must be [0, 0, 0, 1], got {m[3].tolist()}"
-    return rotation_problem(m[:3, :3])
+    why = coordinate_problem(m[:3, 3])
+    return f"camera position: {why}" if why else rotation_problem(m[:3, :3])
+
+
+def coordinate_problem(point: np.ndarray) -> str | None:
+    """Why a point is too far out to be a camera position or target (``limits.MAX_COORDINATE``), or None."""
+    size = float(np.max(np.abs(point)))
+    return f"coordinates must be at most {MAX_COORDINATE:g} in size, got {size:g}" if size > MAX_COORDINATE else None
 
 
 def _rotation_of(item: dict, name: str, position: np.ndarray | None, problems: ProblemList) -> np.ndarray | None:
@@ -160,6 +169,7 @@ def _rotation_of(item: dict, name: str, position: np.ndarray | None, problems: P
         return np.eye(3)
     if given[0] == "look_at":
         target, why = as_vector(item["look_at"], 3)
+        why = why or coordinate_problem(target)
         if why:
             problems.add(f"{name}.look_at", why)
             return None
@@ -251,6 +261,7 @@ def _keyframe_pose(item: dict, kf: str, problems: ProblemList) -> np.ndarray | N
         problems.add(kf, "missing 'position' (or 'world_from_cam')")
     else:
         position, why = as_vector(item["position"], 3)
+        why = why or coordinate_problem(position)
         if why:
             problems.add(f"{kf}.position", why)
     R = _rotation_of(item, kf, position, problems)
@@ -315,6 +326,9 @@ def parse_keyframes(items: Any, problems: ProblemList, *, name: str = "keyframes
     """
     if not isinstance(items, list) or not items:
         problems.add(name, f"expected a non-empty list of keyframes, got {_describe(items)}")
+        return None
+    if len(items) > MAX_KEYFRAMES:
+        problems.add(name, f"{len(items):,} keyframes: more than the limit of {MAX_KEYFRAMES:,}")
         return None
     start = len(problems.items)
     parsed = [parse_keyframe(item, f"{name}[{i}]", problems, size) for i, item in enumerate(items)]

@@ -15,6 +15,10 @@ import inspect
 import math
 from collections.abc import Callable
 
+import numpy as np
+
+from mirage_cli.limits import MAX_COORDINATE, MAX_KEYFRAMES
+
 
 def _kf(position, **rotation) -> dict:
     return {"position": [float(x) for x in position], **rotation}
@@ -140,17 +144,26 @@ def preset_keyframes(name, params: dict, problems, where: str = "") -> list[dict
                 continue
             v, why = as_vector(value, 3)
         elif isinstance(default, int) and not isinstance(default, bool):
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= _MIN_INT.get(key, 0)
-            v, why = (value, None) if ok else (None, f"expected an integer >= {_MIN_INT.get(key, 0)}, got {value!r}")
+            low = _MIN_INT.get(key, 0)
+            ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_KEYFRAMES
+            v, why = (value, None) if ok else (None, f"expected an integer between {low} and {MAX_KEYFRAMES:,}, got {value!r}")
         else:
             v, why = as_number(value)
             if why is None and key in _POSITIVE and v <= 0:
                 why = f"must be > 0, got {v:g}"
+            elif why is None and abs(v) > MAX_COORDINATE:
+                why = f"must be at most {MAX_COORDINATE:g} in size, got {v:g}"
+        if why is None and key == "look_at" and float(np.max(np.abs(v))) > MAX_COORDINATE:
+            why = f"coordinates must be at most {MAX_COORDINATE:g} in size"
         if why:
             problems.add(field(key), why)
         else:
             kwargs[key] = v.tolist() if key == "look_at" else v
     if len(problems.items) > start:
+        return None
+    counts = {k: v for k, v in kwargs.items() if k in _MIN_INT}
+    if int(np.prod(list(counts.values()) or [1])) > MAX_KEYFRAMES:
+        problems.add(field("preset"), f"preset {name}: {counts} asks for more than {MAX_KEYFRAMES:,} keyframes")
         return None
     try:
         items = PRESETS[name](**kwargs)

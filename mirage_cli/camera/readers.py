@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mirage_cli.camera.conventions import colmap_to_world_from_cam, opengl_to_opencv, realestate10k_row_to_camera
+from mirage_cli.camera.colmap import read_colmap
+from mirage_cli.camera.conventions import opengl_to_opencv, realestate10k_row_to_camera
 from mirage_cli.camera.interpolate import INTERPOLATIONS, TIMINGS
 from mirage_cli.camera.intrinsics import K_from_params, K_problem, fov_problem, from_corner_origin, rescale_K
 from mirage_cli.camera.keyframes import (
@@ -36,124 +36,49 @@ from mirage_cli.camera.keyframes import (
     unknown_keys,
 )
 from mirage_cli.camera.presets import preset_keyframes
-from mirage_cli.camera.rotations import quaternion_problem
 from mirage_cli.errors import InputError, Problem, ProblemList
+from mirage_cli.files import read_text
+from mirage_cli.limits import MAX_FPS, MAX_KEYFRAMES, MAX_NESTING, MAX_TEXT_BYTES, MAX_YAML_BYTES, MIN_FPS
 from mirage_cli.yaml_lines import load_yaml_with_lines
 
 log = logging.getLogger(__name__)
 
 KINDS = ("colmap", "realestate10k", "nerfstudio", "json", "trajectory")
 
+MAX_IMAGE_SIDE = 100_000
+"""Largest image side a camera file may state (its intrinsics are in pixels of that size)."""
 
-def _read_text(path: Path, field: str | None = None) -> str:
-    if not path.exists():
-        raise InputError([Problem(file=str(path), field=field, message="file not found")])
-    if path.is_dir():
-        raise InputError([Problem(file=str(path), field=field, message="is a directory, expected a file")])
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError([Problem(file=str(path), field=field, message=f"cannot read: {e}")]) from None
+
+def _check_count(count: int, field: str, problems: ProblemList) -> None:
+    """Refuse more than ``limits.MAX_KEYFRAMES`` cameras (then raise at once: nothing is read further)."""
+    if count > MAX_KEYFRAMES:
+        problems.add(field, f"{count:,} cameras: more than the limit of {MAX_KEYFRAMES:,}")
+        problems.raise_if_any()
+
+
+def _read_text(path: Path, field: str | None = None, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A camera file's text: a regular file within the size limit (``mirage_cli.files``)."""
+    return read_text(path, max_bytes, field=field)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate key {duplicates[0]!r}: JSON readers disagree on which one counts")
+    return dict(pairs)
 
 
 def _read_json(path: Path) -> Any:
     text = _read_text(path)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as e:
         raise InputError([Problem(file=str(path), field=None, line=e.lineno, message=f"JSON does not parse: {e.msg}")]) from None
-
-
-def _natural_key(name: str) -> list:
-    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
-
-
-# --- COLMAP ----------------------------------------------------------------------------------------
-
-_COLMAP_FILES = ("cameras", "images")
-
-
-def _is_colmap_model(d: Path) -> bool:
-    return all((d / f"{n}.txt").exists() or (d / f"{n}.bin").exists() for n in _COLMAP_FILES)
-
-
-def find_colmap_model(path: Path) -> Path | None:
-    """The model folder for ``path``: itself, or ``path/sparse/0``, ``path/0``, ``path/sparse``."""
-    for d in (path, path / "sparse" / "0", path / "0", path / "sparse"):
-        if d.is_dir() and _is_colmap_model(d):
-            return d
-    return None
-
-
-def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
-    """Read a COLMAP sparse model (text or binary) with pycolmap.
-
-    Poses: COLMAP's cam_from_world (qvec w,x,y,z; tvec) -> world_from_cam via
-    ``conventions.colmap_to_world_from_cam``. Intrinsics: the camera's calibration matrix, principal
-    point moved from COLMAP's corner origin to pixel centres (c - 0.5), rescaled to the first
-    image's camera size when cameras differ. Lens distortion is ignored (logged as a warning).
-
-    Args:
-        path: the model folder, or a folder holding ``sparse/0``.
-        order: "name" (natural order of image names) or "id".
-    """
-    import pycolmap
-
-    path = Path(path)
-    problems = ProblemList(str(path))
-    if not path.exists():
-        problems.add("", "COLMAP model folder not found")
-        problems.raise_if_any()
-    model = find_colmap_model(path) if path.is_dir() else None
-    if model is None:
-        problems.add("", "not a COLMAP sparse model: expected cameras.txt/images.txt or cameras.bin/images.bin "
-                         "(here, in sparse/0, or in 0/)")
-        problems.raise_if_any()
-    if order not in ("name", "id"):
-        problems.add("order", f"expected 'name' or 'id', got {order!r}")
-        problems.raise_if_any()
-    try:
-        rec = pycolmap.Reconstruction(str(model))
-    except Exception as e:  # pycolmap raises ValueError with its own check message
-        raise InputError([Problem(file=str(model), field=None, message=f"COLMAP model does not load: {e}")]) from None
-    problems = ProblemList(str(model))
-    images = [im for im in rec.images.values() if im.has_pose]
-    if not images:
-        problems.add("images", "the model has no registered images (no camera poses)")
-        problems.raise_if_any()
-    images.sort(key=(lambda im: _natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
-    first_cam = rec.cameras[images[0].camera_id]
-    size = (int(first_cam.width), int(first_cam.height))
-    poses, Ks, names = [], [], []
-    warned = set()
-    for im in images:
-        where = f"images[{im.image_id}] ({im.name})"
-        rigid = im.cam_from_world()
-        xyzw = np.asarray(rigid.rotation.quat, dtype=np.float64)
-        qvec = np.array([xyzw[3], xyzw[0], xyzw[1], xyzw[2]])  # pycolmap stores x, y, z, w
-        tvec = np.asarray(rigid.translation, dtype=np.float64)
-        why = quaternion_problem(qvec)
-        if why is None and not np.all(np.isfinite(tvec)):
-            why = "translation contains NaN or inf"
-        if why:
-            problems.add(where, why)
-            continue
-        cam = rec.cameras[im.camera_id]
-        model_name = str(cam.model).split(".")[-1]
-        if model_name not in ("SIMPLE_PINHOLE", "PINHOLE") and model_name not in warned:
-            warned.add(model_name)
-            log.warning("%s: camera model %s: lens distortion is ignored (pinhole part only)", model, model_name)
-        K = from_corner_origin(np.asarray(cam.calibration_matrix(), dtype=np.float64))
-        why = K_problem(K)
-        if why:
-            problems.add(f"cameras[{im.camera_id}]", why)
-            continue
-        poses.append(colmap_to_world_from_cam(qvec, tvec))
-        Ks.append(rescale_K(K, (int(cam.width), int(cam.height)), size))
-        names.append(im.name)
-    problems.raise_if_any()
-    return Keyframes(world_from_cam=np.stack(poses), K=np.stack(Ks), size=size, frames=len(poses),
-                     native_size=size, kind="colmap", file=str(model), names=names)
+    except RecursionError:
+        raise InputError([Problem(file=str(path), field=None, message=f"JSON nested too deeply (limit {MAX_NESTING} levels)")]) from None
+    except ValueError as e:
+        raise InputError([Problem(file=str(path), field=None, message=str(e))]) from None
 
 
 # --- RealEstate10K ---------------------------------------------------------------------------------
@@ -191,9 +116,14 @@ def read_realestate10k(path: str | Path) -> Keyframes:
             continue
         ts, world_from_cam, K = realestate10k_row_to_camera(values, 1, 1)
         why = pose_problem(world_from_cam) or K_problem(K)
+        if why is None and stamps and ts <= stamps[-1]:
+            why = f"timestamp {ts:.0f} does not follow the previous one ({stamps[-1]:.0f}): timestamps must increase"
         if why:
             problems.items.append(Problem(file=str(path), field=None, line=lineno, message=why))
             continue
+        if len(stamps) >= MAX_KEYFRAMES:
+            problems.items.append(Problem(file=str(path), field=None, line=lineno, message=f"more than {MAX_KEYFRAMES:,} cameras"))
+            break
         stamps.append(ts)
         poses.append(world_from_cam)
         Ks.append(K)
@@ -242,7 +172,11 @@ def _ns_intrinsics(d: dict, problems: ProblemList, where: str, size) -> np.ndarr
         return None
     w, h = size
     if "fl_x" not in vals:
-        vals["fl_x"] = 0.5 * w / math.tan(vals["camera_angle_x"] / 2.0)
+        angle = vals["camera_angle_x"]
+        if not 0.0 < angle < math.radians(179.0):
+            problems.add(f"{where}camera_angle_x", f"must be between 0 and 179 degrees (in radians), got {angle:g}")
+            return None
+        vals["fl_x"] = 0.5 * w / math.tan(angle / 2.0)
     fx = vals["fl_x"]
     fy = vals.get("fl_y", fx)
     K = from_corner_origin(K_from_params(fx, fy, vals.get("cx", w / 2.0), vals.get("cy", h / 2.0)))
@@ -258,8 +192,8 @@ def _optional_fps(data: dict, problems) -> float | None:
     if "fps" not in data:
         return None
     fps, why = as_number(data["fps"])
-    if why or fps <= 0:
-        problems.add("fps", why or f"must be > 0, got {fps:g}")
+    if why or not MIN_FPS <= fps <= MAX_FPS:
+        problems.add("fps", why or f"must be between {MIN_FPS:g} and {MAX_FPS:g}, got {fps:g}")
         return None
     return fps
 
@@ -269,8 +203,8 @@ def _ns_size(d: dict, problems: ProblemList, where: str, wkey: str, hkey: str):
         return None
     w, h = d.get(wkey), d.get(hkey)
     for key, v in ((wkey, w), (hkey, h)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            problems.add(f"{where}{key}", f"expected a positive integer number of pixels, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_IMAGE_SIDE:
+            problems.add(f"{where}{key}", f"expected a whole number of pixels between 1 and {MAX_IMAGE_SIDE:,}, got {v!r}")
             return None
     return int(w), int(h)
 
@@ -305,6 +239,7 @@ def _read_ns_camera_path(path: Path, data: dict, problems: ProblemList) -> Keyfr
     if not isinstance(items, list) or not items:
         problems.add("camera_path", "expected a non-empty list of cameras")
         problems.raise_if_any()
+    _check_count(len(items), "camera_path", problems)
     poses, fovs = [], []
     for i, item in enumerate(items):
         where = f"camera_path[{i}]"
@@ -334,6 +269,7 @@ def _read_ns_transforms(path: Path, data: dict, problems: ProblemList) -> Keyfra
     if not isinstance(items, list) or not items:
         problems.add("frames", "expected a non-empty list of frames")
         problems.raise_if_any()
+    _check_count(len(items), "frames", problems)
     poses, Ks, names = [], [], []
     for i, item in enumerate(items):
         where = f"frames[{i}]"
@@ -383,6 +319,7 @@ def read_canonical_json(path: str | Path) -> Keyframes:
     fps = _optional_fps(data, problems)
     if not data["frames"]:
         problems.add("frames", "no frames: need at least one camera")
+    _check_count(len(data["frames"]), "frames", problems)
     poses, Ks = [], []
     for i, item in enumerate(data["frames"]):
         where = f"frames[{i}]"
@@ -429,7 +366,7 @@ def read_trajectory_yaml(path: str | Path) -> Keyframes:
     for keyframes without one), ``timing``, ``interpolation``.
     """
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path, max_bytes=MAX_YAML_BYTES)
     data, line_of = load_yaml_with_lines(text, str(path))
     problems = ProblemList(str(path), "", line_of)
     if not isinstance(data, dict):

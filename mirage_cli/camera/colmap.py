@@ -1,0 +1,224 @@
+"""The COLMAP sparse model reader (text or binary, through pycolmap).
+
+Before pycolmap sees a model, every file of it must be a regular file within
+``limits.MAX_MODEL_BYTES``, and a text model's ``cameras.txt`` / ``images.txt`` are checked line by
+line, so a malformed line is reported with its file and line. What pycolmap still refuses is
+restated in one line without its C++ internals, and a problem shared by many cameras or images is
+reported once, with how many it concerns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mirage_cli.camera.conventions import colmap_to_world_from_cam
+from mirage_cli.camera.intrinsics import K_problem, from_corner_origin, rescale_K
+from mirage_cli.camera.keyframes import Keyframes, pose_problem
+from mirage_cli.camera.rotations import quaternion_problem
+from mirage_cli.errors import InputError, Problem, ProblemList
+from mirage_cli.files import file_problem
+from mirage_cli.limits import MAX_KEYFRAMES, MAX_MODEL_BYTES
+
+log = logging.getLogger(__name__)
+
+_COLMAP_FILES = ("cameras", "images")
+CAMERA_MODELS = {  # name -> number of parameters (COLMAP's camera models)
+    "SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL": 5, "OPENCV": 8, "OPENCV_FISHEYE": 8,
+    "FULL_OPENCV": 12, "FOV": 5, "SIMPLE_RADIAL_FISHEYE": 4, "RADIAL_FISHEYE": 5, "THIN_PRISM_FISHEYE": 12,
+    "RAD_TAN_THIN_PRISM_FISHEYE": 16, "SIMPLE_DIVISION": 4, "DIVISION": 5, "SIMPLE_FISHEYE": 3, "FISHEYE": 4,
+}
+MAX_CAMERA_SIDE = 100_000
+
+
+def _is_colmap_model(d: Path) -> bool:
+    return all((d / f"{n}.txt").exists() or (d / f"{n}.bin").exists() for n in _COLMAP_FILES)
+
+
+def find_colmap_model(path: Path) -> Path | None:
+    """The model folder for ``path``: itself, or ``path/sparse/0``, ``path/0``, ``path/sparse``."""
+    for d in (path, path / "sparse" / "0", path / "0", path / "sparse"):
+        if d.is_dir() and _is_colmap_model(d):
+            return d
+    return None
+
+
+def _natural_key(name: str) -> list:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
+
+
+def _data_lines(path: Path):
+    """(line number, fields) of every non-comment, non-empty line of a COLMAP text file."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            text = line.strip()
+            if text and not text.startswith("#"):
+                yield lineno, text.split()
+
+
+def _numbers(fields: list[str]) -> list[float] | None:
+    try:
+        values = [float(x) for x in fields]
+    except ValueError:
+        return None
+    return values if all(math.isfinite(v) for v in values) else None
+
+
+def _check_cameras_txt(path: Path, problems: list[Problem]) -> None:
+    for lineno, fields in _data_lines(path):
+        def bad(message: str, lineno: int = lineno) -> None:
+            problems.append(Problem(file=str(path), field=None, line=lineno, message=message))
+
+        if len(fields) < 4 or not fields[0].isdigit():
+            bad("expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...")
+        elif fields[1] not in CAMERA_MODELS:
+            bad(f"unknown camera model {fields[1]!r}")
+        elif len(fields) != 4 + CAMERA_MODELS[fields[1]]:
+            bad(f"camera model {fields[1]} takes {CAMERA_MODELS[fields[1]]} parameters, got {len(fields) - 4}")
+        elif not (fields[2].isdigit() and fields[3].isdigit() and 0 < int(fields[2]) <= MAX_CAMERA_SIDE
+                  and 0 < int(fields[3]) <= MAX_CAMERA_SIDE):
+            bad(f"width and height must be whole numbers of pixels between 1 and {MAX_CAMERA_SIDE:,}, got {fields[2]} {fields[3]}")
+        elif _numbers(fields[4:]) is None:
+            bad("camera parameters must be finite numbers")
+
+
+def _check_images_txt(path: Path, problems: list[Problem]) -> None:
+    """Image lines (``IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME``) and the points line after each.
+
+    COLMAP writes an empty points line for an image without 2D points; only image lines are
+    checked, recognised as the lines with 10 or more fields whose first is an integer id.
+    """
+    images = 0
+    for lineno, fields in _data_lines(path):
+        if len(fields) < 10 or not fields[0].isdigit():
+            continue  # a POINTS2D line
+        images += 1
+        if images > MAX_KEYFRAMES:
+            problems.append(Problem(file=str(path), field=None, line=lineno, message=f"more than {MAX_KEYFRAMES:,} images"))
+            return
+        numbers = _numbers(fields[1:8])
+        why = ("expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME with finite numbers"
+               if numbers is None or not fields[8].isdigit() else quaternion_problem(np.array(numbers[:4])))
+        if why:
+            problems.append(Problem(file=str(path), field=None, line=lineno, message=f"image {fields[0]} ({fields[9]}): {why}"))
+
+
+def _check_model_files(model: Path) -> None:
+    """Every file of the model is a regular file within the size limit; text files line by line."""
+    problems: list[Problem] = []
+    for path in sorted(model.iterdir()):
+        if path.suffix in (".txt", ".bin") and path.stem in ("cameras", "images", "points3D", "rigs", "frames"):
+            why = file_problem(path, MAX_MODEL_BYTES)
+            if why is not None:
+                problems.append(Problem(file=str(path), field=None, message=why))
+    if not problems and (model / "cameras.txt").exists() and not (model / "cameras.bin").exists():
+        _check_cameras_txt(model / "cameras.txt", problems)
+        _check_images_txt(model / "images.txt", problems)
+    if problems:
+        raise InputError(problems[:20] + ([Problem(file=str(model), field=None, message=f"... and {len(problems) - 20} more")]
+                                          if len(problems) > 20 else []))
+
+
+def _restate(error: Exception) -> str:
+    """pycolmap's message in one line, without C++ internals."""
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    if any(marker in text for marker in ("Check failed", "::", "basic_string", ".cc:", ".h:")):
+        return "its files are damaged or not COLMAP files (cameras, images)"
+    return text[:200]
+
+
+def _load(model: Path):
+    import pycolmap
+
+    _check_model_files(model)
+    try:
+        return pycolmap.Reconstruction(str(model))
+    except Exception as e:  # pycolmap raises ValueError/RuntimeError with its own check message
+        raise InputError([Problem(file=str(model), field=None, message=f"COLMAP model does not load: {_restate(e)}")]) from None
+
+
+def _grouped(problems: ProblemList, grouped: dict[tuple[str, str], list[str]]) -> None:
+    """One problem per (kind, message), naming how many cameras or images it concerns."""
+    for (kind, message), where in grouped.items():
+        shown = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
+        problems.add(kind, f"{message} ({shown})" if len(where) > 1 else f"{where[0]}: {message}")
+
+
+def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
+    """Read a COLMAP sparse model (text or binary) with pycolmap.
+
+    Poses: COLMAP's cam_from_world (qvec w,x,y,z; tvec) -> world_from_cam via
+    ``conventions.colmap_to_world_from_cam``. Intrinsics: the camera's calibration matrix, principal
+    point moved from COLMAP's corner origin to pixel centres (c - 0.5), rescaled to the first
+    image's camera size when cameras differ. Lens distortion is ignored (logged as a warning).
+
+    Args:
+        path: the model folder, or a folder holding ``sparse/0``.
+        order: "name" (natural order of image names) or "id".
+    """
+    path = Path(path)
+    problems = ProblemList(str(path))
+    if not path.exists():
+        problems.add("", "COLMAP model folder not found")
+        problems.raise_if_any()
+    model = find_colmap_model(path) if path.is_dir() else None
+    if model is None:
+        problems.add("", "not a COLMAP sparse model: expected cameras.txt/images.txt or cameras.bin/images.bin "
+                         "(here, in sparse/0, or in 0/)")
+        problems.raise_if_any()
+    if order not in ("name", "id"):
+        problems.add("order", f"expected 'name' or 'id', got {order!r}")
+        problems.raise_if_any()
+    rec = _load(model)
+    problems = ProblemList(str(model))
+    images = [im for im in rec.images.values() if im.has_pose]
+    if not images:
+        problems.add("images", "the model has no registered images (no camera poses)")
+    elif len(images) > MAX_KEYFRAMES:
+        problems.add("images", f"{len(images):,} registered images: more than the limit of {MAX_KEYFRAMES:,}")
+    problems.raise_if_any()
+    images.sort(key=(lambda im: _natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
+    return _keyframes(rec, images, model, problems)
+
+
+def _keyframes(rec, images: list, model: Path, problems: ProblemList) -> Keyframes:
+    """Poses and intrinsics of ``images`` (sorted); problems grouped by message."""
+    first_cam = rec.cameras[images[0].camera_id]
+    size = (int(first_cam.width), int(first_cam.height))
+    poses, Ks, names = [], [], []
+    warned: set[str] = set()
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for im in images:
+        rigid = im.cam_from_world()
+        xyzw = np.asarray(rigid.rotation.quat, dtype=np.float64)
+        qvec = np.array([xyzw[3], xyzw[0], xyzw[1], xyzw[2]])  # pycolmap stores x, y, z, w
+        tvec = np.asarray(rigid.translation, dtype=np.float64)
+        why = quaternion_problem(qvec) or (None if np.all(np.isfinite(tvec)) else "translation contains NaN or inf")
+        world_from_cam = colmap_to_world_from_cam(qvec, tvec) if why is None else None
+        why = why or pose_problem(world_from_cam)
+        if why:
+            grouped.setdefault(("images", why), []).append(f"image {im.image_id} ({im.name})")
+            continue
+        cam = rec.cameras[im.camera_id]
+        model_name = str(cam.model).split(".")[-1]
+        if model_name not in ("SIMPLE_PINHOLE", "PINHOLE") and model_name not in warned:
+            warned.add(model_name)
+            log.warning("%s: camera model %s: lens distortion is ignored (pinhole part only)", model, model_name)
+        K = from_corner_origin(np.asarray(cam.calibration_matrix(), dtype=np.float64))
+        why = K_problem(K)
+        if not (0 < int(cam.width) <= MAX_CAMERA_SIDE and 0 < int(cam.height) <= MAX_CAMERA_SIDE):
+            why = f"width and height must be between 1 and {MAX_CAMERA_SIDE:,} pixels, got {int(cam.width)}x{int(cam.height)}"
+        if why:
+            grouped.setdefault(("cameras", why), []).append(f"camera {im.camera_id}")
+            continue
+        poses.append(world_from_cam)
+        Ks.append(rescale_K(K, (int(cam.width), int(cam.height)), size))
+        names.append(im.name)
+    _grouped(problems, {k: list(dict.fromkeys(v)) for k, v in grouped.items()})
+    problems.raise_if_any()
+    return Keyframes(world_from_cam=np.stack(poses), K=np.stack(Ks), size=size, frames=len(poses),
+                     native_size=size, kind="colmap", file=str(model), names=names)
