@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from mirage_cli.errors import EXIT_FAILURE, EXIT_USAGE, InputError, Interrupted, MirageError
+from mirage_cli.files import check_output
 from mirage_cli.jsonable import to_jsonable
 from mirage_cli.options import (
     DEFAULT_FPS,
@@ -130,9 +131,13 @@ def trajectory(
     def body():
         from mirage_cli.camera.source import load_trajectory
         from mirage_cli.camera.summary import describe, summarize
-        from mirage_cli.camera.writers import check_output, write_trajectory
+        from mirage_cli.camera.writers import output_format, write_trajectory
 
-        fmt = check_output(to, to_format) if to is not None or to_format is not None else None
+        fmt = output_format(to, to_format) if to is not None or to_format is not None else None
+        if to is not None:
+            check_output(to, "--to", directory=fmt.startswith("colmap"))
+        if plot is not None:
+            check_output(plot, "--plot")
         traj = load_trajectory(source, frames=frames, fps=fps, width=width, height=height, order=order)
         summary = summarize(traj)
         if to is not None:
@@ -251,6 +256,13 @@ def render(
             except MirageError as e:
                 events.failed(e)
                 raise
+            except Exception as e:
+                from mirage_cli.crash import write_crash_report
+
+                events.crashed(e, write_crash_report(e))
+                if progress == Progress.JSONL:  # the event says it all; stderr holds nothing else
+                    raise typer.Exit(EXIT_FAILURE) from None
+                raise
             events.finish(result)
         if json_out:
             _print_json(result.summary())
@@ -294,6 +306,7 @@ def cache_export(
     def body():
         from mirage_cli.run_dir import export_cache_ply
 
+        check_output(ply, "--ply")
         result = export_cache_ply(run_dir, ply)
         for warning in result["warnings"]:
             _err(f"warning: {warning}")
@@ -372,6 +385,7 @@ def preview(
     def body():
         from mirage_cli.preview import preview_scene
 
+        check_output(out, "--out")
         result = preview_scene(scene, out)
         if json_out:
             _print_json(result)
@@ -441,9 +455,17 @@ def main() -> None:
     except SystemExit:
         # click maps its own usage errors to exit 2 already; keep every other code as is.
         raise
-    except Exception as e:  # a bug, not a user error: say so without hiding the cause
-        _err(f"internal error: {type(e).__name__}: {e}")
-        _err("This is a bug in mirage; please report it with the command you ran.")
+    except Exception as e:  # a bug, not a user error: say so, and keep the traceback for the report
+        from mirage_cli.crash import one_line, write_crash_report
+
+        _err(f"internal error: {one_line(e)}")
+        try:
+            report = write_crash_report(e)
+        except OSError as write_error:
+            _err(f"(the traceback could not be written to a file: {write_error})")
+            _err("This is a bug in mirage; please report it with the command you ran.")
+        else:
+            _err(f"This is a bug in mirage; please report it with the command you ran and {report} (the traceback).")
         sys.exit(EXIT_FAILURE)
 
 

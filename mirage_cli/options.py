@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from mirage_cli.files import output_problem
+
 
 class _Choice(str, Enum):
     """A string choice: compares equal to its value and prints as it (``f"{MemoryMode.RGB}"`` is ``rgb``)."""
@@ -139,8 +141,10 @@ class VideoOptions:
             out.append(("--crf", f"must be in 0..51, got {self.crf}"))
         if self.encoder_preset not in X264_PRESETS:
             out.append(("--encoder-preset", f"must be one of {', '.join(X264_PRESETS)}, got {self.encoder_preset!r}"))
-        if self.frames_dir is not None and self.frames_dir.exists() and not self.frames_dir.is_dir():
-            out.append(("--frames", f"{self.frames_dir} exists and is not a directory"))
+        if self.frames_dir is not None:
+            why = output_problem(self.frames_dir, directory=True)
+            if why:
+                out.append(("--frames", why))
         return out
 
     def config(self) -> dict:
@@ -166,3 +170,13 @@ class RenderOptions:
     video: VideoOptions = field(default_factory=VideoOptions)
     restart: bool = False
     trace_dir: Path | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(flag, message) for every option that cannot be used: the video options and the output
+        directories (``--out``, ``--frames``, ``--trace``), checked before anything is written."""
+        out = self.video.problems()
+        for flag, path in (("--out", self.out), ("--trace", self.trace_dir)):
+            why = None if path is None else output_problem(path, directory=True)
+            if why:
+                out.append((flag, why))
+        return out

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mirage_cli.errors import EXIT_INTERRUPTED, EXIT_OK, InputError, MirageError
+from mirage_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, InputError, MirageError
 from mirage_cli.jsonable import to_jsonable
 from mirage_cli.session import RenderEvents
 
@@ -95,6 +95,9 @@ class RichRenderEvents(RenderEvents):
     def failed(self, error: MirageError) -> None:
         """Nothing to add: the CLI prints the error itself."""
 
+    def crashed(self, error: Exception, report) -> None:
+        """Nothing to add: the CLI prints the internal error and names ``report`` itself."""
+
     def finish(self, result) -> None:
         """Print the summary table (stderr) at the end of a render."""
         if self.quiet or not result.report:
@@ -122,7 +125,8 @@ EVENTS = {
     "checkpoint": "name, next_chunk, mid_chunk_step, done, seconds",
     "done": "exit_code (0), run_dir, video, frames, chunks, wall_seconds, already_complete",
     "interrupted": "exit_code (75), message",
-    "failed": "exit_code (1 or 2), message, problems ([{file, line, field, message}] for bad input)",
+    "failed": "exit_code (1 or 2), message, problems ([{file, line, field, message}] for bad input), "
+              "crash_report (an internal error: the file holding its traceback)",
 }
 """The events of ``--progress jsonl`` and their fields (besides ``event`` and ``t``)."""
 
@@ -201,3 +205,10 @@ class JsonlRenderEvents(RenderEvents):
             return
         problems = [p.__dict__ for p in error.problems] if isinstance(error, InputError) else []
         self.emit("failed", exit_code=error.exit_code, message=str(error), problems=problems)
+
+    def crashed(self, error: Exception, report) -> None:
+        """The ``failed`` event of an internal error (a bug): exit code 1 and the crash report's path."""
+        from mirage_cli.crash import one_line
+
+        self.emit("failed", exit_code=EXIT_FAILURE, message=f"internal error: {one_line(error)}", problems=[],
+                  crash_report=str(report))

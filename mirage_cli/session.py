@@ -1,6 +1,8 @@
 """``mirage render``: a plan -> a run directory (``mirage_cli.run_dir``) with segments, checkpoints,
 video and report, as a ``RenderSession`` that runs numbered stages.
 
+0. Check options: the video settings and output directories of the command line, before anything
+   is written.
 1. Resume point: prepare the run directory (``--restart``, the configuration check, ``run.json``)
    and find the newest good checkpoint; a finished run returns at once.
 2. Check inputs: the start image, depth and mask, before any weights load.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mirage_cli import test_hooks
+from mirage_cli import crash, test_hooks
 from mirage_cli.checkpoint import Checkpoint
 from mirage_cli.conditioning import CONDITIONERS
 from mirage_cli.denoise import DenoiseState
@@ -181,8 +183,9 @@ class RenderSession:
 
     def run(self) -> RenderResult:
         """Render (or resume) the plan; see the module docstring for the stages."""
+        self.check_options()  # 0
         self.run_dir.create()
-        with self.run_dir.lock():
+        with crash.reports_into(self.run_dir.path), self.run_dir.lock():
             ckpt = self.resume_point()  # 1
             self.events.run_started(self._start_summary(ckpt))
             if ckpt is not None and ckpt.meta.get("done") and self._videos_exist():
@@ -192,6 +195,14 @@ class RenderSession:
             resume_state = self.restore_or_start(ckpt, start)  # 4
             self.render_chunks(resume_state)  # 5
             return self.finish()  # 6
+
+    # --- 0. check options --------------------------------------------------------------------------
+
+    def check_options(self) -> None:
+        """The command-line options (video settings, output directories), before anything is written."""
+        problems = self.options.problems()
+        if problems:
+            raise InputError([Problem(file=None, field=flag, message=message) for flag, message in problems])
 
     # --- 1. resume point ---------------------------------------------------------------------------
 
@@ -240,13 +251,10 @@ class RenderSession:
     # --- 2. check inputs ---------------------------------------------------------------------------
 
     def check_inputs(self, ckpt: Checkpoint | None) -> StartInputs:
-        """The pre-flight ``mirage validate`` runs too (``inputs.preflight``), and the output options:
-        a bad file fails here, before any weights load."""
+        """The pre-flight ``mirage validate`` runs too (``inputs.preflight``): a bad file fails
+        here, before any weights load."""
         from mirage_cli.inputs import preflight
 
-        video_problems = self.options.video.problems()
-        if video_problems:
-            raise InputError([Problem(file=None, field=flag, message=message) for flag, message in video_problems])
         return preflight(self.plan)
 
     # --- 3. load components ------------------------------------------------------------------------

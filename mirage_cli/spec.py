@@ -30,10 +30,10 @@ from mirage_cli.spec_checks import (
     check_frames,
     check_memory,
     check_numbers,
-    check_output,
     check_resolution,
     describe_camera_source,
     nearest_4k1,
+    resolve_output,
     valid,
 )
 from mirage_cli.spec_fields import MEMORY_FIELDS, SPEC_FIELDS, FieldSpec, MemorySettings
@@ -228,7 +228,7 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     size = check_resolution(v["resolution"], problems)
     memory = check_memory(memory_values, problems)
     image, depth, mask = check_files(v, path.parent, problems)
-    output = check_output(v, path.parent, path.stem, problems)
+    output = resolve_output(v, path.parent, path.stem, problems)
     trajectory = None
     fps_ok = valid(v["fps"], v["intrinsics"]) and not any(p.field == "fps" for p in problems.items)
     if isinstance(v["camera"], dict) and size and frames and fps_ok:

@@ -31,6 +31,7 @@ from mirage_cli.limits import (
 )
 from mirage_cli.options import MAX_CHUNK_FRAMES, MemoryMode, PinMode
 from mirage_cli.spec_fields import _NONE, FieldSpec, MemorySettings
+from mirage_cli.yaml_lines import text_number_hint
 
 
 class _Invalid:
@@ -69,7 +70,8 @@ def check_fields(data: dict, fields: dict[str, FieldSpec], problems: ProblemList
                 problems.add(f"{prefix}{name}", f"required field is missing ({spec.doc})")
                 values[name] = INVALID
         elif not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
-            problems.add(f"{prefix}{name}", f"expected {_type_name(spec.types)}, got {type(value).__name__} {_shown(value)}")
+            problems.add(f"{prefix}{name}", f"expected {_type_name(spec.types)}, got {type(value).__name__} {_shown(value)}"
+                                            f"{text_number_hint(value) if (int in spec.types or float in spec.types) else ''}")
             values[name] = INVALID
         elif isinstance(value, float) and not math.isfinite(value):
             problems.add(f"{prefix}{name}", f"must be finite, got {value}")
@@ -239,7 +241,7 @@ def check_files(values: dict, base: Path, problems: ProblemList) -> tuple[Path |
     return image, depth, mask
 
 
-def check_output(values: dict, base: Path, spec_stem: str, problems: ProblemList) -> Path:
+def resolve_output(values: dict, base: Path, spec_stem: str, problems: ProblemList) -> Path:
     """The run directory (``output``, default runs/<spec stem>) can be created and written."""
     output = resolve_path(base, values["output"]) if isinstance(values["output"], str) else Path("runs") / spec_stem
     why = output_problem(output, directory=True)

@@ -142,3 +142,24 @@ def load_yaml_with_lines(text: str, file: str) -> tuple[Any, Callable[[str], int
         return None
 
     return data, line_of
+
+
+def text_number_hint(value: Any) -> str:
+    """For a string that reads as a number, why YAML gave text and how to write the number, else "".
+
+    YAML 1.1 (PyYAML) reads ``1e3`` (no dot) and anything quoted as text; nothing is converted
+    silently, so the problem says what to write instead.
+    """
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if number != number or number in (float("inf"), float("-inf")):
+        return ""
+    written = repr(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
+    if "e" in written:
+        mantissa, exponent = written.split("e")
+        written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{'' if exponent[0] in '+-' else '+'}{exponent}"
+    return f" (YAML reads this as text: write {written} without quotes)"

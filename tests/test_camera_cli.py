@@ -234,7 +234,7 @@ def test_colmap_errors(tmp_path):
 
 def test_bad_options(tmp_path):
     expect_error(RE10K, "--width", 640, contains=["--width/--height: give both"])
-    expect_error(RE10K, "--frames", 0, contains=["--frames: must be >= 1"])
+    expect_error(RE10K, "--frames", 0, contains=["--frames: must be between 1 and 345,601, got 0"])
     expect_error(RE10K, "--to", tmp_path / "x.mp4", contains=["x.mp4: --to: unknown output type"])
     expect_error(RE10K, "--to", tmp_path / "x.json", "--to-format", "csv", contains=["--to-format: unknown format 'csv'"])
     assert not (tmp_path / "x.json").exists()

@@ -159,7 +159,7 @@ def test_second_writer_is_refused(tmp_path, small_scene):
         child.kill()
 
 
-def test_unwritable_output_is_exit_1(tmp_path, small_scene):
+def test_unwritable_output_is_exit_2_before_anything_is_written(tmp_path, small_scene):
     if os.geteuid() == 0:
         # root ignores directory permissions; a file in the way of the run directory works for anyone.
         blocker = tmp_path / "file"
@@ -170,5 +170,6 @@ def test_unwritable_output_is_exit_1(tmp_path, small_scene):
         ro.mkdir(mode=0o500)
         run = ro / "run"
     result = cli(*render_args(small_scene, run))
-    assert result.exit_code == 1
-    assert "cannot create run directory" in result.stderr
+    assert result.exit_code == 2, "an --out that cannot be written is bad usage"
+    assert result.stderr.startswith("error: --out: ")
+    assert not run.exists()

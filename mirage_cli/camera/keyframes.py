@@ -36,6 +36,7 @@ from mirage_cli.camera.rotations import (
 )
 from mirage_cli.errors import ProblemList, did_you_mean
 from mirage_cli.limits import MAX_COORDINATE, MAX_KEYFRAMES
+from mirage_cli.yaml_lines import text_number_hint
 
 KEYFRAME_KEYS = ("frame", "time", "position", "look_at", "up", "yaw", "pitch", "roll", "quaternion",
                  "world_from_cam", "fov", "K")
@@ -98,7 +99,7 @@ def _describe(value: Any) -> str:
 def as_number(value: Any) -> tuple[float | None, str | None]:
     """(float, None) for a finite number, else (None, why)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"expected a number, got {_describe(value)}"
+        return None, f"expected a number, got {_describe(value)}{text_number_hint(value)}"
     if not math.isfinite(value):
         return None, f"is {value} (NaN or inf)"
     return float(value), None

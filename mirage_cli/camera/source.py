@@ -42,6 +42,7 @@ from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_paramete
 from mirage_cli.camera.readers import check_choice, read_camera_file
 from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.errors import InputError, ProblemList
+from mirage_cli.limits import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS
 from mirage_cli.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 
 SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json")
@@ -170,6 +171,14 @@ def build_trajectory(keys: Keyframes, *, frames: int, fps: float, width: int, he
                                  interpolation=interpolation or keys.interpolation or "spline", K=K_keys)
     if K_override is not None:
         K = np.repeat(np.asarray(K_override, dtype=np.float64)[None], frames, axis=0)  # [N, 3, 3]
+    bad = np.flatnonzero(~(np.isfinite(world_from_cam).all(axis=(1, 2)) & np.isfinite(K).all(axis=(1, 2))))
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:5]) + (f" and {bad.size - 5} more" if bad.size > 5 else "")
+        problems.add(field, f"interpolating the keyframes gives cameras with NaN or inf at frame{'s' if bad.size > 1 else ''} "
+                            f"{shown}: the keyframe values are too large or too close together")
+        if own:
+            raise InputError(problems.items)
+        return None
     return Trajectory(world_from_cam=world_from_cam, K=K, width=int(width), height=int(height), fps=float(fps))
 
 
@@ -279,11 +288,11 @@ def load_trajectory(source: str | Path, *, frames: int | None = None, fps: float
         InputError: unreadable or invalid source, bad options, or a path that cannot cover ``frames``.
     """
     problems = ProblemList(None)
-    for name, value in (("--frames", frames), ("--width", width), ("--height", height)):
-        if value is not None and value < 1:
-            problems.add(name, f"must be >= 1, got {value}")
-    if fps is not None and not (fps > 0 and math.isfinite(fps)):
-        problems.add("--fps", f"must be > 0, got {fps}")
+    for name, value, limit in (("--frames", frames, MAX_FRAMES), ("--width", width, MAX_SIDE), ("--height", height, MAX_SIDE)):
+        if value is not None and not 1 <= value <= limit:
+            problems.add(name, f"must be between 1 and {limit:,}, got {value}")
+    if fps is not None and not MIN_FPS <= fps <= MAX_FPS:
+        problems.add("--fps", f"must be between {MIN_FPS:g} and {MAX_FPS:g}, got {fps:g}")
     if (width is None) != (height is None):
         problems.add("--width/--height", "give both --width and --height, or neither")
     if problems:
@@ -292,7 +301,15 @@ def load_trajectory(source: str | Path, *, frames: int | None = None, fps: float
     size = (width, height) if width is not None else (keys.native_size or DEFAULT_RESOLUTION)
     fps = fps or keys.fps or DEFAULT_FPS
     if frames is None and keys.frames is None and keys.time_unit == "second":
-        frames = int(math.floor(keys.times[-1] * fps + 1e-9)) + 1  # every frame the keyframe times cover
+        covered = math.floor(keys.times[-1] * fps + 1e-9) + 1  # every frame the keyframe times cover
+        if covered > MAX_FRAMES:
+            problems.add("--frames", f"the keyframe times cover {covered:,} frames at {fps:g} fps, more than the limit "
+                                     f"of {MAX_FRAMES:,}; give --frames or a lower --fps")
+            raise InputError(problems.items)
+        frames = covered
     frames = frames or keys.frames or DEFAULT_FRAMES
+    if frames > MAX_FRAMES:
+        problems.add("--frames", f"the source has {frames:,} frames, more than the limit of {MAX_FRAMES:,}; give --frames")
+        raise InputError(problems.items)
     return build_trajectory(keys, frames=int(frames), fps=float(fps), width=int(size[0]), height=int(size[1]),
                             field="keyframes")

@@ -105,13 +105,37 @@ def write_nerfstudio_camera_path(path: str | Path, traj: Trajectory) -> None:
                              "seconds": len(traj) / traj.fps, "camera_path": cams})
 
 
+COLMAP_MODEL_FILES = {f"{stem}{suffix}" for stem in ("cameras", "images", "points3D", "rigs", "frames")
+                      for suffix in (".txt", ".bin")}
+
+
+def colmap_output_problem(path: str | Path) -> str | None:
+    """Why ``write_colmap`` must not replace ``path``, or None: an existing folder is replaced only
+    when it is empty or holds nothing but a COLMAP model (no other files are ever deleted)."""
+    path = Path(path).absolute()
+    if path == Path(path.anchor) or Path.cwd().is_relative_to(path):
+        return f"{path} is the current folder or above it; name a new folder for the COLMAP model"
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name not in COLMAP_MODEL_FILES)
+        if others:
+            return (f"{path} holds files that are not a COLMAP model ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}); name a new folder, it would be replaced")
+    return None
+
+
 def write_colmap(path: str | Path, traj: Trajectory, binary: bool = False) -> None:
     """COLMAP sparse model (text or binary) written by pycolmap: one PINHOLE camera per distinct K
     (principal point at COLMAP's corner origin: c + 0.5), images ``frame_00000.png``... with
-    cam_from_world from ``conventions.world_from_cam_to_colmap``. The folder is replaced atomically."""
+    cam_from_world from ``conventions.world_from_cam_to_colmap``. The folder is replaced atomically;
+    one holding anything but a COLMAP model is refused (``colmap_output_problem``)."""
     import pycolmap
 
-    path = Path(path)
+    from mirage_cli.errors import InputError, Problem
+
+    why = colmap_output_problem(path)
+    if why:
+        raise InputError([Problem(file=None, field="--to", message=why)])
+    path = Path(path).absolute()
     rec = pycolmap.Reconstruction()
     cam_ids: dict[tuple, int] = {}
     for i in range(len(traj)):
@@ -170,7 +194,7 @@ def write_trajectory(path: str | Path, traj: Trajectory, fmt: str | None = None)
     return fmt
 
 
-def check_output(path: str | Path | None, fmt: str | None) -> str:
+def output_format(path: str | Path | None, fmt: str | None) -> str:
     """The format ``write_trajectory`` will use for ``path``; InputError when unknown or missing."""
     from mirage_cli.errors import InputError, Problem
 
