@@ -36,8 +36,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: flags without a bogus <bool> value, no boxes in logs
 )
-cache_app = typer.Typer(help="Work with a run's latent memory cache.", no_args_is_help=True)
+cache_app = typer.Typer(help="Work with a run's latent memory cache.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
 
 

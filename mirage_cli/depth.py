@@ -183,19 +183,43 @@ def depth_model_problem(name: str) -> str | None:
     if is_no_model(name):
         return None
     local = Path(os.path.expanduser(name))
-    if local.exists():
-        if not (local.is_dir() and (local / "config.json").is_file()):
+    if os.path.exists(local):
+        if not (os.path.isdir(local) and os.path.isfile(local / "config.json")):
             return f"{local} is not a transformers depth model directory: config.json is missing"
         return None
     if not _HUB_ID.match(name):
         return f"{name!r} is neither a local directory nor a Hugging Face model id (org/name)"
     from huggingface_hub import is_offline_mode, try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(name, "config.json"), str) or not is_offline_mode():
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return None
-    return (f"cannot load depth model {name!r}: it is not in the Hugging Face cache and offline mode (HF_HUB_OFFLINE) is on. "
-            f"Download it first (e.g. `hf download {name}`), pass a local directory, or use --depth-model none with a "
-            "`depth:` map in the spec")
+    alternatives = (f"Download it first (e.g. `hf download {name}`), pass a local directory, or use --depth-model none "
+                    "with a `depth:` map in the spec")
+    if is_offline_mode():
+        return (f"cannot load depth model {name!r}: it is not in the Hugging Face cache and offline mode (HF_HUB_OFFLINE) "
+                f"is on. {alternatives}")
+    return _hub_model_problem(name, alternatives)
+
+
+def _hub_model_problem(name: str, alternatives: str) -> str | None:
+    """Ask the hub whether model ``name`` exists (the render would download it); None when it does."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(name, timeout=HUB_CHECK_TIMEOUT_S)
+    except GatedRepoError:
+        return f"depth model {name!r} is gated on the Hugging Face hub: log in (`hf auth login`) with access to it. {alternatives}"
+    except RepositoryNotFoundError:
+        return f"depth model {name!r} is not on the Hugging Face hub (nor in its cache): check the name. {alternatives}"
+    except Exception as e:  # no network, a proxy, a timeout: the render could not download it either
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        return f"depth model {name!r} is not in the Hugging Face cache and the hub cannot be reached ({reason}). {alternatives}"
+    return None
+
+
+HUB_CHECK_TIMEOUT_S = 10.0
+"""How long ``mirage validate`` waits for the hub when it checks a depth model that is not cached."""
 
 
 def is_no_model(name: str) -> bool:

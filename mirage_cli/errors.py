@@ -61,8 +61,39 @@ class InputError(MirageError):
             problems = [Problem(file=file, field=field, message=problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
-        self.problems: list[Problem] = list(problems)
+        self.problems: list[Problem] = condense(list(problems))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+MAX_PROBLEMS_PER_FILE = 10
+"""Problems listed per file; the rest are counted in one line (a broken 100,000-line file is not
+100,000 lines of errors)."""
+
+
+def condense(problems: list[Problem]) -> list[Problem]:
+    """The same message at several places said once, naming the others; at most
+    ``MAX_PROBLEMS_PER_FILE`` problems per file, then a count of the rest."""
+    groups: dict[tuple, list[Problem]] = {}
+    for p in problems:
+        groups.setdefault((p.file, p.message), []).append(p)
+    merged = []
+    for (file, message), same in groups.items():
+        first = same[0]
+        others = [p.field or (f"line {p.line}" if p.line is not None else None) for p in same[1:]]
+        others = [o for o in dict.fromkeys(others) if o]
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            first = Problem(file=file, field=first.field, line=first.line, message=f"{message} (the same at {shown})")
+        merged.append(first)
+    out, per_file = [], {}
+    for p in merged:
+        per_file[p.file] = per_file.get(p.file, 0) + 1
+        if per_file[p.file] <= MAX_PROBLEMS_PER_FILE:
+            out.append(p)
+    for file, count in per_file.items():
+        if count > MAX_PROBLEMS_PER_FILE:
+            out.append(Problem(file=file, field=None, message=f"... and {count - MAX_PROBLEMS_PER_FILE} more problems"))
+    return out
 
 
 class RenderError(MirageError):

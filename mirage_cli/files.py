@@ -89,17 +89,17 @@ def output_problem(path: str | os.PathLike, *, directory: bool = False) -> str |
     directory), or None. Missing parent folders are fine (they are created); a file in their way,
     or an existing path of the wrong kind, is not."""
     p = Path(path)
-    if p.exists():
-        if directory and not p.is_dir():
+    if os.path.exists(p):
+        if directory and not os.path.isdir(p):
             return f"{p} exists and is not a directory"
-        if not directory and p.is_dir():
+        if not directory and os.path.isdir(p):
             return f"{p} is a directory, expected a file name"
         target = p if directory else p.parent
     else:
         target = p.parent
-        while not target.exists() and target != target.parent:
+        while not os.path.exists(target) and target != target.parent:
             target = target.parent
-        if not target.is_dir():
+        if not os.path.isdir(target):
             return f"cannot create {p}: {target} is not a directory"
     if not os.access(target, os.W_OK | os.X_OK):
         return f"cannot write into {target}"

@@ -15,6 +15,8 @@ are in pixels of the render size, i.e. of the cropped, resized image.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,24 +69,43 @@ def _open_image(path: Path, field: str) -> Image.Image:
     import io
 
     data = read_bytes(path, MAX_IMAGE_BYTES, field=field)
+    if not data:
+        raise InputError("is an empty file (0 bytes)", file=str(path), field=field)
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # Pillow warns between 1x and 2x its limit; the size check below says it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
         w, h = im.size
-        if w < 1 or h < 1 or w * h > MAX_IMAGE_PIXELS:
-            raise InputError(f"{w}x{h} pixels: beyond the limit of {MAX_IMAGE_PIXELS:,} pixels (or empty)", file=str(path), field=field)
+        if w < 1 or h < 1:
+            raise InputError(f"is {w}x{h} pixels: empty", file=str(path), field=field)
+        if w * h > MAX_IMAGE_PIXELS:
+            raise InputError(f"{w}x{h} pixels: beyond the limit of {MAX_IMAGE_PIXELS:,} pixels", file=str(path), field=field)
         im.load()  # decode every pixel now: a truncated or corrupt file fails here
         return im
     except InputError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:  # Pillow's ways of saying "broken"
-        raise InputError(f"cannot read image: {e}", file=str(path), field=field) from None
+    except Image.DecompressionBombError as e:  # Pillow refuses twice its MAX_IMAGE_PIXELS before reading the size out
+        stated = re.search(r"\((\d+) pixels\)", str(e))
+        count = f"{int(stated.group(1)):,} pixels" if stated else "its size"
+        raise InputError(f"{count}: beyond the limit of {MAX_IMAGE_PIXELS:,} pixels", file=str(path), field=field) from None
+    except Image.UnidentifiedImageError:
+        raise InputError("not an image this tool reads (PNG, JPEG, WebP, BMP), or its header is damaged",
+                         file=str(path), field=field) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # Pillow's ways of saying "broken"
+        raise InputError(f"cannot read image: {' '.join(str(e).split())[:200]}", file=str(path), field=field) from None
+
+
+def image_tensor(image: Image.Image, width: int, height: int) -> torch.Tensor:
+    """A decoded image as RGB float32 [3, H, W] in [0, 1] at ``width`` x ``height`` (centre crop, Lanczos)."""
+    rgb = _fit(image.convert("RGB"), width, height, Image.Resampling.LANCZOS)
+    arr = np.asarray(rgb, dtype=np.float32) / 255.0  # [H, W, 3]
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
 def load_image(path: Path, width: int, height: int) -> torch.Tensor:
-    """An RGB image as float32 [3, H, W] in [0, 1] at ``width`` x ``height``."""
-    rgb = _fit(_open_image(path, "image").convert("RGB"), width, height, Image.Resampling.LANCZOS)
-    arr = np.asarray(rgb, dtype=np.float32) / 255.0  # [H, W, 3]
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+    """The RGB image at ``path`` as float32 [3, H, W] in [0, 1] at ``width`` x ``height``."""
+    with _open_image(path, "image") as im:
+        return image_tensor(im, width, height)
 
 
 def _read_depth_array(path: Path, depth_scale: float) -> np.ndarray:
@@ -95,21 +116,40 @@ def _read_depth_array(path: Path, depth_scale: float) -> np.ndarray:
             raise InputError(f"expected a 16-bit single-channel PNG (value * depth_scale = scene units), got mode {im.mode}",
                              file=str(path), field="depth")
         return np.asarray(im, dtype=np.float32) * float(depth_scale)
+    return read_npy_depth(path)
+
+
+def read_npy_depth(path: Path) -> np.ndarray:
+    """A ``.npy`` z-depth map as float32 [H, W]: the header (shape, dtype, byte count) is checked
+    before any array memory is allocated, and nothing is unpickled."""
     import io
 
-    data = read_bytes(path, MAX_IMAGE_BYTES * 2, field="depth")
+    def refuse(message: str) -> InputError:
+        return InputError(message, file=str(path), field="depth")
+
+    data = read_bytes(path, MAX_IMAGE_BYTES, field="depth")
+    stream = io.BytesIO(data)
+    if data[:2] == b"PK":
+        raise refuse("is an .npz archive, not a .npy array: save the depth map alone with numpy.save(path, depth)")
     try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as e:  # numpy raises ValueError/OSError/EOFError/UnpicklingError for broken files
-        raise InputError(f"cannot read as a .npy array: {e}", file=str(path), field="depth") from None
-    if not isinstance(arr, np.ndarray):
-        raise InputError("is an .npz archive, not a .npy array: save the depth map with numpy.save", file=str(path), field="depth")
-    if arr.ndim != 2 or 0 in arr.shape:
-        raise InputError(f"expected a non-empty 2-D z-depth array [H, W], got shape {list(arr.shape)}", file=str(path), field="depth")
-    if arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
-        raise InputError(f"shape {list(arr.shape)} is beyond the limit of {MAX_IMAGE_PIXELS:,} pixels", file=str(path), field="depth")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise InputError(f"expected float z-depth, got dtype {arr.dtype}", file=str(path), field="depth")
+        version = np.lib.format.read_magic(stream)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported; save with numpy.save")
+        shape, fortran_order, dtype = read_header(stream, max_header_size=10_000)
+    except Exception as e:  # numpy raises ValueError (or SyntaxError from the header dict) for a broken header
+        raise refuse(f"not a .npy array: {' '.join(str(e).split())[:200]}") from None
+    if len(shape) != 2 or 0 in shape:
+        raise refuse(f"expected a non-empty 2-D z-depth array [H, W], got shape {list(shape)}")
+    if shape[0] * shape[1] > MAX_IMAGE_PIXELS:
+        raise refuse(f"shape {list(shape)} is beyond the limit of {MAX_IMAGE_PIXELS:,} pixels")
+    if dtype.hasobject or not np.issubdtype(dtype, np.floating):
+        raise refuse(f"expected float z-depth (float16/32/64), got dtype {dtype}")
+    expected = shape[0] * shape[1] * dtype.itemsize
+    body = data[stream.tell():]
+    if len(body) != expected:
+        raise refuse(f"holds {len(body):,} bytes of array data; shape {list(shape)} of {dtype} needs {expected:,} (truncated?)")
+    arr = np.frombuffer(body, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
     return arr.astype(np.float32)
 
 
@@ -168,7 +208,7 @@ def preflight(plan, render: bool = True) -> StartInputs:
     try:
         with _open_image(plan.image_path, "image") as im:
             image_size = im.size
-        image = load_image(plan.image_path, plan.width, plan.height)
+            image = image_tensor(im, plan.width, plan.height)
     except InputError as e:
         problems.extend(e.problems)
     for name, path, load in (

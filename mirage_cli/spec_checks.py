@@ -111,8 +111,9 @@ def check_frames(frames, chunk_frames, problems: ProblemList) -> tuple[int | Non
         return good_frames, None if good_frames is None else min(MAX_CHUNK_FRAMES, good_frames)
     if not 5 <= chunk_frames <= MAX_CHUNK_FRAMES_LIMIT or (chunk_frames - 1) % 4:
         lo, hi = nearest_4k1(min(max(chunk_frames, 5), MAX_CHUNK_FRAMES_LIMIT))
+        nearest = sorted({max(lo, 5), min(hi, MAX_CHUNK_FRAMES_LIMIT)})
         problems.add("chunk_frames", f"must be 4k+1 between 5 and {MAX_CHUNK_FRAMES_LIMIT}, got {chunk_frames}; "
-                                     f"nearest valid: {max(lo, 5)} or {min(hi, MAX_CHUNK_FRAMES_LIMIT)}")
+                                     f"nearest valid: {' or '.join(map(str, nearest))}")
         return good_frames, None
     if good_frames is not None and chunk_frames > good_frames:
         problems.add("chunk_frames", f"{chunk_frames} exceeds frames ({good_frames}); use at most {good_frames} or leave it unset")
@@ -208,6 +209,13 @@ def check_memory(values: dict, problems: ProblemList) -> MemorySettings | None:
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DEPTH_SUFFIXES = (".npy", ".png")
+SUFFIX_HINTS = {
+    ".npz": ": an .npz archive may hold several arrays; save the depth map alone with numpy.save(path, depth)",
+    ".exr": ": convert the depth to a float32 .npy (numpy.save) or a 16-bit PNG with depth_scale",
+    ".tif": ": convert it to a 16-bit PNG or a .npy",
+    ".tiff": ": convert it to a 16-bit PNG or a .npy",
+}
+"""Why a near-miss file type is refused, and what to write instead."""
 
 
 def resolve_path(base: Path, value: str) -> Path:
@@ -223,7 +231,8 @@ def _check_input_file(values: dict, name: str, base: Path, suffixes: tuple[str, 
         return None
     path = resolve_path(base, value)
     if path.suffix.lower() not in suffixes:
-        problems.add(name, f"unsupported file type {path.suffix!r} of {path} (expected {', '.join(suffixes)})")
+        hint = SUFFIX_HINTS.get(path.suffix.lower(), "")
+        problems.add(name, f"unsupported file type {path.suffix!r} of {path} (expected {', '.join(suffixes)}){hint}")
         return None
     why = file_problem(path, MAX_IMAGE_BYTES)
     if why is not None:

@@ -42,7 +42,8 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "depth": FieldSpec((str, _NONE), None, "start-image z-depth (.npy float32 or 16-bit PNG)"),
     "depth_scale": FieldSpec((int, float), 0.001, "scene units per step of a 16-bit depth PNG"),
     "mask": FieldSpec((str, _NONE), None, "PNG mask of what to keep out of memory (nonzero = keep out)"),
-    "camera": FieldSpec((dict,), None, "camera source (exactly one; mirage_cli/camera/source.py)", required=True),
+    "camera": FieldSpec((dict,), None, "the camera path: exactly one of keyframes, trajectory, preset, colmap, "
+                        "realestate10k, nerfstudio, json", required=True),
     "intrinsics": FieldSpec(
         (dict, _NONE),
         None,

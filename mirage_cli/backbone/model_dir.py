@@ -83,7 +83,7 @@ def check_model_dir(directory: str | os.PathLike) -> list[str]:
 
 def _is_hub_id(model: str) -> bool:
     """True when ``model`` reads as a hub id ``org/name`` and is not an existing local path."""
-    if Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
+    if os.path.exists(Path(model).expanduser()) or model.startswith((".", "/", "~")):
         return False
     parts = model.split("/")
     return len(parts) == 2 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in parts)
@@ -122,11 +122,11 @@ def resolve_model_dir(model: str, local_files_only: bool | None = None) -> Path:
     the missing files and how to get them.
     """
     path = Path(model).expanduser()
-    if path.is_dir():
+    if os.path.isdir(path):
         return _complete_or_raise(path)
     if _is_hub_id(model):
         return _resolve_hub_id(model, local_files_only)
-    message = "not a directory" if path.exists() else "model directory does not exist"
+    message = "not a directory" if os.path.exists(path) else "model directory does not exist"
     raise InputError(Problem(file=str(path), field="model", message=f"{message}; {WEIGHTS_HINT}"))
 
 

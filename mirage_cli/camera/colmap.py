@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from pathlib import Path
 
@@ -36,13 +37,13 @@ MAX_CAMERA_SIDE = 100_000
 
 
 def _is_colmap_model(d: Path) -> bool:
-    return all((d / f"{n}.txt").exists() or (d / f"{n}.bin").exists() for n in _COLMAP_FILES)
+    return all(os.path.exists(d / f"{n}.txt") or os.path.exists(d / f"{n}.bin") for n in _COLMAP_FILES)
 
 
 def find_colmap_model(path: Path) -> Path | None:
     """The model folder for ``path``: itself, or ``path/sparse/0``, ``path/0``, ``path/sparse``."""
     for d in (path, path / "sparse" / "0", path / "0", path / "sparse"):
-        if d.is_dir() and _is_colmap_model(d):
+        if os.path.isdir(d) and _is_colmap_model(d):
             return d
     return None
 
@@ -115,7 +116,7 @@ def _check_model_files(model: Path) -> None:
             why = file_problem(path, MAX_MODEL_BYTES)
             if why is not None:
                 problems.append(Problem(file=str(path), field=None, message=why))
-    if not problems and (model / "cameras.txt").exists() and not (model / "cameras.bin").exists():
+    if not problems and os.path.exists(model / "cameras.txt") and not os.path.exists(model / "cameras.bin"):
         _check_cameras_txt(model / "cameras.txt", problems)
         _check_images_txt(model / "images.txt", problems)
     if problems:
@@ -162,10 +163,10 @@ def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
     """
     path = Path(path)
     problems = ProblemList(str(path))
-    if not path.exists():
+    if not os.path.exists(path):
         problems.add("", "COLMAP model folder not found")
         problems.raise_if_any()
-    model = find_colmap_model(path) if path.is_dir() else None
+    model = find_colmap_model(path) if os.path.isdir(path) else None
     if model is None:
         problems.add("", "not a COLMAP sparse model: expected cameras.txt/images.txt or cameras.bin/images.bin "
                          "(here, in sparse/0, or in 0/)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,14 @@ def _read_json(path: Path) -> Any:
         raise InputError([Problem(file=str(path), field=None, message=str(e))]) from None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 # --- RealEstate10K ---------------------------------------------------------------------------------
 
 
@@ -96,6 +105,7 @@ def read_realestate10k(path: str | Path) -> Keyframes:
     text = _read_text(path)
     problems = ProblemList(str(path))
     stamps, poses, Ks = [], [], []
+    previous = None  # the previous camera line's timestamp
     for lineno, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
@@ -107,17 +117,19 @@ def read_realestate10k(path: str | Path) -> Keyframes:
         if lineno == 1 and (values is None or len(values) != 19):
             continue  # the source video URL
         if values is None or len(values) != 19:
+            bad = next((i for i, x in enumerate(parts) if not _is_number(x)), None)
+            got = f"got {len(parts)} fields" if bad is None else f"field {bad + 1} is not a number: {parts[bad][:20]!r}"
             problems.items.append(Problem(file=str(path), field=None, line=lineno,
-                                          message=f"expected 19 numbers (timestamp fx fy cx cy 0 0 + 3x4 "
-                                                  f"cam_from_world), got {len(parts)} fields"))
+                                          message=f"expected 19 numbers (timestamp fx fy cx cy 0 0 + 3x4 cam_from_world), {got}"))
             continue
         if not all(math.isfinite(v) for v in values):
             problems.items.append(Problem(file=str(path), field=None, line=lineno, message="contains NaN or inf"))
             continue
         ts, world_from_cam, K = realestate10k_row_to_camera(values, 1, 1)
         why = pose_problem(world_from_cam) or K_problem(K)
-        if why is None and stamps and ts <= stamps[-1]:
-            why = f"timestamp {ts:.0f} does not follow the previous one ({stamps[-1]:.0f}): timestamps must increase"
+        if why is None and previous is not None and ts <= previous:
+            why = f"timestamp {ts:.0f} does not follow the previous line's ({previous:.0f}): timestamps must increase"
+        previous = ts
         if why:
             problems.items.append(Problem(file=str(path), field=None, line=lineno, message=why))
             continue
@@ -353,8 +365,9 @@ def check_choice(mapping: dict, key: str, choices, problems: ProblemList, name: 
     if key not in mapping:
         return None
     v = mapping[key]
-    if v not in choices:
-        problems.add(name or key, f"expected one of {', '.join(choices)}, got {v!r}")
+    if not isinstance(v, str) or v not in choices:
+        shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+        problems.add(name or key, f"expected one of {', '.join(choices)}, got {shown}")
         return None
     return v
 
@@ -435,7 +448,7 @@ def read_trajectory_yaml(path: str | Path) -> Keyframes:
 def detect_kind(path: str | Path) -> str | None:
     """Which reader fits ``path``: by extension, and for .json by content. None if unknown."""
     path = Path(path)
-    if path.is_dir():
+    if os.path.isdir(path):
         return "colmap"
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
@@ -463,7 +476,7 @@ def read_camera_file(path: str | Path, kind: str | None = None, *, order: str = 
     """Read any supported camera source; ``kind`` (one of KINDS) or detected from ``path``."""
     path = Path(path)
     if kind is None:
-        if not path.exists():
+        if not os.path.exists(path):
             raise InputError([Problem(file=str(path), field=None, message="file or folder not found")])
         kind = detect_kind(path)
         if kind is None:
@@ -471,7 +484,7 @@ def read_camera_file(path: str | Path, kind: str | None = None, *, order: str = 
                                       message="unknown camera file type: expected .json, .txt (RealEstate10K), "
                                               ".yaml/.yml (trajectory) or a COLMAP model folder")])
     if kind == "colmap":
-        if path.is_file():
+        if os.path.isfile(path):
             path = path.parent
         return read_colmap(path, order=order)
     readers = {"realestate10k": read_realestate10k, "nerfstudio": read_nerfstudio, "json": read_canonical_json,

@@ -99,7 +99,9 @@ def nearest_rotation(R: np.ndarray) -> np.ndarray:
 def orthonormality_error(R: np.ndarray) -> float:
     """max |R^T R - I| over the entries of one 3x3 matrix ``R`` (0 for an exact rotation)."""
     R = np.asarray(R, dtype=np.float64)
-    return float(np.max(np.abs(R.T @ R - np.eye(3))))
+    with np.errstate(over="ignore", invalid="ignore"):  # huge entries give inf: not a rotation, said by the caller
+        error = float(np.max(np.abs(R.T @ R - np.eye(3))))
+    return error if error == error else float("inf")
 
 
 def rotation_problem(R: np.ndarray) -> str | None:

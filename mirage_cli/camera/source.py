@@ -23,6 +23,7 @@ rescaled to the render size (``intrinsics.rescale_K``); with neither, a vertical
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def _camera_keys(section, base_dir: Path, problems: ProblemList) -> Keyframes | 
         return None
     sources = [k for k in SOURCE_KEYS if k in section]
     params = ()
-    if section.get("preset") in PRESETS:
+    if isinstance(section.get("preset"), str) and section["preset"] in PRESETS:
         params = tuple(preset_parameters(section["preset"]))
     unknown_keys(section, SOURCE_KEYS + OPTION_KEYS + params, problems, "")
     check_choice(section, "timing", TIMINGS, problems)
@@ -259,13 +260,13 @@ def _read_source(section: dict, src: str, params: tuple, base_dir: Path, problem
         return None
     path = Path(value)
     path = path if path.is_absolute() else Path(base_dir) / path
-    if not path.exists():
+    if not os.path.exists(path):
         problems.add(src, f"not found: {path}")
         return None
-    if src in ("trajectory", "realestate10k", "nerfstudio", "json") and path.is_dir():
+    if src in ("trajectory", "realestate10k", "nerfstudio", "json") and os.path.isdir(path):
         problems.add(src, f"is a folder, expected a file: {path}")
         return None
-    if src == "colmap" and not path.is_dir():
+    if src == "colmap" and not os.path.isdir(path):
         problems.add(src, f"expected a COLMAP model folder, got a file: {path}")
         return None
     try:

@@ -9,6 +9,7 @@ Floats are written with ``repr`` precision (17 significant digits) so round trip
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def colmap_output_problem(path: str | Path) -> str | None:
     path = Path(path).absolute()
     if path == Path(path.anchor) or Path.cwd().is_relative_to(path):
         return f"{path} is the current folder or above it; name a new folder for the COLMAP model"
-    if path.is_dir():
+    if os.path.isdir(path):
         others = sorted(p.name for p in path.iterdir() if p.name not in COLMAP_MODEL_FILES)
         if others:
             return (f"{path} holds files that are not a COLMAP model ({', '.join(others[:3])}"
