@@ -29,6 +29,8 @@ from mirage_cli.files import read_bytes
 from mirage_cli.limits import MAX_DEPTH, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_DEPTH, MIN_VALID_DEPTH_SHARE
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own decompression-bomb guard, at our limit
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
+"""The image formats read (by content, whatever the suffix): Pillow's other decoders are never reached."""
 
 
 @dataclass
@@ -74,7 +76,7 @@ def _open_image(path: Path, field: str) -> Image.Image:
     try:
         with warnings.catch_warnings():  # Pillow warns between 1x and 2x its limit; the size check below says it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         w, h = im.size
         if w < 1 or h < 1:
             raise InputError(f"is {w}x{h} pixels: empty", file=str(path), field=field)

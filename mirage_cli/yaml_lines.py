@@ -113,7 +113,12 @@ def load_yaml_with_lines(text: str, file: str) -> tuple[Any, Callable[[str], int
         InputError: the text is not valid YAML, or is hostile (module docstring); names ``file``
             and the line.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:  # a control character: PyYAML refuses the text before parsing it
+        line = text.count("\n", 0, e.position) + 1
+        raise InputError([Problem(file=file, field=None, line=line,
+                                  message=f"YAML does not parse: character {e.character!r} is not allowed in YAML text")]) from None
     try:
         _check_nesting(text, file)
         node = loader.get_single_node()

@@ -249,8 +249,20 @@ def test_colmap_binary_damage_is_one_plain_line(tmp_path):
     (model / "frames.bin").write_bytes(b"")  # pycolmap's own message here is a C++ 'unordered_map::at'
     code, out, err = run("trajectory", model)
     assert code == 2
-    damaged = "COLMAP model does not load: its files are damaged or not COLMAP files (cameras, images)"
-    assert err.strip().splitlines() == [f"error: {model}: {damaged}"]
+    assert err.strip().splitlines() == [f"error: {model / 'frames.bin'}: damaged: the file is empty"]
+    images = (model / "images.bin").read_bytes()
+    (model / "frames.bin").unlink()
+    (model / "images.bin").write_bytes(images[:300])  # pycolmap would read the cut name forever
+    code, out, err = run("trajectory", model)
+    assert err.strip().splitlines() == [f"error: {model / 'images.bin'}: damaged: declares 20 images but has 292 bytes "
+                                        "left for them (truncated or damaged)"]
+    (model / "images.bin").write_bytes(images)
+    (model / "rigs.bin").unlink()
+    cameras = bytearray((model / "cameras.bin").read_bytes())
+    cameras[12:16] = (99).to_bytes(4, "little")  # u64 count, u32 camera id, then the i32 model id
+    (model / "cameras.bin").write_bytes(bytes(cameras))
+    code, out, err = run("trajectory", model)
+    assert "cameras.bin: damaged: camera 1 (record 0): unknown camera model id 99" in err, err
     cameras = (model / "cameras.bin").read_bytes()
     pycolmap.Reconstruction(str(ARKIT / "sparse" / "0")).write_binary(str(model))
     (model / "cameras.bin").write_bytes(cameras[:10])  # every image's camera reads as focal 0: said once

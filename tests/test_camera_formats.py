@@ -154,3 +154,26 @@ def test_arkit_model_reads(tmp_path):
     traj = load_trajectory(DATA / "colmap" / "arkit_room", frames=77, width=1280, height=720)
     np.testing.assert_allclose(traj.K[0, 0, 0], 2567.9902 / 3, rtol=1e-9)
     np.testing.assert_allclose(traj.K[0, 0, 2], (1928.3684 - 0.5 + 0.5) / 3 - 0.5, rtol=1e-9)
+
+
+def test_pycolmap_loaded_our_way_leaves_zlib_users_working(tmp_path):
+    """pycolmap 4.x exports its own zlib: imported first, a later PNG write aborts the process
+    (found by the fuzz test). ``import_pycolmap`` loads the zlib users first; a child process
+    imports nothing else before it, then compresses three ways."""
+    import subprocess
+    import sys
+
+    code = (
+        "from mirage_cli.camera.colmap import import_pycolmap\n"
+        "import_pycolmap()\n"
+        "import io, numpy as np, matplotlib\n"
+        "matplotlib.use('Agg')\n"
+        "import matplotlib.pyplot as plt\n"
+        "from PIL import Image\n"
+        "Image.new('RGB', (64, 64), 7).save(io.BytesIO(), format='PNG')\n"
+        f"np.savez_compressed({str(tmp_path / 'a.npz')!r}, a=np.zeros(1000))\n"
+        f"plt.plot([0, 1]); plt.savefig({str(tmp_path / 'a.png')!r})\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -9,14 +9,17 @@ reported once, with how many it concerns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mirage_cli.camera.colmap_binary import binary_model_problems
 from mirage_cli.camera.conventions import colmap_to_world_from_cam
 from mirage_cli.camera.intrinsics import K_problem, from_corner_origin, rescale_K
 from mirage_cli.camera.keyframes import Keyframes, pose_problem
@@ -28,12 +31,35 @@ from mirage_cli.limits import MAX_KEYFRAMES, MAX_MODEL_BYTES
 log = logging.getLogger(__name__)
 
 _COLMAP_FILES = ("cameras", "images")
-CAMERA_MODELS = {  # name -> number of parameters (COLMAP's camera models)
-    "SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL": 5, "OPENCV": 8, "OPENCV_FISHEYE": 8,
-    "FULL_OPENCV": 12, "FOV": 5, "SIMPLE_RADIAL_FISHEYE": 4, "RADIAL_FISHEYE": 5, "THIN_PRISM_FISHEYE": 12,
-    "RAD_TAN_THIN_PRISM_FISHEYE": 16, "SIMPLE_DIVISION": 4, "DIVISION": 5, "SIMPLE_FISHEYE": 3, "FISHEYE": 4,
-}
 MAX_CAMERA_SIDE = 100_000
+MODEL_FILES = ("rigs", "cameras", "frames", "images")
+"""The files of a model that are read (points3D never is: the camera path needs no points)."""
+
+
+def import_pycolmap():
+    """The pycolmap module, imported only after the libraries that link zlib.
+
+    pycolmap's wheel (4.x) exports the zlib it carries; a zlib user loaded after it (Python's zlib
+    module, Pillow, so matplotlib's PNG writer) then mixes the two and the process aborts with heap
+    corruption at its next compression. Loading those first keeps each on its own zlib.
+    """
+    import zlib  # noqa: F401
+
+    import PIL._imaging  # noqa: F401
+    import pycolmap
+
+    return pycolmap
+
+
+@functools.lru_cache(maxsize=1)
+def camera_models() -> dict[str, tuple[int, int]]:
+    """COLMAP's camera models as pycolmap knows them: name -> (model id, number of parameters)."""
+    pycolmap = import_pycolmap()
+    out = {}
+    for name, model in pycolmap.CameraModelId.__members__.items():
+        if int(model.value) >= 0:
+            out[name] = (int(model.value), len(pycolmap.Camera.create_from_model_id(1, model, 1.0, 1, 1).params))
+    return out
 
 
 def _is_colmap_model(d: Path) -> bool:
@@ -70,16 +96,17 @@ def _numbers(fields: list[str]) -> list[float] | None:
 
 
 def _check_cameras_txt(path: Path, problems: list[Problem]) -> None:
+    models = camera_models()
     for lineno, fields in _data_lines(path):
         def bad(message: str, lineno: int = lineno) -> None:
             problems.append(Problem(file=str(path), field=None, line=lineno, message=message))
 
         if len(fields) < 4 or not fields[0].isdigit():
             bad("expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...")
-        elif fields[1] not in CAMERA_MODELS:
-            bad(f"unknown camera model {fields[1]!r}")
-        elif len(fields) != 4 + CAMERA_MODELS[fields[1]]:
-            bad(f"camera model {fields[1]} takes {CAMERA_MODELS[fields[1]]} parameters, got {len(fields) - 4}")
+        elif fields[1] not in models:
+            bad(f"unknown camera model {fields[1][:40]!r}")
+        elif len(fields) != 4 + models[fields[1]][1]:
+            bad(f"camera model {fields[1]} takes {models[fields[1]][1]} parameters, got {len(fields) - 4}")
         elif not (fields[2].isdigit() and fields[3].isdigit() and 0 < int(fields[2]) <= MAX_CAMERA_SIDE
                   and 0 < int(fields[3]) <= MAX_CAMERA_SIDE):
             bad(f"width and height must be whole numbers of pixels between 1 and {MAX_CAMERA_SIDE:,}, got {fields[2]} {fields[3]}")
@@ -108,20 +135,28 @@ def _check_images_txt(path: Path, problems: list[Problem]) -> None:
             problems.append(Problem(file=str(path), field=None, line=lineno, message=f"image {fields[0]} ({fields[9]}): {why}"))
 
 
+def _is_binary(model: Path) -> bool:
+    """Whether pycolmap would read the binary files of ``model`` (they win over text ones)."""
+    return os.path.exists(model / "cameras.bin") and os.path.exists(model / "images.bin")
+
+
 def _check_model_files(model: Path) -> None:
-    """Every file of the model is a regular file within the size limit; text files line by line."""
+    """The files that are read are regular files within the size limit; text files are checked
+    line by line, binary files by their structure (``colmap_binary``)."""
     problems: list[Problem] = []
-    for path in sorted(model.iterdir()):
-        if path.suffix in (".txt", ".bin") and path.stem in ("cameras", "images", "points3D", "rigs", "frames"):
-            why = file_problem(path, MAX_MODEL_BYTES)
-            if why is not None:
-                problems.append(Problem(file=str(path), field=None, message=why))
-    if not problems and os.path.exists(model / "cameras.txt") and not os.path.exists(model / "cameras.bin"):
+    suffix = ".bin" if _is_binary(model) else ".txt"
+    for stem in MODEL_FILES:
+        path = model / f"{stem}{suffix}"
+        why = file_problem(path, MAX_MODEL_BYTES) if os.path.lexists(path) else None
+        if why is not None:
+            problems.append(Problem(file=str(path), field=None, message=why))
+    if not problems and suffix == ".txt":
         _check_cameras_txt(model / "cameras.txt", problems)
         _check_images_txt(model / "images.txt", problems)
+    elif not problems:
+        problems = binary_model_problems(model, {model_id: n for model_id, n in camera_models().values()})
     if problems:
-        raise InputError(problems[:20] + ([Problem(file=str(model), field=None, message=f"... and {len(problems) - 20} more")]
-                                          if len(problems) > 20 else []))
+        raise InputError(problems)
 
 
 def _restate(error: Exception) -> str:
@@ -133,13 +168,23 @@ def _restate(error: Exception) -> str:
 
 
 def _load(model: Path):
-    import pycolmap
+    """The model's cameras and images through pycolmap, after ``_check_model_files``.
 
+    pycolmap reads a folder of links to the model's files beside an empty points3D: the points are
+    not needed, so neither their size nor their content can slow or break the read.
+    """
+    pycolmap = import_pycolmap()
     _check_model_files(model)
-    try:
-        return pycolmap.Reconstruction(str(model))
-    except Exception as e:  # pycolmap raises ValueError/RuntimeError with its own check message
-        raise InputError([Problem(file=str(model), field=None, message=f"COLMAP model does not load: {_restate(e)}")]) from None
+    suffix = ".bin" if _is_binary(model) else ".txt"
+    with tempfile.TemporaryDirectory(prefix="mirage-colmap-") as tmp:
+        for stem in MODEL_FILES:
+            if os.path.exists(model / f"{stem}{suffix}"):
+                os.symlink(os.path.abspath(model / f"{stem}{suffix}"), Path(tmp) / f"{stem}{suffix}")
+        (Path(tmp) / f"points3D{suffix}").write_bytes(bytes(8) if suffix == ".bin" else b"")  # no points
+        try:
+            return pycolmap.Reconstruction(tmp)
+        except Exception as e:  # pycolmap raises ValueError/RuntimeError with its own check message
+            raise InputError([Problem(file=str(model), field=None, message=f"COLMAP model does not load: {_restate(e)}")]) from None
 
 
 def _grouped(problems: ProblemList, grouped: dict[tuple[str, str], list[str]]) -> None:
@@ -182,8 +227,12 @@ def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
     elif len(images) > MAX_KEYFRAMES:
         problems.add("images", f"{len(images):,} registered images: more than the limit of {MAX_KEYFRAMES:,}")
     problems.raise_if_any()
-    images.sort(key=(lambda im: _natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
-    return _keyframes(rec, images, model, problems)
+    try:
+        images.sort(key=(lambda im: _natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
+        return _keyframes(rec, images, model, problems)
+    except UnicodeDecodeError:  # pycolmap decodes an image's name when it is read
+        raise InputError([Problem(file=str(model), field="images", message="an image name is not UTF-8 text: "
+                                  "the model's images file is damaged")]) from None
 
 
 def _keyframes(rec, images: list, model: Path, problems: ProblemList) -> Keyframes:

@@ -100,9 +100,13 @@ def as_number(value: Any) -> tuple[float | None, str | None]:
     """(float, None) for a finite number, else (None, why)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, f"expected a number, got {_describe(value)}{text_number_hint(value)}"
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float's range
+        return None, f"is an integer of {len(str(abs(value)))} digits: too large"
+    if not math.isfinite(number):
         return None, f"is {value} (NaN or inf)"
-    return float(value), None
+    return number, None
 
 
 def as_vector(value: Any, n: int) -> tuple[np.ndarray | None, str | None]:

@@ -129,9 +129,10 @@ def write_colmap(path: str | Path, traj: Trajectory, binary: bool = False) -> No
     (principal point at COLMAP's corner origin: c + 0.5), images ``frame_00000.png``... with
     cam_from_world from ``conventions.world_from_cam_to_colmap``. The folder is replaced atomically;
     one holding anything but a COLMAP model is refused (``colmap_output_problem``)."""
-    import pycolmap
-
+    from mirage_cli.camera.colmap import import_pycolmap
     from mirage_cli.errors import InputError, Problem
+
+    pycolmap = import_pycolmap()
 
     why = colmap_output_problem(path)
     if why:
