@@ -4,12 +4,13 @@ peak memory (one run).
     python benchmarks/hostile_inputs.py [--fuzz 50] [--timeout 120] [--only TEXT]
 
 Each named case of ``tests/hostile_inputs.py`` (and ``--fuzz`` seeded fuzz cases) runs twice:
-``mirage validate SPEC`` and ``mirage render SPEC --preset tiny --steps 1`` (the real tiny render:
-a valid case renders to the end). Peak memory is the child's maximum resident set size
-(``os.wait4``), which includes the ~0.5 GB of importing torch and diffusers that every render
-process pays; ``validate`` does not import them until it needs them. Prints a Markdown table and a
-summary; exits 1 when a case ends in another exit code than expected (2 for bad input, 0 for the
-valid ones), when a child outlives ``--timeout``, or when one prints a traceback.
+``mirage validate SPEC`` and ``mirage render SPEC --preset tiny`` (the real tiny render with the
+spec's own settings, so a bad ``steps:`` is refused as a user would meet it; a valid case renders
+to the end). Peak memory is the child's maximum resident set size (``os.wait4``), which includes
+the ~0.5 GB of importing torch and diffusers that every render process pays; ``validate`` imports
+torch too (the image and depth checks use it). Prints a Markdown table and a summary; exits 1 when
+a case ends in another exit code than expected (2 for bad input, 0 for the valid ones), when a
+child outlives ``--timeout``, or when one prints a traceback.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mirage-hostile-") as tmp:
         for i, case in enumerate(cases):
             spec = case.build(Path(tmp) / f"case_{i}")
-            render_args = ["--out", f"{tmp}/run_{i}", "--preset", "tiny", "--steps", "1", "--quiet"]
+            render_args = ["--out", f"{tmp}/run_{i}", "--preset", "tiny", "--quiet"]
             codes = {}
             for command, extra in (("validate", []), ("render", render_args)):
                 code, seconds, rss, stderr = run_child([command, str(spec), *extra], args.timeout)
