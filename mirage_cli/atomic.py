@@ -2,18 +2,30 @@
 
 Every write goes to a temporary file in the destination's directory, is fsynced, then moved over
 the destination with ``os.replace`` (atomic on POSIX within one filesystem), and the directory is
-fsynced so the rename itself survives a power cut.
+fsynced so the rename itself survives a power cut. The temporary file is named
+``.<destination name>.tmp-<8 random characters><suffix>`` (``is_temporary_name`` recognises it), so
+what a killed writer leaves behind can be found and removed by name (``RunDir.remove_leftovers``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+_TEMPORARY_RE = re.compile(r"^\.(?P<target>.+)\.(?:tmp-)?[a-z0-9_]{8}(?:\.[A-Za-z0-9]+)?$")
+
+
+def temporary_target(name: str) -> str | None:
+    """The destination name of a temporary file name ``atomic_path`` makes (or made before the
+    ``tmp-`` mark), else None: ``".video.mp4.tmp-ab12cd34.mp4"`` -> ``"video.mp4"``."""
+    m = _TEMPORARY_RE.match(name)
+    return m.group("target") if m else None
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -45,7 +57,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", suffix=suffix or ".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

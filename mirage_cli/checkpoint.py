@@ -17,20 +17,26 @@ old set plus a complete new one. Older checkpoints are
 pruned only after the new one is complete (the newest ``keep`` complete ones stay). Leftover
 temporary directories of dead processes are removed by the next ``save`` or ``load_latest``.
 
-How a load stays safe: ``manifest.json`` lists the sha256 and size of every file. ``load_latest``
+How a load stays safe: ``manifest.json`` lists the sha256 and size of every file and carries the
+sha256 of its own canonical JSON (``checksum``), so a hand-edited or half-written manifest is
+detected like a damaged tensor file. Every field is checked for its type before it is used. ``load_latest``
 tries checkpoints newest first by sequence number (a renamed ``ckpt-*`` directory is complete by
-construction) and skips any whose manifest is unreadable or whose files are missing, truncated or
-altered, recording one warning per skipped checkpoint in
+construction) and skips any whose manifest is unreadable, ill-formed or altered, whose files are
+missing, truncated or altered, or that the caller's ``accept`` check refuses (the render session
+checks its ``meta`` contract there), recording one warning per skipped checkpoint in
 ``store.warnings``. Tensors are read with safetensors only; nothing is ever unpickled.
 
 manifest.json::
 
-    {"format": "mirage-checkpoint", "format_version": 1, "seq": 4, "name": "ckpt-000004",
+    {"format": "mirage-checkpoint", "format_version": 2, "seq": 4, "name": "ckpt-000004",
      "created": "2026-11-21T10:00:00+00:00", "created_unix": 1795000000.0,
      "spec_fingerprint": "<sha256 hex>",
      "versions": {"python": ..., "mirage-cli": ..., "torch": ..., ...}   (mirage_cli.versions)
      "files": {"memory.safetensors": {"sha256": "...", "size": 123}, ...},
-     "meta": {...the caller's meta, verbatim...}}
+     "meta": {...the caller's meta, verbatim...},
+     "checksum": "<sha256 hex of the canonical JSON of every other key>"}
+
+Format version 1 (mirage before the checksum) is still read, without the self-check.
 
 Contract for ``meta`` (written by the render session, read by ``mirage inspect`` and ``mirage batch``):
 
@@ -56,6 +62,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,19 +71,25 @@ from typing import Any
 from mirage_cli import test_hooks
 from mirage_cli.atomic import fsync_dir
 from mirage_cli.errors import RenderError
-from mirage_cli.jsonable import to_jsonable
+from mirage_cli.jsonable import canonical_json, to_jsonable
 from mirage_cli.runlock import pid_alive
 from mirage_cli.versions import package_versions
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mirage-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")
+_MAX_MANIFEST_BYTES = 64 << 20
 _CKPT_RE = re.compile(r"^ckpt-(\d{6,})$")
 _TMP_RE = re.compile(r"^\.tmp-ckpt-(\d+)-(\d+)-[0-9a-f]+$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _HASH_BLOCK = 1 << 22
+
+Accept = Callable[[dict], "str | None"]
+"""A caller's check of a well-formed manifest: a problem (str) refuses the checkpoint, None accepts it."""
 
 
 # --- the store -------------------------------------------------------------------------------------
@@ -183,6 +196,7 @@ class CheckpointStore:
                 "files": files,
                 "meta": meta_json,
             }
+            manifest["checksum"] = manifest_checksum(manifest)
             _write_durably(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
             fsync_dir(tmp)
             final = self.state_dir / name
@@ -250,14 +264,15 @@ class CheckpointStore:
         complete = [p.name for _, p in self._ckpt_dirs() if (p / MANIFEST).is_file()]
         return complete[-1] if complete else None
 
-    def list(self, verify: bool = False) -> list[CheckpointInfo]:
-        """Every ``ckpt-*`` directory, oldest first. ``verify=True`` also checks every sha256."""
+    def list(self, verify: bool = False, accept: Accept | None = None) -> list[CheckpointInfo]:
+        """Every ``ckpt-*`` directory, oldest first. ``verify=True`` also checks every sha256;
+        ``accept`` as for ``load_latest``."""
         infos = []
         for seq, path in self._ckpt_dirs():
-            manifest, problem = _read_manifest(path)
+            manifest, problem = _read_manifest(path, accept)
             if manifest is not None and verify:
                 problem = _verify_files(path, manifest)
-            size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+            size = _dir_size(path)
             infos.append(
                 CheckpointInfo(
                     name=path.name,
@@ -265,19 +280,22 @@ class CheckpointStore:
                     path=path,
                     ok=problem is None,
                     problem=problem,
-                    created=manifest.get("created") if manifest else None,
-                    created_unix=manifest.get("created_unix") if manifest else None,
+                    created=_text_or_none(manifest, "created"),
+                    created_unix=_number_or_none(manifest, "created_unix"),
                     size_bytes=size,
-                    meta=manifest.get("meta") if manifest else None,
+                    meta=manifest["meta"] if manifest else None,
                 )
             )
         return infos
 
-    def load_latest(self, device: Any = "cpu") -> Checkpoint | None:
-        """The newest checkpoint whose files all pass their sha256/size checks, or None.
+    def load_latest(self, device: Any = "cpu", accept: Accept | None = None) -> Checkpoint | None:
+        """The newest checkpoint whose manifest and files all pass their checks, or None.
+
+        ``accept(manifest)``: the caller's own check of a well-formed manifest (its ``meta``); it
+        returns a problem (str) to skip that checkpoint like a corrupt one, or None.
 
         Damaged checkpoints are skipped; each one adds a line to ``self.warnings`` (reset on every
-        call), e.g. ``"checkpoint ckpt-000004 is corrupt (sha256 mismatch in memory.safetensors);
+        call), e.g. ``"checkpoint ckpt-000004 is unusable (sha256 mismatch in memory.safetensors);
         resuming from ckpt-000003"``. Tensors are loaded onto ``device``.
         """
         from safetensors.torch import load as load_safetensors
@@ -286,7 +304,7 @@ class CheckpointStore:
         self._clean_leftovers()
         bad: list[tuple[str, str]] = []
         for seq, path in reversed(self._ckpt_dirs()):
-            manifest, problem = _read_manifest(path)
+            manifest, problem = _read_manifest(path, accept)
             tensors: dict[str, dict[str, Any]] = {}
             if manifest is not None:
                 for fname, expected in manifest["files"].items():
@@ -303,10 +321,10 @@ class CheckpointStore:
                 bad.append((path.name, problem))
                 continue
             for name, why in bad:
-                self.warnings.append(f"checkpoint {name} is corrupt ({why}); resuming from {path.name}")
+                self.warnings.append(f"checkpoint {name} is unusable ({why}); resuming from {path.name}")
             return Checkpoint(tensors=tensors, meta=manifest["meta"], path=path, seq=seq, manifest=manifest)
         for name, why in bad:
-            self.warnings.append(f"checkpoint {name} is corrupt ({why}); no good checkpoint is left, starting over")
+            self.warnings.append(f"checkpoint {name} is unusable ({why}); no good checkpoint is left, starting over")
         return None
 
 
@@ -349,34 +367,90 @@ def _write_durably(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
+def manifest_checksum(manifest: dict) -> str:
+    """sha256 (hex) of the canonical JSON of ``manifest`` without its ``checksum`` key."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def _read_manifest(path: Path, accept: Accept | None = None) -> tuple[dict | None, str | None]:
+    """The manifest of checkpoint directory ``path`` when it is well-formed (and ``accept``-ed); else (None, problem)."""
+    fpath = path / MANIFEST
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        if os.path.getsize(fpath) > _MAX_MANIFEST_BYTES:
+            return None, f"{MANIFEST} is larger than {_MAX_MANIFEST_BYTES >> 20} MiB"
+        manifest = json.loads(fpath.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, f"{MANIFEST} is missing"
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         return None, f"{MANIFEST} is unreadable: {e}"
+    problem = manifest_problem(manifest)
+    if problem is None and accept is not None:
+        problem = accept(manifest)
+    return (None, problem) if problem else (manifest, None)
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed ``manifest.json`` (the module docstring's schema), or None."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        return None, f"{MANIFEST} is not a mirage checkpoint manifest"
+        return f"{MANIFEST} is not a mirage checkpoint manifest"
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        return None, f"format version {version!r} is newer than this mirage reads ({FORMAT_VERSION})"
-    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("meta"), dict):
-        return None, f"{MANIFEST} lacks 'files' or 'meta'"
-    return manifest, None
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        return f"{MANIFEST}: format version {version!r} is not one this mirage reads (1 to {FORMAT_VERSION})"
+    if version >= 2 and manifest.get("checksum") != manifest_checksum(manifest):
+        return f"{MANIFEST} was altered after it was written (its checksum does not match)"
+    files, meta = manifest.get("files"), manifest.get("meta")
+    if not isinstance(files, dict) or not files:
+        return f"{MANIFEST}: 'files' must list the checkpoint's files"
+    if not isinstance(meta, dict) or not isinstance(manifest.get("spec_fingerprint"), str):
+        return f"{MANIFEST}: 'meta' and 'spec_fingerprint' are missing"
+    if meta.get("spec_fingerprint") != manifest["spec_fingerprint"]:
+        return f"{MANIFEST}: meta.spec_fingerprint differs from spec_fingerprint"
+    for fname, entry in files.items():
+        if not _FILE_RE.match(fname):
+            return f"{MANIFEST}: {fname!r} is not a checkpoint file name"
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _SHA256_RE.match(entry["sha256"]):
+            return f"{MANIFEST}: files.{fname} must be {{'sha256': <64 hex digits>, 'size': <bytes>}}"
+        if type(entry.get("size")) is not int or entry["size"] < 0:
+            return f"{MANIFEST}: files.{fname}.size must be a byte count"
+    return None
+
+
+def _text_or_none(manifest: dict | None, key: str) -> str | None:
+    value = manifest.get(key) if manifest else None
+    return value if isinstance(value, str) else None
+
+
+def _number_or_none(manifest: dict | None, key: str) -> float | None:
+    value = manifest.get(key) if manifest else None
+    return float(value) if type(value) in (int, float) else None
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for entry in path.iterdir():
+        try:
+            if entry.is_file():
+                total += entry.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _read_checked(path: Path, expected: dict) -> tuple[bytes | None, str | None]:
     """Read a whole file and check it against ``{"sha256", "size"}``; returns (data, problem)."""
     try:
+        size = os.path.getsize(path)
+        if size != expected["size"]:
+            return None, f"{path.name} is truncated or padded: {size} bytes, expected {expected['size']}"
         data = path.read_bytes()
     except FileNotFoundError:
         return None, f"{path.name} is missing"
     except OSError as e:
         return None, f"{path.name} is unreadable: {e}"
-    if len(data) != expected.get("size"):
-        return None, f"{path.name} is truncated or padded: {len(data)} bytes, expected {expected.get('size')}"
-    if hashlib.sha256(data).hexdigest() != expected.get("sha256"):
+    if len(data) != expected["size"]:
+        return None, f"{path.name} changed while it was read"
+    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
         return None, f"sha256 mismatch in {path.name}"
     return data, None
 
@@ -387,8 +461,8 @@ def _verify_files(path: Path, manifest: dict) -> str | None:
         fpath = path / fname
         try:
             size = fpath.stat().st_size
-            if size != expected.get("size"):
-                return f"{fname} is truncated or padded: {size} bytes, expected {expected.get('size')}"
+            if size != expected["size"]:
+                return f"{fname} is truncated or padded: {size} bytes, expected {expected['size']}"
             h = hashlib.sha256()
             with open(fpath, "rb") as f:
                 while block := f.read(_HASH_BLOCK):
@@ -397,6 +471,6 @@ def _verify_files(path: Path, manifest: dict) -> str | None:
             return f"{fname} is missing"
         except OSError as e:
             return f"{fname} is unreadable: {e}"
-        if h.hexdigest() != expected.get("sha256"):
+        if h.hexdigest() != expected["sha256"]:
             return f"sha256 mismatch in {fname}"
     return None

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mirage_cli import test_hooks
 from mirage_cli.errors import EXIT_FAILURE, EXIT_USAGE, InputError, Interrupted, MirageError
 from mirage_cli.files import check_output
 from mirage_cli.jsonable import to_jsonable
@@ -50,6 +52,7 @@ def _run(fn: Callable[[], int | None], quiet_errors: bool = False) -> None:
     """Run a command body and turn library errors into one clear message and an exit code.
 
     ``quiet_errors``: the body reported the error itself (``--progress jsonl``): only exit.
+    A stop signal (``mirage_cli.signals``) ends the command with exit 75 and a line saying so.
     """
     try:
         code = fn()
@@ -235,8 +238,7 @@ def render(
 
     events = JsonlRenderEvents() if progress == Progress.JSONL else RichRenderEvents(quiet=quiet)
 
-    def body():
-        from mirage_cli.session import render as run_render
+    def prepare():
         from mirage_cli.spec import load_plan
 
         overrides = {
@@ -251,26 +253,44 @@ def render(
         backbone = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace)
-        with events:
-            try:
-                result = run_render(load_plan(scene, overrides=overrides), options, events)
-            except MirageError as e:
-                events.failed(e)
-                raise
-            except Exception as e:
-                from mirage_cli.crash import write_crash_report
+        return load_plan(scene, overrides=overrides), options
 
-                events.crashed(e, write_crash_report(e))
-                if progress == Progress.JSONL:  # the event says it all; stderr holds nothing else
-                    raise typer.Exit(EXIT_FAILURE) from None
-                raise
-            events.finish(result)
-        if json_out:
-            _print_json(result.summary())
-        else:
-            print(result.video)
+    _run(lambda: _render_under_stop(prepare, events, progress, json_out), quiet_errors=progress == Progress.JSONL)
 
-    _run(body, quiet_errors=progress == Progress.JSONL)
+
+def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> None:
+    """The body of ``mirage render``: ``prepare()`` (imports, the plan) and the render, under the
+    process's stop handlers (``mirage_cli.signals``): a stop while starting exits 75 at once."""
+    from mirage_cli.signals import GracefulStop, process_stop
+
+    own = process_stop() is None  # in-process (tests): handlers for this command only
+    with GracefulStop() if own else nullcontext(process_stop()) as stop:
+        try:
+            with events:
+                try:
+                    with stop.at_once("while starting"):
+                        test_hooks.pause("imports")  # tests stop the render here (mirage_cli.test_hooks)
+                        from mirage_cli.session import render as run_render
+
+                        plan, options = prepare()
+                    result = run_render(plan, options, events, stop=stop)
+                except MirageError as e:
+                    events.failed(e)
+                    raise
+                except Exception as e:
+                    from mirage_cli.crash import write_crash_report
+
+                    events.crashed(e, write_crash_report(e))
+                    if progress == Progress.JSONL:  # the event says it all; stderr holds nothing else
+                        raise typer.Exit(EXIT_FAILURE) from None
+                    raise
+                events.finish(result)
+        finally:
+            stop.settle()  # the outcome is decided: later signals only get recorded
+    if json_out:
+        _print_json(result.summary())
+    else:
+        print(result.video)
 
 
 # --- mirage inspect / mirage cache export ---------------------------------------------------------
@@ -450,12 +470,18 @@ def main() -> None:
     """Console-script entry point."""
     import logging
 
+    from mirage_cli.signals import install_for_process
+
+    stop = install_for_process()  # before anything slow: a stop at any moment becomes exit 75, never a death
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         app(standalone_mode=True)
     except SystemExit:
         # click maps its own usage errors to exit 2 already; keep every other code as is.
         raise
+    except Interrupted as e:  # stopped before a command body took over (argument parsing)
+        _err(f"interrupted: {e}")
+        sys.exit(e.exit_code)
     except Exception as e:  # a bug, not a user error: say so, and keep the traceback for the report
         from mirage_cli.crash import one_line, write_crash_report
 
@@ -468,6 +494,8 @@ def main() -> None:
         else:
             _err(f"This is a bug in mirage; please report it with the command you ran and {report} (the traceback).")
         sys.exit(EXIT_FAILURE)
+    finally:
+        stop.settle()
 
 
 if __name__ == "__main__":

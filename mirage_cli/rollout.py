@@ -64,6 +64,25 @@ def decode_with_context(backbone, latents: torch.Tensor, context: torch.Tensor |
     return backbone.decode(z)[0][:, 4 * k :]  # [3, F, H, W]
 
 
+def next_decode_context(latents: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor | None:
+    """The decode context of the chunk after this one: the DECODE_CONTEXT latent frames before this
+    chunk's last one, taken from this chunk and the context before it.
+
+    Args:
+        latents: [C, T, h, w] this chunk's latents (frame 0 = previous chunk's last latent).
+        context: [C, k, h, w] this chunk's own decode context, or None (chunk 0).
+
+    Returns:
+        [C, <=DECODE_CONTEXT, h, w], or None when DECODE_CONTEXT is 0.
+    """
+    if DECODE_CONTEXT == 0:
+        return None
+    history = latents[:, :-1]  # [C, T-1, h, w]
+    if context is not None:
+        history = torch.cat([context.to(latents), history], dim=1)
+    return history[:, -DECODE_CONTEXT:].clone()  # [C, <=k, h, w]
+
+
 @dataclass
 class ChunkResult:
     """What one chunk produced.
@@ -170,7 +189,7 @@ class Rollout:
             pixels = decode_with_context(self.backbone, latents, self.context_latents)  # [3, F, H, W]
         added = self._remember(chunk, latents[0], pixels, view)
         self.last_latent = latents[0, :, -1].clone()  # [C, h, w]
-        self.context_latents = self._next_context(latents[0])  # [C, k, h, w]
+        self.context_latents = next_decode_context(latents[0], self.context_latents)  # [C, k, h, w]
         stats["points_added"] = int(added)
         stats.update(self.conditioner.stats())
         return ChunkResult(latents, pixels, stats)
@@ -249,18 +268,6 @@ class Rollout:
                 )
             )
         return torch.stack(out)  # [T-1, h, w]
-
-    def _next_context(self, latents: Tensor) -> Tensor | None:
-        """The DECODE_CONTEXT latent frames before the last one, from this chunk and the context before it.
-
-        ``latents``: [C, T, h, w] this chunk's latents (frame 0 = previous chunk's last latent).
-        """
-        if DECODE_CONTEXT == 0:
-            return None
-        history = latents[:, :-1]  # [C, T-1, h, w]
-        if self.context_latents is not None:
-            history = torch.cat([self.context_latents.to(latents), history], dim=1)
-        return history[:, -DECODE_CONTEXT:].clone()  # [C, <=k, h, w]
 
     # --- stats and state --------------------------------------------------------------------------
 

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mirage_cli.atomic import atomic_write_json, atomic_write_text
+from mirage_cli.atomic import atomic_write_json, atomic_write_text, temporary_target
 from mirage_cli.errors import InputError, Problem, RenderError
 from mirage_cli.jsonable import canonical_json, to_jsonable
 
@@ -45,6 +47,10 @@ RESOLVED_SPEC = "spec.resolved.yaml"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 LOCK = ".lock"
+_TOP_FILES = (VIDEO, VIDEO_LOSSLESS, RUN_JSON, RESOLVED_SPEC, REPORT_JSON, REPORT_HTML)
+_CHUNK_FILE_RE = re.compile(r"^chunk_\d{4,}\.(mp4|mkv|safetensors)$")
+
+log = logging.getLogger(__name__)
 
 
 class RunDir:
@@ -136,25 +142,69 @@ class RunDir:
         for path in (self.video, self.video_lossless, self.report_json, self.report_html, self.run_json, self.resolved_spec):
             path.unlink(missing_ok=True)
 
-    def check_config(self, config: dict) -> None:
-        """Refuse a configuration that differs from the one this directory was rendered with.
+    def remove_leftovers(self) -> list[Path]:
+        """Remove the temporary files of interrupted atomic writes (``mirage_cli.atomic``): only files
+        named after one of this directory's own files, in the directory, ``segments/`` and
+        ``latents/``. Call it holding the lock. Returns what was removed."""
+        removed = []
+        for directory, is_ours in ((self.path, _TOP_FILES.__contains__), (self.segments_dir, _CHUNK_FILE_RE.match),
+                                   (self.latents_dir, _CHUNK_FILE_RE.match)):
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                target = temporary_target(entry.name)
+                if target is None or not is_ours(target) or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    os.unlink(entry.path)
+                except OSError as e:
+                    log.warning("could not remove the leftover %s: %s", entry.path, e)
+                    continue
+                removed.append(Path(entry.path))
+        return removed
+
+    def read_config(self) -> tuple[dict | None, str | None]:
+        """``run.json`` as ``(content, None)``; ``(None, None)`` when there is none; ``(None, problem)``
+        when it cannot be read or is not a run configuration."""
+        try:
+            text = self.run_json.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError) as e:
+            return None, f"is unreadable ({e})"
+        try:
+            recorded = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            return None, f"is not valid JSON ({e})"
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("fingerprint"), str) or not isinstance(
+            recorded.get("config"), dict
+        ):
+            return None, "is not a run configuration (no 'fingerprint' and 'config')"
+        return recorded, None
+
+    def check_config(self, config: dict) -> str | None:
+        """Refuse a configuration that differs from the one ``run.json`` records.
+
+        Returns the problem of an unreadable ``run.json`` (the caller decides from the checkpoints
+        whether to rebuild it), or None.
 
         Raises:
             InputError: ``run.json`` holds another fingerprint; the message names the keys that differ.
         """
-        if not self.run_json.exists():
-            return
-        try:
-            old = json.loads(self.run_json.read_text())
-        except (OSError, ValueError):
-            old = {}
-        if old.get("fingerprint") == fingerprint(config):
-            return
-        keys = diff_config(old.get("config", {}), config) or ["(unreadable run.json)"]
-        raise InputError(
-            f"{self.path} holds a render with different settings ({', '.join(keys)}); "
+        recorded, problem = self.read_config()
+        if recorded is None or recorded["fingerprint"] == fingerprint(config):
+            return problem
+        raise self.different_settings(recorded["config"], config, str(self.run_json))
+
+    def different_settings(self, old_config: dict | None, config: dict, file: str) -> InputError:
+        """The refusal of a render whose settings differ from those of ``old_config`` (recorded in ``file``)."""
+        keys = diff_config(old_config, config) if isinstance(old_config, dict) else ["(not recorded)"]
+        return InputError(
+            f"{self.path} holds a render with different settings ({', '.join(keys or ['(unknown)'])}); "
             "use --restart to discard it and start over, or another --out",
-            file=str(self.run_json),
+            file=file,
             field=None,
         )
 
@@ -178,12 +228,15 @@ class RunDir:
         atomic_write_text(self.report_html, render_html(report))
         return self.report_json, self.report_html
 
-    def read_report(self) -> dict:
-        """``report.json``, or an empty dict when it is missing or unreadable."""
+    def read_report(self) -> dict | None:
+        """``report.json`` when it is readable and a mirage report, else None."""
+        from mirage_cli.report.build import REPORT_VERSION
+
         try:
-            return json.loads(self.report_json.read_text())
-        except (OSError, ValueError):
-            return {}
+            report = json.loads(self.report_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        return report if isinstance(report, dict) and report.get("version") == REPORT_VERSION else None
 
 
 # --- configuration fingerprints ----------------------------------------------------------------------
@@ -227,24 +280,61 @@ def _diff_into(old: Any, new: Any, prefix: str, out: list[str]) -> None:
 # --- mirage inspect ----------------------------------------------------------------------------------
 
 
-def _resumability(run: RunDir, infos: list, latest, meta: dict, lock: dict | None) -> tuple[bool, str]:
+def final_video_problem(run: RunDir, meta: dict) -> str | None:
+    """What is wrong with a finished run's ``video.mp4`` (against the final checkpoint's record, or
+    probed when the run predates records), or None."""
+    from mirage_cli.render_meta import record_problem
+
+    record = meta.get("outputs", {}).get(VIDEO)
+    if record is not None:
+        problem = record_problem(run.video, record)
+    else:
+        from mirage_cli.video import video_problem
+
+        problem = video_problem(run.video, meta.get("frames_total", -1))
+    return f"{VIDEO} {problem}" if problem else None
+
+
+def damaged_outputs(run: RunDir, meta: dict) -> tuple[list[str], list[str]]:
+    """The recorded output files of a run that no longer match their records (``mirage_cli.outputs``):
+    (every ``"<path> <problem>"``, the segments among them whose own latents are damaged too)."""
+    from mirage_cli.render_meta import record_problem
+
+    problems = {}
+    for relative, record in meta.get("outputs", {}).items():
+        problem = record_problem(run.path / relative, record)
+        if problem:
+            problems[relative] = f"{relative} {problem}"
+    lost = []
+    for relative, line in problems.items():
+        stem = Path(relative).stem
+        if relative.startswith(f"{SEGMENTS}/") and f"{LATENTS}/{stem}.safetensors" in problems:
+            lost.append(f"{line}, and its latents too: it cannot be rebuilt; --restart renders the run again")
+    return list(problems.values()), lost
+
+
+def _resumability(run: RunDir, infos: list, latest, meta: dict, lock: dict | None, video_problem: str | None,
+                  lost: list[str]) -> tuple[bool, str]:
     """(resumable, reason) for ``inspect_run``."""
     chunk, num_chunks = meta.get("chunk"), meta.get("num_chunks")
-    done = bool(meta.get("done"))
     if lock is not None and lock["alive"] is not False:
-        return False, f"in use: {lock['message']}"
+        return False, (f"in use: {lock['message']}" if "pid" in lock else f"blocked: {lock['message']}")
     if not run.state_dir.is_dir():
         return False, "no state/ directory (no checkpoint was written yet)"
     if not infos:
         return False, "no checkpoint in state/ yet"
     if latest is None:
-        return False, f"all {len(infos)} checkpoints are corrupt ({infos[-1].problem})"
-    if done and run.video.is_file():
-        return False, "finished: every chunk is rendered and video.mp4 exists"
-    if done:
-        return True, "every chunk is rendered but video.mp4 is missing: re-run to assemble it"
+        return False, f"all {len(infos)} checkpoints are unusable ({infos[-1].problem})"
+    if lost:
+        return False, lost[0]
+    if meta["done"] and video_problem is None:
+        return False, f"finished: every chunk is rendered and {VIDEO} verifies"
+    if meta["done"]:
+        return True, f"every chunk is rendered but {video_problem}: re-run to rebuild it"
+    if chunk == num_chunks:
+        return True, f"every chunk is rendered; re-run to assemble {VIDEO}"
     step = meta.get("mid_chunk_step")
-    where = f"chunk {chunk + 1}" if num_chunks is None else f"chunk {chunk + 1} of {num_chunks}"
+    where = f"chunk {chunk + 1} of {num_chunks}"
     if step is not None:
         where += f", denoising step {step}"
     return True, f"resumes at {where} from {latest.name}"
@@ -253,21 +343,23 @@ def _resumability(run: RunDir, infos: list, latest, meta: dict, lock: dict | Non
 def inspect_run(run_dir: str | os.PathLike) -> dict:
     """What ``mirage inspect`` prints: progress of a run and whether it can be resumed, and why.
 
-    Read-only: verifies checksums but never cleans or rewrites anything. Returns a JSON-able dict
-    with keys ``run_dir``, ``chunks_done``, ``num_chunks``, ``frames_written``, ``cache_points``,
-    ``cache_bytes``, ``mid_chunk_step``, ``last_checkpoint``, ``last_checkpoint_time``,
-    ``checkpoints`` (list of {name, ok, problem, created, size_bytes}), ``video`` (path or None),
-    ``finished``, ``lock`` (holder info or None), ``resumable`` and ``reason``, ``warnings``.
+    Read-only: verifies checksums (and a finished run's video) but never cleans or rewrites
+    anything. Returns a JSON-able dict with keys ``run_dir``, ``chunks_done``, ``num_chunks``,
+    ``frames_written``, ``cache_points``, ``cache_bytes``, ``mid_chunk_step``, ``last_checkpoint``,
+    ``last_checkpoint_time``, ``checkpoints`` (list of {name, ok, problem, created, size_bytes}),
+    ``video`` (path or None), ``finished``, ``lock`` (holder info or None), ``resumable`` and
+    ``reason``, ``warnings``.
 
     Raises:
         InputError: ``run_dir`` does not exist or is not a directory.
     """
+    from mirage_cli.render_meta import meta_problem
     from mirage_cli.runlock import lock_status
 
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise InputError(Problem(file=str(run.path), field=None, message="run directory does not exist"))
-    infos = run.checkpoints().list(verify=True)
+    infos = run.checkpoints().list(verify=True, accept=meta_problem)
     good = [i for i in infos if i.ok]
     latest = good[-1] if good else None
     meta = latest.meta if latest else {}
@@ -276,8 +368,15 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
     for info in infos:
         if not info.ok and (latest is None or info.seq > latest.seq):
             fallback = f"resuming from {latest.name}" if latest else "no good checkpoint is left"
-            warnings.append(f"checkpoint {info.name} is corrupt ({info.problem}); {fallback}")
-    resumable, reason = _resumability(run, infos, latest, meta, lock)
+            warnings.append(f"checkpoint {info.name} is unusable ({info.problem}); {fallback}")
+    video_problem = final_video_problem(run, meta) if meta.get("done") else None
+    damaged, lost = damaged_outputs(run, meta) if meta and not meta["done"] else ([], [])
+    for line in damaged:
+        if line.startswith(f"{LATENTS}/"):
+            warnings.append(f"{line}; the video is unaffected, but that chunk can no longer be re-decoded")
+        elif not any(gone.startswith(line) for gone in lost):
+            warnings.append(f"{line}; the next render rebuilds it from the saved latents")
+    resumable, reason = _resumability(run, infos, latest, meta, lock, video_problem, lost)
     return {
         "run_dir": str(run.path),
         "chunks_done": meta.get("chunk"),
@@ -293,7 +392,7 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
             for i in infos
         ],
         "video": str(run.video) if run.video.is_file() else None,
-        "finished": bool(meta.get("done")) and run.video.is_file(),
+        "finished": bool(meta.get("done")) and video_problem is None,
         "lock": lock,
         "resumable": resumable,
         "reason": reason,

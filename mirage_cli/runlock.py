@@ -14,8 +14,14 @@ An existing lock is judged like this:
   ``SLURM_JOB_ID``): SLURM runs a job id at most once, so the lock is a leftover of the same job
   before it was requeued on another node, and is taken over.
 
+- damaged (not JSON, no host, a pid that is not a process id: text, zero, negative, beyond the
+  kernel's limit): taken over with a warning naming the problem, unless a process holds its flock.
+- not a regular file (a directory, a FIFO, a symbolic link): not ours to remove; refused with a
+  message saying what it is and how to remove it.
+
 Takeover is race-free: the taker flocks the old file and checks that the path still names that
-same file (inode) before unlinking it; then it competes again with ``O_EXCL``.
+same file (inode) before unlinking it; then it competes again with ``O_EXCL``. ``lock_status``
+(``mirage inspect``) reads any of these without failing.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +41,11 @@ from typing import Any
 from mirage_cli.errors import InputError, Problem, RenderError
 
 log = logging.getLogger(__name__)
+
+PID_MAX = 4_194_304
+"""The largest process id Linux hands out (``PID_MAX_LIMIT`` on 64-bit kernels)."""
+_MAX_LOCK_BYTES = 1 << 16
+
 
 def _process_start(pid: int) -> float | None:
     """Start time of a process (seconds since the epoch), or None if unknown."""
@@ -47,6 +59,8 @@ def _process_start(pid: int) -> float | None:
 
 def pid_alive(pid: int, process_start: float | None = None) -> bool:
     """True if ``pid`` runs on this host and (when recorded) started at ``process_start``."""
+    if type(pid) is not int or not 0 < pid <= PID_MAX:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,19 +83,57 @@ def current_job_id() -> str | None:
 
 
 def read_lock(path: str | os.PathLike) -> dict | None:
-    """The lock file's JSON content, ``{}`` if the file exists but is empty/unreadable, None if no lock."""
+    """The lock file's JSON content, ``{}`` if the file exists but is empty/unreadable, None if no lock.
+
+    Raises:
+        InputError: ``path`` exists but is not a regular file (a directory, FIFO or link).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(Problem(file=str(path), field=None, message=_not_a_lock(path, st.st_mode)))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
     except OSError:
         return {}
     try:
+        text = os.read(fd, _MAX_LOCK_BYTES).decode("utf-8")
         info = json.loads(text)
-    except ValueError:
+    except (OSError, ValueError, RecursionError):
         return {}
+    finally:
+        os.close(fd)
     return info if isinstance(info, dict) else {}
+
+
+def _not_a_lock(path: Path, mode: int) -> str:
+    kind = "a directory" if stat.S_ISDIR(mode) else "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+    return (f"is {kind}, not mirage's lock file; if no render is using {path.parent}, remove it "
+            f"({'rmdir' if stat.S_ISDIR(mode) else 'rm'} {path}) and run again")
+
+
+def lock_problem(info: dict) -> str | None:
+    """What makes a lock file's content unusable (its holder cannot be judged), or None."""
+    if not info:
+        return "it is empty or not a JSON object"
+    if not isinstance(info.get("host"), str):
+        return f"host {info.get('host')!r} is not a host name"
+    pid = info.get("pid")
+    if type(pid) is not int or not 0 < pid <= PID_MAX:
+        return f"pid {pid!r} is not a process id"
+    return None
+
+
+def _process_start_of(info: dict) -> float | None:
+    value = info.get("process_start")
+    return float(value) if type(value) in (int, float) else None
 
 
 def _describe(run_dir: Path, info: dict) -> str:
@@ -94,16 +146,26 @@ def _describe(run_dir: Path, info: dict) -> str:
 def lock_status(path: str | os.PathLike) -> dict | None:
     """For ``mirage inspect``: None if unlocked, else the lock file's info plus ``alive`` and ``message``.
 
-    ``alive`` is True/False on the same host and None (unknown) for a lock from another host.
+    ``alive`` is True/False on the same host and None (unknown) for a lock from another host or a
+    lock path that is not a file. Never raises for what it finds.
     """
     path = Path(path)
-    info = read_lock(path)
+    try:
+        info = read_lock(path)
+    except InputError as e:
+        return {"alive": None, "message": f"{path} {e.problems[0].message}"}
     if info is None:
         return None
-    same_host = info.get("host") == socket.gethostname()
+    problem = lock_problem(info)
+    if problem is not None:
+        alive = _flock_held(path)
+        message = f"{path} is damaged ({problem})"
+        message += "; a process holds it" if alive else "; the next render takes it over"
+        return {**info, "alive": alive, "message": message}
+    same_host = info["host"] == socket.gethostname()
     alive: bool | None = None
-    if same_host and isinstance(info.get("pid"), int):
-        alive = pid_alive(info["pid"], info.get("process_start")) or _flock_held(path)
+    if same_host:
+        alive = pid_alive(info["pid"], _process_start_of(info)) or _flock_held(path)
     message = _describe(path.parent, info)
     if alive is False:
         message += " (stale: that process is gone)"
@@ -146,6 +208,7 @@ class RunLock:
         self._fd: int | None = None
         self.info: dict[str, Any] = {}
         self.took_over: dict | None = None  # the stale lock we replaced, if any
+        self.take_over_message: str | None = None  # what was taken over, and why (the session warns with it)
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -168,10 +231,11 @@ class RunLock:
             info = read_lock(self.path)
             if info is None:
                 continue  # released between our attempts: try again
-            if not info.get("pid"):
+            problem = lock_problem(info)
+            if problem is not None:
                 time.sleep(0.05)  # being written right now (or damaged): look again
                 if read_lock(self.path) == info and not _flock_held(self.path):
-                    self._take_over(info, "the lock file is empty or damaged and nobody holds it")
+                    self._take_over(info, f"the lock file is damaged ({problem}) and no process holds it")
                 continue
             self._judge(info)
         raise InputError(
@@ -227,7 +291,7 @@ class RunLock:
                     f"is running there, delete {self.path} and run again.",
                 )
             )
-        if pid_alive(int(info["pid"]), info.get("process_start")) or _flock_held(self.path):
+        if pid_alive(info["pid"], _process_start_of(info)) or _flock_held(self.path):
             raise InputError(Problem(file=None, field=None, message=_describe(self.run_dir, info)))
         self._take_over(info, "that process is gone")
 
@@ -249,7 +313,8 @@ class RunLock:
             if same_file and read_lock(self.path) == info:
                 os.unlink(self.path)
                 self.took_over = info
-                log.warning("taking over a stale lock: %s (%s)", _describe(self.run_dir, info), why)
+                self.take_over_message = f"taking over the lock {self.path}: {why}"
+                log.info("%s (%s)", self.take_over_message, _describe(self.run_dir, info))
         finally:
             os.close(fd)
 

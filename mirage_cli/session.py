@@ -3,14 +3,23 @@ video and report, as a ``RenderSession`` that runs numbered stages.
 
 0. Check options: the video settings and output directories of the command line, before anything
    is written.
-1. Resume point: prepare the run directory (``--restart``, the configuration check, ``run.json``)
-   and find the newest good checkpoint; a finished run returns at once.
+1. Resume point: prepare the run directory (``--restart``, leftovers of interrupted writes removed,
+   the configuration check, ``run.json`` rebuilt when unreadable), find the newest usable checkpoint
+   and verify the files of the chunks it says are done (``mirage_cli.outputs``); a finished run
+   whose video verifies returns at once (a damaged video or report is rebuilt without the model).
 2. Check inputs: the start image, depth and mask, before any weights load.
 3. Load components: the backbone, the depth provider, the rollout (``mirage_cli.rollout``).
-4. Restore the checkpoint, or start from the start image.
+4. Restore the checkpoint (and rebuild damaged segments from their latents), or start from the
+   start image.
 5. Chunk loop: render a chunk -> write its files (``mirage_cli.outputs``) -> checkpoint. A stop signal ends the loop with a
    checkpoint (mid-chunk when it arrives during denoising) and ``Interrupted`` (exit 75).
-6. Assemble the video (segments joined by packet copy), write the report and the final checkpoint.
+6. Assemble the video (segments joined by packet copy) and verify it, write the report and the
+   final checkpoint (``done``).
+
+Stop signals (``mirage_cli.signals``): during stages 2 and 3 nothing is written, so a stop ends the
+render at once (exit 75, nothing to save); elsewhere it is honoured at the next point where
+everything written is consistent: after a denoising step (mid-chunk checkpoint), after a chunk,
+before the final checkpoint.
 
 Re-running the same command on the same directory resumes from the last complete checkpoint; a
 configuration that would change the output is refused (exit 2) naming the keys that differ, unless
@@ -35,8 +44,10 @@ from mirage_cli.denoise import DenoiseState
 from mirage_cli.errors import InputError, Interrupted, Problem
 from mirage_cli.inputs import StartInputs
 from mirage_cli.options import BackboneOptions, RenderOptions
-from mirage_cli.outputs import RenderOutputs
+from mirage_cli.outputs import OutputDamage, RenderOutputs
+from mirage_cli.render_meta import meta_problem
 from mirage_cli.run_dir import RunDir, fingerprint
+from mirage_cli.signals import GracefulStop
 from mirage_cli.spec import Chunk, Plan
 
 
@@ -88,18 +99,21 @@ class RenderEvents:
         """A checkpoint was written (``info``: name, next chunk, mid-chunk step, seconds)."""
 
 
-def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvents | None = None, *, backbone=None) -> RenderResult:
+def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvents | None = None, *, backbone=None,
+           stop: GracefulStop | None = None) -> RenderResult:
     """Render ``plan`` into its run directory, resuming when a checkpoint exists.
 
     ``backbone``: already loaded components to reuse (``mirage bench`` renders several times in one
     process); by default they are loaded from ``plan.model`` / ``options.backbone``.
+    ``stop``: the stop handlers to obey (installed by the caller); by default the render installs
+    its own for its duration.
 
     Raises:
         InputError: bad input or a changed configuration (exit 2).
         Interrupted: a stop signal arrived; a checkpoint was saved (exit 75).
         RenderError: runtime failure (exit 1).
     """
-    return RenderSession(plan, options or RenderOptions(), events or RenderEvents(), backbone=backbone).run()
+    return RenderSession(plan, options or RenderOptions(), events or RenderEvents(), backbone=backbone, stop=stop).run()
 
 
 def load_backbone_for(plan: Plan, options: BackboneOptions):
@@ -163,9 +177,11 @@ class RenderSession:
         options: ``RenderOptions`` (its ``backbone.dtype`` ``auto`` is resolved here).
         events: progress callbacks.
         backbone: already loaded components to reuse, or None to load them in stage 3.
+        stop: installed stop handlers to obey, or None to install a ``GracefulStop`` for ``run()``.
     """
 
-    def __init__(self, plan: Plan, options: RenderOptions, events: RenderEvents, *, backbone=None):
+    def __init__(self, plan: Plan, options: RenderOptions, events: RenderEvents, *, backbone=None,
+                 stop: GracefulStop | None = None):
         self.plan = plan
         self.options = replace(options, backbone=options.backbone.resolved())
         self.events = events
@@ -179,19 +195,36 @@ class RenderSession:
         self.prof = None
         self.resumed_from: int | None = None
         self.traced = False
+        self.stop = stop
+        self.records: dict[str, dict] = {}  # outputs written, by relative path (mirage_cli.outputs)
+        self.damage = OutputDamage()
         self.t0 = time.perf_counter()
 
     def run(self) -> RenderResult:
         """Render (or resume) the plan; see the module docstring for the stages."""
+        if self.stop is None:
+            with GracefulStop() as self.stop:
+                return self._run()
+        return self._run()
+
+    def _run(self) -> RenderResult:
         self.check_options()  # 0
         self.run_dir.create()
-        with crash.reports_into(self.run_dir.path), self.run_dir.lock():
+        with crash.reports_into(self.run_dir.path), self.run_dir.lock() as lock, self.stop.deferred():
+            if lock.take_over_message:
+                self.events.warning(lock.take_over_message)
             ckpt = self.resume_point()  # 1
             self.events.run_started(self._start_summary(ckpt))
-            if ckpt is not None and ckpt.meta.get("done") and self._videos_exist():
-                return self._result(self.plan.frames, self.run_dir.read_report(), already_complete=True)
-            start = self.check_inputs(ckpt)  # 2
-            self.load_components()  # 3
+            if ckpt is not None and ckpt.meta["done"]:
+                finished = self.finished_result(ckpt)
+                if finished is not None:
+                    return finished
+            self.stop.check("before rendering")
+            with self.stop.at_once("while checking the inputs"):
+                start = self.check_inputs(ckpt)  # 2
+            with self.stop.at_once("while loading the model"):
+                test_hooks.pause("model_load")  # tests stop the render here (mirage_cli.test_hooks)
+                self.load_components()  # 3
             resume_state = self.restore_or_start(ckpt, start)  # 4
             self.render_chunks(resume_state)  # 5
             return self.finish()  # 6
@@ -207,26 +240,78 @@ class RenderSession:
     # --- 1. resume point ---------------------------------------------------------------------------
 
     def resume_point(self) -> Checkpoint | None:
-        """Prepare the run directory and return its newest good checkpoint (None: start afresh).
+        """Prepare the run directory and return its newest usable checkpoint (None: start afresh).
 
         Raises:
             InputError: the directory holds another configuration (without ``restart``), or the
-                checkpoint's fingerprint does not match ``run.json``.
+                files of finished chunks are damaged beyond rebuilding.
         """
+        run = self.run_dir
         if self.options.restart:
-            self.run_dir.clear()
-        self.run_dir.check_config(self.config)
-        self.run_dir.write_config(self.config)
-        self.run_dir.write_resolved_spec(self.plan.summary())
-        ckpt = self.store.load_latest()
+            run.clear()
+        for path in run.remove_leftovers():
+            self.events.setup(f"removed {path.relative_to(run.path)}, left by an interrupted write")
+        run_json_problem = run.check_config(self.config)
+        ckpt = self.store.load_latest(accept=self._usable)
         for warning in self.store.warnings:
             self.events.warning(warning)
-        if ckpt is not None and ckpt.meta.get("spec_fingerprint") != self.fingerprint:
-            raise InputError(
-                f"the checkpoint belongs to a different configuration than {self.run_dir.run_json.name}; use --restart",
-                file=str(ckpt.path),
-            )
+        if ckpt is not None and ckpt.meta["spec_fingerprint"] != self.fingerprint:
+            raise run.different_settings(ckpt.meta.get("config"), self.config, str(ckpt.path / "manifest.json"))
+        if run_json_problem:
+            source = f"the checkpoint {ckpt.name}" if ckpt is not None else "this render's settings"
+            self.events.warning(f"{run.run_json} {run_json_problem}; rewritten from {source}")
+        run.write_config(self.config)
+        run.write_resolved_spec(self.plan.summary())
+        if ckpt is not None:
+            self.records = dict(ckpt.meta.get("outputs", {}))
+            if not ckpt.meta["done"]:  # a finished run checks its segments only if its video needs them
+                self.check_outputs(ckpt.meta["chunk"])
         return ckpt
+
+    def _usable(self, manifest: dict) -> str | None:
+        """``CheckpointStore``'s accept check: this plan's meta contract (another configuration's
+        checkpoint passes here and is refused by name in ``resume_point``)."""
+        if manifest["spec_fingerprint"] != self.fingerprint:
+            return meta_problem(manifest)
+        return meta_problem(manifest, num_chunks=len(self.plan.chunks), steps=self.plan.steps)
+
+    def check_outputs(self, chunks_done: int) -> None:
+        """Verify the files of the finished chunks; say what will be rebuilt, refuse what cannot be."""
+        outputs = RenderOutputs(self.run_dir, self.plan, self.options.video)
+        self.damage = outputs.check_chunks(self.records, chunks_done)
+        _, warnings = outputs.repair_plan(self.damage)
+        for warning in warnings:
+            self.events.warning(warning)
+
+    def finished_result(self, ckpt: Checkpoint) -> RenderResult | None:
+        """The result of a finished run after verifying its video (and rebuilding it, or the report,
+        from the segments and the checkpoint when damaged); None when segments must be decoded again
+        (the model is needed: the caller goes through stages 2 to 6)."""
+        outputs = RenderOutputs(self.run_dir, self.plan, self.options.video)
+        problems = outputs.final_problems(self.records)
+        report = self.run_dir.read_report()
+        if not problems and report is not None:
+            return self._result(self.plan.frames, report, already_complete=True)
+        for problem in problems:
+            self.events.warning(f"{problem}; joining it again from the segments")
+        if problems:
+            self.check_outputs(len(self.plan.chunks))
+        if self.damage.segments:
+            return None
+        if problems:
+            frames, records = outputs.assemble()
+            self.records.update(records)
+        if report is None:
+            report = ckpt.meta.get("report") or {}
+            if report:
+                self.events.warning(f"{self.run_dir.report_json.name} is missing or unreadable; rewritten from {ckpt.name}")
+                self.run_dir.write_report(report)
+            else:
+                self.events.warning(f"{self.run_dir.report_json.name} is missing or unreadable, and {ckpt.name} "
+                                    "predates saved reports; the video is complete (--restart renders a new report)")
+        if problems:
+            self.store.save(ckpt.tensors, {**ckpt.meta, "outputs": self.records})
+        return self._result(self.plan.frames, report)
 
     def _start_summary(self, ckpt: Checkpoint | None) -> dict:
         plan = self.plan
@@ -243,10 +328,6 @@ class RenderSession:
             "resume_chunk": None if ckpt is None else ckpt.meta.get("chunk"),
             "resume_step": None if ckpt is None else ckpt.meta.get("mid_chunk_step"),
         }
-
-    def _videos_exist(self) -> bool:
-        run = self.run_dir
-        return run.video.exists() and (run.video_lossless.exists() or not self.options.video.lossless)
 
     # --- 2. check inputs ---------------------------------------------------------------------------
 
@@ -290,6 +371,7 @@ class RenderSession:
             self.rollout.start(start.image, start.depth, start.keep_out)
             return None
         meta = ckpt.meta
+        self.repair_outputs()
         self.rollout.load_state_tensors(ckpt.tensors)
         if meta.get("profiler"):
             self.prof.load_state_dict(meta["profiler"])
@@ -299,21 +381,28 @@ class RenderSession:
         self.events.setup(where + (f", step {step}/{self.plan.steps}" if step else ""))
         return DenoiseState.from_tensors(ckpt.tensors["denoise"]) if "denoise" in ckpt.tensors else None
 
+    def repair_outputs(self) -> None:
+        """Rebuild the damaged segments found in stage 1 from their saved latents."""
+        rebuild, _ = self.outputs.repair_plan(self.damage)
+        if not rebuild:
+            return
+        self.events.setup(f"rebuilding {len(rebuild)} damaged segment(s) from their latents")
+        self.records.update(self.outputs.rebuild_segments(rebuild, self.backbone, should_stop=lambda: self.stop.requested))
+        self.stop.check("while rebuilding damaged segments (the ones rebuilt are kept)")
+        self.damage = OutputDamage(latents=self.damage.latents)
+
     # --- 5. the chunk loop -------------------------------------------------------------------------
 
     def render_chunks(self, resume_state: DenoiseState | None) -> None:
         """Render every chunk not done yet: chunk -> segment -> checkpoint; stop cleanly on a signal."""
-        from mirage_cli.signals import GracefulStop
-
         first = 0 if self.resumed_from is None else self.resumed_from
         total = len(self.plan.chunks)
-        with GracefulStop() as stop:
-            for chunk in self.plan.chunks[first:]:
-                if stop.requested:
-                    self.save_checkpoint(chunk.index)
-                    raise Interrupted(f"stopped by {stop.signal_name}; checkpoint saved at chunk {chunk.index + 1}/{total}")
-                self._render_chunk(chunk, resume_state, stop)
-                resume_state = None
+        for chunk in self.plan.chunks[first:]:
+            if self.stop.requested:
+                self.save_checkpoint(chunk.index)
+                raise Interrupted(f"stopped by {self.stop.signal_name}; checkpoint saved at chunk {chunk.index + 1}/{total}")
+            self._render_chunk(chunk, resume_state, self.stop)
+            resume_state = None
 
     def _render_chunk(self, chunk: Chunk, resume_state: DenoiseState | None, stop) -> None:
         """One chunk of the loop (raises ``Interrupted`` after a mid-chunk checkpoint)."""
@@ -335,7 +424,7 @@ class RenderSession:
                 f"stopped by {stop.signal_name} during chunk {chunk.index + 1}/{total}; "
                 "checkpoint saved, run the same command again to resume"
             )
-        self.outputs.write_chunk(chunk, result.latents, result.pixels)
+        self.records.update(self.outputs.write_chunk(chunk, result.latents, result.pixels))
         new_frames = chunk.num_frames if chunk.index == 0 else chunk.num_frames - 1
         stats = {"start": chunk.start, "end": chunk.end, "frames": new_frames, **result.stats}
         self.prof.end_chunk(dict(stats))
@@ -351,9 +440,11 @@ class RenderSession:
         self.traced = True
         return trace_chunk(self.options.trace_dir, chunk_index=chunk.index, device=self.backbone.device)
 
-    def save_checkpoint(self, next_chunk: int, *, denoise_state: DenoiseState | None = None, done: bool = False) -> float:
-        """Write a checkpoint that resumes at chunk ``next_chunk`` (mid-chunk with ``denoise_state``);
-        returns the seconds it took."""
+    def save_checkpoint(self, next_chunk: int, *, denoise_state: DenoiseState | None = None, report: dict | None = None) -> float:
+        """Write a checkpoint that resumes at chunk ``next_chunk`` (mid-chunk with ``denoise_state``;
+        the final one, ``done``, with the ``report``); returns the seconds it took. Meta keys:
+        ``mirage_cli.render_meta``."""
+        done = report is not None
         tensors = self.rollout.state_tensors()
         if denoise_state is not None:
             tensors["denoise"] = denoise_state.to_tensors()
@@ -365,9 +456,13 @@ class RenderSession:
             "frames_total": self.plan.frames,
             "mid_chunk_step": None if denoise_state is None else denoise_state.step,
             "done": done,
+            "config": self.config,
+            "outputs": dict(self.records),
             "profiler": self.prof.state_dict(),
             **self.rollout.memory_stats(),
         }
+        if done:
+            meta["report"] = report
         t = time.perf_counter()
         path = self.store.save(tensors, meta)
         seconds = time.perf_counter() - t
@@ -382,7 +477,10 @@ class RenderSession:
         """Join the segments into ``video.mp4`` (and ``video.mkv``), write the report and the final checkpoint."""
         from mirage_cli.report import build_report, describe_device
 
-        frames = self.outputs.assemble()
+        test_hooks.pause("assemble")  # tests stop the render here (mirage_cli.test_hooks)
+        frames, records = self.outputs.assemble()
+        self.records.update(records)
+        self.stop.check("while assembling the video (every chunk is saved)")
         wall = time.perf_counter() - self.t0
         backbone = self.options.backbone
         report = build_report(
@@ -394,7 +492,7 @@ class RenderSession:
             **self.prof.report_inputs(),
         )
         self.run_dir.write_report(report)
-        self.save_checkpoint(len(self.plan.chunks), done=True)
+        self.save_checkpoint(len(self.plan.chunks), report=report)
         return self._result(frames, report)
 
     def _result(self, frames: int, report: dict, already_complete: bool = False) -> RenderResult:

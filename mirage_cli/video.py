@@ -187,6 +187,38 @@ def probe_video(path: str | os.PathLike) -> dict:
         }
 
 
+def video_problem(path: str | os.PathLike, frames: int) -> str | None:
+    """What is wrong with a video file that should hold ``frames`` frames, or None.
+
+    Reads every packet (no decode) and decodes the first frame: a truncated, empty or garbled file,
+    one without a video stream, or one with another frame count is reported. Bounded by the file's
+    size; a 1,000-chunk render's video checks in seconds.
+    """
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return "holds no video stream"
+            stream = container.streams.video[0]
+            count, decoded = 0, False
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                count += 1
+                if not decoded:
+                    decoded = any(True for _ in packet.decode())
+            if count and not decoded:
+                decoded = any(True for _ in stream.codec_context.decode(None))
+    except FileNotFoundError:
+        return "is missing"
+    except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
+        return f"cannot be read ({e})"
+    if count != frames:
+        return f"holds {count} frames, expected {frames}"
+    if not decoded:
+        return "does not decode"
+    return None
+
+
 def write_png_frames(directory: str | os.PathLike, frames: np.ndarray, first_index: int) -> list[Path]:
     """Write uint8 [T, H, W, 3] frames as ``frame_{index:06d}.png`` (index from ``first_index``), each atomically."""
     from PIL import Image

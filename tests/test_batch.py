@@ -43,7 +43,7 @@ from mirage_cli.signals import GracefulStop
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import os, signal, sys, time
+import json, os, signal, sys, time
 from pathlib import Path
 spec, run_dir = Path(sys.argv[1]), Path(sys.argv[2])
 mode = spec.read_text().strip()
@@ -55,8 +55,10 @@ def checkpoint(what):
     state.write_text(what)
     ckpt = run_dir / "state" / "ckpt-000001"
     ckpt.mkdir(parents=True, exist_ok=True)
-    (ckpt / "manifest.json").write_text('{"format": "mirage-checkpoint", "format_version": 1, '
-                                        '"files": {}, "meta": {"chunk": 1, "done": false}}')
+    files = {"rollout.safetensors": {"sha256": "0" * 64, "size": 0}}
+    meta = {"spec_fingerprint": "f", "chunk": 1, "num_chunks": 2, "frames_written": 9, "done": False}
+    (ckpt / "manifest.json").write_text(json.dumps({"format": "mirage-checkpoint", "format_version": 1,
+                                                    "spec_fingerprint": "f", "files": files, "meta": meta}))
 with open(run_dir / "runs.txt", "a") as f:
     f.write(f"{mode} resumed={state.exists()} args={sys.argv[3:]}\n")
 print(f"child {mode} in {run_dir.name}", flush=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mirage_cli.checkpoint import CheckpointStore
+from mirage_cli.checkpoint import CheckpointStore, manifest_checksum
 from mirage_cli.errors import RenderError
 from mirage_cli.jsonable import canonical_json
 from mirage_cli.run_dir import diff_config, fingerprint
@@ -61,7 +61,8 @@ def test_save_load_round_trip_and_manifest(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "memory.safetensors", "rollout.safetensors"]
 
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["spec_fingerprint"] == FP
+    assert manifest["format_version"] == 2 and manifest["spec_fingerprint"] == FP
+    assert manifest["checksum"] == manifest_checksum(manifest)
     assert {"python", "mirage-cli", "torch", "diffusers", "transformers", "numpy"} <= set(manifest["versions"])
     assert manifest["meta"] == _meta(1)
     for fname, entry in manifest["files"].items():
@@ -98,7 +99,7 @@ def test_corrupt_checkpoint_falls_back_to_previous_with_warning(tmp_path):
     assert ckpt.seq == 1 and ckpt.meta["chunk"] == 3
     _assert_same(ckpt.tensors, _tensors(3))
     assert store.warnings == [
-        "checkpoint ckpt-000002 is corrupt (sha256 mismatch in memory.safetensors); resuming from ckpt-000001"
+        "checkpoint ckpt-000002 is unusable (sha256 mismatch in memory.safetensors); resuming from ckpt-000001"
     ]
     # list(verify=True) reports the same, list() alone only reads manifests
     assert [i.ok for i in store.list(verify=True)] == [True, False]
@@ -115,8 +116,8 @@ def test_truncated_file_and_missing_manifest_are_skipped(tmp_path):
     (tmp_path / "state" / "ckpt-000002" / "manifest.json").unlink()
     ckpt = store.load_latest()
     assert ckpt.seq == 1
-    assert "ckpt-000003 is corrupt (rollout.safetensors is truncated or padded" in store.warnings[0]
-    assert store.warnings[1] == "checkpoint ckpt-000002 is corrupt (manifest.json is missing); resuming from ckpt-000001"
+    assert "ckpt-000003 is unusable (rollout.safetensors is truncated or padded" in store.warnings[0]
+    assert store.warnings[1] == "checkpoint ckpt-000002 is unusable (manifest.json is missing); resuming from ckpt-000001"
 
 
 def test_all_corrupt_returns_none_and_says_so(tmp_path):

@@ -13,13 +13,18 @@ from typer.testing import CliRunner
 
 from mirage_cli.cli import app
 from mirage_cli.errors import InputError
+from mirage_cli.render_meta import file_record
 from mirage_cli.run_dir import RunDir, inspect_run
 
 
-def _save(run, chunk, *, done=False, step=None, num_chunks=4):
+def _save(run, chunk, *, done=False, step=None, num_chunks=4, outputs=None):
     meta = {"spec_fingerprint": "ab" * 32, "chunk": chunk, "num_chunks": num_chunks, "frames_written": 1 + 8 * chunk,
-            "cache_points": 100 * chunk, "cache_bytes": 4096 * chunk, "mid_chunk_step": step, "done": done}
-    return RunDir(run).checkpoints().save({"memory": {"xyz": torch.zeros(chunk + 1, 3)}}, meta)
+            "cache_points": 100 * chunk, "cache_bytes": 4096 * chunk, "mid_chunk_step": step, "done": done,
+            "outputs": outputs or {}}
+    tensors = {"memory": {"xyz": torch.zeros(chunk + 1, 3)}, "rollout": {"last_latent": torch.zeros(2)}}
+    if step is not None:
+        tensors["denoise"] = {"latents": torch.zeros(2)}
+    return RunDir(run).checkpoints().save(tensors, meta)
 
 
 def test_inspect_partial_run(tmp_path):
@@ -41,17 +46,21 @@ def test_inspect_reasons(tmp_path):
         inspect_run(tmp_path / "missing")
     assert "no state/ directory" in inspect_run(tmp_path)["reason"]
 
-    path = _save(tmp_path, 4, done=True)
-    info = inspect_run(tmp_path)
-    assert info["resumable"] is True and "video.mp4 is missing" in info["reason"]
     (tmp_path / "video.mp4").write_bytes(b"\0")
+    path = _save(tmp_path, 4, done=True, outputs={"video.mp4": file_record(tmp_path / "video.mp4")})
     info = inspect_run(tmp_path)
     assert info["finished"] is True and info["resumable"] is False and info["reason"].startswith("finished")
+    (tmp_path / "video.mp4").write_bytes(b"\1")  # "finished" means verified: an altered video is not
+    info = inspect_run(tmp_path)
+    assert info["finished"] is False and info["resumable"] is True and "video.mp4 was altered" in info["reason"]
+    (tmp_path / "video.mp4").unlink()
+    info = inspect_run(tmp_path)
+    assert info["resumable"] is True and "video.mp4 is missing" in info["reason"]
 
     (path / "memory.safetensors").write_bytes(b"garbage")
     info = inspect_run(tmp_path)
-    assert info["resumable"] is False and "all 1 checkpoints are corrupt" in info["reason"]
-    assert info["warnings"] and "ckpt-000001 is corrupt" in info["warnings"][0]
+    assert info["resumable"] is False and "all 1 checkpoints are unusable" in info["reason"]
+    assert info["warnings"] and "ckpt-000001 is unusable" in info["warnings"][0]
 
 
 def test_inspect_reports_fallback_and_live_lock(tmp_path):
@@ -60,7 +69,7 @@ def test_inspect_reports_fallback_and_live_lock(tmp_path):
     (bad / "manifest.json").write_text("{")
     info = inspect_run(tmp_path)
     assert info["last_checkpoint"] == "ckpt-000001" and info["chunks_done"] == 1
-    assert info["warnings"] == ["checkpoint ckpt-000002 is corrupt (manifest.json is unreadable: "
+    assert info["warnings"] == ["checkpoint ckpt-000002 is unusable (manifest.json is unreadable: "
                                 "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
                                 "resuming from ckpt-000001"]
     with RunDir(tmp_path).lock():
@@ -122,7 +131,7 @@ def test_cli_cache_export_calls_the_memory_with_the_newest_good_state(tmp_path, 
     result = CliRunner().invoke(app, ["cache", "export", str(tmp_path), "--ply", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out) and out.read_bytes() == b"ply\n"
-    assert "ckpt-000002 is corrupt" in result.stderr
+    assert "ckpt-000002 is unusable" in result.stderr
     assert torch.equal(_RecordingMemory.seen["state"]["xyz"], torch.zeros(2, 3))
 
 

@@ -15,12 +15,16 @@ import pytest
 from render_helpers import SMALL
 
 from mirage_cli import cli
+from mirage_cli.signals import release_process_stop
 
 
 def _main(monkeypatch, *args) -> int:
     monkeypatch.setattr(sys, "argv", ["mirage", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+    finally:
+        release_process_stop()  # main() installs stop handlers for the life of a process: not this one's
     return exit_info.value.code
 
 

@@ -144,7 +144,7 @@ def test_corrupt_checkpoint_falls_back(tmp_path, small_scene, reference):
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
     err = resume_and_compare(small_scene, run, reference)
-    assert "corrupt" in err and names[-1] in err
+    assert "unusable" in err and names[-1] in err
 
 
 def test_second_writer_is_refused(tmp_path, small_scene):

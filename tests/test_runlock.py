@@ -7,7 +7,6 @@ cannot exist in a test); SLURM is only present as the environment variable SLURM
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import socket
@@ -78,7 +77,7 @@ def test_second_writer_in_same_process_is_refused(tmp_path):
     assert not (tmp_path / ".lock").exists()
 
 
-def test_killed_holder_leaves_a_stale_lock_that_is_taken_over(tmp_path, caplog):
+def test_killed_holder_leaves_a_stale_lock_that_is_taken_over(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -90,11 +89,10 @@ def test_killed_holder_leaves_a_stale_lock_that_is_taken_over(tmp_path, caplog):
         holder.wait()
         holder.stdout.close()
     assert lock_status(RunDir(tmp_path).lock_file)["alive"] is False
-    with caplog.at_level(logging.WARNING, logger="mirage_cli.runlock"):
-        with RunDir(tmp_path).lock() as lock:
-            assert lock.took_over["pid"] == holder.pid
-            assert read_lock(RunDir(tmp_path).lock_file)["pid"] == os.getpid()
-    assert "taking over a stale lock" in caplog.text
+    with RunDir(tmp_path).lock() as lock:
+        assert lock.took_over["pid"] == holder.pid
+        assert read_lock(RunDir(tmp_path).lock_file)["pid"] == os.getpid()
+    assert lock.take_over_message.endswith("that process is gone")
 
 
 def test_stale_lock_with_reused_pid_is_taken_over(tmp_path):

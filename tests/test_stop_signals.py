@@ -1,0 +1,92 @@
+"""A stop signal at any moment of a render ends in exit 75, never in a death by the signal.
+
+Real child processes and real signals, at the moments outside the chunk loop that
+``tests/test_resume.py`` does not cover: while starting (imports), while loading the model, during
+the final assembly, and repeated signals. Test-only pauses (``mirage_cli.test_hooks``) widen each
+moment; they change when things happen, never what is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from render_helpers import cli
+from test_resume import Child, resume_and_compare, step_of
+
+
+@pytest.fixture
+def reference(renders) -> Path:
+    return renders["latent"][0]
+
+
+def catches(pid: int, sig: int) -> bool:
+    """True once process ``pid`` has a handler installed for ``sig`` (Linux: SigCgt in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def finish(child: Child) -> tuple[int, list[str]]:
+    """Exit code and stderr lines of a child whose events need not all be JSON."""
+    lines = child.proc.stderr.read().splitlines()
+    child.proc.stderr.close()
+    return child.proc.wait(), lines
+
+
+def test_stop_while_starting_exits_75(tmp_path, small_scene):
+    run = tmp_path / "run"
+    child = Child(small_scene, run, "imports=5")
+    deadline = time.monotonic() + 30
+    while not catches(child.proc.pid, signal.SIGTERM) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child.proc.send_signal(signal.SIGTERM)
+    code, lines = finish(child)
+    assert code == 75, lines
+    assert "stopped by SIGTERM while starting" in lines[-1]
+    assert not (run / "state").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_while_loading_the_model_exits_75(tmp_path, small_scene, reference, sig):
+    run = tmp_path / "run"
+    child = Child(small_scene, run, "model_load=5")
+    child.wait_for(lambda e: e["event"] == "setup" and e["message"].startswith("loading model"))
+    child.proc.send_signal(sig)
+    assert child.finish() == 75
+    last = child.events[-1]
+    assert last["event"] == "interrupted" and f"stopped by {signal.Signals(sig).name} while loading the model" in last["message"]
+    assert "nothing needed saving" in last["message"]
+    assert not list((run / "state").glob("ckpt-*"))
+    resume_and_compare(small_scene, run, reference)
+
+
+def test_stop_during_assembly_exits_75_and_resumes(tmp_path, small_scene, reference):
+    run = tmp_path / "run"
+    child = Child(small_scene, run, "assemble=5")
+    child.wait_for(lambda e: e["event"] == "checkpoint" and e["next_chunk"] == 2)
+    child.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    child.proc.send_signal(signal.SIGTERM)  # a second one keeps the first one's outcome
+    assert child.finish() == 75
+    assert "while assembling the video" in child.events[-1]["message"]
+    info = json.loads(cli("inspect", run, "--json").stdout)
+    assert info["chunks_done"] == info["num_chunks"] == 2 and info["finished"] is False
+    assert info["resumable"] is True and info["reason"] == "every chunk is rendered; re-run to assemble video.mp4"
+    resume_and_compare(small_scene, run, reference)
+
+
+def test_repeated_sigterm_during_denoising_keeps_exit_75(tmp_path, small_scene, reference):
+    run = tmp_path / "run"
+    child = Child(small_scene, run, "denoise_step=0.5,checkpoint_write=0.2")
+    child.wait_for(step_of(1))
+    for _ in range(3):
+        child.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+    assert child.finish() == 75
+    assert child.events[-1]["event"] == "interrupted" and "checkpoint saved" in child.events[-1]["message"]
+    resume_and_compare(small_scene, run, reference)
