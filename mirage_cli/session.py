@@ -374,7 +374,12 @@ class RenderSession:
         self.repair_outputs()
         self.rollout.load_state_tensors(ckpt.tensors)
         if meta.get("profiler"):
-            self.prof.load_state_dict(meta["profiler"])
+            try:
+                type(self.prof)(self.backbone.device).load_state_dict(meta["profiler"])  # all or nothing
+                self.prof.load_state_dict(meta["profiler"])
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                self.events.warning(f"{ckpt.name}: the profile of the chunks before could not be read ({e}); "
+                                    "the report covers the chunks rendered from now on")
         self.resumed_from = int(meta["chunk"])
         step = meta.get("mid_chunk_step")
         where = f"resuming at chunk {self.resumed_from + 1}/{len(self.plan.chunks)}"

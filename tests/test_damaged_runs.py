@@ -208,3 +208,12 @@ def test_inspect_reads_any_lock(tmp_path, stopped_run):
     result = cli("inspect", run, "--json")
     info = json.loads(result.stdout)
     assert info["resumable"] is False and "is a directory" in info["reason"] and "rmdir" in info["reason"]
+
+
+def test_unreadable_profile_state_still_resumes(tmp_path, small_scene, stopped_run, reference):
+    def bad_profile(run: Path) -> None:
+        edit_manifest(run, lambda m: m["meta"].update(profiler={"version": 1, "chunks": "x"}), True)
+
+    run, result = render_damaged(stopped_run, tmp_path, bad_profile, small_scene)
+    assert result.exit_code == 0 and "the profile of the chunks before could not be read" in result.stderr
+    assert file_hash(run / "video.mp4") == file_hash(reference / "video.mp4")
