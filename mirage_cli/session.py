@@ -136,8 +136,9 @@ def _sha256_file(path: Path | None) -> str | None:
 def render_config(plan: Plan, options: RenderOptions) -> dict:
     """Everything that changes the rendered output, as a JSON-able dict (fingerprinted).
 
-    Not included: where it runs and how fast (device, offload, tiling, compile, attention
-    backend, output directory): resuming on another machine is allowed.
+    Not included: where it runs and how fast (device, offload, compile, output directory):
+    resuming on another machine is allowed. VAE tiling and the attention backend change the pixels
+    (other arithmetic), so they are included when set.
     """
     traj = plan.trajectory
     cams = np.concatenate([traj.world_from_cam.reshape(-1), traj.K.reshape(-1)]).astype(np.float64)
@@ -166,6 +167,10 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         "memory": plan.summary()["memory"],
         "depth_model": plan.depth_model,
         "video": options.video.config(),
+        # Options that change the decoded pixels, recorded only when set (runs without them keep
+        # their fingerprint). --compile and --offload change how fast, not what: not recorded.
+        **({"vae_tiling": True} if backbone.vae_tiling else {}),
+        **({"attention_backend": backbone.attention_backend} if backbone.attention_backend else {}),
     }
 
 
@@ -334,9 +339,32 @@ class RenderSession:
     def check_inputs(self, ckpt: Checkpoint | None) -> StartInputs:
         """The pre-flight ``mirage validate`` runs too (``inputs.preflight``): a bad file fails
         here, before any weights load."""
+        from mirage_cli.backbone import check_attention_backend, resolve_device, resolve_dtype
         from mirage_cli.inputs import preflight
 
-        return preflight(self.plan)
+        start = preflight(self.plan)
+        backbone = self.options.backbone
+        if backbone.attention_backend:
+            check_attention_backend(backbone.attention_backend, resolve_device(backbone.device), resolve_dtype(backbone.dtype))
+        if ckpt is not None and "denoise" in ckpt.tensors:
+            self._check_mid_chunk_device(ckpt, resolve_device(backbone.device))
+        return start
+
+    def _check_mid_chunk_device(self, ckpt: Checkpoint, device) -> None:
+        """A mid-chunk checkpoint continues bit-exactly only on the kind of device that saved it (the
+        state of its noise generator is the device's own)."""
+        import torch
+
+        saved = ckpt.tensors["denoise"]["generator_state"]
+        saved_type = "cpu" if saved.numel() == torch.Generator().get_state().numel() else "cuda"
+        if saved_type != device.type:
+            step = ckpt.meta["mid_chunk_step"]
+            raise InputError(
+                f"{ckpt.name} was saved on {saved_type} at step {step} of chunk {ckpt.meta['chunk'] + 1}, and its noise "
+                f"generator continues only on {saved_type}: resume with --device {saved_type}, or remove {ckpt.path} "
+                f"to render that chunk again from its start on {device.type}",
+                file=str(ckpt.path),
+            )
 
     # --- 3. load components ------------------------------------------------------------------------
 

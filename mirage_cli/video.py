@@ -233,8 +233,21 @@ def write_png_frames(directory: str | os.PathLike, frames: np.ndarray, first_ind
 
 
 def to_uint8_frames(pixels) -> np.ndarray:
-    """Convert a torch/numpy video in [-1, 1], shape [3, F, H, W], to uint8 [F, H, W, 3]."""
-    arr = pixels.detach().float().cpu().numpy() if hasattr(pixels, "detach") else np.asarray(pixels, dtype=np.float32)
+    """Convert a torch/numpy video in [-1, 1], shape [3, F, H, W], to uint8 [F, H, W, 3].
+
+    A tensor is converted where it lives (on the GPU for a GPU render) and only the uint8 frames
+    cross to the host: a quarter of the bytes of float32. The same float32 operations, one at a
+    time, as the numpy path, so both give the same bytes.
+    """
+    if hasattr(pixels, "detach"):
+        import torch
+
+        if pixels.ndim != 4 or pixels.shape[0] != 3:
+            raise ValueError(f"pixels: expected [3, F, H, W], got {list(pixels.shape)}")
+        t = pixels.detach().float()
+        t = ((t + 1.0) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
+        return np.ascontiguousarray(t.permute(1, 2, 3, 0).cpu().numpy())
+    arr = np.asarray(pixels, dtype=np.float32)
     if arr.ndim != 4 or arr.shape[0] != 3:
         raise ValueError(f"pixels: expected [3, F, H, W], got {list(arr.shape)}")
     arr = np.clip((arr + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)

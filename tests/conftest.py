@@ -59,3 +59,11 @@ def renders(tmp_path_factory, small_scene):
         assert result.exit_code == 0, result.stderr
         out[mode] = (run, json.loads(result.stdout))
     return out
+
+
+@pytest.fixture(scope="session")
+def stopped_run(tmp_path_factory, small_scene):
+    """A small render stopped by SIGTERM inside its second chunk (render_helpers.stopped_render)."""
+    from render_helpers import stopped_render
+
+    return stopped_render(small_scene, tmp_path_factory.mktemp("stopped") / "run")

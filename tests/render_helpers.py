@@ -9,6 +9,9 @@ in-process, which saves the ~5 s of importing torch and diffusers per child.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +81,52 @@ def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
         return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and raw(a[k]) == raw(b[k]) for k in a)
+
+
+def render_args(scene: Path, run: Path) -> list[str]:
+    return ["render", str(scene), "--out", str(run), "--memory", "latent", *SMALL]
+
+
+class Child:
+    """``mirage render`` in a child process, with progress events read from its stderr."""
+
+    def __init__(self, scene: Path, run: Path, pause: str):
+        env = {**os.environ, "MIRAGE_TEST_PAUSE": pause}
+        cmd = [sys.executable, "-m", "mirage_cli", *render_args(scene, run), "--progress", "jsonl"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        self.events: list[dict] = []
+
+    def wait_for(self, predicate) -> dict:
+        """Read events until one satisfies ``predicate``; returns it."""
+        for line in self.proc.stderr:
+            event = json.loads(line)
+            self.events.append(event)
+            if predicate(event):
+                return event
+        raise AssertionError(f"the render ended before the awaited event; events: {self.events}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stderr.close()
+
+    def finish(self) -> int:
+        for line in self.proc.stderr:
+            self.events.append(json.loads(line))
+        self.proc.stderr.close()
+        return self.proc.wait()
+
+
+def step_of(chunk: int):
+    return lambda e: e["event"] == "step" and e["chunk"] == chunk
+
+
+def stopped_render(scene: Path, run: Path) -> Path:
+    """Render ``scene`` into ``run`` and stop it with SIGTERM inside chunk 1: ckpt-000001 (chunk 1)
+    and ckpt-000002 (mid-chunk), chunk 0's segment and latents."""
+    child = Child(scene, run, "denoise_step=0.5")
+    child.wait_for(step_of(1))
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.finish() == 75
+    assert sorted(p.name for p in (run / "state").iterdir()) == ["ckpt-000001", "ckpt-000002"]
+    return run

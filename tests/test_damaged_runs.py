@@ -19,28 +19,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
-from render_helpers import cli, file_hash, final_checkpoint_tensors, same_tensors
-from test_resume import Child, render_args, step_of
+from render_helpers import cli, file_hash, final_checkpoint_tensors, render_args, same_tensors
 
 from mirage_cli.checkpoint import manifest_checksum
 
 # --- the two runs --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def stopped_run(tmp_path_factory, small_scene) -> Path:
-    """A render stopped by SIGTERM inside chunk 1: ckpt-000001 (chunk 1) and ckpt-000002 (mid-chunk)."""
-    run = tmp_path_factory.mktemp("stopped") / "run"
-    child = Child(small_scene, run, "denoise_step=0.5")
-    child.wait_for(step_of(1))
-    child.proc.send_signal(signal.SIGTERM)
-    assert child.finish() == 75
-    assert sorted(p.name for p in (run / "state").iterdir()) == ["ckpt-000001", "ckpt-000002"]
-    return run
 
 
 @pytest.fixture

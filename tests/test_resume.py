@@ -14,51 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from render_helpers import SMALL, cli, file_hash, final_checkpoint_tensors, same_tensors
-
-
-def render_args(scene: Path, run: Path) -> list[str]:
-    return ["render", str(scene), "--out", str(run), "--memory", "latent", *SMALL]
-
-
-class Child:
-    """``mirage render`` in a child process, with progress events read from its stderr."""
-
-    def __init__(self, scene: Path, run: Path, pause: str):
-        env = {**os.environ, "MIRAGE_TEST_PAUSE": pause}
-        cmd = [sys.executable, "-m", "mirage_cli", *render_args(scene, run), "--progress", "jsonl"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        self.events: list[dict] = []
-
-    def wait_for(self, predicate) -> dict:
-        """Read events until one satisfies ``predicate``; returns it."""
-        for line in self.proc.stderr:
-            event = json.loads(line)
-            self.events.append(event)
-            if predicate(event):
-                return event
-        raise AssertionError(f"the render ended before the awaited event; events: {self.events}")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self.proc.stderr.close()
-
-    def finish(self) -> int:
-        for line in self.proc.stderr:
-            self.events.append(json.loads(line))
-        self.proc.stderr.close()
-        return self.proc.wait()
-
-
-def step_of(chunk: int):
-    return lambda e: e["event"] == "step" and e["chunk"] == chunk
+from render_helpers import Child, cli, file_hash, final_checkpoint_tensors, render_args, same_tensors, step_of
 
 
 def checkpoints(run: Path) -> list[str]:

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from render_helpers import cli
-from test_resume import Child, resume_and_compare, step_of
+from render_helpers import Child, cli, step_of
+from test_resume import resume_and_compare
 
 
 @pytest.fixture

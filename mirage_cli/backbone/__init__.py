@@ -36,7 +36,14 @@ from mirage_cli.backbone.configs import (
     wan22_transformer_config,
     wan22_vae_config,
 )
-from mirage_cli.backbone.loading import apply_options, load_backbone, resolve_device, resolve_dtype, set_attention_backend
+from mirage_cli.backbone.loading import (
+    apply_options,
+    check_attention_backend,
+    load_backbone,
+    resolve_device,
+    resolve_dtype,
+    set_attention_backend,
+)
 from mirage_cli.backbone.model_dir import WEIGHTS_HINT, check_model_dir, resolve_model_dir
 from mirage_cli.backbone.random_components import (
     TinyComponents,
@@ -67,6 +74,7 @@ __all__ = [
     "resolve_model_dir",
     "save_tiny_model",
     "set_attention_backend",
+    "check_attention_backend",
     "tiny_text_encoder_config",
     "tiny_transformer_config",
     "tiny_vae_config",

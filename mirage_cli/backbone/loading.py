@@ -196,6 +196,28 @@ def apply_options(backbone: Backbone, options: BackboneOptions) -> Backbone:
     return backbone
 
 
+def check_attention_backend(name: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse (InputError) an attention backend that diffusers does not know or that cannot run on
+    ``device`` in ``dtype``, before any weights load: one tiny attention call through diffusers'
+    own dispatcher (what the Wan transformer calls), so every constraint of the backend is met
+    (its package, its device, its dtype), not a list kept here."""
+    from diffusers.models import attention_dispatch
+    from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
+
+    known = [backend.value for backend in AttentionBackendName]
+    if name not in known:
+        raise InputError(f"unknown attention backend {name!r} (diffusers knows: {', '.join(known)})", field="attention-backend")
+    probe = torch.zeros(1, 16, 2, 64, device=device, dtype=dtype)  # [B, S, heads, head_dim]
+    try:
+        # diffusers' own package check first: it names what to install (private in diffusers 0.36)
+        getattr(attention_dispatch, "_check_attention_backend_requirements", lambda backend: None)(AttentionBackendName(name))
+        dispatch_attention_fn(probe, probe, probe, backend=AttentionBackendName(name))
+    except Exception as exc:  # each backend fails its own way (ImportError, RuntimeError: no kernel, ValueError)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"attention backend {name!r} cannot run on {device} in {str(dtype).removeprefix('torch.')}: {why}",
+                         field="attention-backend") from None
+
+
 def set_attention_backend(transformer: torch.nn.Module, name: str) -> None:
     """``transformer.set_attention_backend(name)``; unknown or unavailable backends -> InputError."""
     from diffusers.models.attention_dispatch import AttentionBackendName
