@@ -263,8 +263,42 @@ def _run_here(tasks: list[SceneTask], on_start: Callable[[str], None] | None) ->
     return summary
 
 
+def local_gpus(environ: Mapping[str, str] | None = None, count: int | None = None) -> list[str]:
+    """The GPUs a local batch hands out: the entries of ``CUDA_VISIBLE_DEVICES`` when it is set
+    (indices, UUIDs or MIG ids, kept as written), else the ``count`` devices CUDA reports."""
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip()]
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count()
+    return [str(i) for i in range(count)]
+
+
+def gpu_slots(gpus: Sequence[str], per_job: int) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` of each job that may run at once: disjoint groups of ``per_job``
+    GPUs; ``[""]`` (CPU) for ``per_job`` 0; ``[None]`` (inherit) when there is no GPU.
+
+    Raises:
+        InputError: more GPUs per job than there are.
+    """
+    if per_job < 0:
+        raise InputError(Problem(file=None, field="--gpus-per-job", message="must be >= 0"))
+    if per_job == 0:
+        return [""]
+    if not gpus:
+        return [None]
+    if per_job > len(gpus):
+        raise InputError(Problem(file=None, field="--gpus-per-job", message=f"asks for {per_job} GPUs per job, "
+                                 f"but only {len(gpus)} are visible ({','.join(gpus)})"))
+    return [",".join(gpus[i * per_job:(i + 1) * per_job]) for i in range(len(gpus) // per_job)]
+
+
 def _run_local(tasks: list[SceneTask], options: BatchOptions, on_start) -> BatchSummary:
-    """submitit LocalExecutor, at most ``array_parallelism`` jobs at a time."""
+    """submitit LocalExecutor: each job gets its own GPUs (``gpu_slots``), so at most as many jobs
+    run at once as there are GPU groups (and ``array_parallelism``, when given)."""
     import submitit
 
     folder = Path(options.out_root).expanduser().resolve() / ".submitit" / "%j"
@@ -272,7 +306,10 @@ def _run_local(tasks: list[SceneTask], options: BatchOptions, on_start) -> Batch
     time_min = options.time_min if options.time_min is not None else LOCAL_TIME_MIN
     delay = int(min(options.signal_delay_s, max(1, time_min * 60 / 2)))
     executor.update_parameters(timeout_min=time_min, signal_delay_s=delay)
-    parallel = options.array_parallelism or 1
+    slots = gpu_slots(local_gpus(), options.gpus_per_job)
+    many = len(slots) > 1 or slots[0] not in (None, "")
+    parallel = min(options.array_parallelism or len(slots), len(slots)) if many else options.array_parallelism or 1
+    free = list(slots) * (1 if many else parallel)  # a CPU or inherited "slot" is shared by every job
     pending = list(tasks)
     running: list[tuple[SceneTask, Any]] = []
     finished: dict[int, SceneResult] = {}
@@ -281,10 +318,12 @@ def _run_local(tasks: list[SceneTask], options: BatchOptions, on_start) -> Batch
         while pending or running:
             while pending and len(running) < parallel and not stop.requested:
                 t = pending.pop(0)
+                t.cuda_visible_devices = free.pop(0)
                 job = executor.submit(t)
                 running.append((t, job))
                 if on_start:
-                    on_start(f"scene {t.scene.name}: local job {job.job_id} -> {t.scene.run_dir}")
+                    gpus = "" if t.cuda_visible_devices is None else f" (CUDA_VISIBLE_DEVICES={t.cuda_visible_devices!r})"
+                    on_start(f"scene {t.scene.name}: local job {job.job_id}{gpus} -> {t.scene.run_dir}")
             if stop.requested and pending:
                 for t in pending:
                     finished[order[id(t)]] = _not_started(t, stop)
@@ -296,6 +335,7 @@ def _run_local(tasks: list[SceneTask], options: BatchOptions, on_start) -> Batch
             for t, job in running:
                 if job.done():
                     finished[order[id(t)]] = _job_result(t, job, stop)
+                    free.append(t.cuda_visible_devices)
                 else:
                     still.append((t, job))
             running = still

@@ -347,11 +347,12 @@ def batch(
     out_root: Path = typer.Option(..., "--out-root", help="Each scene renders into OUT_ROOT/<spec stem>."),
     executor: str = typer.Option("local", "--executor", help="local | slurm (submitit)."),
     partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
-    gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs per scene job."),
+    gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs per scene job (local: each job gets its own, "
+                                     "from CUDA_VISIBLE_DEVICES or every GPU; 0: CPU jobs)."),
     time_min: float | None = typer.Option(
         None, "--time-min", help="Time limit per job in minutes (slurm default 240; local: none). Jobs are requeued and resume."
     ),
-    array_parallelism: int | None = typer.Option(None, "--array-parallelism", help="At most K scenes at once (local default 1)."),
+    array_parallelism: int | None = typer.Option(None, "--array-parallelism", help="At most K scenes at once (local default: one per GPU group, 1 without GPUs)."),
     shard: str | None = typer.Option(
         None, "--shard", help="I/N: render the I-th (0-based) of N shares here; `auto` reads SLURM_ARRAY_TASK_ID/COUNT."
     ),

@@ -119,6 +119,7 @@ class SceneTask:
         self.attempts = 0  # every child run, across requeues (saved in the requeue pickle)
         self.requeues = 0
         self.resumed = False
+        self.cuda_visible_devices: str | None = None  # the GPUs a local batch gave this scene (None: inherited)
         self._proc: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict:
@@ -213,9 +214,12 @@ class SceneTask:
         logfile = self._open_log(argv)
         tail = _Tail()
         try:
+            env = None
+            if self.cuda_visible_devices is not None:
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": self.cuda_visible_devices}
             self._proc = proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, errors="replace", bufsize=1,
+                text=True, errors="replace", bufsize=1, env=env,
             )
         except OSError as e:
             if logfile:

@@ -12,6 +12,7 @@ content and the example script, and SLURM_ARRAY_* variables for `--shard auto`.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
@@ -29,6 +30,8 @@ from mirage_cli.batch import (
     BatchOptions,
     Scene,
     SceneTask,
+    gpu_slots,
+    local_gpus,
     parse_shard,
     plan_scenes,
     run_batch,
@@ -62,6 +65,11 @@ def checkpoint(what):
 with open(run_dir / "runs.txt", "a") as f:
     f.write(f"{mode} resumed={state.exists()} args={sys.argv[3:]}\n")
 print(f"child {mode} in {run_dir.name}", flush=True)
+if mode == "gpus":  # which GPUs this job saw, and when it held them
+    t0 = time.time()
+    time.sleep(1.0)
+    (run_dir / "gpus.txt").write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r} {t0} {time.time()}")
+    sys.exit(0)
 if mode == "ok" or state.exists():
     (run_dir / "video.mp4").write_text("done")
     sys.exit(0)
@@ -229,6 +237,36 @@ def test_local_executor_two_scenes(tmp_path, child):
     assert all(s.job_id for s in summary.scenes)
     assert summary.exit_code == 0
     assert (tmp_path / "out" / ".submitit").is_dir()
+
+
+def test_gpu_slots_and_local_gpus():
+    assert local_gpus({"CUDA_VISIBLE_DEVICES": "3, 5,GPU-8f2a,7"}) == ["3", "5", "GPU-8f2a", "7"]
+    assert local_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert local_gpus({}, count=2) == ["0", "1"]
+    assert gpu_slots(["3", "5", "6", "7", "9"], 2) == ["3,5", "6,7"]
+    assert gpu_slots(["0"], 0) == [""] and gpu_slots([], 1) == [None]
+    with pytest.raises(InputError, match="asks for 4 GPUs per job, but only 2 are visible"):
+        gpu_slots(["0", "1"], 4)
+
+
+def test_local_jobs_each_get_their_own_gpus(tmp_path, child, monkeypatch):
+    """No GPU here: a fake device list in CUDA_VISIBLE_DEVICES (what the batch hands out is the text
+    of that variable; no CUDA call is made when it is set). Four scenes, two GPUs per job, four GPUs:
+    two jobs at a time, on disjoint GPUs, every job seeing exactly its own."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
+    specs = [_spec(tmp_path, f"s{i}.yaml", "gpus") for i in range(4)]
+    options = BatchOptions(out_root=tmp_path / "out", executor="local", command=child, gpus_per_job=2)
+    summary = run_batch(specs, options)
+    assert summary.exit_code == 0, summary.to_dict()
+    seen = []
+    for i in range(4):
+        gpus, start, end = (tmp_path / "out" / f"s{i}" / "gpus.txt").read_text().rsplit(" ", 2)
+        seen.append((ast.literal_eval(gpus), float(start), float(end)))
+    assert {g for g, _, _ in seen} == {"3,5", "6,7"}
+    for a in seen:  # jobs that overlap in time hold different GPUs
+        for b in seen:
+            if a is not b and a[1] < b[2] and b[1] < a[2]:
+                assert a[0] != b[0]
 
 
 def test_local_executor_time_limit_requeues_and_resumes(tmp_path, child):

@@ -64,6 +64,7 @@ def describe_device(device: Any) -> dict[str, Any]:
         "gpu_memory_bytes": gpu_mem,
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 
