@@ -352,7 +352,9 @@ def batch(
     time_min: float | None = typer.Option(
         None, "--time-min", help="Time limit per job in minutes (slurm default 240; local: none). Jobs are requeued and resume."
     ),
-    array_parallelism: int | None = typer.Option(None, "--array-parallelism", help="At most K scenes at once (local default: one per GPU group, 1 without GPUs)."),
+    array_parallelism: int | None = typer.Option(
+        None, "--array-parallelism", help="At most K scenes at once (local default: one per GPU group, 1 without GPUs)."
+    ),
     shard: str | None = typer.Option(
         None, "--shard", help="I/N: render the I-th (0-based) of N shares here; `auto` reads SLURM_ARRAY_TASK_ID/COUNT."
     ),
