@@ -22,6 +22,26 @@ from mirage_cli.session import RenderEvents, load_backbone_for, render
 from mirage_cli.spec import Plan
 
 
+def bench_overrides(spec: Path, *, steps=None, resolution=None, frames=None, chunk_frames=None) -> dict:
+    """Spec overrides for a bench at another size. With ``frames``, a spec's inline keyframes are
+    stretched over the new length (frame k of a path ending at L moves to round(k * (frames-1) / L)):
+    the same camera motion, slower or faster, so any scene benches at any length."""
+    from mirage_cli.spec import read_spec_yaml
+
+    overrides = {"steps": steps, "resolution": resolution, "frames": frames, "chunk_frames": chunk_frames}
+    if frames is None:
+        return overrides
+    data, _ = read_spec_yaml(spec)
+    camera = data.get("camera") if isinstance(data, dict) else None
+    keyframes = camera.get("keyframes") if isinstance(camera, dict) else None
+    if isinstance(keyframes, list) and keyframes and all(isinstance(k, dict) and type(k.get("frame")) is int for k in keyframes):
+        last = max(k["frame"] for k in keyframes)
+        if last > 0:
+            stretched = [{**k, "frame": round(k["frame"] * (frames - 1) / last)} for k in keyframes]
+            overrides["camera"] = {**camera, "keyframes": stretched}
+    return overrides
+
+
 def trim_plan(plan: Plan, chunks: int | None) -> Plan:
     """The plan limited to its first ``chunks`` chunks (None: all)."""
     if chunks is None or chunks >= len(plan.chunks):
@@ -91,6 +111,7 @@ def run_bench(
             key: statistics.median(row[key] for row in rows)
             for key in ("end_to_end_seconds", "memory_module_seconds", "cache_bytes", "cache_points", "peak_memory_bytes")
         }
+        runs[memory]["seconds_per_chunk"] = runs[memory]["end_to_end_seconds"] / len(plan.chunks)
         runs[memory]["peak_memory_kind"] = rows[0]["peak_memory_kind"]
         runs[memory]["repeats"] = len(rows)
     ratios = {
@@ -103,11 +124,13 @@ def run_bench(
         "scene": str(plan.spec_path),
         "frames": plan.frames,
         "chunks": len(plan.chunks),
+        "chunk_frames": plan.chunk_frames,
         "resolution": f"{plan.width}x{plan.height}",
         "steps": plan.steps,
         "device": str(backbone.device),
         "preset": options.preset,
         "random_weights": options.random_weights,
+        "random_text_encoder": options.random_text_encoder,
         "options": asdict(options.resolved()),
         "runs": runs,
         "ratios": ratios,

@@ -173,6 +173,10 @@ Preset = Annotated[str | None, typer.Option("--preset", help="`tiny`: tiny rando
 RandomWeights = Annotated[
     bool, typer.Option("--random-weights", help="The real 5B architecture with random weights (speed tests, no download).")
 ]
+RandomTextEncoder = Annotated[
+    bool, typer.Option("--random-text-encoder", help="With --random-weights: a real-size UMT5-XXL text encoder with random "
+                       "weights, so memory figures include its 10.6 GiB.")
+]
 Device = Annotated[str, typer.Option("--device", help="auto | cuda | cuda:N | cpu (auto prefers CUDA).")]
 Dtype = Annotated[
     str, typer.Option("--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32.")
@@ -185,10 +189,12 @@ Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation o
 Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec).")]
 
 
-def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_) -> BackboneOptions:
+def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
+                      random_text_encoder=False) -> BackboneOptions:
     return BackboneOptions(
         preset=preset,
         random_weights=random_weights,
+        random_text_encoder=random_text_encoder,
         device=device,
         dtype=dtype,
         offload=offload.value,
@@ -209,6 +215,7 @@ def render(
     model: str | None = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
     preset: Preset = _BACKBONE.preset,
     random_weights: RandomWeights = _BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = _BACKBONE.random_text_encoder,
     device: Device = _BACKBONE.device,
     dtype: Dtype = _BACKBONE.dtype,
     offload: OffloadFlag = Offload(_BACKBONE.offload),
@@ -250,7 +257,8 @@ def render(
             "memory.pin": pin,
             "memory.pin_until": pin_until,
         }
-        backbone = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_)
+        backbone = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
+                                     random_text_encoder)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace)
         return load_plan(scene, overrides=overrides), options
@@ -428,8 +436,12 @@ def bench(
     chunks: int | None = typer.Option(None, "--chunks", help="Render only the first N chunks."),
     repeat: int = typer.Option(3, "--repeat", help="Measured rounds after the warm-up."),
     steps: Steps = None,
+    resolution: str | None = typer.Option(None, "--resolution", help="WIDTHxHEIGHT, e.g. 1280x704 (overrides the spec)."),
+    frames: int | None = typer.Option(None, "--frames", help="Video length, 4k+1 (overrides the spec)."),
+    chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk, 4k+1 (overrides the spec)."),
     preset: Preset = _BACKBONE.preset,
     random_weights: RandomWeights = _BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = _BACKBONE.random_text_encoder,
     device: Device = _BACKBONE.device,
     dtype: Dtype = _BACKBONE.dtype,
     offload: OffloadFlag = Offload(_BACKBONE.offload),
@@ -452,8 +464,12 @@ def bench(
             raise InputError(f"must be at least 1, got {chunks}", field="--chunks")
         if repeat < 1:
             raise InputError(f"must be at least 1, got {repeat}", field="--repeat")
-        plan = load_plan(spec, overrides={"steps": steps})
-        options = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_)
+        from mirage_cli.bench import bench_overrides
+
+        overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
+        plan = load_plan(spec, overrides=overrides)
+        options = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
+                                    random_text_encoder)
 
         def on_run(mode, r):
             _err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")

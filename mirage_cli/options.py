@@ -84,6 +84,8 @@ class BackboneOptions:
     Attributes:
         preset: ``tiny`` for tiny random components, or None for real weights.
         random_weights: the real 5B architecture with random weights (speed tests, no download).
+        random_text_encoder: with ``random_weights``, a real-size UMT5-XXL text encoder with random
+            weights instead of a hash embedder (memory figures then include its 10.6 GiB).
         device: ``auto`` (CUDA when available) | ``cuda`` | ``cuda:N`` | ``cpu``.
         dtype: transformer and text encoder dtype: ``auto`` (bfloat16 on CUDA, float32 on the CPU,
             where bfloat16 matmuls are ~10x slower) | ``bfloat16`` | ``float16`` | ``float32``.
@@ -97,6 +99,7 @@ class BackboneOptions:
 
     preset: str | None = None
     random_weights: bool = False
+    random_text_encoder: bool = False
     device: str = "auto"
     dtype: str = "auto"
     offload: str = Offload.NONE.value

@@ -170,6 +170,7 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         # Options that change the decoded pixels, recorded only when set (runs without them keep
         # their fingerprint). --compile and --offload change how fast, not what: not recorded.
         **({"vae_tiling": True} if backbone.vae_tiling else {}),
+        **({"random_text_encoder": True} if backbone.random_text_encoder else {}),
         **({"attention_backend": backbone.attention_backend} if backbone.attention_backend else {}),
     }
 

@@ -287,6 +287,26 @@ def test_materialize_random_on_a_small_config():
     assert out.shape == (1, 48, 1, 2, 2) and torch.isfinite(out.float()).all()
 
 
+def test_real_size_text_encoder_numbers_and_the_random_builder():
+    from transformers import UMT5EncoderModel
+
+    from mirage_cli.backbone.configs import tiny_text_encoder_config, umt5_xxl_config
+    from mirage_cli.backbone.random_components import empty_model, random_text_embedder
+
+    real = empty_model(UMT5EncoderModel, {"config": umt5_xxl_config()})
+    size = count_parameters(real)
+    assert 5.6e9 < size < 5.8e9 and 10.4 < size * 2 / 2**30 < 10.7  # the 10.6 GiB of bfloat16 weights
+    # the same builder at a small size: random weights made where they live, the byte tokenizer in front
+    embedder = random_text_embedder(tiny_text_encoder_config(512), torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
+    out = embedder.encode(["a room", "ein Zimmer"], torch.device("cpu"), torch.float32)
+    assert out.shape[0] == 2 and out.shape[-1] == 32 and torch.isfinite(out).all()
+
+
+def test_random_text_encoder_needs_random_weights():
+    with pytest.raises(InputError, match="--random-text-encoder goes with --random-weights"):
+        load_backbone(options=BackboneOptions(random_text_encoder=True, preset="tiny", device="cpu"))
+
+
 def test_random_weights_refused_on_cpu():
     with pytest.raises(InputError) as excinfo:
         load_backbone(options=BackboneOptions(random_weights=True, device="cpu", dtype="bfloat16"))

@@ -32,3 +32,24 @@ def test_bench_tiny_json(small_scene):
 def test_bench_rejects_bad_repeat():
     result = cli("bench", "--repeat", "0")
     assert result.exit_code == 2 and "--repeat" in result.stderr
+
+
+def test_gpu_check_script_proves_itself_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh as a GPU machine runs it, with the tiny preset on this CPU instead of
+    the real size (no GPU here; nvidia-smi is absent, so its peak is null)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "PATH": "/usr/bin:/bin",
+           "MIRAGE_GPU_CHECK_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 17 --chunk-frames 9 --steps 2 --repeat 1"}
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert set(result["runs"]) == {"latent", "rgb", "none"} and result["chunks"] == 2 and result["resolution"] == "224x128"
+    assert result["nvidia_smi_peak_bytes"] is None
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert table.startswith("| memory | s/chunk |") and "| latent |" in table

@@ -154,3 +154,29 @@ def tiny_text_encoder_config(vocab_size: int):
         eos_token_id=1,
         decoder_start_token_id=0,
     )
+
+
+UMT5_XXL_VOCAB_SIZE = 256_384
+"""The UMT5 vocabulary (google/umt5-xxl), the size of the real text encoder's embedding table."""
+
+
+def umt5_xxl_config():
+    """The ``UMT5Config`` of Wan2.2's text encoder, UMT5-XXL's encoder (facts of google/umt5-xxl):
+    24 layers, d_model 4096, 64 heads of 64, a gated-GELU feed-forward of 10240, 256,384 tokens;
+    5.68 B parameters, 10.6 GiB in bfloat16."""
+    from transformers import UMT5Config
+
+    return UMT5Config(
+        vocab_size=UMT5_XXL_VOCAB_SIZE,
+        d_model=4096,
+        d_kv=64,
+        d_ff=10240,
+        num_layers=24,
+        num_heads=64,
+        feed_forward_proj="gated-gelu",
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )

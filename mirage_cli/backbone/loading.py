@@ -136,7 +136,8 @@ def load_backbone(
             size = count_parameters(empty_model(WanTransformer3DModel, wan22_transformer_config()))
             _refuse_real_size_on_cpu(size, "the Wan2.2-TI2V-5B architecture (--random-weights)")
         # Offloaded weights live on the CPU: build them there, else directly on the device.
-        backbone = random_weights_backbone(torch_device, torch_dtype, build_on_cpu=options.offload != Offload.NONE)
+        backbone = random_weights_backbone(torch_device, torch_dtype, build_on_cpu=options.offload != Offload.NONE,
+                                           text_encoder=options.random_text_encoder)
     else:
         directory = resolve_model_dir(model, local_files_only)
         if torch_device.type == "cpu":
@@ -153,6 +154,8 @@ def _check_options(options: BackboneOptions) -> tuple[torch.device, torch.dtype]
         raise InputError(f"unknown preset {options.preset!r} (available: {', '.join(BACKBONE_PRESETS)})", field="preset")
     if options.preset is not None and options.random_weights:
         raise InputError("--preset and --random-weights exclude each other", field="preset")
+    if options.random_text_encoder and not options.random_weights:
+        raise InputError("--random-text-encoder goes with --random-weights (real weights bring their own)", field="random-text-encoder")
     if options.offload not in Offload.values():
         raise InputError(f"unknown offload mode {options.offload!r} (use {', '.join(Offload.values())})", field="offload")
     torch_dtype = resolve_dtype(options.dtype)

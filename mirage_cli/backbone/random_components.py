@@ -16,6 +16,7 @@ from mirage_cli.backbone.configs import (
     tiny_text_encoder_config,
     tiny_transformer_config,
     tiny_vae_config,
+    umt5_xxl_config,
     wan22_scheduler_config,
     wan22_transformer_config,
     wan22_vae_config,
@@ -118,7 +119,14 @@ def empty_model(cls, config: dict) -> torch.nn.Module:
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
-        return cls(**config)
+        model = cls(**config)
+    _tie(model)  # what a normal construction ties (a transformers encoder's shared embedding) stays one tensor
+    return model
+
+
+def _tie(model: torch.nn.Module) -> None:
+    if callable(getattr(model, "tie_weights", None)):
+        model.tie_weights()
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -151,14 +159,27 @@ def materialize_random(
         else:
             value.normal_(0.0, 0.02, generator=generator)
         set_module_tensor_to_device(model, name, device, value=value, dtype=target)
+    _tie(model)  # tied parameters are listed once: their other holders take the new value here
     return model.to(device)
 
 
-def random_weights_backbone(device: torch.device, dtype: torch.dtype, build_on_cpu: bool = False) -> Backbone:
+def random_text_embedder(config, device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> UMT5TextEmbedder:
+    """A ``UMT5EncoderModel`` of ``config`` with random weights made on ``device`` (no CPU copy), behind
+    the byte tokenizer: the text encoder's memory and time at its real size, without a download."""
+    from transformers import UMT5EncoderModel
+
+    encoder = empty_model(UMT5EncoderModel, {"config": config})
+    materialize_random(encoder, device, dtype, list(UMT5EncoderModel._keep_in_fp32_modules or []), generator).eval()
+    return UMT5TextEmbedder(build_byte_tokenizer(TEXT_MAX_LENGTH), encoder)
+
+
+def random_weights_backbone(device: torch.device, dtype: torch.dtype, build_on_cpu: bool = False,
+                            text_encoder: bool = False) -> Backbone:
     """The 5B architecture with random weights, created where it will live (no extra CPU copy).
 
     ``device`` is the execution device; with ``build_on_cpu`` (offloading) the weights are created
-    on the CPU instead.
+    on the CPU instead. ``text_encoder``: a real-size UMT5-XXL encoder with random weights
+    (``random_text_embedder``) instead of the hash embedder, so memory figures include its 10.6 GiB.
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
@@ -169,10 +190,14 @@ def random_weights_backbone(device: torch.device, dtype: torch.dtype, build_on_c
     materialize_random(transformer, home, dtype, keep, generator).eval()
     vae = empty_model(AutoencoderKLWan, wan22_vae_config())
     materialize_random(vae, home, torch.float32, [], generator).eval()
+    if text_encoder:
+        embedder = random_text_embedder(umt5_xxl_config(), home, dtype, generator)
+    else:
+        embedder = HashTextEmbedder(dim=int(transformer.config.text_dim), max_length=TEXT_MAX_LENGTH)
     return Backbone(
         vae=vae,
         transformer=transformer,
-        text_embedder=HashTextEmbedder(dim=int(transformer.config.text_dim), max_length=TEXT_MAX_LENGTH),
+        text_embedder=embedder,
         scheduler_config=wan22_scheduler_config(),
         device=device,
         dtype=dtype,
