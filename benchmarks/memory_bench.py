@@ -2,6 +2,7 @@
 
     python benchmarks/memory_bench.py                 # both tables (several minutes on a laptop CPU)
     python benchmarks/memory_bench.py --skip-speed    # accuracy table only (seconds)
+    python benchmarks/memory_bench.py --only-insertion  # voxel-fused vs append-only insertion (a minute)
 
 Accuracy (256x448, 60 deg vertical fov, camera inside the room): the memory holds one source view
 and is queried at a target camera. Latent: cell coverage and relative L2 error of the warped
@@ -165,6 +166,65 @@ def print_speed(res: dict, height: int, width: int, frames: int) -> None:
     print(f"(latent plain batched insert of the {lat['frames']} frames, no per-frame query: {res['latent_plain_insert_s']:.3f} s)")
 
 
+def append_only_insert(lat: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, wfc: torch.Tensor, stride: int = 16):
+    """The append-only way to grow a latent point cloud (what the official Mirage code does per
+    chunk): lift every latent cell with valid depth to one world point and append it; no voxel
+    fusion, no plane test, no query. Returns (xyz [M, 3], latents [M, C])."""
+    from mirage_cli import geometry
+
+    z = geometry.cell_centre_depth(depth, stride)  # [T, h, w]
+    ok = geometry.valid_depth(z)
+    xyz = geometry.backproject(torch.where(ok, z, torch.ones_like(z)), geometry.latent_intrinsics(K.double(), stride), wfc.double())
+    return xyz[ok].float(), lat.permute(0, 2, 3, 1)[ok]
+
+
+def fused_vs_append_rows(height: int, width: int, frames: int, rounds: int, log) -> dict:
+    """Voxel-fused insertion (``insert_unexplained``, what the rollout calls, and plain ``insert``)
+    against append-only, on the chunk's latent frames, alternating, 1 thread, best of ``rounds``."""
+    import resource
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        K = torch.tensor(S.intrinsics(height, width))
+        cams = chunk_cameras(frames)
+        lat_idx = torch.arange(0, frames, 4)
+        log(f"ray-casting {lat_idx.numel()} latent frames at {width}x{height} (not timed) ...")
+        rgb, depth = S.render_views(K, cams[lat_idx.numpy()], height, width)
+        lat = S.linear_encoder(rgb)
+        wfc = torch.tensor(cams)[lat_idx]
+        runs = {
+            "voxel-fused insert_unexplained": lambda: LatentSpatialMemory().insert_unexplained(lat, depth, K, wfc, frame_index=lat_idx),
+            "voxel-fused insert": lambda: LatentSpatialMemory().insert(lat, depth, K, wfc, frame_index=lat_idx),
+            "append-only": lambda: append_only_insert(lat, depth, K, wfc),
+        }
+        best = {name: float("inf") for name in runs}
+        for _ in range(rounds):
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        runs["voxel-fused insert"]()
+        plain_peak_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) * 1024
+        return {"seconds": best, "frames": int(lat_idx.numel()), "plain_insert_peak_growth_bytes": plain_peak_growth}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def print_fused_vs_append(res: dict, height: int, width: int) -> None:
+    sec = res["seconds"]
+    base = sec["append-only"]
+    print()
+    print(f"Voxel-fused vs append-only: {res['frames']} latent frames at {width}x{height}, 1 thread, best of the rounds")
+    print("| insertion | s | vs append-only |")
+    print("|---|---:|---:|")
+    for name, s in sec.items():
+        print(f"| {name} | {s:.3f} | {s / base:.2f}x |")
+    print(f"(process peak RSS growth during a plain insert: {res['plain_insert_peak_growth_bytes'] / 2**20:.0f} MiB; "
+          "0 when earlier work already reached a higher peak)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--skip-accuracy", action="store_true")
@@ -173,6 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--frames", type=int, default=121, help="pixel frames in the chunk, 4k+1")
     p.add_argument("--repeat", type=int, default=1, help="timed runs; the minimum is reported")
+    p.add_argument("--only-insertion", action="store_true", help="only the voxel-fused vs append-only table")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of the insertion table")
     args = p.parse_args(argv)
     if (args.frames - 1) % 4:
         p.error("--frames must be 4k+1")
@@ -180,11 +242,15 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    if args.only_insertion:
+        print_fused_vs_append(fused_vs_append_rows(args.height, args.width, args.frames, args.rounds, log), args.height, args.width)
+        return 0
     if not args.skip_accuracy:
         print_accuracy(accuracy_rows())
         sys.stdout.flush()
     if not args.skip_speed:
         print_speed(speed_rows(args.height, args.width, args.frames, args.repeat, log), args.height, args.width, args.frames)
+        print_fused_vs_append(fused_vs_append_rows(args.height, args.width, args.frames, args.rounds, log), args.height, args.width)
     return 0
 
 

@@ -23,6 +23,8 @@ With ``depth_tolerance=0`` this is the plain z-buffer (nearest depth wins).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -137,13 +139,36 @@ def cell_centre_depth(depth: Tensor, stride: int) -> Tensor:
     return torch.where(count > 0, out, torch.full_like(out, float("nan")))
 
 
-def _plane_projector(stride: int, dtype: torch.dtype, device) -> tuple[Tensor, Tensor]:
-    """Design matrix A [s*s, 3] of (u, v, 1) about the block centre, and its pseudo-inverse [3, s*s]."""
+@functools.lru_cache(maxsize=16)
+def _plane_projector(stride: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Design matrix A [s*s, 3] of (u, v, 1) about the block centre, and its pseudo-inverse [3, s*s]
+    (cached: the same few strides and devices are asked for on every insert)."""
     r = torch.arange(stride, dtype=torch.float64) - (stride - 1) / 2
     v, u = torch.meshgrid(r, r, indexing="ij")
     A = torch.stack([u.reshape(-1), v.reshape(-1), torch.ones(stride * stride, dtype=torch.float64)], dim=1)
     pinv = torch.linalg.pinv(A)
     return A.to(device=device, dtype=dtype), pinv.to(device=device, dtype=dtype)
+
+
+def block_edge_score(blocks: Tensor) -> Tensor:
+    """``depth_edge_score`` of depth blocks given directly: float [..., s, s] (s >= 2) -> [...].
+
+    The per-block work of ``depth_edge_score``; callers that need the score of a few cells gather
+    their blocks first (``depth_edge_score_at``) instead of scoring the whole frame.
+    """
+    if blocks.ndim < 2 or blocks.shape[-1] != blocks.shape[-2] or blocks.shape[-1] < 2:
+        raise ValueError(f"blocks: expected [..., s, s] with s >= 2, got {list(blocks.shape)}")
+    dt = torch.promote_types(blocks.dtype, torch.float32)
+    flat = blocks.to(dt).flatten(-2)  # [..., s*s]
+    valid = valid_depth(flat)
+    ok = valid.all(dim=-1)  # [...]
+    inv = torch.where(valid, 1.0 / flat, torch.zeros_like(flat))  # [..., s*s]
+    A, pinv = _plane_projector(blocks.shape[-1], dt, blocks.device)  # [s*s, 3], [3, s*s]
+    coeff = inv @ pinv.T  # [..., 3]
+    fit = coeff @ A.T  # [..., s*s]
+    dev = (inv - fit).abs().amax(dim=-1)  # [...]
+    score = dev / coeff[..., 2].abs().clamp(min=torch.finfo(dt).tiny)
+    return torch.where(ok, score, torch.full_like(score, float("inf")))
 
 
 def depth_edge_score(depth: Tensor, stride: int) -> Tensor:
@@ -166,16 +191,38 @@ def depth_edge_score(depth: Tensor, stride: int) -> Tensor:
     _check_stride(depth, stride)
     if stride < 2:
         raise ValueError(f"stride: expected >= 2 for a plane fit, got {stride}")
+    return block_edge_score(_blocks(depth, stride))
+
+
+EDGE_SCORE_CELLS_PER_BATCH = 4096
+"""Cells scored at once by ``depth_edge_score_at``: bounds its transient memory (a few MiB per
+temporary at stride 16), not its results."""
+
+
+def depth_edge_score_at(depth: Tensor, stride: int, cells: Tensor) -> Tensor:
+    """``depth_edge_score`` of the selected cells only: float [M], M = ``cells.sum()``.
+
+    Args:
+        depth: float [..., H, W] z-depth, H and W multiples of ``stride`` (>= 2).
+        cells: bool [..., H/stride, W/stride], the cells to score.
+
+    Reads only the selected blocks, in batches of ``EDGE_SCORE_CELLS_PER_BATCH``: the cost follows
+    the cells asked for, not the frame size.
+    """
+    _check_stride(depth, stride)
+    if stride < 2:
+        raise ValueError(f"stride: expected >= 2 for a plane fit, got {stride}")
+    blocks = _blocks(depth, stride)  # [..., h, w, s, s] (a view)
+    if cells.shape != blocks.shape[:-2] or cells.dtype != torch.bool:
+        raise ValueError(f"cells: expected bool {list(blocks.shape[:-2])}, got {cells.dtype} {list(cells.shape)}")
+    index = cells.nonzero(as_tuple=True)
+    n = int(index[0].numel())
     dt = torch.promote_types(depth.dtype, torch.float32)
-    blocks = _blocks(depth.to(dt), stride).flatten(-2)  # [..., h, w, s*s]
-    ok = valid_depth(blocks).all(dim=-1)  # [..., h, w]
-    inv = torch.where(valid_depth(blocks), 1.0 / blocks, torch.zeros_like(blocks))  # [..., h, w, s*s]
-    A, pinv = _plane_projector(stride, dt, depth.device)  # [s*s, 3], [3, s*s]
-    coeff = inv @ pinv.T  # [..., h, w, 3]
-    fit = coeff @ A.T  # [..., h, w, s*s]
-    dev = (inv - fit).abs().amax(dim=-1)  # [..., h, w]
-    score = dev / coeff[..., 2].abs().clamp(min=torch.finfo(dt).tiny)
-    return torch.where(ok, score, torch.full_like(score, float("inf")))
+    out = torch.empty(n, dtype=dt, device=depth.device)
+    for start in range(0, n, EDGE_SCORE_CELLS_PER_BATCH):
+        part = tuple(i[start:start + EDGE_SCORE_CELLS_PER_BATCH] for i in index)
+        out[start:start + EDGE_SCORE_CELLS_PER_BATCH] = block_edge_score(blocks[part])  # [m, s, s] -> [m]
+    return out
 
 
 # --- rigid transforms, back-projection, projection -------------------------------------------------

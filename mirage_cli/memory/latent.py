@@ -106,10 +106,22 @@ class LatentSpatialMemory(PointMemory):
         """
         lat, dep, Kt, wfc, kp = self._inputs(latents, depth, K, world_from_cam, keep, self.stride)
         z = geometry.cell_centre_depth(dep, self.stride)  # [T, h, w]
-        score = geometry.depth_edge_score(dep, self.stride)  # [T, h, w]
-        confidence = (score <= edge_threshold).to(torch.float16)  # [T, h, w]
+        return self._insert_checked(lat, z, dep, Kt, wfc, kp, frame_index, edge_threshold=edge_threshold)
+
+    def _insert_checked(self, lat, z, dep, Kt, wfc, kp, frame_index, edge_threshold: float = EDGE_THRESHOLD) -> int:
+        cells = geometry.valid_depth(z) if kp is None else geometry.valid_depth(z) & kp  # [T, h, w] what _add lifts
+        confidence = torch.zeros(z.shape, dtype=torch.float16, device=self.device)  # [T, h, w]
+        # the plane fit reads each cell's 16x16 block: only for the cells that are inserted
+        confidence[cells] = (geometry.depth_edge_score_at(dep, self.stride, cells) <= edge_threshold).to(torch.float16)
         K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
         return self._add(lat, z, K_lat, wfc, kp, frame_index, extras={"confidence": confidence})
+
+    def _coverage(self, K: Tensor, world_from_cam: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        # what ``query`` renders (same defaults), without gathering the latents
+        K_lat = geometry.latent_intrinsics(K, self.stride)
+        _, mask, depth = self._render(K_lat, world_from_cam, (size[0] // self.stride, size[1] // self.stride),
+                                      DEPTH_TOLERANCE, MAX_HALF_SIZE, None, False)
+        return mask, depth
 
     def insert_unexplained(
         self,

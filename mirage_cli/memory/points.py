@@ -124,27 +124,42 @@ class PointMemory:
             self.cache.evict(self.capacity)
         return added
 
+    def _insert_checked(self, features: Tensor, z: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor,
+                        keep: Tensor | None, frame_index, **insert_args) -> int:
+        """``insert`` after its argument checks (``_inputs``), with the grid's depth ``z`` [T, h, w]
+        already taken from ``depth``; each subclass lifts its own grid."""
+        raise NotImplementedError
+
+    def _coverage(self, K: Tensor, world_from_cam: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """mask bool [T, h, w] and depth float32 [T, h, w] (0 where empty) of a query at T cameras
+        that marks nothing seen; what ``_insert_unexplained`` compares new frames with. Subclasses
+        may answer it without gathering the features."""
+        view = self.query(K, world_from_cam, size, mark_seen=False)
+        return view.mask, view.depth
+
     def _insert_unexplained(
         self, features: Tensor, z: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor,
         keep: Tensor | None, frame_index, depth_margin: float, **insert_args,
     ) -> int:
         """The loop behind both ``insert_unexplained``: per frame, query the memory at its camera
-        and ``insert`` only the grid elements that the rendered depth does not explain.
+        and insert only the grid elements that the rendered depth does not explain.
 
         Args:
             features: [T, C, h, w]; z: float [T, h, w] depth per grid element; depth: float
                 [T, H, W] pixel depth; K: float64 [T, 3, 3] pixel intrinsics; world_from_cam:
                 float64 [T, 4, 4]; keep: bool [T, h, w] or None (as ``_inputs`` returns them).
-            insert_args: passed on to ``insert``.
+            insert_args: passed on to ``_insert_checked``.
         """
         T, H, W = depth.shape
         frames = checks.frame_indices(frame_index, T, self.device)
         added = 0
         for t in range(T):
-            view = self.query(K[t], world_from_cam[t], (H, W), mark_seen=False)
-            explained = view.mask[0] & (z[t] >= view.depth[0] * (1.0 - depth_margin))  # [h, w]
-            keep_t = ~explained if keep is None else (~explained & keep[t])
-            added += self.insert(features[t], depth[t], K[t], world_from_cam[t], keep=keep_t, frame_index=frames[t], **insert_args)
+            one = slice(t, t + 1)
+            mask, rendered = self._coverage(K[one], world_from_cam[one], (H, W))  # [1, h, w] each
+            explained = mask & (z[one] >= rendered * (1.0 - depth_margin))  # [1, h, w]
+            keep_t = ~explained if keep is None else (~explained & keep[one])
+            added += self._insert_checked(features[one], z[one], depth[one], K[one], world_from_cam[one], keep_t,
+                                          frames[one], **insert_args)
         return added
 
     # --- query -----------------------------------------------------------------------------------

@@ -73,7 +73,10 @@ class RGBPointMemory(PointMemory):
             The number of points added.
         """
         x, dep, Kt, wfc, kp = self._inputs(rgb, depth, K, world_from_cam, keep)
-        return self._add(self._encode(x), dep, Kt, wfc, kp, frame_index)  # the grid is the pixels
+        return self._insert_checked(x, dep, dep, Kt, wfc, kp, frame_index)
+
+    def _insert_checked(self, x, z, dep, Kt, wfc, kp, frame_index) -> int:
+        return self._add(self._encode(x), z, Kt, wfc, kp, frame_index)  # the grid is the pixels: z is the depth
 
     def insert_unexplained(
         self,
