@@ -376,7 +376,8 @@ class RenderSession:
         from mirage_cli.rollout import Rollout
 
         load_seconds = 0.0
-        if self.backbone is None:
+        own_backbone = self.backbone is None
+        if own_backbone:
             preset = self.options.backbone.preset
             self.events.setup("loading model" + (f" (preset {preset})" if preset else f" {self.plan.model}"))
             t_load = time.perf_counter()
@@ -391,6 +392,8 @@ class RenderSession:
             depth_provider = MemoryPropagatedDepth()  # never asked: nothing is remembered
         self.rollout = Rollout.for_plan(self.plan, self.backbone, depth_provider=depth_provider, profiler=self.prof)
         self.rollout.encode_prompt()
+        if own_backbone:  # the prompts are embedded for the whole render: the text encoder's memory goes back
+            self.backbone.release_text_encoder()
 
     # --- 4. restore or start -----------------------------------------------------------------------
 

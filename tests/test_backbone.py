@@ -119,6 +119,15 @@ def test_encode_prompt_shapes_and_default_negative(tiny):
     assert not torch.equal(uncond, empty_negative)
 
 
+def test_text_encoder_released_after_the_prompts():
+    backbone = load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
+    cond, uncond = backbone.encode_prompt("a room")
+    assert backbone.release_text_encoder() > 0 and backbone.text_embedder.text_encoder is None
+    assert backbone.release_text_encoder() == 0  # twice is harmless
+    with pytest.raises(RuntimeError, match="the text encoder was released"):
+        backbone.encode_prompt("a room")
+
+
 def test_default_negative_prompt_is_wans():
     assert WAN_DEFAULT_NEGATIVE_PROMPT.startswith("色调艳丽，过曝，静态")
     assert WAN_DEFAULT_NEGATIVE_PROMPT.endswith("背景人很多，倒着走")

@@ -17,6 +17,17 @@ def test_tiny_depth_model_loads_and_estimates(tiny_depth_dir):
     assert out.shape == (2, 64, 96) and torch.isfinite(out).all()
 
 
+def test_micro_batches_give_the_one_batch_result(tiny_depth_dir, monkeypatch):
+    import mirage_cli.depth as D
+
+    provider = make_depth_provider(str(tiny_depth_dir), torch.device("cpu"))
+    frames = torch.rand(7, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(D, "DEPTH_FRAMES_PER_BATCH", 100)
+    whole = provider.estimate(frames)
+    monkeypatch.setattr(D, "DEPTH_FRAMES_PER_BATCH", 3)  # 3 + 3 + 1
+    torch.testing.assert_close(provider.estimate(frames), whole, rtol=1e-5, atol=1e-6)
+
+
 def test_depth_model_dir_without_config(tmp_path):
     with pytest.raises(InputError, match="config.json is missing"):
         TransformersDepth(str(tmp_path), torch.device("cpu"))

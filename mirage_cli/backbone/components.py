@@ -72,6 +72,27 @@ class Backbone:
             if name != component:
                 hook.offload()
 
+    def release_text_encoder(self) -> int:
+        """Free the text encoder once the prompts are embedded: a render embeds its two prompts once,
+        and UMT5-XXL would otherwise hold 10.6 GiB of the device for the whole render. Returns the
+        bytes of weights released (0 when there is no text encoder module). Later ``encode_prompt``
+        calls raise; a caller that encodes again (``mirage bench``) keeps it."""
+        encoder = getattr(self.text_embedder, "text_encoder", None)
+        if encoder is None:
+            return 0
+        released = sum(p.numel() * p.element_size() for p in encoder.parameters())
+        hook = self.offload_hooks.pop("text_encoder", None)
+        if hook is not None:
+            hook.remove()
+        self.text_embedder.text_encoder = None
+        del encoder
+        if self.device.type == "cuda":
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+        return released
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed the prompt and the negative prompt (Wan's default when ``None``).
@@ -80,6 +101,8 @@ class Backbone:
         """
         if negative_prompt is None:
             negative_prompt = WAN_DEFAULT_NEGATIVE_PROMPT
+        if getattr(self.text_embedder, "text_encoder", True) is None:
+            raise RuntimeError("the text encoder was released (release_text_encoder) after the prompts were embedded")
         self.use("text_encoder")
         embeds = self.text_embedder.encode([prompt, negative_prompt], device=self.device, dtype=self.dtype)
         return embeds[0:1], embeds[1:2]  # [1, L, D] each
