@@ -190,7 +190,7 @@ Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per 
 
 
 def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                      random_text_encoder=False) -> BackboneOptions:
+                      random_text_encoder) -> BackboneOptions:
     return BackboneOptions(
         preset=preset,
         random_weights=random_weights,

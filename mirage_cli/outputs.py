@@ -75,9 +75,6 @@ class OutputDamage:
     segments: dict[int, str] = field(default_factory=dict)
     latents: dict[int, str] = field(default_factory=dict)
 
-    def __bool__(self) -> bool:
-        return bool(self.segments or self.latents)
-
 
 class RenderOutputs:
     """The files of one render's run directory that are not checkpoints (module docstring).
@@ -115,17 +112,17 @@ class RenderOutputs:
         Returns the records (``file_record``) of the files in the run directory, by relative path.
         """
         self._write_latents(chunk, latents)
-        records = self._write_segments(chunk, pixels)
+        frames = to_uint8_frames(pixels)[new_frames(chunk)]  # [F', H, W, 3]
+        records = self._write_segments(chunk, frames)
         path = self.run_dir.latents(chunk.index)
         records[self.relative(path)] = file_record(path)
         if self.video.frames_dir is not None:
-            frames = to_uint8_frames(pixels)[new_frames(chunk)]
             with self._stage(OUTPUTS_WRITE):
                 self._write(self.video.frames_dir, lambda: write_png_frames(self.video.frames_dir, frames, first_new_frame(chunk)))
         return records
 
-    def _write_segments(self, chunk: Chunk, pixels: torch.Tensor) -> dict[str, dict]:
-        frames = to_uint8_frames(pixels)[new_frames(chunk)]  # [F', H, W, 3]
+    def _write_segments(self, chunk: Chunk, frames) -> dict[str, dict]:
+        """The chunk's segment(s) from its new uint8 frames [F', H, W, 3]; returns their records."""
         records = {}
         for path in self.chunk_videos(chunk):
             if path.suffix == ".mkv":
@@ -216,7 +213,7 @@ class RenderOutputs:
                     break
                 with torch.no_grad():
                     pixels = decode_with_context(backbone, latents.unsqueeze(0).to(backbone.device), context)
-                records.update(self._write_segments(chunk, pixels))
+                records.update(self._write_segments(chunk, to_uint8_frames(pixels)[new_frames(chunk)]))
             context = next_decode_context(latents, context) if latents is not None else None
         return records
 

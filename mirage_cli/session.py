@@ -44,8 +44,8 @@ from mirage_cli.denoise import DenoiseState
 from mirage_cli.errors import InputError, Interrupted, Problem
 from mirage_cli.inputs import StartInputs
 from mirage_cli.options import BackboneOptions, RenderOptions
-from mirage_cli.outputs import OutputDamage, RenderOutputs
-from mirage_cli.render_meta import meta_problem
+from mirage_cli.outputs import RenderOutputs
+from mirage_cli.render_meta import file_record, meta_problem
 from mirage_cli.run_dir import RunDir, fingerprint
 from mirage_cli.signals import GracefulStop
 from mirage_cli.spec import Chunk, Plan
@@ -124,13 +124,7 @@ def load_backbone_for(plan: Plan, options: BackboneOptions):
 
 
 def _sha256_file(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return None if path is None else file_record(path)["sha256"]
 
 
 def render_config(plan: Plan, options: RenderOptions) -> dict:
@@ -203,7 +197,7 @@ class RenderSession:
         self.traced = False
         self.stop = stop
         self.records: dict[str, dict] = {}  # outputs written, by relative path (mirage_cli.outputs)
-        self.damage = OutputDamage()
+        self.to_rebuild: list[int] = []  # chunks whose damaged segments stage 4 decodes again (stage 1 found them)
         self.t0 = time.perf_counter()
 
     def run(self) -> RenderResult:
@@ -284,8 +278,7 @@ class RenderSession:
     def check_outputs(self, chunks_done: int) -> None:
         """Verify the files of the finished chunks; say what will be rebuilt, refuse what cannot be."""
         outputs = RenderOutputs(self.run_dir, self.plan, self.options.video)
-        self.damage = outputs.check_chunks(self.records, chunks_done)
-        _, warnings = outputs.repair_plan(self.damage)
+        self.to_rebuild, warnings = outputs.repair_plan(outputs.check_chunks(self.records, chunks_done))
         for warning in warnings:
             self.events.warning(warning)
 
@@ -302,11 +295,9 @@ class RenderSession:
             self.events.warning(f"{problem}; joining it again from the segments")
         if problems:
             self.check_outputs(len(self.plan.chunks))
-        if self.damage.segments:
-            return None
-        if problems:
-            frames, records = outputs.assemble()
-            self.records.update(records)
+            if self.to_rebuild:
+                return None
+            self.records.update(outputs.assemble()[1])
         if report is None:
             report = ckpt.meta.get("report") or {}
             if report:
@@ -420,13 +411,12 @@ class RenderSession:
 
     def repair_outputs(self) -> None:
         """Rebuild the damaged segments found in stage 1 from their saved latents."""
-        rebuild, _ = self.outputs.repair_plan(self.damage)
-        if not rebuild:
+        if not self.to_rebuild:
             return
-        self.events.setup(f"rebuilding {len(rebuild)} damaged segment(s) from their latents")
-        self.records.update(self.outputs.rebuild_segments(rebuild, self.backbone, should_stop=lambda: self.stop.requested))
+        self.events.setup(f"rebuilding {len(self.to_rebuild)} damaged segment(s) from their latents")
+        self.records.update(self.outputs.rebuild_segments(self.to_rebuild, self.backbone, should_stop=lambda: self.stop.requested))
         self.stop.check("while rebuilding damaged segments (the ones rebuilt are kept)")
-        self.damage = OutputDamage(latents=self.damage.latents)
+        self.to_rebuild = []
 
     # --- 5. the chunk loop -------------------------------------------------------------------------
 

@@ -63,6 +63,8 @@ class UMT5TextEmbedder:
     @torch.no_grad()
     def encode(self, prompts: list[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Embed prompts. Returns [B, max_length, dim] ``dtype`` on ``device``."""
+        if self.text_encoder is None:
+            raise RuntimeError("the text encoder was released (Backbone.release_text_encoder) after the prompts were embedded")
         batch = self.tokenizer(
             [clean_prompt(p) for p in prompts],
             padding="max_length",

@@ -101,8 +101,6 @@ class Backbone:
         """
         if negative_prompt is None:
             negative_prompt = WAN_DEFAULT_NEGATIVE_PROMPT
-        if getattr(self.text_embedder, "text_encoder", True) is None:
-            raise RuntimeError("the text encoder was released (release_text_encoder) after the prompts were embedded")
         self.use("text_encoder")
         embeds = self.text_embedder.encode([prompt, negative_prompt], device=self.device, dtype=self.dtype)
         return embeds[0:1], embeds[1:2]  # [1, L, D] each

@@ -137,22 +137,17 @@ def tiny_transformer_config() -> dict:
     }
 
 
+_UMT5_SPECIAL_TOKENS = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
+"""UMT5's token ids (the byte tokenizer keeps them: 0 pad, 1 end)."""
+
+
 def tiny_text_encoder_config(vocab_size: int):
     """A tiny ``UMT5Config`` whose hidden size (32) matches the tiny transformer's ``text_dim``."""
     from transformers import UMT5Config
 
     return UMT5Config(
-        vocab_size=vocab_size,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
+        vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=32, **_UMT5_SPECIAL_TOKENS,
     )
 
 
@@ -167,16 +162,7 @@ def umt5_xxl_config():
     from transformers import UMT5Config
 
     return UMT5Config(
-        vocab_size=UMT5_XXL_VOCAB_SIZE,
-        d_model=4096,
-        d_kv=64,
-        d_ff=10240,
-        num_layers=24,
-        num_heads=64,
-        feed_forward_proj="gated-gelu",
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
+        vocab_size=UMT5_XXL_VOCAB_SIZE, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+        feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, relative_attention_max_distance=128,
+        **_UMT5_SPECIAL_TOKENS,
     )
