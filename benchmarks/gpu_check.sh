@@ -65,7 +65,8 @@ used = [int(v) for line in (samples.read_text().splitlines() if samples.exists()
 gpu = (out / "gpu.txt").read_text().strip() if (out / "gpu.txt").exists() else None
 result = {**bench, "gpu": gpu, "nvidia_smi_peak_bytes": max(used) * 2**20 if used else None}
 (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
-rows = ["| memory | s/chunk | memory module s | peak GiB (torch) |", "|---|---:|---:|---:|"]
+kind = next(iter(bench["runs"].values()))["peak_memory_kind"]  # CUDA allocator peak on a GPU, process RSS on a CPU
+rows = [f"| memory | s/chunk | memory module s | peak GiB ({kind}) |", "|---|---:|---:|---:|"]
 for mode, run in bench["runs"].items():
     rows.append(f"| {mode} | {run['seconds_per_chunk']:.2f} | {run['memory_module_seconds']:.3f} | {run['peak_memory_bytes'] / 2**30:.2f} |")
 smi = result["nvidia_smi_peak_bytes"]

@@ -52,4 +52,4 @@ def test_gpu_check_script_proves_itself_on_the_cpu(tmp_path):
     assert set(result["runs"]) == {"latent", "rgb", "none"} and result["chunks"] == 2 and result["resolution"] == "224x128"
     assert result["nvidia_smi_peak_bytes"] is None
     table = (tmp_path / "out" / "table.md").read_text()
-    assert table.startswith("| memory | s/chunk |") and "| latent |" in table
+    assert table.startswith("| memory | s/chunk | memory module s | peak GiB (process_rss) |") and "| latent |" in table
