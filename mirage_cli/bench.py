@@ -92,6 +92,11 @@ def run_bench(
     if repeat < 1:
         raise ValueError(f"repeat: expected at least 1, got {repeat}")
     plan = trim_plan(plan, chunks)
+    from mirage_cli.vram.plan import plan_for_render
+
+    memory_plan = plan_for_render(plan, options)  # on a GPU: the offload and tiling that fit --vram-budget
+    if memory_plan is not None:
+        options = memory_plan.apply(options)
     backbone = load_backbone_for(plan, options)
     samples: dict[str, list[dict]] = {m.value: [] for m in MemoryMode}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-") as tmp:
@@ -132,6 +137,7 @@ def run_bench(
         "random_weights": options.random_weights,
         "random_text_encoder": options.random_text_encoder,
         "options": asdict(options.resolved()),
+        "memory_plan": None if memory_plan is None else memory_plan.to_dict(),
         "runs": runs,
         "ratios": ratios,
     }

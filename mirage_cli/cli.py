@@ -79,6 +79,50 @@ def _print_json(obj) -> None:
     print(json.dumps(to_jsonable(obj, nonfinite="null"), indent=2))
 
 
+# --- flags shared by validate, render and bench -------------------------------------------------------------
+# Each flag is declared once here; its default is the options dataclass's (mirage_cli/options.py).
+
+_BACKBONE = BackboneOptions()
+_VIDEO = VideoOptions()
+Preset = Annotated[str | None, typer.Option("--preset", help="`tiny`: tiny random components, CPU-friendly, no download.")]
+RandomWeights = Annotated[
+    bool, typer.Option("--random-weights", help="The real 5B architecture with random weights (speed tests, no download).")
+]
+RandomTextEncoder = Annotated[
+    bool, typer.Option("--random-text-encoder", help="With --random-weights: a real-size UMT5-XXL text encoder with random "
+                       "weights, so memory figures include its 10.6 GiB.")
+]
+Device = Annotated[str, typer.Option("--device", help="auto | cuda | cuda:N | cpu (auto prefers CUDA).")]
+Dtype = Annotated[
+    str, typer.Option("--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32.")
+]
+OffloadFlag = Annotated[Offload, typer.Option("--offload", help="diffusers offloading of the weights to the CPU (CUDA only).")]
+VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode with VAE tiling (less memory).")]
+Fp8 = Annotated[bool, typer.Option("--fp8", help="Store transformer weights in fp8 (layerwise casting).")]
+AttentionBackend = Annotated[str | None, typer.Option("--attention-backend", help="diffusers attention backend name.")]
+Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation of the repeated transformer blocks.")]
+Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec).")]
+VramBudget = Annotated[str, typer.Option("--vram-budget", help="auto (the GPU's free memory) | GiB | none: on a GPU, add "
+                                         "offload and VAE tiling when the predicted peak needs them; refuse what cannot fit.")]
+
+
+def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
+                      random_text_encoder, vram_budget: str = _BACKBONE.vram_budget) -> BackboneOptions:
+    return BackboneOptions(
+        vram_budget=vram_budget,
+        preset=preset,
+        random_weights=random_weights,
+        random_text_encoder=random_text_encoder,
+        device=device,
+        dtype=dtype,
+        offload=offload.value,
+        vae_tiling=vae_tiling,
+        fp8=fp8,
+        attention_backend=attention_backend,
+        compile=compile_,
+    )
+
+
 # --- mirage validate -----------------------------------------------------------------------------
 
 
@@ -86,21 +130,61 @@ def _print_json(obj) -> None:
 def validate(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
     json_out: bool = typer.Option(False, "--json", help="Print the resolved plan as one JSON object."),
+    vram: bool = typer.Option(False, "--vram", help="Also predict the peak GPU memory of each stage (meta-device traces of "
+                              "the real modules at the scene's size) and the memory plan a render would choose."),
+    model: str | None = typer.Option(None, "--model", help="With --vram: diffusers model id or local directory (overrides the spec)."),
+    preset: Preset = _BACKBONE.preset,
+    random_weights: RandomWeights = _BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = _BACKBONE.random_text_encoder,
+    dtype: Dtype = _BACKBONE.dtype,
+    offload: OffloadFlag = Offload(_BACKBONE.offload),
+    vae_tiling: VaeTiling = _BACKBONE.vae_tiling,
+    fp8: Fp8 = _BACKBONE.fp8,
+    vram_budget: VramBudget = _BACKBONE.vram_budget,
+    depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
 ) -> None:
-    """Check a scene spec and its files as a render would, and print the resolved plan."""
+    """Check a scene spec and its files as a render would, and print the resolved plan (and, with
+    --vram, the predicted GPU memory)."""
 
     def body():
         from mirage_cli.inputs import preflight
         from mirage_cli.spec import load_plan
 
-        plan = load_plan(scene)
+        plan = load_plan(scene, overrides={"model": model, "depth_model": depth_model})
         preflight(plan)
+        summary = plan.summary()
+        memory_plan = None
+        if vram:
+            options = _backbone_options(preset, random_weights, "auto", dtype, offload, vae_tiling, fp8, None, False,
+                                        random_text_encoder, vram_budget)
+            memory_plan = _validate_vram(plan, options)
+            summary["vram"] = memory_plan.to_dict()
         if json_out:
-            _print_json(plan.summary())
+            _print_json(summary)
         else:
             print(plan.describe())
+            if memory_plan is not None:
+                from mirage_cli.vram.plan import describe_plan
+
+                print(describe_plan(memory_plan))
 
     _run(body)
+
+
+def _validate_vram(plan, options: BackboneOptions):
+    """The memory plan a GPU render of ``plan`` would choose (this machine's GPU, else a 24 GiB card)."""
+    from dataclasses import replace
+
+    import torch
+
+    from mirage_cli.backbone.loading import _check_options
+    from mirage_cli.vram.plan import choose_plan, device_budget, parse_budget
+    from mirage_cli.vram.predict import RenderShape
+
+    budget = parse_budget(options.vram_budget)
+    _check_options(replace(options, device="cpu", offload="none", dtype="float32" if options.dtype == "auto" else options.dtype))
+    free = device_budget(torch.device("cuda")) if torch.cuda.is_available() else None
+    return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget, free=free)
 
 
 # --- mirage trajectory ---------------------------------------------------------------------------
@@ -164,47 +248,6 @@ def trajectory(
     _run(body)
 
 
-# --- flags shared by render and bench -------------------------------------------------------------
-# Each flag is declared once here; its default is the options dataclass's (mirage_cli/options.py).
-
-_BACKBONE = BackboneOptions()
-_VIDEO = VideoOptions()
-Preset = Annotated[str | None, typer.Option("--preset", help="`tiny`: tiny random components, CPU-friendly, no download.")]
-RandomWeights = Annotated[
-    bool, typer.Option("--random-weights", help="The real 5B architecture with random weights (speed tests, no download).")
-]
-RandomTextEncoder = Annotated[
-    bool, typer.Option("--random-text-encoder", help="With --random-weights: a real-size UMT5-XXL text encoder with random "
-                       "weights, so memory figures include its 10.6 GiB.")
-]
-Device = Annotated[str, typer.Option("--device", help="auto | cuda | cuda:N | cpu (auto prefers CUDA).")]
-Dtype = Annotated[
-    str, typer.Option("--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32.")
-]
-OffloadFlag = Annotated[Offload, typer.Option("--offload", help="diffusers offloading of the weights to the CPU (CUDA only).")]
-VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode with VAE tiling (less memory).")]
-Fp8 = Annotated[bool, typer.Option("--fp8", help="Store transformer weights in fp8 (layerwise casting).")]
-AttentionBackend = Annotated[str | None, typer.Option("--attention-backend", help="diffusers attention backend name.")]
-Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation of the repeated transformer blocks.")]
-Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec).")]
-
-
-def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                      random_text_encoder) -> BackboneOptions:
-    return BackboneOptions(
-        preset=preset,
-        random_weights=random_weights,
-        random_text_encoder=random_text_encoder,
-        device=device,
-        dtype=dtype,
-        offload=offload.value,
-        vae_tiling=vae_tiling,
-        fp8=fp8,
-        attention_backend=attention_backend,
-        compile=compile_,
-    )
-
-
 # --- mirage render -------------------------------------------------------------------------------
 
 
@@ -223,6 +266,7 @@ def render(
     fp8: Fp8 = _BACKBONE.fp8,
     attention_backend: AttentionBackend = _BACKBONE.attention_backend,
     compile_: Compile = _BACKBONE.compile,
+    vram_budget: VramBudget = _BACKBONE.vram_budget,
     memory: MemoryMode | None = typer.Option(None, "--memory", help="What conditions each chunk (overrides the spec)."),
     pin: PinMode | None = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
     pin_until: float | None = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
@@ -258,7 +302,7 @@ def render(
             "memory.pin_until": pin_until,
         }
         backbone = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                                     random_text_encoder)
+                                     random_text_encoder, vram_budget)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace)
         return load_plan(scene, overrides=overrides), options
@@ -449,6 +493,7 @@ def bench(
     fp8: Fp8 = _BACKBONE.fp8,
     attention_backend: AttentionBackend = _BACKBONE.attention_backend,
     compile_: Compile = _BACKBONE.compile,
+    vram_budget: VramBudget = _BACKBONE.vram_budget,
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Render a scene with latent memory, RGB memory and no memory; print times, sizes and ratios."""
@@ -469,7 +514,7 @@ def bench(
         overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
         plan = load_plan(spec, overrides=overrides)
         options = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                                    random_text_encoder)
+                                    random_text_encoder, vram_budget)
 
         def on_run(mode, r):
             _err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")

@@ -127,6 +127,18 @@ class TransformersDepth:
                 "pass a local directory, or use --depth-model none with a `depth:` map in the spec",
                 field="depth_model",
             ) from None
+        self._place(device, dtype)
+
+    @classmethod
+    def from_model(cls, name: str, model: torch.nn.Module, device: torch.device, processor=None) -> TransformersDepth:
+        """A provider around an already built ``model`` (the VRAM predictor's meta-device copy); without
+        a ``processor``, Depth Anything's preprocessing (518 px short side, ImageNet mean and std)."""
+        provider = cls.__new__(cls)
+        provider.name, provider.model, provider.processor = name, model, processor
+        provider._place(device, next(model.parameters()).dtype)
+        return provider
+
+    def _place(self, device: torch.device, dtype: torch.dtype) -> None:
         self.model.to(device).eval()
         self.device = device
         self.dtype = dtype

@@ -95,6 +95,8 @@ class BackboneOptions:
         fp8: store the transformer's weights in fp8 (layerwise casting).
         attention_backend: a diffusers attention backend name, or None for the default.
         compile: regional compilation of the repeated transformer blocks.
+        vram_budget: ``auto`` (the GPU's free memory) | ``none`` | GiB: on a GPU, offload and VAE tiling
+            are added to these options when the predicted peak needs it (``mirage_cli.vram.plan``).
     """
 
     preset: str | None = None
@@ -107,6 +109,7 @@ class BackboneOptions:
     fp8: bool = False
     attention_backend: str | None = None
     compile: bool = False
+    vram_budget: str = "auto"
 
     def resolved(self) -> BackboneOptions:
         """The same options with ``dtype="auto"`` made concrete for the device they will run on."""

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from mirage_cli.jsonable import to_jsonable
+from mirage_cli.vram.tensor_bytes import active_stage
 
 # --- stage names (the rollout uses these constants, the report orders and colours by them) --------
 
@@ -266,6 +267,10 @@ class Profiler:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time the body as stage ``name`` (in the open chunk, else in the setup bucket)."""
+        with active_stage(name):  # a LiveTensorBytes tracker, when one measures this run (tests/test_vram.py)
+            yield from self._timed_stage(name)
+
+    def _timed_stage(self, name: str) -> Iterator[None]:
         bucket = self._chunk if self._chunk is not None else self._setup
         self.stage_parents.setdefault(name, self._stack[-1] if self._stack else None)
         self._stack.append(name)

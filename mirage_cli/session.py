@@ -186,8 +186,9 @@ class RenderSession:
         self.options = replace(options, backbone=options.backbone.resolved())
         self.events = events
         self.run_dir = RunDir(self.options.out or plan.output)
-        self.config = render_config(plan, self.options)
-        self.fingerprint = fingerprint(self.config)
+        self.config: dict = {}  # what changes the output, set in stage 0 once the memory plan is chosen
+        self.fingerprint = ""
+        self.memory_plan: dict | None = None  # the --vram-budget choice (mirage_cli.vram.plan), for the report
         self.store = self.run_dir.checkpoints()
         self.outputs = None
         self.backbone = backbone
@@ -232,10 +233,36 @@ class RenderSession:
     # --- 0. check options --------------------------------------------------------------------------
 
     def check_options(self) -> None:
-        """The command-line options (video settings, output directories), before anything is written."""
+        """The command-line options (video settings, output directories), before anything is written;
+        then the memory plan, and the configuration it decides (the VAE tiling is in the fingerprint)."""
         problems = self.options.problems()
         if problems:
             raise InputError([Problem(file=None, field=flag, message=message) for flag, message in problems])
+        self.choose_memory_plan()
+        self.config = render_config(self.plan, self.options)
+        self.fingerprint = fingerprint(self.config)
+
+    def choose_memory_plan(self) -> None:
+        """On a GPU, the offload mode and VAE tiling that fit ``--vram-budget`` (``mirage_cli.vram.plan``);
+        a render that cannot fit is refused here, before anything loads (exit 2)."""
+        from mirage_cli.vram.plan import flags, parse_budget, plan_for_render
+
+        options = self.options.backbone
+        parse_budget(options.vram_budget)  # a bad value is refused on every device
+        if self.backbone is not None:
+            return  # components given by the caller (bench plans them itself)
+        recorded = None
+        if not self.options.restart:
+            config, _ = self.run_dir.read_config()
+            if isinstance(config, dict):
+                recorded = bool(config.get("vae_tiling", False))
+        plan = plan_for_render(self.plan, options, recorded)
+        if plan is None:
+            return
+        self.options = replace(self.options, backbone=plan.apply(options))
+        self.memory_plan = plan.to_dict()
+        if (plan.offload, plan.vae_tiling) != (options.offload, bool(options.vae_tiling)):
+            self.events.warning(f"memory plan: {flags(plan.offload, plan.vae_tiling)} ({plan.reason}; {plan.budget_source})")
 
     # --- 1. resume point ---------------------------------------------------------------------------
 
@@ -511,7 +538,8 @@ class RenderSession:
         wall = time.perf_counter() - self.t0
         backbone = self.options.backbone
         report = build_report(
-            config={**self.config, "device": str(self.backbone.device), "offload": backbone.offload, "preset": backbone.preset},
+            config={**self.config, "device": str(self.backbone.device), "offload": backbone.offload, "preset": backbone.preset,
+                    "memory_plan": self.memory_plan},
             device_info=describe_device(self.backbone.device),
             trajectory=self.plan.trajectory,
             frames=self.plan.frames,

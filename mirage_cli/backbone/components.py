@@ -22,6 +22,9 @@ class Backbone:
     ``text_embedder`` (prompt -> [1, 512, text_dim]), ``scheduler_config`` (UniPC config dict).
     ``device`` is where computation happens (with offloading the weights live on the CPU between
     uses). ``source`` says where the weights came from (a directory, ``"tiny"``, ``"random-weights"``).
+    ``waiting``: components loaded on the CPU that move to the device at their first use (without
+    offloading on a GPU: the text encoder embeds the prompts and is freed before the transformer
+    arrives, so the two never share the device).
     """
 
     vae: torch.nn.Module
@@ -33,6 +36,7 @@ class Backbone:
     source: str
     offload: str = "none"
     offload_hooks: dict = field(default_factory=dict, repr=False)
+    waiting: dict = field(default_factory=dict, repr=False)
 
     @property
     def z_dim(self) -> int:
@@ -63,11 +67,13 @@ class Backbone:
         return torch.tensor(self.vae.config.latents_std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1, 1)
 
     def use(self, component: str) -> None:
-        """With ``offload="model"``, move every other component back to the CPU before ``component`` runs.
-
-        ``component`` is ``"vae"``, ``"transformer"`` or ``"text_encoder"``; the component itself is
-        moved to the device by its accelerate hook when it is called. A no-op for other offload modes.
+        """Before ``component`` (``"vae"``, ``"transformer"`` or ``"text_encoder"``) runs: move it to the
+        device if it is still ``waiting``; with ``offload="model"``, move every other component back to
+        the CPU (the component itself is moved to the device by its accelerate hook when called).
         """
+        module = self.waiting.pop(component, None)
+        if module is not None:
+            module.to(self.device)
         for name, hook in self.offload_hooks.items():
             if name != component:
                 hook.offload()
@@ -81,6 +87,7 @@ class Backbone:
         if encoder is None:
             return 0
         released = sum(p.numel() * p.element_size() for p in encoder.parameters())
+        self.waiting.pop("text_encoder", None)
         hook = self.offload_hooks.pop("text_encoder", None)
         if hook is not None:
             hook.remove()

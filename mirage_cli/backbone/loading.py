@@ -74,7 +74,8 @@ def _transformer_parameter_count(directory: Path) -> int:
 
 
 def _load_from_dir(directory: Path, device: torch.device, dtype: torch.dtype, stage_on_cpu: bool) -> Backbone:
-    """Load the five components of a checked diffusers-layout directory through from_pretrained."""
+    """Load the five components of a checked diffusers-layout directory through from_pretrained
+    (onto the CPU with ``stage_on_cpu``: offloading, or placement at first use)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -126,9 +127,7 @@ def load_backbone(
     options = (options or BackboneOptions()).resolved()
     torch_device, torch_dtype = _check_options(options)
     if options.preset == "tiny":
-        backbone = tiny_backbone(torch_device, torch_dtype)
-        if options.offload == Offload.NONE:
-            _move(backbone, torch_device)
+        backbone = tiny_backbone(torch_device, torch_dtype)  # on the CPU
     elif options.random_weights:
         from diffusers import WanTransformer3DModel
 
@@ -144,7 +143,10 @@ def load_backbone(
             size = _transformer_parameter_count(directory)
             if size > CPU_PARAMETER_LIMIT:
                 _refuse_real_size_on_cpu(size, f"the model in {directory}")
-        backbone = _load_from_dir(directory, torch_device, torch_dtype, stage_on_cpu=options.offload != Offload.NONE)
+        backbone = _load_from_dir(directory, torch_device, torch_dtype, stage_on_cpu=torch_device.type == "cuda")
+    if options.offload == Offload.NONE and torch_device.type != "cpu":
+        backbone.waiting = {name: module for name, module in _offloadable_modules(backbone).items()
+                            if any(p.device != torch_device for p in module.parameters())}
     return apply_options(backbone, options)
 
 
@@ -163,17 +165,6 @@ def _check_options(options: BackboneOptions) -> tuple[torch.device, torch.dtype]
     if options.offload != Offload.NONE and torch_device.type != "cuda":
         raise InputError(f"--offload {options.offload} needs a CUDA device (the device is {torch_device})", field="offload")
     return torch_device, torch_dtype
-
-
-def _move(backbone: Backbone, device: torch.device) -> None:
-    """Move every component's weights to ``device``."""
-    backbone.vae.to(device)
-    backbone.transformer.to(device)
-    text_encoder = getattr(backbone.text_embedder, "text_encoder", None)
-    if text_encoder is not None:
-        text_encoder.to(device)
-
-
 
 
 def apply_options(backbone: Backbone, options: BackboneOptions) -> Backbone:

@@ -82,7 +82,18 @@ def save_tiny_model(directory: str | os.PathLike, seed: int = 0) -> Path:
     return directory
 
 
-def _cast_like_from_pretrained(model: torch.nn.Module, dtype: torch.dtype, keep_fp32: list[str]) -> None:
+def keep_fp32_modules(model: torch.nn.Module, dtype: torch.dtype) -> list[str]:
+    """The module names ``from_pretrained(dtype)`` keeps in float32: a diffusers model's
+    ``_keep_in_fp32_modules``; for a transformers model, ``_keep_in_fp32_modules_strict`` and, in
+    float16 only, ``_keep_in_fp32_modules`` (UMT5's ``wo`` stays bfloat16 in a bfloat16 load)."""
+    keep = list(getattr(model, "_keep_in_fp32_modules", None) or [])
+    if not hasattr(model, "_keep_in_fp32_modules_strict"):  # diffusers
+        return keep
+    strict = list(getattr(model, "_keep_in_fp32_modules_strict", None) or [])
+    return strict + (keep if dtype == torch.float16 else [])
+
+
+def cast_like_from_pretrained(model: torch.nn.Module, dtype: torch.dtype, keep_fp32: list[str]) -> None:
     """Cast floating parameters to ``dtype`` in place, keeping modules named in ``keep_fp32`` in float32.
 
     The rule ``from_pretrained(torch_dtype=...)`` applies: a parameter stays float32 when one of the
@@ -98,9 +109,8 @@ def _cast_like_from_pretrained(model: torch.nn.Module, dtype: torch.dtype, keep_
 def tiny_backbone(device: torch.device, dtype: torch.dtype) -> Backbone:
     """The tiny preset on ``device``: cast exactly as loading the saved tiny model would."""
     parts = build_tiny_components()
-    _cast_like_from_pretrained(parts.transformer, dtype, list(parts.transformer._keep_in_fp32_modules or []))
-    text_keep = list(parts.text_encoder._keep_in_fp32_modules or []) if dtype == torch.float16 else []
-    _cast_like_from_pretrained(parts.text_encoder, dtype, text_keep)
+    cast_like_from_pretrained(parts.transformer, dtype, keep_fp32_modules(parts.transformer, dtype))
+    cast_like_from_pretrained(parts.text_encoder, dtype, keep_fp32_modules(parts.text_encoder, dtype))
     return Backbone(
         vae=parts.vae,
         transformer=parts.transformer,
@@ -169,7 +179,7 @@ def random_text_embedder(config, device: torch.device, dtype: torch.dtype, gener
     from transformers import UMT5EncoderModel
 
     encoder = empty_model(UMT5EncoderModel, {"config": config})
-    materialize_random(encoder, device, dtype, list(UMT5EncoderModel._keep_in_fp32_modules or []), generator).eval()
+    materialize_random(encoder, device, dtype, keep_fp32_modules(encoder, dtype), generator).eval()
     return UMT5TextEmbedder(build_byte_tokenizer(TEXT_MAX_LENGTH), encoder)
 
 
