@@ -144,3 +144,24 @@ def test_budget_choices(real_size):
     for bad in ("0", "-2", "lots", "nan"):
         with pytest.raises(InputError):
             parse_budget(bad)
+
+
+def test_components_wait_on_the_cpu_until_their_first_use():
+    """``Backbone.use`` moves a waiting component to the device once, and releasing the text encoder
+    forgets it. On this CPU-only machine the device is the CPU (the move itself is ``Module.to``)."""
+    backbone = load_backbone(options=BackboneOptions(preset="tiny", device="cpu"))
+    encoder = backbone.text_embedder.text_encoder
+    backbone.waiting = {"transformer": backbone.transformer, "vae": backbone.vae, "text_encoder": encoder}
+    backbone.encode_prompt("a room")
+    assert set(backbone.waiting) == {"transformer", "vae"}
+    backbone.release_text_encoder()
+    backbone.use("vae")
+    assert set(backbone.waiting) == {"transformer"}
+
+
+def test_render_refuses_a_bad_budget(tmp_path, small_scene):
+    from render_helpers import SMALL, cli
+
+    result = cli("render", small_scene, "--out", tmp_path / "run", "--vram-budget", "-1", *SMALL)
+    assert result.exit_code == 2 and "vram-budget" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
