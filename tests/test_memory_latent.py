@@ -227,6 +227,25 @@ def test_capacity_evicts_least_recently_seen():
     assert int((mem.cache.frame_index == 1).sum()) < right_before
 
 
+def test_held_voxel_keys_follow_every_change_of_the_cache(tmp_path):
+    """The voxel keys kept for the held points (so an insert does not key them all again) equal keys
+    computed afresh after inserts, an eviction and a load."""
+    from mirage_cli.memory import voxel
+
+    def fresh(m):
+        return voxel.voxel_keys(m.cache.xyz, m.cache.radius, m.cache.voxel_size)
+
+    left, right = S.world_from_cam((0, 0, 0), -30.0), S.world_from_cam((0, 0, 0), 30.0)
+    mem = LatentSpatialMemory(capacity=700)
+    for i, cam in enumerate((left, right)):
+        _, d, lat = view(cam)
+        mem.insert(lat, d, K, torch.tensor(cam), frame_index=i)
+        assert torch.equal(mem.cache.held_keys(), fresh(mem))  # the second insert evicted
+    mem.save(tmp_path / "m.pt")
+    loaded = LatentSpatialMemory.load(tmp_path / "m.pt")
+    assert torch.equal(loaded.cache.held_keys(), fresh(mem))
+
+
 def test_query_is_independent_of_point_order_bit_for_bit():
     cams = [S.world_from_cam(), S.world_from_cam((0.3, 0, 0.4), -8.0)]
     mem = memory_of(*cams)

@@ -42,6 +42,7 @@ class PointCache:
         self.frame_index = torch.zeros(0, dtype=torch.int32, device=self.device)
         self.last_seen = torch.zeros(0, dtype=torch.int64, device=self.device)
         self.extras: dict[str, Tensor] = {name: torch.zeros(0, dtype=dt, device=self.device) for name, dt in extras}
+        self._keys: tuple[Tensor, Tensor, Tensor] | None = None  # (xyz, radius, their voxel keys), see held_keys
 
     # --- size ------------------------------------------------------------------------------------
 
@@ -78,11 +79,12 @@ class PointCache:
         self.clock += 1
         extras = extras or {}
         new_keys = voxel.voxel_keys(xyz, radius, self.voxel_size)  # [M]
-        old_keys = voxel.voxel_keys(self.xyz, self.radius, self.voxel_size)  # [N]
+        old_keys = self.held_keys()  # [N]
         keep = voxel.novel(new_keys, old_keys)  # [M]
         added = int(keep.sum())
         if added == 0:
             return 0
+        held = voxel.voxel_keys(xyz[keep].to(self.xyz.dtype), radius[keep].to(self.radius.dtype), self.voxel_size)
         self.xyz = torch.cat([self.xyz, xyz[keep].to(self.xyz.dtype)])
         self.features = torch.cat([self.features, features[keep].to(self.features.dtype)])
         self.radius = torch.cat([self.radius, radius[keep].to(self.radius.dtype)])
@@ -90,7 +92,15 @@ class PointCache:
         self.last_seen = torch.cat([self.last_seen, torch.full((added,), self.clock, dtype=torch.int64, device=self.device)])
         for k, v in self.extras.items():
             self.extras[k] = torch.cat([v, extras[k][keep].to(v.dtype)])
+        self._keys = (self.xyz, self.radius, torch.cat([old_keys, held]))
         return added
+
+    def held_keys(self) -> Tensor:
+        """int64 [N] the voxel keys of the points held, computed once per change of ``xyz`` /
+        ``radius`` (an assignment of either, checked by identity, makes them computed again)."""
+        if self._keys is None or self._keys[0] is not self.xyz or self._keys[1] is not self.radius:
+            self._keys = (self.xyz, self.radius, voxel.voxel_keys(self.xyz, self.radius, self.voxel_size))
+        return self._keys[2]
 
     def evict(self, capacity: int) -> int:
         """Drop the least recently seen points (ties: earliest inserted first) down to ``capacity``; returns how many."""
