@@ -1,0 +1,183 @@
+"""Trained memory-conditioning weights (mirage_cli.backbone.vace / lora) on tiny real diffusers models.
+
+The checkpoints are written here with the official code's parameter names and shapes (its
+``VaceWanModel``: DiffSynth DiT blocks plus ``before_proj`` in block 0 and ``after_proj`` in every
+block; its LoRA export: ``pipe.dit.blocks.N.<module>.lora_A/B.weight``). No trained weights exist
+here; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mirage_cli.backbone.configs import tiny_transformer_config
+from mirage_cli.backbone.lora import apply_lora
+from mirage_cli.backbone.vace import VACE_IN_CHANNELS, attach_vace
+from mirage_cli.errors import InputError
+
+CFG = {**tiny_transformer_config(), "num_layers": 4}
+DIM = CFG["num_attention_heads"] * CFG["attention_head_dim"]
+FFN = CFG["ffn_dim"]
+
+
+def official_vace_names(blocks: int) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of the official VaceWanModel with ``blocks`` blocks (tiny sizes)."""
+    names = {"vace_patch_embedding.weight": (DIM, VACE_IN_CHANNELS, 1, 2, 2), "vace_patch_embedding.bias": (DIM,)}
+    for n in range(blocks):
+        p = f"vace_blocks.{n}."
+        linears = [f"{a}.{m}" for a in ("self_attn", "cross_attn") for m in "qkvo"] + ["after_proj"] + (["before_proj"] if n == 0 else [])
+        for name in linears:
+            names[p + name + ".weight"], names[p + name + ".bias"] = (DIM, DIM), (DIM,)
+        for a in ("self_attn", "cross_attn"):
+            names[f"{p}{a}.norm_q.weight"] = names[f"{p}{a}.norm_k.weight"] = (DIM,)
+        names[p + "norm3.weight"] = names[p + "norm3.bias"] = (DIM,)
+        names[p + "ffn.0.weight"], names[p + "ffn.0.bias"] = (FFN, DIM), (FFN,)
+        names[p + "ffn.2.weight"], names[p + "ffn.2.bias"] = (DIM, FFN), (DIM,)
+        names[p + "modulation"] = (1, 6, DIM)
+    return names
+
+
+def write_vace(path, blocks=2, zero_after=True, drop=(), extra=None, reshape=None):
+    gen = torch.Generator().manual_seed(1)
+    tensors = {}
+    for name, shape in official_vace_names(blocks).items():
+        if name in drop:
+            continue
+        if reshape and name == reshape[0]:
+            shape = reshape[1]
+        value = 0.1 * torch.randn(shape, generator=gen)
+        tensors[name] = torch.zeros(shape) if zero_after and ".after_proj." in name else value
+    tensors.update(extra or {})
+    save_file(tensors, str(path))
+    return tensors
+
+
+@pytest.fixture
+def base():
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    return WanTransformer3DModel(**CFG).eval()
+
+
+def inputs(seed=2):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 48, 3, 8, 8, generator=gen)
+    t = torch.tensor([500.0])  # diffusers' WanVACETransformer3DModel takes one timestep per sample
+    text = torch.randn(1, 16, CFG["text_dim"], generator=gen)
+    control = torch.randn(1, VACE_IN_CHANNELS, 3, 8, 8, generator=gen)
+    return x, t, text, control
+
+
+@torch.no_grad()
+def run(model, control=None):
+    x, t, text, ctrl = inputs()
+    kwargs = {} if control is None else {"control_hidden_states": ctrl if control is True else control}
+    return model(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False, **kwargs)[0]
+
+
+def test_an_official_vace_checkpoint_loads_completely(tmp_path, base):
+    written = write_vace(tmp_path / "vace.safetensors", zero_after=False)
+    model = attach_vace(base, tmp_path / "vace.safetensors")
+    assert model.config.vace_layers == [0, 2]  # 2 blocks over 4 layers: every 2nd, as 15 over Wan2.2's 30
+    state = model.state_dict()
+    assert torch.equal(state["vace_blocks.0.proj_in.weight"], written["vace_blocks.0.before_proj.weight"])
+    assert torch.equal(state["vace_blocks.1.norm2.bias"], written["vace_blocks.1.norm3.bias"])
+    assert torch.equal(state["vace_blocks.1.scale_shift_table"], written["vace_blocks.1.modulation"])
+    assert torch.equal(state["vace_blocks.0.ffn.net.2.weight"], written["vace_blocks.0.ffn.2.weight"])
+    assert state["blocks.3.attn1.to_q.weight"].data_ptr() == base.state_dict()["blocks.3.attn1.to_q.weight"].data_ptr()  # shared
+
+
+def test_zero_after_proj_reproduces_the_base_exactly_and_trained_hints_change_it(tmp_path, base):
+    write_vace(tmp_path / "zero.safetensors", zero_after=True)
+    zero = attach_vace(base, tmp_path / "zero.safetensors")
+    assert torch.equal(run(zero, control=True), run(base))
+    write_vace(tmp_path / "trained.safetensors", zero_after=False)
+    trained = attach_vace(base, tmp_path / "trained.safetensors")
+    assert (run(trained, control=True) - run(base)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("damage, names", [
+    ({"drop": ("vace_blocks.1.ffn.2.bias",)}, ["missing key", "vace_blocks.1.ffn.net.2.bias"]),
+    ({"extra": {"vace_blocks.0.self_attn.k_img.weight": torch.zeros(2, 2)}}, ["unknown key", "vace_blocks.0.self_attn.k_img.weight"]),
+    ({"extra": {"blocks.0.self_attn.q.weight": torch.zeros(2, 2)}}, ["unknown key", "blocks.0.self_attn.q.weight"]),
+    ({"reshape": ("vace_blocks.0.after_proj.weight", (DIM, DIM + 1))}, ["wrong shape", "vace_blocks.0.proj_out.weight"]),
+    ({"reshape": ("vace_patch_embedding.weight", (DIM, 64, 1, 2, 2))}, ["wrong shape", "vace_patch_embedding.weight"]),
+], ids=["missing", "unknown-in-block", "not-vace", "shape", "context-channels"])
+def test_bad_vace_files_name_the_file_and_the_key(tmp_path, base, damage, names):
+    path = tmp_path / "vace.safetensors"
+    write_vace(path, **damage)
+    with pytest.raises(InputError) as info:
+        attach_vace(base, path)
+    message = "\n".join(str(p) for p in info.value.problems)
+    assert str(path) in message and all(name in message for name in names), message
+
+
+def test_pickles_truncated_and_missing_files_are_refused(tmp_path, base):
+    pickle = tmp_path / "vace.pt"
+    torch.save({"vace": {"x": torch.zeros(1)}}, pickle)
+    renamed = tmp_path / "disguised.safetensors"
+    renamed.write_bytes(pickle.read_bytes())
+    good = tmp_path / "good.safetensors"
+    write_vace(good)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for path, words in ((pickle, "pickled"), (renamed, "pickled"), (truncated, "not a readable safetensors"),
+                        (tmp_path / "absent.safetensors", "no such file")):
+        with pytest.raises(InputError) as info:
+            attach_vace(base, path)
+        assert str(path) in str(info.value.problems[0]) and words in str(info.value.problems[0])
+
+
+def official_lora(rank=4, zero=False, seed=3, modules=("self_attn.q", "cross_attn.v", "ffn.0", "ffn.2")):
+    """The official export's LoRA keys (``pipe.dit.`` prefix) for every block of the tiny DiT."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = {"ffn.0": (DIM, FFN), "ffn.2": (FFN, DIM)}
+    out = {}
+    for block in range(CFG["num_layers"]):
+        for module in modules:
+            d_in, d_out = sizes.get(module, (DIM, DIM))
+            key = f"pipe.dit.blocks.{block}.{module}"
+            out[key + ".lora_A.weight"] = 0.1 * torch.randn(rank, d_in, generator=gen)
+            out[key + ".lora_B.weight"] = torch.zeros(d_out, rank) if zero else 0.1 * torch.randn(d_out, rank, generator=gen)
+    return out
+
+
+def test_a_zero_lora_changes_nothing_and_merged_equals_unmerged(tmp_path):
+    from diffusers import WanTransformer3DModel
+
+    def fresh():
+        torch.manual_seed(0)
+        return WanTransformer3DModel(**CFG).eval()
+
+    reference = run(fresh())
+    save_file(official_lora(zero=True), str(tmp_path / "zero.safetensors"))
+    for merge in (True, False):
+        model = fresh()
+        apply_lora(model, tmp_path / "zero.safetensors", merge=merge)
+        assert torch.equal(run(model), reference)
+    save_file(official_lora(), str(tmp_path / "lora.safetensors"))
+    merged, adapter = fresh(), fresh()
+    apply_lora(merged, tmp_path / "lora.safetensors", scale=0.7, merge=True)
+    apply_lora(adapter, tmp_path / "lora.safetensors", scale=0.7, merge=False)
+    assert (run(merged) - reference).abs().max() > 1e-4
+    torch.testing.assert_close(run(merged), run(adapter), rtol=1e-5, atol=1e-5)
+    assert not any("lora" in name for name, _ in merged.named_parameters())  # fused: no adapter left
+
+
+def test_bad_lora_files_name_the_key(tmp_path, base):
+    cases = {
+        "unknown": ({**official_lora(), "pipe.dit.head.head.lora_A.weight": torch.zeros(4, DIM)}, "head.head.lora_A"),
+        "half": ({k: v for k, v in official_lora().items() if "blocks.1.ffn.0.lora_B" not in k}, "blocks.1.ffn.net.0.proj.lora_B"),
+        "shape": ({**official_lora(), "pipe.dit.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, DIM + 3)},
+                  "blocks.0.self_attn.q.lora_A"),
+    }
+    for name, (tensors, key) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path))
+        with pytest.raises(InputError) as info:
+            apply_lora(base, path)
+        message = "\n".join(str(p) for p in info.value.problems)
+        assert str(path) in message and key in message, (name, message)
