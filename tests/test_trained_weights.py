@@ -181,3 +181,29 @@ def test_bad_lora_files_name_the_key(tmp_path, base):
             apply_lora(base, path)
         message = "\n".join(str(p) for p in info.value.problems)
         assert str(path) in message and key in message, (name, message)
+
+
+def test_vace_forward_is_the_base_forward_and_diffusers_vace_forward(tmp_path, base):
+    """Our forward (per-token timesteps, references outside the branch) equals diffusers' base forward
+    with zero hints (per-token timesteps too), and diffusers' VACE forward where that one applies
+    (one timestep per sample, no references)."""
+    from mirage_cli.backbone.vace_forward import vace_forward
+
+    x, t, text, control = inputs()
+    per_token = torch.full((1, 3 * 4 * 4), 500.0)
+    per_token[:, :16] = 0.0  # frame 0 clean, as Wan2.2-TI2V runs
+    write_vace(tmp_path / "zero.safetensors", zero_after=True)
+    zero = attach_vace(base, tmp_path / "zero.safetensors")
+    with torch.no_grad():
+        expected = base(hidden_states=x, timestep=per_token, encoder_hidden_states=text, return_dict=False)[0]
+        assert torch.equal(vace_forward(zero, x, per_token, text, control), expected)
+        assert torch.equal(vace_forward(base, x, per_token, text), expected)
+    write_vace(tmp_path / "trained.safetensors", zero_after=False)
+    trained = attach_vace(base, tmp_path / "trained.safetensors")
+    with torch.no_grad():
+        ours = vace_forward(trained, x, t, text, control)
+        theirs = trained(hidden_states=x, timestep=t, encoder_hidden_states=text, control_hidden_states=control, return_dict=False)[0]
+        assert torch.equal(ours, theirs)
+        # references: the first latent frame is a reference; the context covers the two frames after it
+        with_ref = vace_forward(trained, x, per_token, text, control[:, :, 1:], ref_frames=1)
+        assert with_ref.shape == x.shape and not torch.equal(with_ref, expected)

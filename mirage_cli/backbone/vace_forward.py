@@ -1,0 +1,89 @@
+"""``vace_forward``: one forward of diffusers' ``WanVACETransformer3DModel`` the way the Mirage recipe
+needs it, which diffusers' own ``forward`` (0.36) does not do:
+
+- per-token timesteps ([B, L], Wan2.2-TI2V's ``expand_timesteps``) in the DiT *and* in the VACE
+  branch: the VACE blocks run the DiT block's own ``WanTransformerBlock.forward`` (they share its
+  structure and names; diffusers' VACE block only takes one timestep per sample);
+- reference tokens: the first ``ref_frames`` latent frames of the sequence take part in the DiT's
+  attention but not in the VACE branch, whose context covers only the frames after them, and the
+  hints are added to those frames only (the official ``VaceWanModel`` is run on ``x[:, ref:]``).
+
+Everything else is the base transformer's forward step by step (rotary embedding, patch embedding,
+condition embedder, blocks, output norm, unpatchify), so with zero hints the output equals
+``WanTransformer3DModel.forward`` exactly (``tests/test_trained_weights.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+VACE_SCALE = 1.0
+"""The official inference's ``vace_scale``."""
+
+
+def _tokens(value, start: int):
+    """Tokens ``start:`` of a [B, L, ...] tensor, or of each tensor of a tuple (the rotary cos/sin)."""
+    if isinstance(value, tuple):
+        return tuple(_tokens(v, start) for v in value)
+    return value[:, start:]
+
+
+def _hints(model, x: torch.Tensor, control: torch.Tensor, text: torch.Tensor, tproj: torch.Tensor, rotary, ref_tokens: int):
+    """The VACE hints, one [B, L - ref_tokens, D] per VACE layer, in layer order."""
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+
+    c = model.vace_patch_embedding(control).flatten(2).transpose(1, 2)  # [B, L', D]
+    x_main = x[:, ref_tokens:]
+    if c.shape[1] != x_main.shape[1]:
+        raise ValueError(f"control: {c.shape[1]} tokens for {x_main.shape[1]} non-reference tokens")
+    t_main = _tokens(tproj, ref_tokens) if tproj.ndim == 4 else tproj
+    r_main = _tokens(rotary, ref_tokens)
+    hints = []
+    for block in model.vace_blocks:
+        if block.proj_in is not None:
+            c = block.proj_in(c) + x_main
+        c = WanTransformerBlock.forward(block, c, text, t_main, r_main)
+        hints.append(block.proj_out(c))
+    return hints
+
+
+def vace_forward(model, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                 control: torch.Tensor | None = None, *, ref_frames: int = 0, vace_scale: float = VACE_SCALE) -> torch.Tensor:
+    """The velocity of a ``WanVACETransformer3DModel`` (or, with ``control=None``, of any diffusers Wan
+    transformer).
+
+    Args:
+        hidden_states: [B, C, T, h, w] latents; its first ``ref_frames`` latent frames are references.
+        timestep: [B] or [B, L] (per token, L = T * h/2 * w/2).
+        encoder_hidden_states: [B, S, text_dim] prompt embeddings.
+        control: [B, 96, T - ref_frames, h, w] VACE context of the frames after the references, or None.
+        vace_scale: weight of the hints.
+
+    Returns:
+        [B, C, T, h, w] the model's output.
+    """
+    B, _, T, H, W = hidden_states.shape
+    p_t, p_h, p_w = model.config.patch_size
+    rotary = model.rope(hidden_states)
+    x = model.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, L, D]
+    per_token = timestep.ndim == 2
+    temb, tproj, text, _ = model.condition_embedder(timestep.flatten() if per_token else timestep, encoder_hidden_states, None,
+                                                    timestep_seq_len=timestep.shape[1] if per_token else None)
+    tproj = tproj.unflatten(2, (6, -1)) if per_token else tproj.unflatten(1, (6, -1))
+    ref_tokens = ref_frames * (H // p_h) * (W // p_w) // p_t
+    hints = {}
+    if control is not None:
+        hints = dict(zip(model.config.vace_layers, _hints(model, x, control, text, tproj, rotary, ref_tokens), strict=True))
+    for i, block in enumerate(model.blocks):
+        x = block(x, text, tproj, rotary)
+        if i in hints:
+            x = torch.cat([x[:, :ref_tokens], x[:, ref_tokens:] + hints[i] * vace_scale], dim=1)
+    if temb.ndim == 3:
+        shift, scale = (model.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
+        shift, scale = shift.squeeze(2), scale.squeeze(2)
+    else:
+        shift, scale = (model.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+    x = (model.norm_out(x.float()) * (1 + scale.to(x.device)) + shift.to(x.device)).type_as(x)
+    x = model.proj_out(x)
+    x = x.reshape(B, T // p_t, H // p_h, W // p_w, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
