@@ -207,3 +207,26 @@ def test_vace_forward_is_the_base_forward_and_diffusers_vace_forward(tmp_path, b
         # references: the first latent frame is a reference; the context covers the two frames after it
         with_ref = vace_forward(trained, x, per_token, text, control[:, :, 1:], ref_frames=1)
         assert with_ref.shape == x.shape and not torch.equal(with_ref, expected)
+
+
+def test_references_sit_before_the_frames_in_rotary_position(base):
+    """References at temporal positions -n..-1: every query-key angle equals the one of a sequence
+    whose positions all start at 0 (RoPE depends on position differences only), so the rotary of
+    n references + f frames scores like the plain rotary of n + f frames."""
+    from mirage_cli.backbone.vace_forward import reference_rotary
+
+    x = torch.zeros(1, 48, 5, 8, 8)
+    ours, plain = reference_rotary(base.rope, x, 2), base.rope(x)
+    assert ours[0].shape == plain[0].shape
+    torch.testing.assert_close(reference_rotary(base.rope, x, 2)[0][:, 32:], base.rope(x[:, :, 2:])[0])
+
+    def rotate(v, cos, sin):  # v [L, d]: the rotation apply_rotary_emb performs
+        x1, x2 = v.unflatten(-1, (-1, 2)).unbind(-1)
+        c, s = cos[0, :, 0, 0::2], sin[0, :, 0, 1::2]
+        return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
+
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 80, CFG["attention_head_dim"], generator=gen, dtype=torch.float64)
+    scores_ours = rotate(q, *ours) @ rotate(k, *ours).T
+    scores_plain = rotate(q, *plain) @ rotate(k, *plain).T
+    torch.testing.assert_close(scores_ours, scores_plain, rtol=1e-5, atol=1e-5)  # the rotary tables are float32

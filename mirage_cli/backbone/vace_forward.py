@@ -6,7 +6,9 @@ needs it, which diffusers' own ``forward`` (0.36) does not do:
   structure and names; diffusers' VACE block only takes one timestep per sample);
 - reference tokens: the first ``ref_frames`` latent frames of the sequence take part in the DiT's
   attention but not in the VACE branch, whose context covers only the frames after them, and the
-  hints are added to those frames only (the official ``VaceWanModel`` is run on ``x[:, ref:]``).
+  hints are added to those frames only (the official ``VaceWanModel`` is run on ``x[:, ref:]``). As
+  in the official DiT, the references sit at temporal rotary positions -n..-1 before the frames
+  after them, which count from 0 (``reference_rotary``).
 
 Everything else is the base transformer's forward step by step (rotary embedding, patch embedding,
 condition embedder, blocks, output norm, unpatchify), so with zero hints the output equals
@@ -26,6 +28,30 @@ def _tokens(value, start: int):
     if isinstance(value, tuple):
         return tuple(_tokens(v, start) for v in value)
     return value[:, start:]
+
+
+def reference_rotary(rope, hidden_states: torch.Tensor, ref_frames: int):
+    """``rope(hidden_states)`` ((cos, sin), each [1, L, 1, head_dim]) with the first ``ref_frames``
+    latent frames at temporal positions -n..-1 and the others at 0, 1, ...: cos(-a) = cos(a) and
+    sin(-a) = -sin(a), so a reference at -k takes the table's row k with its temporal sine negated."""
+    if ref_frames == 0:
+        return rope(hidden_states)
+    B, C, T, H, W = hidden_states.shape
+    p_t, p_h, p_w = rope.patch_size
+    main_cos, main_sin = rope(hidden_states[:, :, ref_frames:])
+    hh, ww = H // p_h, W // p_w
+    cos_t, cos_h, cos_w = rope.freqs_cos.split([rope.t_dim, rope.h_dim, rope.w_dim], dim=1)
+    sin_t, sin_h, sin_w = rope.freqs_sin.split([rope.t_dim, rope.h_dim, rope.w_dim], dim=1)
+    rows = torch.arange(ref_frames, 0, -1, device=rope.freqs_cos.device)  # reference j sits at -(n - j)
+    shape = (ref_frames, hh, ww)
+
+    def grid(t, h, w):
+        return torch.cat([t.view(ref_frames, 1, 1, -1).expand(*shape, -1), h[:hh].view(1, hh, 1, -1).expand(*shape, -1),
+                          w[:ww].view(1, 1, ww, -1).expand(*shape, -1)], dim=-1).reshape(1, ref_frames * hh * ww, 1, -1)
+
+    ref_cos = grid(cos_t[rows], cos_h, cos_w)
+    ref_sin = grid(-sin_t[rows], sin_h, sin_w)
+    return torch.cat([ref_cos, main_cos], dim=1), torch.cat([ref_sin, main_sin], dim=1)
 
 
 def _hints(model, x: torch.Tensor, control: torch.Tensor, text: torch.Tensor, tproj: torch.Tensor, rotary, ref_tokens: int):
@@ -64,7 +90,7 @@ def vace_forward(model, hidden_states: torch.Tensor, timestep: torch.Tensor, enc
     """
     B, _, T, H, W = hidden_states.shape
     p_t, p_h, p_w = model.config.patch_size
-    rotary = model.rope(hidden_states)
+    rotary = reference_rotary(model.rope, hidden_states, ref_frames)
     x = model.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, L, D]
     per_token = timestep.ndim == 2
     temb, tproj, text, _ = model.condition_embedder(timestep.flatten() if per_token else timestep, encoder_hidden_states, None,
