@@ -193,7 +193,8 @@ def _validate_vram(plan, options: BackboneOptions):
 @app.command()
 def trajectory(
     source: Path = typer.Argument(..., help="Camera path: .json (canonical or nerfstudio), .txt (RealEstate10K), "
-                                            ".yaml/.yml (trajectory or preset), or a COLMAP model folder."),
+                                            ".yaml/.yml (trajectory or preset), a COLMAP model folder, or a Spatia "
+                                            "folder (w2c.txt + intrinsics.txt)."),
     frames: int | None = typer.Option(None, "--frames", help="Resample to N frames (default: the source's own)."),
     fps: float | None = typer.Option(None, "--fps", help=f"Frames per second (default: the source's, else {DEFAULT_FPS:g})."),
     width: int | None = typer.Option(

@@ -177,3 +177,47 @@ def test_pycolmap_loaded_our_way_leaves_zlib_users_working(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def write_spatia(folder: Path, traj: Trajectory, four_by_four: bool) -> None:
+    """Spatia's camera files for ``traj`` (its README's format): one world-to-camera matrix per line as
+    a JSON list, and [fx fy cx cy] normalized by the image with the origin at its corner."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [np.linalg.inv(m)[: 4 if four_by_four else 3].tolist() for m in traj.world_from_cam]
+    (folder / "w2c.txt").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    K = traj.K[0]
+    fx, fy, cx, cy = K[0, 0] / W, K[1, 1] / H, (K[0, 2] + 0.5) / W, (K[1, 2] + 0.5) / H
+    (folder / "intrinsics.txt").write_text("[" + " ".join(repr(float(v)) for v in (fx, fy, cx, cy)) + "]")
+
+
+@pytest.mark.parametrize("four_by_four", [False, True], ids=["3x4", "4x4"])
+def test_spatia_camera_folders(tmp_path, four_by_four):
+    traj = random_trajectory(3, centred_K=False)
+    write_spatia(tmp_path / "case", traj, four_by_four)
+    assert detect_kind(tmp_path / "case") == "spatia" and detect_kind(tmp_path / "case" / "w2c.txt") == "spatia"
+    for source in (tmp_path / "case", tmp_path / "case" / "w2c.txt"):
+        back = load_trajectory(source, width=W, height=H, fps=FPS)
+        np.testing.assert_allclose(back.world_from_cam, traj.world_from_cam, atol=1e-9)
+        np.testing.assert_allclose(back.K, traj.K, atol=1e-6)
+
+
+def test_spatia_bad_lines_name_the_line(tmp_path):
+    from mirage_cli.errors import InputError
+
+    folder = tmp_path / "case"
+    write_spatia(folder, random_trajectory(4, centred_K=True), True)
+    lines = (folder / "w2c.txt").read_text().splitlines()
+    lines[2] = "[[1, 0, 0], [0, 1, 0]]"
+    lines[4] = "not json"
+    (folder / "w2c.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as info:
+        read_camera_file(folder)
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "w2c.txt:3:" in text and "shape [2, 3]" in text and "w2c.txt:5:" in text
+    (folder / "intrinsics.txt").write_text("[0.8 1.4 0.5]")
+    write_spatia(tmp_path / "ok", random_trajectory(4, centred_K=True), True)
+    (tmp_path / "ok" / "intrinsics.txt").write_text("[0.8 1.4 0.5]")
+    with pytest.raises(InputError, match="expected 4 finite numbers"):
+        read_camera_file(tmp_path / "ok")

@@ -11,6 +11,7 @@ Sources:
 - nerfstudio ``camera_path.json`` (viewer render path) or ``transforms.json`` (dataset), OpenGL.
 - canonical trajectory JSON (docs/CONVENTIONS.md).
 - trajectory YAML: ``keyframes:`` or ``preset:`` + parameters (see ``keyframes.py``, ``presets.py``).
+- Spatia: a folder with ``w2c.txt`` (+ ``intrinsics.txt``), see ``spatia.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from mirage_cli.camera.keyframes import (
     unknown_keys,
 )
 from mirage_cli.camera.presets import preset_keyframes
+from mirage_cli.camera.spatia import W2C_NAME, read_spatia
 from mirage_cli.errors import InputError, Problem, ProblemList
 from mirage_cli.files import read_text
 from mirage_cli.limits import MAX_FPS, MAX_KEYFRAMES, MAX_NESTING, MAX_TEXT_BYTES, MAX_YAML_BYTES, MIN_FPS
@@ -44,7 +46,7 @@ from mirage_cli.yaml_lines import load_yaml_with_lines
 
 log = logging.getLogger(__name__)
 
-KINDS = ("colmap", "realestate10k", "nerfstudio", "json", "trajectory")
+KINDS = ("colmap", "realestate10k", "nerfstudio", "json", "trajectory", "spatia")
 
 MAX_IMAGE_SIDE = 100_000
 """Largest image side a camera file may state (its intrinsics are in pixels of that size)."""
@@ -449,7 +451,9 @@ def detect_kind(path: str | Path) -> str | None:
     """Which reader fits ``path``: by extension, and for .json by content. None if unknown."""
     path = Path(path)
     if os.path.isdir(path):
-        return "colmap"
+        return "spatia" if os.path.isfile(path / W2C_NAME) else "colmap"
+    if path.name == W2C_NAME:
+        return "spatia"
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         return "trajectory"
@@ -482,11 +486,11 @@ def read_camera_file(path: str | Path, kind: str | None = None, *, order: str = 
         if kind is None:
             raise InputError([Problem(file=str(path), field=None,
                                       message="unknown camera file type: expected .json, .txt (RealEstate10K), "
-                                              ".yaml/.yml (trajectory) or a COLMAP model folder")])
+                                              ".yaml/.yml (trajectory), a COLMAP model folder or a Spatia folder (w2c.txt)")])
     if kind == "colmap":
         if os.path.isfile(path):
             path = path.parent
         return read_colmap(path, order=order)
     readers = {"realestate10k": read_realestate10k, "nerfstudio": read_nerfstudio, "json": read_canonical_json,
-               "trajectory": read_trajectory_yaml}
+               "trajectory": read_trajectory_yaml, "spatia": read_spatia}
     return readers[kind](path)

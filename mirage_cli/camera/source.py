@@ -12,6 +12,7 @@ The ``camera:`` mapping holds exactly one source key:
     realestate10k: clip.txt   a RealEstate10K camera file
     nerfstudio: path.json     a nerfstudio camera_path.json or transforms.json
     json: path.json           a canonical trajectory JSON
+    spatia: case_1            a Spatia camera folder (w2c.txt + intrinsics.txt), or its w2c.txt
 and options: ``order: name|id`` (COLMAP), ``timing: even|constant_speed``,
 ``interpolation: spline|linear``. Relative paths resolve against the spec's folder.
 
@@ -46,10 +47,10 @@ from mirage_cli.errors import InputError, ProblemList
 from mirage_cli.limits import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS
 from mirage_cli.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 
-SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json")
+SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json", "spatia")
 OPTION_KEYS = ("order", "timing", "interpolation")
 _FILE_KIND = {"trajectory": "trajectory", "colmap": "colmap", "realestate10k": "realestate10k",
-              "nerfstudio": "nerfstudio", "json": "json"}
+              "nerfstudio": "nerfstudio", "json": "json", "spatia": "spatia"}
 
 
 def intrinsics_override(intrinsics: dict | None, width: int, height: int, problems: ProblemList) -> np.ndarray | None:
