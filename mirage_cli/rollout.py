@@ -126,7 +126,7 @@ class Rollout:
         self.depth = depth
         self.cameras = cameras
         self.prof = profiler
-        self.prompt_embeds: Tensor | None = None  # [1, L, D]
+        self.prompt_embeds: dict[str, Tensor] = {}  # prompt -> [1, L, D], every prompt of the plan's chunks
         self.negative_embeds: Tensor | None = None  # [1, L, D]
         self.last_latent: Tensor | None = None  # [C, h, w] conditioning latent of the next chunk
         self.context_latents: Tensor | None = None  # [C, k, h, w] latent frames before last_latent (decode context)
@@ -140,8 +140,11 @@ class Rollout:
         return cls(plan, backbone, conditioner, depth, cameras, profiler=profiler)
 
     def encode_prompt(self) -> None:
+        """Embed every prompt the plan's chunks use (once each) and the negative prompt."""
+        prompts = list(dict.fromkeys([self.plan.prompt, *self.plan.chunk_prompts]))  # distinct, in order
         with self.prof.stage("text_encoding"):
-            self.prompt_embeds, self.negative_embeds = self.backbone.encode_prompt(self.plan.prompt, self.plan.negative_prompt)
+            for prompt in prompts:
+                self.prompt_embeds[prompt], self.negative_embeds = self.backbone.encode_prompt(prompt, self.plan.negative_prompt)
 
     def start(self, image: Tensor, depth: Tensor | None, keep_out: Tensor | None) -> None:
         """Encode the start image and put it into the memory.
@@ -214,7 +217,7 @@ class Rollout:
                 pin_mask=view.mask,
                 pin_mode=plan.memory.pin,
                 pin_until=plan.memory.pin_until,
-                prompt_embeds=self.prompt_embeds,
+                prompt_embeds=self.prompt_embeds[plan.prompt_of(chunk.index)],
                 negative_prompt_embeds=self.negative_embeds,
                 guidance=plan.guidance,
                 steps=plan.steps,

@@ -139,6 +139,7 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
     backbone = options.backbone
     return {
         "prompt": plan.prompt,
+        **({"chunk_prompts": list(plan.chunk_prompts)} if plan.varied_prompts else {}),
         "negative_prompt": plan.negative_prompt,
         "image_sha256": _sha256_file(plan.image_path),
         "depth_sha256": _sha256_file(plan.depth_path),

@@ -37,6 +37,7 @@ from mirage_cli.spec_checks import (
     valid,
 )
 from mirage_cli.spec_fields import MEMORY_FIELDS, SPEC_FIELDS, FieldSpec, MemorySettings
+from mirage_cli.spec_prompts import chunk_prompts
 from mirage_cli.yaml_lines import load_yaml_with_lines
 
 __all__ = [
@@ -105,6 +106,8 @@ class Plan:
     memory: MemorySettings
     depth_model: str
     output: Path
+    chunk_prompts: tuple[str, ...] = ()
+    """The prompt of every chunk (the spec's ``prompts:``; ``prompt`` for all when not given)."""
     line_of: Callable[[str], int | None] = field(default=lambda name: None, repr=False, compare=False)
     """The spec's line of a field (for problems found later, e.g. by ``inputs.preflight``)."""
 
@@ -126,6 +129,7 @@ class Plan:
             "depth": str(self.depth_path) if self.depth_path else None,
             "mask": str(self.mask_path) if self.mask_path else None,
             "prompt": self.prompt,
+            **({"chunk_prompts": list(self.chunk_prompts)} if self.varied_prompts else {}),
             "steps": self.steps,
             "guidance": self.guidance,
             "shift": self.shift,
@@ -135,6 +139,15 @@ class Plan:
             "depth_model": self.depth_model,
             "output": str(self.output),
         }
+
+    @property
+    def varied_prompts(self) -> bool:
+        """Whether some chunk is rendered with another prompt than ``prompt``."""
+        return any(p != self.prompt for p in self.chunk_prompts)
+
+    def prompt_of(self, chunk_index: int) -> str:
+        """The prompt chunk ``chunk_index`` is rendered with."""
+        return self.chunk_prompts[chunk_index] if self.chunk_prompts else self.prompt
 
     def describe(self) -> str:
         """Human-readable plan for ``mirage validate``."""
@@ -153,6 +166,8 @@ class Plan:
             f"depth model {s['depth_model']}",
             f"output      {s['output']}",
         ]
+        if self.varied_prompts:
+            lines.insert(-3, f"prompts     {len(set(self.chunk_prompts))} different over {len(self.chunks)} chunks")
         return "\n".join(lines)
 
 
@@ -229,6 +244,8 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     memory = check_memory(memory_values, problems)
     image, depth, mask = check_files(v, path.parent, problems)
     output = resolve_output(v, path.parent, path.stem, problems)
+    chunks = plan_chunks(frames, chunk_frames) if frames and chunk_frames else ()
+    prompts = chunk_prompts(v["prompts"], chunks, v["prompt"], path.parent, problems) if chunks and isinstance(v["prompt"], str) else ()
     trajectory = None
     fps_ok = valid(v["fps"], v["intrinsics"]) and not any(p.field == "fps" for p in problems.items)
     if isinstance(v["camera"], dict) and size and frames and fps_ok:
@@ -250,7 +267,7 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         width=size[0],
         height=size[1],
         chunk_frames=chunk_frames,
-        chunks=plan_chunks(frames, chunk_frames),
+        chunks=chunks,
         steps=v["steps"],
         guidance=float(v["guidance"]),
         shift=float(v["shift"]),
@@ -259,5 +276,6 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         memory=memory,
         depth_model=v["depth_model"],
         output=output,
+        chunk_prompts=prompts,
         line_of=line_of,
     )

@@ -38,12 +38,15 @@ class FieldSpec:
 SPEC_FIELDS: dict[str, FieldSpec] = {
     "prompt": FieldSpec((str,), None, "text prompt", required=True),
     "negative_prompt": FieldSpec((str, _NONE), None, "negative prompt (null: Wan2.2's default)"),
+    "prompts": FieldSpec((list, str, _NONE), None, "prompts by chunk: a list (one per chunk, the last one continues), "
+                         "a list of {frame, prompt} (from that frame on), or a text file with one prompt per line "
+                         "(Spatia's prompt.txt); null: `prompt` for every chunk"),
     "image": FieldSpec((str,), None, "start image path, relative to the spec file", required=True),
     "depth": FieldSpec((str, _NONE), None, "start-image z-depth (.npy float32 or 16-bit PNG)"),
     "depth_scale": FieldSpec((int, float), 0.001, "scene units per step of a 16-bit depth PNG"),
     "mask": FieldSpec((str, _NONE), None, "PNG mask of what to keep out of memory (nonzero = keep out)"),
     "camera": FieldSpec((dict,), None, "the camera path: exactly one of keyframes, trajectory, preset, colmap, "
-                        "realestate10k, nerfstudio, json", required=True),
+                        "realestate10k, nerfstudio, json, spatia", required=True),
     "intrinsics": FieldSpec(
         (dict, _NONE),
         None,
