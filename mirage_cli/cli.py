@@ -272,6 +272,11 @@ def render(
     pin: PinMode | None = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
     pin_until: float | None = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
     depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
+    conditioning: str | None = typer.Option(None, "--conditioning", help="pin (training-free) | vace (trained VACE branch; "
+                                            "overrides the spec's conditioning.method)."),
+    vace: Path | None = typer.Option(None, "--vace", help="VACE weights (.safetensors from the official training code)."),
+    lora: Path | None = typer.Option(None, "--lora", help="DiT LoRA (.safetensors from the official training code)."),
+    lora_scale: float | None = typer.Option(None, "--lora-scale", help="Weight of the LoRA's update (default 1)."),
     steps: Steps = None,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
     crf: int = typer.Option(_VIDEO.crf, "--crf", help="x264 quality of video.mp4: 0-51, lower is better."),
@@ -301,6 +306,10 @@ def render(
             "memory.mode": memory,
             "memory.pin": pin,
             "memory.pin_until": pin_until,
+            "conditioning.method": conditioning,
+            "conditioning.vace": None if vace is None else str(vace.expanduser().resolve()),
+            "conditioning.lora": None if lora is None else str(lora.expanduser().resolve()),
+            "conditioning.lora_scale": lora_scale,
         }
         backbone = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
                                      random_text_encoder, vram_budget)

@@ -118,8 +118,12 @@ class Rollout:
         profiler: ``mirage_cli.profiling.Profiler``.
     """
 
-    def __init__(self, plan: Plan, backbone, conditioner: Conditioner, depth: DepthAligner, cameras: CameraTensors, *, profiler):
+    def __init__(self, plan: Plan, backbone, conditioner: Conditioner, depth: DepthAligner, cameras: CameraTensors, *, profiler,
+                 recipe=None):
+        from mirage_cli.recipes import make_recipe
+
         self.plan = plan
+        self.recipe = recipe if recipe is not None else make_recipe(plan, backbone, conditioner)
         self.backbone = backbone
         self.device = backbone.device
         self.conditioner = conditioner
@@ -168,6 +172,7 @@ class Rollout:
                 depth = self.depth.start_depth(image)  # [H, W]
         keep_out = None if keep_out is None else keep_out.to(self.device)
         self.conditioner.start(self.last_latent, image, depth.to(self.device), keep_out)
+        self.recipe.start(self.last_latent)
 
     # --- one chunk --------------------------------------------------------------------------------
 
@@ -191,6 +196,7 @@ class Rollout:
         with self.prof.stage("decode"):
             pixels = decode_with_context(self.backbone, latents, self.context_latents)  # [3, F, H, W]
         added = self._remember(chunk, latents[0], pixels, view)
+        self.recipe.remember(chunk, latents[0], view)
         self.last_latent = latents[0, :, -1].clone()  # [C, h, w]
         self.context_latents = next_decode_context(latents[0], self.context_latents)  # [C, k, h, w]
         stats["points_added"] = int(added)
@@ -198,9 +204,7 @@ class Rollout:
         return ChunkResult(latents, pixels, stats)
 
     def _denoise(self, chunk: Chunk, view: ConditionView, resume_state, on_step):
-        """The chunk's denoising loop, with noise from generators seeded by (seed, chunk index)."""
-        from mirage_cli.denoise import denoise_chunk
-
+        """The chunk's denoising loop (the plan's recipe), with noise from generators seeded by (seed, chunk index)."""
         plan, bb = self.plan, self.backbone
         T = chunk.num_latent_frames
         h, w = plan.height // bb.spatial_scale, plan.width // bb.spatial_scale
@@ -209,22 +213,9 @@ class Rollout:
         noise = torch.randn((1, bb.z_dim, T, h, w), generator=noise_gen, dtype=torch.float32).to(self.device)
         eps_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         with self.prof.stage("denoise"):
-            return denoise_chunk(
-                bb,
-                noise=noise,
-                cond_frame0=self.last_latent,
-                pinned_latents=view.latents,
-                pin_mask=view.mask,
-                pin_mode=plan.memory.pin,
-                pin_until=plan.memory.pin_until,
-                prompt_embeds=self.prompt_embeds[plan.prompt_of(chunk.index)],
-                negative_prompt_embeds=self.negative_embeds,
-                guidance=plan.guidance,
-                steps=plan.steps,
-                shift=plan.shift,
-                generator=eps_gen,
-                resume_state=resume_state,
-                on_step=on_step,
+            return self.recipe.denoise(
+                chunk, view, noise=noise, cond_frame0=self.last_latent, prompt_embeds=self.prompt_embeds[plan.prompt_of(chunk.index)],
+                negative_prompt_embeds=self.negative_embeds, generator=eps_gen, resume_state=resume_state, on_step=on_step,
                 profiler=self.prof,
             )
 
@@ -283,7 +274,7 @@ class Rollout:
         rollout = {"last_latent": self.last_latent.contiguous(), **self.depth.state_tensors()}
         if self.context_latents is not None:
             rollout["context_latents"] = self.context_latents.contiguous()
-        return {"rollout": rollout, **self.conditioner.state_tensors()}
+        return {"rollout": rollout, **self.conditioner.state_tensors(), **self.recipe.state_tensors()}
 
     def load_state_tensors(self, tensors: dict[str, dict[str, Tensor]]) -> None:
         r = tensors["rollout"]
@@ -291,3 +282,4 @@ class Rollout:
         self.context_latents = r["context_latents"].to(self.device) if "context_latents" in r else None
         self.depth.load_state_tensors(r)
         self.conditioner.load_state_tensors(tensors)
+        self.recipe.load_state_tensors(tensors)

@@ -385,6 +385,7 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
         "cache_points": meta.get("cache_points"),
         "cache_bytes": meta.get("cache_bytes"),
         "mid_chunk_step": meta.get("mid_chunk_step"),
+        "conditioning": _conditioning_of(meta),
         "last_checkpoint": latest.name if latest else None,
         "last_checkpoint_time": latest.created if latest else None,
         "checkpoints": [
@@ -400,6 +401,17 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
     }
 
 
+def _conditioning_of(meta: dict) -> dict | None:
+    """The run's conditioning from its checkpoint's configuration: method and weights by sha256
+    (``pin`` without weights when the configuration names none), None without a checkpoint."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    if config is None:
+        return None
+    recorded = config.get("conditioning")
+    return dict(recorded) if isinstance(recorded, dict) else {"method": "pin", "vace_sha256": None, "lora_sha256": None,
+                                                             "lora_scale": None}
+
+
 def describe_inspection(info: dict) -> str:
     """Human-readable lines for ``mirage inspect`` (the CLI prints them)."""
 
@@ -411,6 +423,11 @@ def describe_inspection(info: dict) -> str:
     if info["mid_chunk_step"] is not None:
         lines.append(f"mid-chunk step    {info['mid_chunk_step']}")
     lines.append(f"frames written    {num(info['frames_written'])}")
+    c = info.get("conditioning")
+    if c:
+        weights = [f"{name} sha256 {c[key][:12]}" for name, key in (("vace", "vace_sha256"), ("lora", "lora_sha256")) if c.get(key)]
+        scale = f" x{c['lora_scale']:g}" if c.get("lora_scale") is not None else ""
+        lines.append(f"conditioning      {c.get('method')}" + (f" ({', '.join(weights)}{scale})" if weights else ""))
     cache_bytes = info["cache_bytes"]
     size = "?" if cache_bytes is None else f"{cache_bytes / 2**20:.1f} MiB"
     lines.append(f"cache             {num(info['cache_points'])} points, {size}")

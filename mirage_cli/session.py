@@ -117,10 +117,12 @@ def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvent
 
 
 def load_backbone_for(plan: Plan, options: BackboneOptions):
-    """Load the components a plan renders with (``plan.model`` unless a preset is chosen)."""
+    """Load the components a plan renders with (``plan.model`` unless a preset is chosen), with the
+    trained conditioning weights of ``plan.conditioning``."""
     from mirage_cli.backbone import load_backbone
 
-    return load_backbone(plan.model, options)
+    trained = plan.conditioning if (plan.conditioning.vace or plan.conditioning.lora) else None
+    return load_backbone(plan.model, options, trained=trained)
 
 
 def _sha256_file(path: Path | None) -> str | None:
@@ -140,6 +142,7 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
     return {
         "prompt": plan.prompt,
         **({"chunk_prompts": list(plan.chunk_prompts)} if plan.varied_prompts else {}),
+        **_conditioning_config(plan),
         "negative_prompt": plan.negative_prompt,
         "image_sha256": _sha256_file(plan.image_path),
         "depth_sha256": _sha256_file(plan.depth_path),
@@ -168,6 +171,15 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         **({"random_text_encoder": True} if backbone.random_text_encoder else {}),
         **({"attention_backend": backbone.attention_backend} if backbone.attention_backend else {}),
     }
+
+
+def _conditioning_config(plan: Plan) -> dict:
+    """The conditioning, when it is not the default: its method and its weights by content (sha256)."""
+    c = plan.conditioning
+    if c.method == "pin" and c.lora is None:
+        return {}
+    return {"conditioning": {"method": c.method, "vace_sha256": _sha256_file(c.vace), "lora_sha256": _sha256_file(c.lora),
+                             "lora_scale": c.lora_scale if c.lora is not None else None}}
 
 
 class RenderSession:
@@ -540,7 +552,7 @@ class RenderSession:
         backbone = self.options.backbone
         report = build_report(
             config={**self.config, "device": str(self.backbone.device), "offload": backbone.offload, "preset": backbone.preset,
-                    "memory_plan": self.memory_plan},
+                    "memory_plan": self.memory_plan, "conditioning_files": self.plan.conditioning.summary()},
             device_info=describe_device(self.backbone.device),
             trajectory=self.plan.trajectory,
             frames=self.plan.frames,

@@ -36,6 +36,7 @@ from mirage_cli.spec_checks import (
     resolve_output,
     valid,
 )
+from mirage_cli.spec_conditioning import CONDITIONING_FIELDS, ConditioningSettings, check_conditioning
 from mirage_cli.spec_fields import MEMORY_FIELDS, SPEC_FIELDS, FieldSpec, MemorySettings
 from mirage_cli.spec_prompts import chunk_prompts
 from mirage_cli.yaml_lines import load_yaml_with_lines
@@ -108,6 +109,8 @@ class Plan:
     output: Path
     chunk_prompts: tuple[str, ...] = ()
     """The prompt of every chunk (the spec's ``prompts:``; ``prompt`` for all when not given)."""
+    conditioning: ConditioningSettings = ConditioningSettings()
+    """The spec's ``conditioning:`` (``mirage_cli.spec_conditioning``)."""
     line_of: Callable[[str], int | None] = field(default=lambda name: None, repr=False, compare=False)
     """The spec's line of a field (for problems found later, e.g. by ``inputs.preflight``)."""
 
@@ -136,6 +139,7 @@ class Plan:
             "seed": self.seed,
             "model": self.model,
             "memory": self.memory.summary(),
+            "conditioning": self.conditioning.summary(),
             "depth_model": self.depth_model,
             "output": str(self.output),
         }
@@ -163,6 +167,9 @@ class Plan:
             f"image       {s['image']}" + (f"  (depth {s['depth']})" if s["depth"] else ""),
             f"model       {s['model']}, {s['steps']} steps, guidance {s['guidance']:g}, shift {s['shift']:g}, seed {s['seed']}",
             f"memory      {self.memory.mode} (pin {self.memory.pin} until {self.memory.pin_until:g})",
+            *([f"conditioning vace {self.conditioning.vace}" + (f", lora {self.conditioning.lora} x{self.conditioning.lora_scale:g}"
+                                                               if self.conditioning.lora else "")]
+              if self.conditioning.method == "vace" else []),
             f"depth model {s['depth_model']}",
             f"output      {s['output']}",
         ]
@@ -192,15 +199,16 @@ def read_spec_yaml(path: Path) -> tuple[dict, Callable[[str], int | None]]:
 def apply_overrides(data: dict, overrides: dict | None) -> dict:
     """``data`` with the command line's values in place (None values are not given).
 
-    Keys are top-level fields, or ``memory.<name>`` for memory settings.
+    Keys are top-level fields, or ``memory.<name>`` / ``conditioning.<name>`` for those sections.
     """
     out = dict(data)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key.startswith("memory."):
-            memory = out.get("memory") if isinstance(out.get("memory"), dict) else {}
-            out["memory"] = {**memory, key.split(".", 1)[1]: value}
+        section, _, name = key.partition(".")
+        if name and section in ("memory", "conditioning"):
+            current = out.get(section) if isinstance(out.get(section), dict) else {}
+            out[section] = {**current, name: value}
         else:
             out[key] = value
     return out
@@ -242,6 +250,9 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     check_numbers(v, problems)
     size = check_resolution(v["resolution"], problems)
     memory = check_memory(memory_values, problems)
+    conditioning_values = check_fields(v["conditioning"] if isinstance(v["conditioning"], dict) else {}, CONDITIONING_FIELDS,
+                                       problems, prefix="conditioning.")
+    conditioning = check_conditioning(conditioning_values, None if memory is None else memory.mode, path.parent, problems)
     image, depth, mask = check_files(v, path.parent, problems)
     output = resolve_output(v, path.parent, path.stem, problems)
     chunks = plan_chunks(frames, chunk_frames) if frames and chunk_frames else ()
@@ -277,5 +288,6 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         depth_model=v["depth_model"],
         output=output,
         chunk_prompts=prompts,
+        conditioning=conditioning,
         line_of=line_of,
     )

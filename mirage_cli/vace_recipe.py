@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ from torch import Tensor
 from mirage_cli.backbone.vace import VACE_IN_CHANNELS
 from mirage_cli.backbone.vace_forward import vace_forward
 from mirage_cli.denoise import PATCH, DenoiseResult, DenoiseState, SchedulerState, _cache_context, _start
+from mirage_cli.profiling import DENOISE_STEP
 
 MAX_REFERENCES = 4
 REFERENCE_IOU_THRESHOLD = 0.04
@@ -115,7 +117,7 @@ def denoise_vace_chunk(
     backbone, model, *, noise: Tensor, cond_frame0: Tensor, references: Tensor | None, preceding: Tensor | None,
     control: Tensor, prompt_embeds: Tensor, negative_prompt_embeds: Tensor | None, guidance: float, steps: int,
     shift: float, generator: torch.Generator, resume_state: DenoiseState | None = None,
-    on_step: Callable[[int, DenoiseState], bool | None] | None = None,
+    on_step: Callable[[int, DenoiseState], bool | None] | None = None, profiler=None,
 ) -> DenoiseResult:
     """Denoise one chunk's target latents with the VACE model ``model`` (``attach_vace``).
 
@@ -143,14 +145,15 @@ def denoise_vace_chunk(
         negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
     tokens = (h // PATCH) * (w // PATCH)
     for i in range(first, steps):
-        t = scheduler.timesteps[i]
-        parts = ([context[0]] if refs else []) + [latents.to(dtype)] + ([context[-1]] if pre else [])
-        sequence = torch.cat(parts, dim=2)  # [1, C, R+T+P, h, w]
-        timestep = sequence_timestep(t, refs, T, pre, tokens)
-        velocity = _velocity(model, sequence, timestep, control, refs, prompt_embeds, negative_prompt_embeds, guidance)
-        latents = scheduler.step(velocity[:, :, refs : refs + T], t, latents, return_dict=False)[0]
-        latents = latents.clone()
-        latents[:, :, 0] = frame0  # the conditioning frame is re-clamped after every step
+        with profiler.stage(DENOISE_STEP) if profiler is not None else nullcontext():
+            t = scheduler.timesteps[i]
+            parts = ([context[0]] if refs else []) + [latents.to(dtype)] + ([context[-1]] if pre else [])
+            sequence = torch.cat(parts, dim=2)  # [1, C, R+T+P, h, w]
+            timestep = sequence_timestep(t, refs, T, pre, tokens)
+            velocity = _velocity(model, sequence, timestep, control, refs, prompt_embeds, negative_prompt_embeds, guidance)
+            latents = scheduler.step(velocity[:, :, refs : refs + T], t, latents, return_dict=False)[0]
+            latents = latents.clone()
+            latents[:, :, 0] = frame0  # the conditioning frame is re-clamped after every step
         if on_step is not None:
             state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state())
             if on_step(i, state) is True and i + 1 < steps:

@@ -131,12 +131,12 @@ def test_pickles_truncated_and_missing_files_are_refused(tmp_path, base):
         assert str(path) in str(info.value.problems[0]) and words in str(info.value.problems[0])
 
 
-def official_lora(rank=4, zero=False, seed=3, modules=("self_attn.q", "cross_attn.v", "ffn.0", "ffn.2")):
-    """The official export's LoRA keys (``pipe.dit.`` prefix) for every block of the tiny DiT."""
+def official_lora(rank=4, zero=False, seed=3, modules=("self_attn.q", "cross_attn.v", "ffn.0", "ffn.2"), blocks=CFG["num_layers"]):
+    """The official export's LoRA keys (``pipe.dit.`` prefix) for the first ``blocks`` blocks of the tiny DiT."""
     gen = torch.Generator().manual_seed(seed)
     sizes = {"ffn.0": (DIM, FFN), "ffn.2": (FFN, DIM)}
     out = {}
-    for block in range(CFG["num_layers"]):
+    for block in range(blocks):
         for module in modules:
             d_in, d_out = sizes.get(module, (DIM, DIM))
             key = f"pipe.dit.blocks.{block}.{module}"

@@ -104,7 +104,8 @@ def _load_from_dir(directory: Path, device: torch.device, dtype: torch.dtype, st
 
 
 def load_backbone(
-    model: str = DEFAULT_MODEL, options: BackboneOptions | None = None, *, local_files_only: bool | None = None
+    model: str = DEFAULT_MODEL, options: BackboneOptions | None = None, *, local_files_only: bool | None = None,
+    trained=None,
 ) -> Backbone:
     """Load the Wan2.2-TI2V components and apply the memory/speed options.
 
@@ -114,6 +115,8 @@ def load_backbone(
         options: ``BackboneOptions`` (preset, random weights, device, dtype, offload, VAE tiling,
             fp8, attention backend, compile); defaults when None.
         local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``).
+        trained: a ``ConditioningSettings`` whose VACE weights (the transformer becomes diffusers'
+            ``WanVACETransformer3DModel``) and LoRA (fused) are loaded before the options apply.
 
     Raises:
         InputError: bad options, missing weights, or a real-size model on the CPU.
@@ -144,10 +147,24 @@ def load_backbone(
             if size > CPU_PARAMETER_LIMIT:
                 _refuse_real_size_on_cpu(size, f"the model in {directory}")
         backbone = _load_from_dir(directory, torch_device, torch_dtype, stage_on_cpu=torch_device.type == "cuda")
+    if trained is not None:
+        attach_trained(backbone, trained)
     if options.offload == Offload.NONE and torch_device.type != "cpu":
         backbone.waiting = {name: module for name, module in _offloadable_modules(backbone).items()
                             if any(p.device != torch_device for p in module.parameters())}
     return apply_options(backbone, options)
+
+
+def attach_trained(backbone: Backbone, trained) -> None:
+    """The VACE branch and the LoRA of ``trained`` (``ConditioningSettings``) on ``backbone.transformer``
+    (``mirage_cli.backbone.vace``, ``mirage_cli.backbone.lora``); every key checked, InputError otherwise."""
+    from mirage_cli.backbone.lora import apply_lora
+    from mirage_cli.backbone.vace import attach_vace
+
+    if trained.vace is not None:
+        backbone.transformer = attach_vace(backbone.transformer, trained.vace, field="conditioning.vace")
+    if trained.lora is not None:
+        apply_lora(backbone.transformer, trained.lora, trained.lora_scale, merge=True, field="conditioning.lora")
 
 
 def _check_options(options: BackboneOptions) -> tuple[torch.device, torch.dtype]:
