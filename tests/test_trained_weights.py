@@ -90,6 +90,17 @@ def test_an_official_vace_checkpoint_loads_completely(tmp_path, base):
     assert state["blocks.3.attn1.to_q.weight"].data_ptr() == base.state_dict()["blocks.3.attn1.to_q.weight"].data_ptr()  # shared
 
 
+def test_vace_layouts_of_the_known_checkpoints():
+    from mirage_cli.backbone.vace import vace_layers
+
+    assert vace_layers(30, 15) == list(range(0, 30, 2))  # the official Mirage code
+    assert vace_layers(30, 8) == [0, 4, 8, 12, 16, 20, 24, 28]  # Spatia's released model
+    assert vace_layers(40, 8) == list(range(0, 40, 5))  # Wan 14B VACE
+    for layers, blocks in ((30, 31), (30, 0), (30, 11)):
+        with pytest.raises(ValueError):
+            vace_layers(layers, blocks)
+
+
 def test_zero_after_proj_reproduces_the_base_exactly_and_trained_hints_change_it(tmp_path, base):
     write_vace(tmp_path / "zero.safetensors", zero_after=True)
     zero = attach_vace(base, tmp_path / "zero.safetensors")

@@ -5,8 +5,8 @@ transformer's weights (shared, not copied) plus the VACE weights of ``path``: a 
 the official training script exports it (``vace_blocks.N.*`` and ``vace_patch_embedding.*``,
 DiffSynth names; the prefixes ``module.``, ``model.``, ``_fsdp_wrapped_module.``, ``pipe.vace.`` and
 ``vace.`` are accepted). Facts of the architecture (official ``VaceWanModel``): for a 30-layer DiT,
-15 VACE blocks attached after DiT layers 0, 2, ..., 28 (the layers follow from the number of
-blocks in the file: evenly from layer 0); a 96-channel context (the 48-channel warped
+15 VACE blocks attached after DiT layers 0, 2, ..., 28 (Spatia's: 8 blocks after 0, 4, ..., 28; the
+layers follow from the number of blocks in the file, ``vace_layers``); a 96-channel context (the 48-channel warped
 memory latent and the 48-channel latent of the score video) patch-embedded like the DiT's input;
 block 0 adds the DiT's embedded input through ``before_proj``; each block's ``after_proj`` output is
 a hint added to the DiT's hidden states after its layer (``vace_scale``, 1.0). A zero ``after_proj``
@@ -31,11 +31,16 @@ VACE_PREFIXES = ("module.", "model.", "_fsdp_wrapped_module.", "pipe.vace.", "va
 
 
 def vace_layers(num_layers: int, num_blocks: int) -> list[int]:
-    """The DiT layers ``num_blocks`` VACE blocks attach to, evenly from layer 0 (the official layouts:
-    15 blocks on every 2nd of 30 layers for Wan2.2-TI2V-5B, 8 on every 5th of 40 for the 14B)."""
-    if num_blocks < 1 or num_layers % num_blocks:
-        raise ValueError(f"{num_blocks} VACE blocks cannot be spread evenly over {num_layers} transformer layers")
-    return list(range(0, num_layers, num_layers // num_blocks))
+    """The DiT layers ``num_blocks`` VACE blocks attach to: from layer 0 with the smallest step that
+    leaves exactly ``num_blocks`` layers (the known layouts: the Mirage code's 15 blocks on every 2nd of
+    Wan2.2-TI2V-5B's 30 layers, Spatia's 8 on every 4th (0, 4, ..., 28), the 14B's 8 on every 5th of 40)."""
+    if num_blocks < 1 or num_blocks > num_layers:
+        raise ValueError(f"{num_blocks} VACE blocks do not fit a transformer of {num_layers} layers")
+    step = -(-num_layers // num_blocks)
+    layers = list(range(0, num_layers, step))
+    if len(layers) != num_blocks:
+        raise ValueError(f"{num_blocks} VACE blocks cannot be spread over {num_layers} transformer layers from layer 0")
+    return layers
 
 
 def vace_state_dict(raw: dict[str, torch.Tensor], path: Path, field: str = "vace") -> dict[str, torch.Tensor]:
