@@ -184,7 +184,8 @@ def _validate_vram(plan, options: BackboneOptions):
     budget = parse_budget(options.vram_budget)
     _check_options(replace(options, device="cpu", offload="none", dtype="float32" if options.dtype == "auto" else options.dtype))
     free = device_budget(torch.device("cuda")) if torch.cuda.is_available() else None
-    return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget, free=free)
+    return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget, free=free,
+                       vace=plan.conditioning.vace)
 
 
 # --- mirage trajectory ---------------------------------------------------------------------------

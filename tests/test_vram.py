@@ -34,22 +34,28 @@ def _trace_cache(tmp_path, monkeypatch):
 
 
 def _measured_render(tmp_path: Path, depth_dir: Path, **scene):
-    """A real tiny render on the CPU under the tracker: (plan, backbone, stage peaks, depth weights)."""
-    from mirage_cli.session import render
+    """A real tiny render on the CPU under the tracker: (plan, backbone, stage peaks)."""
+    from mirage_cli.session import load_backbone_for, render
 
+    if scene.pop("vace", False):
+        from test_trained_weights import write_vace
+
+        write_vace(tmp_path / "vace.safetensors", blocks=1, zero_after=False)
+        scene["conditioning"] = {"method": "vace", "vace": str(tmp_path / "vace.safetensors")}
     spec = write_small_scene(tmp_path / "scene", depth_model=str(depth_dir), **scene)
     plan = load_plan(spec, overrides={"steps": 3})
     options = BackboneOptions(preset="tiny", device="cpu")
-    backbone = load_backbone(options=options)
+    backbone = load_backbone_for(plan, options)
     with LiveTensorBytes("cpu") as tracker:
         render(plan, RenderOptions(out=tmp_path / "run", backbone=options), backbone=backbone)
     return plan, backbone, tracker.stage_peaks
 
 
-@pytest.mark.parametrize("scene", [{}, {"resolution": "320x192", "chunk_frames": 13}], ids=["small", "wider"])
+@pytest.mark.parametrize("scene", [{}, {"resolution": "320x192", "chunk_frames": 13}, {"vace": True}], ids=["small", "wider", "vace"])
 def test_tiny_render_stages_match_their_prediction(tmp_path, tiny_depth_dir, scene):
     plan, backbone, measured = _measured_render(tmp_path, tiny_depth_dir, **scene)
-    parts = meta_components(plan.model, BackboneOptions(preset="tiny", device="cpu"), str(tiny_depth_dir), torch.float32)
+    parts = meta_components(plan.model, BackboneOptions(preset="tiny", device="cpu"), str(tiny_depth_dir), torch.float32,
+                            vace=plan.conditioning.vace)
     prediction = predict_vram(parts, RenderShape.of_plan(plan), offload="none", device_type="cpu")
 
     real = {"transformer": backbone.transformer, "vae": backbone.vae, "text_encoder": backbone.text_embedder.text_encoder}
@@ -123,6 +129,22 @@ def test_real_size_figures(real_size):
     _, tiled = _real(real_size, vae_tiling=True)
     assert {stage.stage: stage for stage in tiled.stages}["decode"].transient / GIB == pytest.approx(6.49, abs=0.05)
     assert tiled.peak / GIB <= 22.0  # what --vram-budget auto picks on a 24 GiB card
+
+
+def test_the_vace_branch_is_counted(tmp_path, real_size):
+    """A VACE file's layout comes from its header (15 blocks: every 2nd of 30 layers); the branch adds
+    about 4.9 GiB of weights and the recipe's longer sequence (4 references, 2 preceding frames) more
+    activations: an auto plan on a 24 GiB card then offloads by groups."""
+    from safetensors.torch import save_file
+
+    header = tmp_path / "vace.safetensors"  # only the keys are read: tiny tensors under the real names
+    save_file({f"vace_blocks.{n}.after_proj.weight": torch.zeros(1) for n in range(15)}, str(header))
+    model, depth = "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "depth-anything/Depth-Anything-V2-Small-hf"
+    parts = meta_components(model, BackboneOptions(vae_tiling=True), depth, torch.bfloat16, vace=header)
+    assert parts.transformer.config.vace_layers == list(range(0, 30, 2))
+    assert weight_bytes(parts.transformer) / GIB == pytest.approx(14.19, abs=0.05)
+    plan = choose_plan(model, BackboneOptions(), depth, real_size, budget="auto", free=(int(23.5 * GIB), "test card"), vace=header)
+    assert plan.offload == "group" and plan.prediction.peak <= 12 * GIB
 
 
 def test_budget_choices(real_size):

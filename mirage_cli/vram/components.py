@@ -124,14 +124,36 @@ def _depth_config(depth_model: str, notes: list[str]) -> tuple[object | None, ob
     return None, None
 
 
-def meta_components(model: str, options: BackboneOptions, depth_model: str, dtype: torch.dtype) -> MetaComponents:
-    """The render's components on the meta device, cast as loading casts them (see module docstring)."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+def _vace_layers_of(path: Path, num_layers: int) -> list[int]:
+    """The VACE layout of a weights file, from its header (no tensor is read)."""
+    from safetensors import safe_open
+
+    from mirage_cli.backbone.diffsynth_names import BLOCK_KEY, strip_prefixes
+    from mirage_cli.backbone.vace import VACE_PREFIXES, vace_layers
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = [strip_prefixes(k, VACE_PREFIXES) for k in handle.keys()]
+    blocks = {int(m["index"]) for m in map(BLOCK_KEY.match, keys) if m and m["group"] == "vace_blocks"}
+    return vace_layers(num_layers, max(blocks, default=-1) + 1)
+
+
+def meta_components(model: str, options: BackboneOptions, depth_model: str, dtype: torch.dtype,
+                    vace: Path | None = None) -> MetaComponents:
+    """The render's components on the meta device, cast as loading casts them (see module docstring);
+    with ``vace`` (a VACE weights file) the transformer carries the VACE branch the file describes."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel, WanVACETransformer3DModel
     from transformers import AutoModelForDepthEstimation, UMT5EncoderModel
+
+    from mirage_cli.backbone.vace import VACE_IN_CHANNELS
 
     notes: list[str] = []
     transformer_config, vae_config, text_config = _backbone_configs(model, options, notes)
-    transformer = meta_module(WanTransformer3DModel, transformer_config, dtype)
+    if vace is None:
+        transformer = meta_module(WanTransformer3DModel, transformer_config, dtype)
+    else:
+        layers = _vace_layers_of(vace, int(transformer_config["num_layers"]))
+        transformer = meta_module(WanVACETransformer3DModel, {**transformer_config, "vace_layers": layers,
+                                                               "vace_in_channels": VACE_IN_CHANNELS}, dtype)
     if options.fp8:
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     vae = meta_module(AutoencoderKLWan, vae_config, torch.float32)

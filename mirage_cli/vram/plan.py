@@ -116,11 +116,12 @@ def _allowed(options: BackboneOptions, recorded_tiling: bool | None) -> list[tup
 
 
 def choose_plan(model: str, options: BackboneOptions, depth_model: str, shape: RenderShape, *, budget: str | float,
-                free: tuple[int, str] | None, recorded_tiling: bool | None = None) -> MemoryPlan:
+                free: tuple[int, str] | None, recorded_tiling: bool | None = None, vace: Path | None = None) -> MemoryPlan:
     """The plan a CUDA render of ``shape`` runs with (see the module docstring).
 
     ``free``: ``device_budget(device)`` of the GPU the render will use, or None where there is none
     (then ``auto`` assumes a 24 GiB card). ``recorded_tiling``: the VAE tiling of the run being resumed.
+    ``vace``: the VACE weights of a trained-conditioning render (their branch is counted).
     Raises InputError (exit 2) naming the budget, the prediction and what would fit when nothing does.
     """
     if budget == "none":
@@ -135,7 +136,7 @@ def choose_plan(model: str, options: BackboneOptions, depth_model: str, shape: R
     if not candidates:
         raise InputError(f"this run was rendered {'with' if recorded_tiling else 'without'} --vae-tiling (it changes the pixels); "
                          "resume it with the same setting, or pass --restart", field="vae-tiling")
-    predictions = _predict_candidates(model, options, depth_model, shape, candidates)
+    predictions = _predict_candidates(model, options, depth_model, shape, candidates, vace)
     own = (options.offload, bool(options.vae_tiling))
     for (offload, tiling), prediction in predictions:
         if needed_bytes(prediction) <= budget_bytes:
@@ -156,7 +157,7 @@ def choose_plan(model: str, options: BackboneOptions, depth_model: str, shape: R
     )
 
 
-def _predict_candidates(model, options, depth_model, shape, candidates) -> list[tuple[tuple[str, bool], VramPrediction]]:
+def _predict_candidates(model, options, depth_model, shape, candidates, vace=None) -> list[tuple[tuple[str, bool], VramPrediction]]:
     from mirage_cli.backbone import resolve_dtype
     from mirage_cli.vram.components import meta_components
 
@@ -164,7 +165,7 @@ def _predict_candidates(model, options, depth_model, shape, candidates) -> list[
     out, by_tiling = [], {}
     for offload, tiling in candidates:
         if tiling not in by_tiling:
-            parts = meta_components(model, replace(options, vae_tiling=tiling), depth_model, dtype)
+            parts = meta_components(model, replace(options, vae_tiling=tiling), depth_model, dtype, vace=vace)
             by_tiling[tiling] = (parts, cached_transients(parts, shape))
         parts, transients = by_tiling[tiling]
         out.append(((offload, tiling), predict_vram(parts, shape, offload=offload, transients=transients)))
@@ -247,4 +248,4 @@ def plan_for_render(plan, options: BackboneOptions, recorded_tiling: bool | None
     if device.type != "cuda":
         return None
     return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget,
-                       free=device_budget(device), recorded_tiling=recorded_tiling)
+                       free=device_budget(device), recorded_tiling=recorded_tiling, vace=plan.conditioning.vace)

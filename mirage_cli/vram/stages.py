@@ -57,13 +57,23 @@ def _latent_hw(parts: MetaComponents, shape) -> tuple[int, int]:
 
 
 def transformer_forward(parts: MetaComponents, shape) -> int:
-    """The traced transient of one transformer forward (per-token timesteps, 512 text tokens)."""
+    """The traced transient of one transformer forward (per-token timesteps, 512 text tokens); with a
+    VACE branch, ``vace_forward`` over the longest sequence the recipe builds (the chunk after the most
+    references and before the preceding frames) with its context."""
+    from mirage_cli.backbone.vace_forward import vace_forward
+    from mirage_cli.vace_recipe import MAX_REFERENCES, PRECEDING_LATENT_FRAMES
+
     h, w = _latent_hw(parts, shape)
     patch = parts.transformer.config.patch_size
-    tokens = shape.latent_frames * (h // patch[1]) * (w // patch[2])
-    hidden = torch.empty(1, parts.transformer.config.in_channels, shape.latent_frames, h, w, device=META, dtype=parts.dtype)
-    timestep = torch.empty(1, tokens, device=META)
+    vace = hasattr(parts.transformer, "vace_blocks")
+    refs, pre = (MAX_REFERENCES, PRECEDING_LATENT_FRAMES) if vace else (0, 0)
+    frames = refs + shape.latent_frames + pre
+    hidden = torch.empty(1, parts.transformer.config.in_channels, frames, h, w, device=META, dtype=parts.dtype)
+    timestep = torch.empty(1, frames * (h // patch[1]) * (w // patch[2]), device=META)
     text = torch.empty(1, TEXT_LENGTH, parts.transformer.config.text_dim, device=META, dtype=parts.dtype)
+    if vace:
+        control = torch.empty(1, parts.transformer.config.vace_in_channels, frames - refs, h, w, device=META, dtype=parts.dtype)
+        return traced_peak(vace_forward, parts.transformer, hidden, timestep, text, control, ref_frames=refs)
     return traced_peak(parts.transformer, hidden_states=hidden, timestep=timestep, encoder_hidden_states=text, return_dict=False)
 
 
@@ -106,7 +116,23 @@ def denoise(parts: MetaComponents, shape) -> tuple[int, int]:
     with torch.no_grad(), tracker:
         denoise_chunk(backbone, **inputs, pin_mode="clean", pin_until=1.0, guidance=shape.guidance, steps=DENOISE_TRACE_STEPS,
                       shift=5.0, generator=torch.Generator().manual_seed(0))
-    return _nbytes(*inputs.values()), tracker.peak
+    transient = tracker.peak
+    if hasattr(parts.transformer, "vace_blocks"):  # the recipe's score latent: an all-white video encoded once
+        transient = max(transient, _score_encode(parts, shape, h, w))
+    return _nbytes(*inputs.values()), transient
+
+
+def _score_encode(parts: MetaComponents, shape, h: int, w: int) -> int:
+    """``ScoreLatents.get``'s encode of the white video of the chunk and its preceding frames."""
+    from mirage_cli.vace_recipe import PRECEDING_LATENT_FRAMES
+
+    frames = shape.latent_frames + PRECEDING_LATENT_FRAMES
+    backbone = meta_backbone(parts)
+
+    def encode():  # the white video is made inside, as the recipe makes it
+        backbone.encode_video(torch.ones(1, 3, 4 * (frames - 1) + 1, shape.height, shape.width, device=META))
+
+    return traced_peak(encode, replay=(parts.vae.encoder,))
 
 
 def decode(parts: MetaComponents, shape) -> tuple[int, int]:
