@@ -172,20 +172,9 @@ def validate(
 
 
 def _validate_vram(plan, options: BackboneOptions):
-    """The memory plan a GPU render of ``plan`` would choose (this machine's GPU, else a 24 GiB card)."""
-    from dataclasses import replace
+    from mirage_cli.vram.plan import plan_for_validate
 
-    import torch
-
-    from mirage_cli.backbone.loading import _check_options
-    from mirage_cli.vram.plan import choose_plan, device_budget, parse_budget
-    from mirage_cli.vram.predict import RenderShape
-
-    budget = parse_budget(options.vram_budget)
-    _check_options(replace(options, device="cpu", offload="none", dtype="float32" if options.dtype == "auto" else options.dtype))
-    free = device_budget(torch.device("cuda")) if torch.cuda.is_available() else None
-    return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget, free=free,
-                       vace=plan.conditioning.vace)
+    return plan_for_validate(plan, options)
 
 
 # --- mirage trajectory ---------------------------------------------------------------------------
@@ -354,6 +343,35 @@ def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> N
         _print_json(result.summary())
     else:
         print(result.video)
+
+
+# --- mirage eval ----------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def evaluate(
+    target: Path = typer.Argument(..., help="A run directory (the --out of a render) or a video file."),
+    camera: Path | None = typer.Option(None, "--camera", help="The video's camera path, one camera per frame (any format "
+                                       "`mirage trajectory` reads); a run directory gives its own."),
+    json_out: bool = typer.Option(False, "--json", help="Print the document (schema mirage-eval/1) on stdout."),
+) -> None:
+    """Measure camera following, revisit consistency, temporal stability and seams of a video."""
+
+    def body():
+        from rich.console import Console
+
+        from mirage_cli.evaluation.document import evaluate as run_eval
+        from mirage_cli.evaluation.document import table
+        from mirage_cli.evaluation.inputs import load_inputs
+
+        document = run_eval(load_inputs(target, camera))
+        Console(stderr=True).print(table(document))
+        for note in document["notes"]:
+            _err(f"note: {note}")
+        if json_out:
+            _print_json(document)
+
+    _run(body)
 
 
 # --- mirage inspect / mirage cache export ---------------------------------------------------------

@@ -11,6 +11,7 @@ Layout::
       state/                 checkpoints (``mirage_cli.checkpoint.CheckpointStore``)
       run.json               the render configuration and its fingerprint
       spec.resolved.yaml     the spec as rendered (defaults and command-line overrides filled in)
+      camera.json            the camera path of every frame, canonical trajectory JSON (``mirage eval`` reads it)
       report.json            where the time and memory went (``mirage_cli.report``)
       report.html
       .lock                  the one writer (``mirage_cli.runlock``)
@@ -44,10 +45,11 @@ LATENTS = "latents"
 STATE = "state"
 RUN_JSON = "run.json"
 RESOLVED_SPEC = "spec.resolved.yaml"
+CAMERA_JSON = "camera.json"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 LOCK = ".lock"
-_TOP_FILES = (VIDEO, VIDEO_LOSSLESS, RUN_JSON, RESOLVED_SPEC, REPORT_JSON, REPORT_HTML)
+_TOP_FILES = (VIDEO, VIDEO_LOSSLESS, RUN_JSON, RESOLVED_SPEC, CAMERA_JSON, REPORT_JSON, REPORT_HTML)
 _CHUNK_FILE_RE = re.compile(r"^chunk_\d{4,}\.(mp4|mkv|safetensors)$")
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,16 @@ class RunDir:
         from mirage_cli import __version__
 
         atomic_write_json(self.run_json, {"mirage_cli": __version__, "fingerprint": fingerprint(config), "config": config})
+
+    @property
+    def camera_json(self) -> Path:
+        return self.path / CAMERA_JSON
+
+    def write_camera(self, trajectory) -> None:
+        """``camera.json``: the render's camera path, canonical trajectory JSON (atomic)."""
+        from mirage_cli.camera.writers import write_canonical_json
+
+        write_canonical_json(self.camera_json, trajectory)
 
     def write_resolved_spec(self, summary: dict) -> None:
         """``spec.resolved.yaml`` from ``Plan.summary()`` (its ``output`` is this directory and left out)."""

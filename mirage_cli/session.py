@@ -302,6 +302,7 @@ class RenderSession:
             self.events.warning(f"{run.run_json} {run_json_problem}; rewritten from {source}")
         run.write_config(self.config)
         run.write_resolved_spec(self.plan.summary())
+        run.write_camera(self.plan.trajectory)
         if ckpt is not None:
             self.records = dict(ckpt.meta.get("outputs", {}))
             if not ckpt.meta["done"]:  # a finished run checks its segments only if its video needs them

@@ -1,0 +1,99 @@
+"""What ``mirage eval`` measures: the frames, the camera path of every frame and the chunk boundaries.
+
+A run directory gives its ``video.mp4``, ``camera.json`` (written by every render) and its chunks
+(``run.json``); any other video needs ``--camera`` (any format ``mirage trajectory`` reads) with one
+camera per frame, the video's fps where the file states one, and intrinsics. Every problem is an
+InputError naming the file (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mirage_cli.errors import InputError, Problem
+
+
+@dataclass
+class EvalInputs:
+    """``frames`` uint8 [N, H, W, 3], ``fps``, ``world_from_cam`` float64 [N, 4, 4] (OpenCV), ``K``
+    float64 [N, 3, 3] at the frames' size, ``boundaries`` (frames where a chunk ends and the next
+    begins), ``video`` and ``camera`` (the files)."""
+
+    frames: np.ndarray
+    fps: float
+    world_from_cam: np.ndarray
+    K: np.ndarray
+    video: Path
+    camera: Path
+    boundaries: list[int] = field(default_factory=list)
+
+
+def _problem(path, message: str) -> InputError:
+    return InputError(Problem(file=str(path), field=None, message=message))
+
+
+def _read_frames(path: Path) -> tuple[np.ndarray, float]:
+    from mirage_cli.video import read_video
+
+    if not path.is_file():
+        raise _problem(path, "no such video file")
+    try:
+        frames, fps = read_video(path)
+    except Exception as exc:  # PyAV raises its own errors for every kind of damage
+        raise _problem(path, f"cannot be decoded as a video ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if len(frames) < 2:
+        raise _problem(path, f"holds {len(frames)} frame(s); evaluation compares frames, it needs at least 2")
+    return frames, fps
+
+
+def _boundaries(run: Path) -> list[int]:
+    from mirage_cli.spec import plan_chunks
+
+    try:
+        config = json.loads((run / "run.json").read_text())["config"]
+        chunks = plan_chunks(int(config["frames"]), int(config["chunk_frames"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [chunk.start for chunk in chunks[1:]]
+
+
+def _camera(camera: Path, frames: int, fps: float, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    from mirage_cli.camera.readers import read_camera_file
+    from mirage_cli.camera.source import load_trajectory
+
+    keys = read_camera_file(camera)
+    if keys.K is None and keys.fov is None:
+        raise _problem(camera, "has no intrinsics: evaluation needs the focal length the frames were rendered with "
+                               "(give a camera file with intrinsics, e.g. the run's camera.json)")
+    count = keys.frames if keys.frames is not None else len(keys.world_from_cam)
+    if count != frames:
+        raise _problem(camera, f"has {count} cameras for a video of {frames} frames: give one camera per frame")
+    if keys.fps is not None and not math.isclose(keys.fps, fps, rel_tol=1e-3):
+        raise _problem(camera, f"is at {keys.fps:g} fps, the video at {fps:g} fps")
+    traj = load_trajectory(camera, frames=frames, fps=fps, width=size[1], height=size[0])
+    return traj.world_from_cam, traj.K
+
+
+def load_inputs(target: str | Path, camera: str | Path | None = None) -> EvalInputs:
+    """The frames, cameras and chunk boundaries of a run directory or of a video with ``camera``."""
+    target = Path(target)
+    boundaries: list[int] = []
+    if target.is_dir():
+        video = target / "video.mp4"
+        if camera is None:
+            camera = target / "camera.json"
+            if not camera.is_file():
+                raise _problem(target, "holds no camera.json (rendered before it was written): pass --camera")
+        boundaries = _boundaries(target)
+    else:
+        video = target
+        if camera is None:
+            raise _problem(target, "is a video: pass its camera path with --camera (any format `mirage trajectory` reads)")
+    frames, fps = _read_frames(video)
+    world_from_cam, K = _camera(Path(camera), len(frames), fps, frames.shape[1:3])
+    return EvalInputs(frames, fps, world_from_cam, K, video, Path(camera), boundaries)
