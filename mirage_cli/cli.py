@@ -353,9 +353,13 @@ def evaluate(
     target: Path = typer.Argument(..., help="A run directory (the --out of a render) or a video file."),
     camera: Path | None = typer.Option(None, "--camera", help="The video's camera path, one camera per frame (any format "
                                        "`mirage trajectory` reads); a run directory gives its own."),
+    depth: Path | None = typer.Option(None, "--depth", help="z-depth of every frame (.npy float [N, H, W], the path's units) "
+                                      "for the 3D-consistency check; without it only rotation is checked."),
+    reference: Path | None = typer.Option(None, "--reference", help="Ground-truth frames (a video, or a folder of images in "
+                                          "name order): PSNR and SSIM against them."),
     json_out: bool = typer.Option(False, "--json", help="Print the document (schema mirage-eval/1) on stdout."),
 ) -> None:
-    """Measure camera following, revisit consistency, temporal stability and seams of a video."""
+    """Measure camera following, 3D consistency, revisits, temporal stability and seams of a video."""
 
     def body():
         from rich.console import Console
@@ -364,7 +368,7 @@ def evaluate(
         from mirage_cli.evaluation.document import table
         from mirage_cli.evaluation.inputs import load_inputs
 
-        document = run_eval(load_inputs(target, camera))
+        document = run_eval(load_inputs(target, camera, depth, reference))
         Console(stderr=True).print(table(document))
         for note in document["notes"]:
             _err(f"note: {note}")

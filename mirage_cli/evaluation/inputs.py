@@ -22,7 +22,7 @@ from mirage_cli.errors import InputError, Problem
 class EvalInputs:
     """``frames`` uint8 [N, H, W, 3], ``fps``, ``world_from_cam`` float64 [N, 4, 4] (OpenCV), ``K``
     float64 [N, 3, 3] at the frames' size, ``boundaries`` (frames where a chunk ends and the next
-    begins), ``video`` and ``camera`` (the files)."""
+    begins), ``video`` and ``camera`` (the files), ``depth`` (per-frame z-depth, or None)."""
 
     frames: np.ndarray
     fps: float
@@ -31,6 +31,8 @@ class EvalInputs:
     video: Path
     camera: Path
     boundaries: list[int] = field(default_factory=list)
+    depth: np.ndarray | None = None  # float [N, H, W] z-depth of every frame in the path's units, or None
+    reference: np.ndarray | None = None  # uint8 [N, H, W, 3] ground-truth frames, or None
 
 
 def _problem(path, message: str) -> InputError:
@@ -79,8 +81,44 @@ def _camera(camera: Path, frames: int, fps: float, size: tuple[int, int]) -> tup
     return traj.world_from_cam, traj.K
 
 
-def load_inputs(target: str | Path, camera: str | Path | None = None) -> EvalInputs:
-    """The frames, cameras and chunk boundaries of a run directory or of a video with ``camera``."""
+def _depth(path: Path, frames: int, size: tuple[int, int]) -> np.ndarray:
+    """A ``.npy`` float z-depth [N, H, W] of every frame (the path's units)."""
+    try:
+        depth = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise _problem(path, f"is not a readable .npy array ({exc})") from None
+    if depth.shape != (frames, *size) or not np.issubdtype(depth.dtype, np.floating):
+        raise _problem(path, f"expected float z-depth of shape [{frames}, {size[0]}, {size[1]}] (one map per frame), "
+                             f"got {depth.dtype} {list(depth.shape)}")
+    return depth.astype(np.float64)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def _reference(path: Path, frames: np.ndarray) -> np.ndarray:
+    """Ground-truth frames: a video, or a folder of images in name order; as many and as large as ``frames``."""
+    if path.is_dir():
+        from PIL import Image
+
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise _problem(path, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        try:
+            ref = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+        except (OSError, ValueError) as exc:
+            raise _problem(path, f"has an image that cannot be read or differs in size ({exc})") from None
+    else:
+        ref, _ = _read_frames(path)
+    if ref.shape != frames.shape:
+        raise _problem(path, f"holds {len(ref)} frames of {ref.shape[2]}x{ref.shape[1]}; the video has {len(frames)} of "
+                             f"{frames.shape[2]}x{frames.shape[1]}")
+    return ref
+
+
+def load_inputs(target: str | Path, camera: str | Path | None = None, depth: str | Path | None = None,
+                reference: str | Path | None = None) -> EvalInputs:
+    """The frames, cameras, chunk boundaries (and ``depth``) of a run directory or of a video with ``camera``."""
     target = Path(target)
     boundaries: list[int] = []
     if target.is_dir():
@@ -96,4 +134,6 @@ def load_inputs(target: str | Path, camera: str | Path | None = None) -> EvalInp
             raise _problem(target, "is a video: pass its camera path with --camera (any format `mirage trajectory` reads)")
     frames, fps = _read_frames(video)
     world_from_cam, K = _camera(Path(camera), len(frames), fps, frames.shape[1:3])
-    return EvalInputs(frames, fps, world_from_cam, K, video, Path(camera), boundaries)
+    depth_maps = None if depth is None else _depth(Path(depth), len(frames), frames.shape[1:3])
+    truth = None if reference is None else _reference(Path(reference), frames)
+    return EvalInputs(frames, fps, world_from_cam, K, video, Path(camera), boundaries, depth_maps, truth)
