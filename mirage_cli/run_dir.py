@@ -397,7 +397,7 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
         "cache_points": meta.get("cache_points"),
         "cache_bytes": meta.get("cache_bytes"),
         "mid_chunk_step": meta.get("mid_chunk_step"),
-        "conditioning": _conditioning_of(meta),
+        "conditioning": _conditioning_of(meta, run),
         "last_checkpoint": latest.name if latest else None,
         "last_checkpoint_time": latest.created if latest else None,
         "checkpoints": [
@@ -413,15 +413,23 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
     }
 
 
-def _conditioning_of(meta: dict) -> dict | None:
+def _conditioning_of(meta: dict, run: RunDir) -> dict | None:
     """The run's conditioning from its checkpoint's configuration: method and weights by sha256
-    (``pin`` without weights when the configuration names none), None without a checkpoint."""
+    (``pin`` without weights when the configuration names none), with the weights' files as the
+    resolved spec names them; None without a checkpoint."""
     config = meta.get("config") if isinstance(meta.get("config"), dict) else None
     if config is None:
         return None
     recorded = config.get("conditioning")
-    return dict(recorded) if isinstance(recorded, dict) else {"method": "pin", "vace_sha256": None, "lora_sha256": None,
+    out = dict(recorded) if isinstance(recorded, dict) else {"method": "pin", "vace_sha256": None, "lora_sha256": None,
                                                              "lora_scale": None}
+    try:
+        resolved = yaml.safe_load(run.resolved_spec.read_text(encoding="utf-8"))
+        files = resolved.get("conditioning") or {}
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        files = {}
+    out["vace_file"], out["lora_file"] = files.get("vace"), files.get("lora")
+    return out
 
 
 def describe_inspection(info: dict) -> str:
@@ -437,7 +445,8 @@ def describe_inspection(info: dict) -> str:
     lines.append(f"frames written    {num(info['frames_written'])}")
     c = info.get("conditioning")
     if c:
-        weights = [f"{name} sha256 {c[key][:12]}" for name, key in (("vace", "vace_sha256"), ("lora", "lora_sha256")) if c.get(key)]
+        kinds = (("vace", "vace_sha256"), ("lora", "lora_sha256"))
+        weights = [f"{name} {c.get(name + '_file') or '?'} sha256 {c[key][:12]}" for name, key in kinds if c.get(key)]
         scale = f" x{c['lora_scale']:g}" if c.get("lora_scale") is not None else ""
         lines.append(f"conditioning      {c.get('method')}" + (f" ({', '.join(weights)}{scale})" if weights else ""))
     cache_bytes = info["cache_bytes"]

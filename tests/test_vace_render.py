@@ -38,7 +38,7 @@ def test_a_vace_render_runs_and_says_what_it_used(tmp_path, weights, memory):
     assert recorded["lora_sha256"] == file_hash(weights / "lora.safetensors") and recorded["lora_scale"] == 1.0
     assert report["config"]["conditioning_files"]["vace"] == str(weights / "vace.safetensors")
     shown = cli("inspect", tmp_path / "run")
-    assert "conditioning      vace (vace sha256 " + recorded["vace_sha256"][:12] in shown.stdout
+    assert f"conditioning      vace (vace {weights / 'vace.safetensors'} sha256 {recorded['vace_sha256'][:12]}" in shown.stdout
 
 
 def test_a_stopped_vace_render_resumes_to_the_same_bytes(tmp_path, weights):
