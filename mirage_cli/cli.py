@@ -157,7 +157,9 @@ def validate(
         if vram:
             options = _backbone_options(preset, random_weights, "auto", dtype, offload, vae_tiling, fp8, None, False,
                                         random_text_encoder, vram_budget)
-            memory_plan = _validate_vram(plan, options)
+            from mirage_cli.vram.plan import plan_for_validate
+
+            memory_plan = plan_for_validate(plan, options)
             summary["vram"] = memory_plan.to_dict()
         if json_out:
             _print_json(summary)
@@ -169,12 +171,6 @@ def validate(
                 print(describe_plan(memory_plan))
 
     _run(body)
-
-
-def _validate_vram(plan, options: BackboneOptions):
-    from mirage_cli.vram.plan import plan_for_validate
-
-    return plan_for_validate(plan, options)
 
 
 # --- mirage trajectory ---------------------------------------------------------------------------

@@ -51,15 +51,16 @@ def relative_pose_from_frames(frame_a: np.ndarray, frame_b: np.ndarray, K: np.nd
     return R, t.reshape(3), int(inliers)
 
 
+def spread(items: list, most: int) -> list:
+    """At most ``most`` of ``items``, spread evenly (first and last kept)."""
+    if len(items) <= most:
+        return items
+    return [items[round(k * (len(items) - 1) / (most - 1))] for k in range(most)]
+
+
 def pairs_at_strides(frames: int, strides=STRIDES, max_pairs: int = MAX_PAIRS_PER_STRIDE) -> list[tuple[int, int]]:
     """Frame pairs (i, i + s) for each stride s, at most ``max_pairs`` per stride, spread evenly."""
-    out = []
-    for s in strides:
-        starts = list(range(0, frames - s))
-        if len(starts) > max_pairs:
-            starts = [starts[round(k * (len(starts) - 1) / (max_pairs - 1))] for k in range(max_pairs)]
-        out += [(i, i + s) for i in starts]
-    return out
+    return [(i, i + s) for s in strides for i in spread(list(range(0, frames - s)), max_pairs)]
 
 
 def camera_following(frames: np.ndarray, world_from_cam: np.ndarray, K: np.ndarray, pairs=None) -> dict:

@@ -55,11 +55,10 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def temporal_stability(frames: np.ndarray, max_pairs: int = MAX_STABILITY_PAIRS) -> list[dict]:
     """Per consecutive pair (at most ``max_pairs``, spread evenly): the share of pixels whose flow is
     forward-backward consistent, and the median forward-backward error in pixels."""
-    starts = list(range(len(frames) - 1))
-    if len(starts) > max_pairs:
-        starts = [starts[round(k * (len(starts) - 1) / (max_pairs - 1))] for k in range(max_pairs)]
+    from mirage_cli.evaluation.camera_following import spread
+
     out = []
-    for i in starts:
+    for i in spread(list(range(len(frames) - 1)), max_pairs):
         error, inside = forward_backward_error(*flow_pair(frames[i], frames[i + 1]))
         out.append({"i": i, "j": i + 1, "consistent_share": float(np.mean((error < FB_THRESHOLD_PX) & inside)),
                     "median_error_px": float(np.median(error[inside])) if inside.any() else None})
