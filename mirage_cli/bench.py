@@ -78,6 +78,7 @@ def run_bench(
     repeat: int = 3,
     work_dir: Path | None = None,
     on_run=None,
+    evaluate: bool = False,
 ) -> dict:
     """Render ``plan`` in every memory mode; returns ``{"runs": {mode: {...}}, "ratios": {...}}``.
 
@@ -88,6 +89,8 @@ def run_bench(
         repeat: measured rounds after the warm-up (>= 1).
         work_dir: where the throw-away run directories go (default: a temporary directory).
         on_run: optional callback ``(memory_mode, round_index)`` before each render (progress).
+        evaluate: measure the first round's videos with ``mirage eval`` (after each render, outside
+            its timing) and add ``"eval": {mode: {metric: value}}``.
     """
     if repeat < 1:
         raise ValueError(f"repeat: expected at least 1, got {repeat}")
@@ -99,6 +102,7 @@ def run_bench(
         options = memory_plan.apply(options)
     backbone = load_backbone_for(plan, options)
     samples: dict[str, list[dict]] = {m.value: [] for m in MemoryMode}
+    measured: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-") as tmp:
         for memory in MemoryMode:  # warm-up, discarded
             if on_run:
@@ -109,6 +113,8 @@ def run_bench(
                 if on_run:
                     on_run(memory.value, r)
                 samples[memory.value].append(_run_once(plan, memory, options, backbone, Path(tmp) / f"{memory}-{r}"))
+                if evaluate and r == 0:
+                    measured[memory.value] = _evaluate_run(Path(tmp) / f"{memory}-{r}")
 
     runs = {}
     for memory, rows in samples.items():
@@ -140,7 +146,45 @@ def run_bench(
         "memory_plan": None if memory_plan is None else memory_plan.to_dict(),
         "runs": runs,
         "ratios": ratios,
+        **({"eval": measured} if evaluate else {}),
     }
+
+
+EVAL_HEADLINES = {  # metric: its column in the table
+    "rotation_error_median": "rotation err",
+    "trajectory_error_relative": "ATE/len",
+    "reprojection_error": "reproj err",
+    "revisit_psnr": "revisit PSNR",
+    "temporal_consistency": "stability",
+    "seam_ratio_max": "seam ratio",
+}
+
+
+def _evaluate_run(run: Path) -> dict:
+    """The headline ``mirage eval`` metrics of a bench render (value, unit, direction) and its notes."""
+    from mirage_cli.evaluation.document import evaluate
+    from mirage_cli.evaluation.inputs import load_inputs
+
+    document = evaluate(load_inputs(run))
+    return {"metrics": {name: document["metrics"][name] for name in EVAL_HEADLINES}, "depth": document["depth"],
+            "notes": document["notes"]}
+
+
+def eval_table(result: dict):
+    """A Rich table of the ``eval`` part of a ``run_bench(..., evaluate=True)`` result."""
+    from rich.table import Table
+
+    t = Table(title="mirage bench --eval: each mode's video measured (first round)")
+    t.add_column("memory")
+    units = next(iter(result["eval"].values()))["metrics"]
+    for name, column in EVAL_HEADLINES.items():
+        arrow = "↓" if units[name]["direction"] == "lower" else "↑"
+        t.add_column(f"{column} {arrow}", justify="right")
+    for memory, measured in result["eval"].items():
+        values = [measured["metrics"][name]["value"] for name in EVAL_HEADLINES]
+        t.add_row(memory, *("-" if v is None else f"{v:.3g}" for v in values))
+    t.caption = "↓ lower is better, ↑ higher; units and definitions: `mirage eval --json` (README, Measuring a render)"
+    return t
 
 
 def bench_table(result: dict):

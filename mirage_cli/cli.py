@@ -353,21 +353,17 @@ def evaluate(
                                       "for the 3D-consistency check; without it only rotation is checked."),
     reference: Path | None = typer.Option(None, "--reference", help="Ground-truth frames (a video, or a folder of images in "
                                           "name order): PSNR and SSIM against them."),
+    lpips: Path | None = typer.Option(None, "--lpips", help="Folder with LPIPS's weights (alexnet-owt-7be5be79.pth, alex.pth); "
+                                      "default: torch's hub cache and the lpips/torchmetrics packages. Never downloaded."),
+    html: Path | None = typer.Option(None, "--html", help="Also write a page with plots along the path and the worst pairs."),
     json_out: bool = typer.Option(False, "--json", help="Print the document (schema mirage-eval/1) on stdout."),
 ) -> None:
     """Measure camera following, 3D consistency, revisits, temporal stability and seams of a video."""
 
     def body():
-        from rich.console import Console
+        from mirage_cli.evaluation.command import run_eval
 
-        from mirage_cli.evaluation.document import evaluate as run_eval
-        from mirage_cli.evaluation.document import table
-        from mirage_cli.evaluation.inputs import load_inputs
-
-        document = run_eval(load_inputs(target, camera, depth, reference))
-        Console(stderr=True).print(table(document))
-        for note in document["notes"]:
-            _err(f"note: {note}")
+        document = run_eval(target, camera, depth, reference, lpips, html)
         if json_out:
             _print_json(document)
 
@@ -523,6 +519,8 @@ def bench(
     attention_backend: AttentionBackend = _BACKBONE.attention_backend,
     compile_: Compile = _BACKBONE.compile,
     vram_budget: VramBudget = _BACKBONE.vram_budget,
+    evaluate_: bool = typer.Option(False, "--eval", help="Also measure each mode's video with `mirage eval` (camera following, "
+                                   "3D consistency, revisits, stability, seams)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Render a scene with latent memory, RGB memory and no memory; print times, sizes and ratios."""
@@ -548,13 +546,17 @@ def bench(
         def on_run(mode, r):
             _err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")
 
-        result = run_bench(plan, options, chunks=chunks, repeat=repeat, on_run=on_run)
+        result = run_bench(plan, options, chunks=chunks, repeat=repeat, on_run=on_run, evaluate=evaluate_)
         if json_out:
             _print_json(result)
         else:
             from rich.console import Console
 
             Console().print(bench_table(result))
+            if evaluate_:
+                from mirage_cli.bench import eval_table
+
+                Console().print(eval_table(result))
 
     _run(body)
 

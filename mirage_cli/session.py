@@ -302,7 +302,7 @@ class RenderSession:
             self.events.warning(f"{run.run_json} {run_json_problem}; rewritten from {source}")
         run.write_config(self.config)
         run.write_resolved_spec(self.plan.summary())
-        run.write_camera(self.plan.trajectory)
+        run.write_camera(self.plan.trajectory.subset(range(self.plan.frames)))  # a bench's trimmed plan renders fewer frames
         if ckpt is not None:
             self.records = dict(ckpt.meta.get("outputs", {}))
             if not ckpt.meta["done"]:  # a finished run checks its segments only if its video needs them

@@ -13,7 +13,7 @@ from render_helpers import cli
 
 def test_bench_tiny_json(small_scene):
     result = cli("bench", small_scene, "--preset", "tiny", "--chunks", "1", "--repeat", "1", "--steps", "1", "--json",
-                 "--attention-backend", "native")
+                 "--attention-backend", "native", "--eval")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report["runs"]) == {"latent", "rgb", "none"}
@@ -27,6 +27,10 @@ def test_bench_tiny_json(small_scene):
     assert set(ratios) >= {"memory_time_rgb_over_latent", "cache_bytes_rgb_over_latent", "end_to_end_latent_over_none"}
     assert ratios["cache_bytes_rgb_over_latent"] > 10
     assert ratios["memory_time_rgb_over_latent"] > 0 and ratios["end_to_end_latent_over_none"] > 0
+    # --eval: every mode's video measured; the 3D check of a memory mode uses that run's memory depth
+    assert set(report["eval"]) == {"latent", "rgb", "none"}
+    assert report["eval"]["latent"]["depth"].startswith("the run's memory") and report["eval"]["none"]["depth"] is None
+    assert {"unit", "direction", "value"} <= set(report["eval"]["latent"]["metrics"]["reprojection_error"])
 
 
 def test_bench_rejects_bad_repeat():

@@ -48,6 +48,7 @@ def test_the_true_path_scores_near_perfect(scene):
     assert m["revisit_psnr"] > 35 and m["revisit_ssim"] > 0.95  # the return path sees exactly what the way out saw
     assert m["temporal_consistency"] > 0.8
     assert m["seam_ratio_max"] < 2.0
+    assert m["trajectory_error_relative"] < 0.05  # the chained estimates stay within 5% of the path's length
 
 
 def test_damage_is_caught_by_the_metric_meant_for_it(scene):
@@ -63,6 +64,7 @@ def test_damage_is_caught_by_the_metric_meant_for_it(scene):
     bad = run(shuffled, cams, K)
     assert bad["rotation_error_median"] > 5 * max(good["rotation_error_median"], 0.2)
     assert bad["temporal_consistency"] < good["temporal_consistency"]
+    assert bad["trajectory_error_relative"] > 3 * good["trajectory_error_relative"]
     shifted = frames.copy()
     shifted[17:] = np.roll(frames[17:], 6, axis=2)  # the second half drifts sideways: the revisits no longer match
     assert run(shifted, cams, K)["revisit_psnr"] < good["revisit_psnr"] - 10
@@ -82,7 +84,7 @@ def test_the_command_on_a_video_and_its_bad_inputs(tmp_path, scene):
     assert doc["schema"] == "mirage-eval/1" and doc["frames"] == len(frames)
     assert all({"value", "unit", "direction", "pairs"} <= set(m) for m in doc["metrics"].values())
     assert "rotation_error_median" in result.stderr  # the table
-    assert any("no depth given" in note for note in doc["notes"])
+    assert any("3D consistency: no depth" in note for note in doc["notes"])
     np.save(tmp_path / "depth.npy", depth)
     with_depth = json.loads(cli("eval", video, "--camera", camera, "--depth", tmp_path / "depth.npy", "--json").stdout)
     assert with_depth["metrics"]["reprojection_error"]["value"] < 0.5
@@ -114,6 +116,8 @@ def test_a_run_directory_gives_its_own_camera_and_chunks(tmp_path, small_scene):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert [b["i"] for b in doc["details"]["seams"]["boundaries"]] == [8]  # 17 frames in chunks of 9
+    assert doc["depth"].startswith("the run's memory (")  # the 3D check uses the depth the render's warps used
+    assert any("depth from the run's memory" in note for note in doc["notes"])
 
 
 def test_against_reference_frames(tmp_path, scene):
@@ -129,11 +133,92 @@ def test_against_reference_frames(tmp_path, scene):
     for i, f in enumerate(frames):
         Image.fromarray(f).save(folder / f"{i:04d}.png")
     truth = _reference(folder, frames)
-    exact = _against_reference(EvalInputs(frames, FPS, cams, K, "v", "c", reference=truth))
+    exact = _against_reference(EvalInputs(frames, FPS, cams, K, "v", "c", reference=truth), None, [])
     assert exact["reference_psnr"]["value"] == 100.0 and exact["reference_ssim"]["value"] == pytest.approx(1.0)
     noisy = np.clip(truth.astype(int) + np.random.default_rng(0).integers(-20, 21, truth.shape), 0, 255).astype(np.uint8)
-    worse = _against_reference(EvalInputs(frames, FPS, cams, K, "v", "c", reference=noisy))
+    worse = _against_reference(EvalInputs(frames, FPS, cams, K, "v", "c", reference=noisy), None, [])
     assert worse["reference_psnr"]["value"] < 30 and worse["reference_ssim"]["value"] < 0.9
     (folder / "0000.png").unlink()
     with pytest.raises(InputError, match="holds 32 frames"):
         _reference(folder, frames)
+
+
+@pytest.mark.parametrize("points", [3, 10, 200])
+def test_similarity_fit_recovers_a_random_similarity(points):
+    from mirage_cli.evaluation.trajectory_error import similarity_fit
+
+    rng = np.random.default_rng(points)
+    for _ in range(5):
+        R, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        R *= np.linalg.det(R)  # a rotation, not a reflection
+        scale, shift = float(rng.uniform(0.1, 10)), rng.normal(size=3)
+        source = rng.normal(size=(points, 3))
+        s, R_fit, t = similarity_fit(source, scale * source @ R.T + shift)
+        assert s == pytest.approx(scale) and np.allclose(R_fit, R, atol=1e-9) and np.allclose(t, shift, atol=1e-9)
+
+
+def _lift(depth, K, world_from_cam, stride=16):
+    """Points on a grid of ``stride`` pixels (latent cells) lifted with the exact depth, as the memory holds them."""
+    H, W = depth.shape
+    ys, xs = np.mgrid[stride // 2 : H : stride, stride // 2 : W : stride]
+    z = depth[ys, xs]
+    rays = np.stack([xs, ys, np.ones_like(xs)], -1).astype(np.float64) @ np.linalg.inv(K).T
+    world = (rays * z[..., None]).reshape(-1, 3) @ world_from_cam[:3, :3].T + world_from_cam[:3, 3]
+    return world, (z * (stride / 2) / K[0, 0]).reshape(-1)
+
+
+def test_depth_from_memory_points_matches_the_true_depth(scene):
+    from mirage_cli.evaluation.memory_depth import depth_from_points
+
+    frames, cams, K, depth = scene
+    lifted = [_lift(depth[n], K[n], cams[n]) for n in (0, 8, 16)]
+    xyz, radius = np.concatenate([p[0] for p in lifted]), np.concatenate([p[1] for p in lifted])
+    seen = depth_from_points(xyz, radius, cams, K, (H, W))
+    covered = np.isfinite(seen)
+    assert covered.mean() > 0.9
+    assert np.median(np.abs(seen[covered] - depth[covered]) / depth[covered]) < 0.03  # a cell's nearest point, 16 px cells
+    exact, from_memory = run(frames, cams, K, depth=depth), run(frames, cams, K, depth=seen)
+    assert from_memory["reprojection_error"] < exact["reprojection_error"] + 0.2
+    with pytest.raises(ValueError, match="xyz"):
+        depth_from_points(xyz[:, :2], radius, cams, K, (H, W))
+
+
+def _random_lpips_weights(folder):
+    """Random AlexNet and LPIPS weights under the real file names (the real ones cannot be downloaded here)."""
+    import torch
+
+    from mirage_cli.evaluation.lpips import BACKBONE_FILE, LINEAR_FILE, AlexNetTaps
+
+    torch.manual_seed(0)
+    folder.mkdir()
+    torch.save(AlexNetTaps().state_dict(), folder / BACKBONE_FILE)
+    linear = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate((64, 192, 384, 256, 256))}
+    torch.save(linear, folder / LINEAR_FILE)
+
+
+def test_lpips_from_local_weights_and_the_page(tmp_path, scene, monkeypatch):
+    frames, cams, K, _ = scene
+    frames, cams, K = frames[:6], cams[:6], K[:6]
+    video, camera = tmp_path / "video.mkv", tmp_path / "camera.json"
+    write_lossless(video, frames, FPS)
+    write_canonical_json(camera, Trajectory(cams, K, W, H, FPS))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no weights anywhere: skipped with a note
+    skipped = cli("eval", video, "--camera", camera, "--reference", video, "--json")
+    assert skipped.exit_code == 0 and "LPIPS skipped" in skipped.stderr
+    assert "reference_lpips" not in json.loads(skipped.stdout)["metrics"]
+    _random_lpips_weights(tmp_path / "lpips")
+    same = cli("eval", video, "--camera", camera, "--reference", video, "--lpips", tmp_path / "lpips", "--json",
+               "--html", tmp_path / "eval.html")
+    assert same.exit_code == 0, same.stderr
+    assert json.loads(same.stdout)["metrics"]["reference_lpips"]["value"] == pytest.approx(0.0, abs=1e-6)
+    page = (tmp_path / "eval.html").read_text()
+    assert "reference_lpips" in page and page.count("data:image/png;base64") == 2 and "Largest reprojection error" in page
+    from mirage_cli.evaluation.lpips import find_weights, load_lpips, lpips_distances
+
+    metric = load_lpips(find_weights(tmp_path / "lpips"))
+    rng = np.random.default_rng(0)
+    distances = [lpips_distances(metric, frames, np.clip(frames + rng.normal(0, sigma, frames.shape), 0, 255).astype(np.uint8)).mean()
+                 for sigma in (2, 10, 40)]
+    assert 0 < distances[0] < distances[1] < distances[2]
+    bad = cli("eval", video, "--camera", camera, "--reference", video, "--lpips", tmp_path / "nowhere")
+    assert bad.exit_code == 2 and "--lpips" in bad.stderr

@@ -1,7 +1,9 @@
-"""``mirage eval``: camera following, revisit consistency, temporal stability and seams of a video
-against its camera path, from OpenCV's dense flow and essential matrices (no model download).
+"""``mirage eval``: camera following, 3D consistency, revisit consistency, temporal stability and seams
+of a video against its camera path, from OpenCV's dense flow and essential matrices (no model download).
 
-Modules: ``inputs`` (frames, cameras, chunk boundaries), ``flow`` (DIS flow, forward-backward check),
-``camera_following``, ``revisit``, ``frames`` (PSNR, SSIM, stability, seams), ``document`` (the JSON
-document and the table).
+Modules: ``inputs`` (frames, cameras, chunk boundaries, depth), ``memory_depth`` (a run's depth from
+its memory points), ``flow`` (DIS flow, forward-backward check), ``camera_following``,
+``trajectory_error`` (ATE), ``reprojection``, ``revisit``, ``frames`` (PSNR, SSIM, stability, seams),
+``lpips`` (from local weights only), ``document`` (the JSON document and the table), ``page`` (--html),
+``command`` (what ``mirage eval`` does).
 """

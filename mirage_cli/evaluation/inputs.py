@@ -33,6 +33,7 @@ class EvalInputs:
     boundaries: list[int] = field(default_factory=list)
     depth: np.ndarray | None = None  # float [N, H, W] z-depth of every frame in the path's units, or None
     reference: np.ndarray | None = None  # uint8 [N, H, W, 3] ground-truth frames, or None
+    depth_source: str | None = None  # where ``depth`` came from, in words
 
 
 def _problem(path, message: str) -> InputError:
@@ -134,6 +135,21 @@ def load_inputs(target: str | Path, camera: str | Path | None = None, depth: str
             raise _problem(target, "is a video: pass its camera path with --camera (any format `mirage trajectory` reads)")
     frames, fps = _read_frames(video)
     world_from_cam, K = _camera(Path(camera), len(frames), fps, frames.shape[1:3])
-    depth_maps = None if depth is None else _depth(Path(depth), len(frames), frames.shape[1:3])
+    depth_maps, depth_source = None, None
+    if depth is not None:
+        depth_maps, depth_source = _depth(Path(depth), len(frames), frames.shape[1:3]), f"the depth file {depth}"
+    elif target.is_dir():
+        depth_maps, depth_source = _memory_depth(target, world_from_cam, K, frames.shape[1:3])
     truth = None if reference is None else _reference(Path(reference), frames)
-    return EvalInputs(frames, fps, world_from_cam, K, video, Path(camera), boundaries, depth_maps, truth)
+    return EvalInputs(frames, fps, world_from_cam, K, video, Path(camera), boundaries, depth_maps, truth, depth_source)
+
+
+def _memory_depth(run: Path, world_from_cam: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
+    """The depth of every frame from the run's memory points, or (None, None) without a memory."""
+    from mirage_cli.evaluation.memory_depth import depth_from_points, memory_points
+
+    points = memory_points(run)
+    if points is None:
+        return None, None
+    xyz, radius, checkpoint = points
+    return depth_from_points(xyz, radius, world_from_cam, K, size), f"the run's memory ({len(xyz)} points, {checkpoint})"

@@ -37,16 +37,16 @@ def stage_color(name: str, i: int) -> str:
     return STAGE_COLORS.get(name, _EXTRA_COLORS[i % len(_EXTRA_COLORS)])
 
 
-def _new_figure(width: float = 5.6, height: float = 3.6):
+def new_figure(width: float = 5.6, height: float = 3.6):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    _style_axes(ax)
+    style_axes(ax)
     return fig, ax
 
 
-def _style_axes(ax) -> None:
+def style_axes(ax) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     for side in ("left", "bottom"):
@@ -59,7 +59,7 @@ def _style_axes(ax) -> None:
     ax.yaxis.label.set_color(_INK)
 
 
-def _empty(ax, text: str) -> None:
+def empty_axes(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#7a828c", fontsize=11)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -78,10 +78,10 @@ def _chunk_axis(ax, chunks: list[dict]) -> list[int]:
 
 def figure_stage_time(report: dict):
     """Stacked bars: seconds per top-level stage per chunk, plus untimed 'other'."""
-    fig, ax = _new_figure(11.2, 3.6)
+    fig, ax = new_figure(11.2, 3.6)
     chunks = report["chunks"]
     if not chunks:
-        _empty(ax, "no chunks")
+        empty_axes(ax, "no chunks")
         return fig
     idx = _chunk_axis(ax, chunks)
     names = [n for n in top_level_stages(report) if any(c["stages"].get(n, 0) > 0 for c in chunks)]
@@ -101,11 +101,11 @@ def figure_stage_time(report: dict):
 
 def figure_cache(report: dict):
     """Cache points (left axis) and MiB (right axis) after each chunk, along the trajectory."""
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     chunks = [c for c in report["chunks"] if c["cache_points"] is not None]
     ax.set_title("Memory cache along the trajectory", loc="left", fontsize=11)
     if not chunks:
-        _empty(ax, "no memory in this run")
+        empty_axes(ax, "no memory in this run")
         return fig
     x = [c["frame_end"] for c in chunks]
     pts = [c["cache_points"] for c in chunks]
@@ -148,12 +148,12 @@ def _thousands():
 
 def figure_peak_memory(report: dict):
     """Bars: peak memory per chunk (GiB or MiB, whichever reads better)."""
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     chunks = report["chunks"]
     kind = "GPU max allocated" if report["summary"]["peak_memory_kind"] == P.PEAK_CUDA else "process RSS"
     ax.set_title(f"Peak memory per chunk ({kind})", loc="left", fontsize=11)
     if not chunks:
-        _empty(ax, "no chunks")
+        empty_axes(ax, "no chunks")
         return fig
     idx = _chunk_axis(ax, chunks)
     peak = max(c["peak_memory_bytes"] for c in chunks)
@@ -169,11 +169,11 @@ def figure_peak_memory(report: dict):
 
 def figure_coverage(report: dict):
     """Bars: percentage of latent cells the memory covered per chunk."""
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     ax.set_title("Memory coverage per chunk", loc="left", fontsize=11)
     chunks = [c for c in report["chunks"] if c["memory_coverage"] is not None]
     if not chunks:
-        _empty(ax, "no memory in this run")
+        empty_axes(ax, "no memory in this run")
         return fig
     idx = _chunk_axis(ax, chunks)
     vals = [100 * c["memory_coverage"] for c in chunks]
@@ -190,11 +190,11 @@ def figure_camera_path(report: dict):
     directions and chunk ends marked."""
     from mirage_cli.camera.plot import draw_path
 
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     ax.set_title("Camera path from above (x-z)", loc="left", fontsize=11)
     cam = report.get("camera")
     if not cam or not cam["positions"]:
-        _empty(ax, "no camera path")
+        empty_axes(ax, "no camera path")
         return fig
     ax.grid(axis="both", color=_GRID, linewidth=0.8)
     ends = [c["frame_end"] for c in report["chunks"]] or None
@@ -210,11 +210,11 @@ def _chunk_color(i: int) -> str:
 
 def figure_step_times(report: dict):
     """Line: seconds of every denoising step, chunk after chunk."""
-    fig, ax = _new_figure(11.2, 2.6)
+    fig, ax = new_figure(11.2, 2.6)
     ax.set_title("Denoising step time", loc="left", fontsize=11)
     chunks = [c for c in report["chunks"] if c["step_seconds"]]
     if not chunks:
-        _empty(ax, "no denoising steps timed")
+        empty_axes(ax, "no denoising steps timed")
         return fig
     offset = 0
     markers = sum(len(c["step_seconds"]) for c in chunks) <= 150

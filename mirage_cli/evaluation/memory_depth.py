@@ -1,0 +1,67 @@
+"""The depth of every frame as the run's memory saw it: the memory's 3D points (the newest good
+checkpoint of a run directory) projected into each frame's camera with a z-buffer.
+
+The memory holds one point per latent cell, each covering a square of its ``radius`` (world half-size)
+around it, so the depth is resolved on a grid of cells as large as the points' median projected
+footprint (16 pixels for Wan2.2's VAE): the nearest point in each cell wins, cells no point falls into
+stay NaN (not compared). The points are in the camera path's world frame and units, so this is the
+depth the render's warps used, with no depth model involved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SMALLEST_CELL_PX, LARGEST_CELL_PX = 2, 32
+
+
+def memory_points(run: Path) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(xyz float64 [P, 3], radius float64 [P], checkpoint name) of the run's newest good checkpoint's
+    memory; None when the run has no checkpoint with a memory (``--memory none``) or no points."""
+    from mirage_cli.run_dir import RunDir
+
+    run_dir = RunDir(run)
+    if not run_dir.state_dir.is_dir():
+        return None
+    ckpt = run_dir.checkpoints().load_latest()
+    if ckpt is None or "memory" not in ckpt.tensors or "xyz" not in ckpt.tensors["memory"]:
+        return None
+    state = ckpt.tensors["memory"]
+    xyz, radius = state["xyz"].double().numpy(), state["radius"].double().numpy()
+    if len(xyz) == 0:
+        return None
+    return xyz, radius, ckpt.name
+
+
+def depth_from_points(xyz: np.ndarray, radius: np.ndarray, world_from_cam: np.ndarray, K: np.ndarray,
+                      size: tuple[int, int]) -> np.ndarray:
+    """z-depth float64 [N, H, W] of points ``xyz`` [P, 3] (world half-size ``radius`` [P]) seen by the
+    cameras ``world_from_cam`` [N, 4, 4] (OpenCV) with pixel intrinsics ``K`` [N, 3, 3]; NaN where no
+    point is seen (see the module docstring)."""
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or radius.shape != (len(xyz),):
+        raise ValueError(f"depth_from_points: expected xyz [P, 3] and radius [P], got {xyz.shape} and {radius.shape}")
+    if world_from_cam.shape[1:] != (4, 4) or K.shape != (len(world_from_cam), 3, 3):
+        raise ValueError(f"depth_from_points: expected world_from_cam [N, 4, 4] and K [N, 3, 3], got {world_from_cam.shape} and {K.shape}")
+    H, W = size
+    out = np.full((len(world_from_cam), H, W), np.nan)
+    homogeneous = np.concatenate([xyz, np.ones((len(xyz), 1))], axis=1)
+    for n in range(len(world_from_cam)):
+        cam = (homogeneous @ np.linalg.inv(world_from_cam[n]).T)[:, :3]
+        z = cam[:, 2]
+        front = z > 1e-9
+        if not front.any():
+            continue
+        uv = cam[front] @ K[n].T
+        u, v, z_front = uv[:, 0] / uv[:, 2], uv[:, 1] / uv[:, 2], z[front]
+        footprint = 2.0 * K[n, 0, 0] * radius[front] / z_front
+        cell = int(np.clip(np.rint(np.median(footprint)), SMALLEST_CELL_PX, LARGEST_CELL_PX))
+        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        rows, cols = -(-H // cell), -(-W // cell)
+        cells = np.full(rows * cols, np.inf)
+        index = (v[inside] // cell).astype(int) * cols + (u[inside] // cell).astype(int)
+        np.minimum.at(cells, index, z_front[inside])
+        grid = np.repeat(np.repeat(cells.reshape(rows, cols), cell, axis=0), cell, axis=1)[:H, :W]
+        out[n] = np.where(np.isfinite(grid), grid, np.nan)
+    return out
