@@ -251,6 +251,10 @@ class RenderSession:
         problems = self.options.problems()
         if problems:
             raise InputError([Problem(file=None, field=flag, message=message) for flag, message in problems])
+        if self.backbone is None:
+            from mirage_cli.backbone.loading import check_backbone_options
+
+            check_backbone_options(self.options.backbone)  # a refused flag combination leaves no run directory behind
         self.choose_memory_plan()
         self.config = render_config(self.plan, self.options)
         self.fingerprint = fingerprint(self.config)

@@ -128,7 +128,7 @@ def load_backbone(
     transformers.utils.logging.disable_progress_bar()
 
     options = (options or BackboneOptions()).resolved()
-    torch_device, torch_dtype = _check_options(options)
+    torch_device, torch_dtype = check_backbone_options(options)
     if options.preset == "tiny":
         backbone = tiny_backbone(torch_device, torch_dtype)  # on the CPU
     elif options.random_weights:
@@ -167,7 +167,7 @@ def attach_trained(backbone: Backbone, trained) -> None:
         apply_lora(backbone.transformer, trained.lora, trained.lora_scale, merge=True, field="conditioning.lora")
 
 
-def _check_options(options: BackboneOptions) -> tuple[torch.device, torch.dtype]:
+def check_backbone_options(options: BackboneOptions) -> tuple[torch.device, torch.dtype]:
     """The device and dtype of ``options``; InputError naming the option for anything unusable."""
     if options.preset is not None and options.preset not in BACKBONE_PRESETS:
         raise InputError(f"unknown preset {options.preset!r} (available: {', '.join(BACKBONE_PRESETS)})", field="preset")

@@ -124,6 +124,8 @@ def load_inputs(target: str | Path, camera: str | Path | None = None, depth: str
     boundaries: list[int] = []
     if target.is_dir():
         video = target / "video.mp4"
+        if not video.is_file():
+            raise _problem(target, "holds no video.mp4 yet (the render has not finished: run `mirage render` again to resume it)")
         if camera is None:
             camera = target / "camera.json"
             if not camera.is_file():

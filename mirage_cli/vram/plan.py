@@ -254,11 +254,11 @@ def plan_for_render(plan, options: BackboneOptions, recorded_tiling: bool | None
 def plan_for_validate(plan, options: BackboneOptions) -> MemoryPlan:
     """The memory plan ``mirage validate --vram`` shows: a GPU render of ``plan`` on this machine's GPU,
     else on a 24 GiB card; the backbone options are checked as a render would check them."""
-    from mirage_cli.backbone.loading import _check_options
+    from mirage_cli.backbone.loading import check_backbone_options
     from mirage_cli.vram.predict import RenderShape
 
     budget = parse_budget(options.vram_budget)
-    _check_options(replace(options, device="cpu", offload="none", dtype="float32" if options.dtype == "auto" else options.dtype))
+    check_backbone_options(replace(options, device="cpu", offload="none", dtype="float32" if options.dtype == "auto" else options.dtype))
     free = device_budget(torch.device("cuda")) if torch.cuda.is_available() else None
     return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget, free=free,
                        vace=plan.conditioning.vace)
