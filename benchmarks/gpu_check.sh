@@ -10,6 +10,13 @@
 # OUT_DIR/table.md (s/chunk, memory-module s, peak GiB per mode), and the logs. Budget: under
 # 8 minutes on one H100 (MIRAGE_GPU_CHECK_TIMEOUT, default 480 s, stops it).
 #
+# Then one line per step cache in MIRAGE_GPU_CHECK_CACHES (default "first-block taylorseer mag"; empty:
+# none): `mirage bench --cache` on the first chunk (mag after `mirage calibrate-cache`), s/step without
+# and with the cache, the share of blocks computed and the change of the frames (max-abs, PSNR), into
+# OUT_DIR/cache-<name>.json and table.md. About 1-2 minutes per cache on one H100 (each stopped
+# after MIRAGE_GPU_CHECK_CACHE_TIMEOUT, default 240 s). MIRAGE_GPU_CHECK_CACHE_ARGS replaces their
+# arguments (default: the real size, one chunk of 33 frames, 8 steps, one round).
+#
 # Python: $PYTHON (default: .venv/bin/python when present, else python3) must import mirage_cli and
 # a CUDA build of torch. On a bare machine without internet, carry the wheels in and set
 # MIRAGE_WHEELS=DIR: a fresh venv is made and everything installed from DIR only (pip --no-index).
@@ -76,3 +83,41 @@ rows.append(f"{bench['resolution']}, {bench['chunks']} chunks of {bench['chunk_f
 (out / "table.md").write_text("\n".join(rows) + "\n")
 print("\n".join(rows))
 PY
+
+CACHE_ARGS_DEFAULT="--random-weights --random-text-encoder --device cuda --resolution 1280x704 --frames 33 --chunk-frames 33 --steps 8"
+read -r -a CACHE_ARGS <<< "${MIRAGE_GPU_CHECK_CACHE_ARGS:-$CACHE_ARGS_DEFAULT}"
+CACHE_TIMEOUT=${MIRAGE_GPU_CHECK_CACHE_TIMEOUT:-240}
+CACHE_ROWS=()
+for cache in ${MIRAGE_GPU_CHECK_CACHES-first-block taylorseer mag}; do
+    extra=()
+    if [[ "$cache" == "mag" ]]; then
+        if ! timeout "$CACHE_TIMEOUT" "$PYTHON" -m mirage_cli calibrate-cache examples/room/scene.yaml "${CACHE_ARGS[@]}" \
+                --out "$OUT_DIR/mag-calibration.json" > /dev/null 2> "$OUT_DIR/calibrate-cache.log"; then
+            CACHE_ROWS+=("| mag | calibration failed: see calibrate-cache.log | | | | |")
+            continue
+        fi
+        extra=(--cache-calibration "$OUT_DIR/mag-calibration.json")
+    fi
+    if timeout "$CACHE_TIMEOUT" "$PYTHON" -m mirage_cli bench "${CACHE_ARGS[@]}" --chunks 1 --repeat 1 --cache "$cache" "${extra[@]}" \
+            --json > "$OUT_DIR/cache-$cache.json" 2> "$OUT_DIR/cache-$cache.log"; then
+        CACHE_ROWS+=("$("$PYTHON" - "$OUT_DIR/cache-$cache.json" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read())
+runs, c = r["runs"], r["change"]
+name = r["cache"]["method"]
+print(f"| {name} | {runs['none']['step_seconds']:.3f} | {runs[name]['step_seconds']:.3f} | {r['speedup_step']:.2f}x | "
+      f"{r['blocks_computed_share']:.0%} | {c['max_abs']} / {c['psnr_db']:.1f} dB |")
+PY
+)")
+    else
+        CACHE_ROWS+=("| $cache | failed: see cache-$cache.log | | | | |")
+    fi
+done
+if [[ ${#CACHE_ROWS[@]} -gt 0 ]]; then
+    {
+        echo ""
+        echo "| step cache | s/step none | s/step cached | speed-up | blocks computed | frames max-abs / PSNR |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        printf '%s\n' "${CACHE_ROWS[@]}"
+    } | tee -a "$OUT_DIR/table.md"
+fi

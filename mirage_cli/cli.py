@@ -7,23 +7,41 @@ go to stderr. Exit codes (README, "Commands"): 0 done, 1 runtime failure, 2 bad 
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from mirage_cli import test_hooks
-from mirage_cli.errors import EXIT_FAILURE, EXIT_USAGE, InputError, Interrupted, MirageError
+from mirage_cli.cli_app import app, cache_app, err, print_json, run_body
+from mirage_cli.cli_flags import (
+    BACKBONE,
+    VIDEO,
+    AttentionBackend,
+    CacheCalibration,
+    CacheInterval,
+    CacheThreshold,
+    Compile,
+    Device,
+    Dtype,
+    Fp8,
+    OffloadFlag,
+    Preset,
+    RandomTextEncoder,
+    RandomWeights,
+    StepCache,
+    Steps,
+    VaeTiling,
+    VramBudget,
+    backbone_options,
+    step_cache_overrides,
+)
+from mirage_cli.errors import EXIT_FAILURE, Interrupted, MirageError
 from mirage_cli.files import check_output
-from mirage_cli.jsonable import to_jsonable
 from mirage_cli.options import (
     DEFAULT_FPS,
     DEFAULT_RESOLUTION,
-    BackboneOptions,
     MemoryMode,
     Offload,
     PinMode,
@@ -31,97 +49,6 @@ from mirage_cli.options import (
     RenderOptions,
     VideoOptions,
 )
-
-app = typer.Typer(
-    name="mirage",
-    help="Render long, 3D-consistent camera-controlled videos on Wan2.2-TI2V-5B with a latent spatial memory.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain click help: flags without a bogus <bool> value, no boxes in logs
-)
-cache_app = typer.Typer(help="Work with a run's latent memory cache.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(cache_app, name="cache")
-
-
-def _err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _run(fn: Callable[[], int | None], quiet_errors: bool = False) -> None:
-    """Run a command body and turn library errors into one clear message and an exit code.
-
-    ``quiet_errors``: the body reported the error itself (``--progress jsonl``): only exit.
-    A stop signal (``mirage_cli.signals``) ends the command with exit 75 and a line saying so.
-    """
-    try:
-        code = fn()
-    except InputError as e:
-        for p in e.problems:
-            if not quiet_errors:
-                _err(f"error: {p}")
-        raise typer.Exit(EXIT_USAGE) from None
-    except Interrupted as e:
-        if not quiet_errors:
-            _err(f"interrupted: {e}")
-        raise typer.Exit(e.exit_code) from None
-    except MirageError as e:
-        if not quiet_errors:
-            _err(f"error: {e}")
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        _err("interrupted")
-        raise typer.Exit(130) from None
-    raise typer.Exit(int(code or 0))
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(to_jsonable(obj, nonfinite="null"), indent=2))
-
-
-# --- flags shared by validate, render and bench -------------------------------------------------------------
-# Each flag is declared once here; its default is the options dataclass's (mirage_cli/options.py).
-
-_BACKBONE = BackboneOptions()
-_VIDEO = VideoOptions()
-Preset = Annotated[str | None, typer.Option("--preset", help="`tiny`: tiny random components, CPU-friendly, no download.")]
-RandomWeights = Annotated[
-    bool, typer.Option("--random-weights", help="The real 5B architecture with random weights (speed tests, no download).")
-]
-RandomTextEncoder = Annotated[
-    bool, typer.Option("--random-text-encoder", help="With --random-weights: a real-size UMT5-XXL text encoder with random "
-                       "weights, so memory figures include its 10.6 GiB.")
-]
-Device = Annotated[str, typer.Option("--device", help="auto | cuda | cuda:N | cpu (auto prefers CUDA).")]
-Dtype = Annotated[
-    str, typer.Option("--dtype", help="Transformer dtype: auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32.")
-]
-OffloadFlag = Annotated[Offload, typer.Option("--offload", help="diffusers offloading of the weights to the CPU (CUDA only).")]
-VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode with VAE tiling (less memory).")]
-Fp8 = Annotated[bool, typer.Option("--fp8", help="Store transformer weights in fp8 (layerwise casting).")]
-AttentionBackend = Annotated[str | None, typer.Option("--attention-backend", help="diffusers attention backend name.")]
-Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation of the repeated transformer blocks.")]
-Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec).")]
-VramBudget = Annotated[str, typer.Option("--vram-budget", help="auto (the GPU's free memory) | GiB | none: on a GPU, add "
-                                         "offload and VAE tiling when the predicted peak needs them; refuse what cannot fit.")]
-
-
-def _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                      random_text_encoder, vram_budget: str = _BACKBONE.vram_budget) -> BackboneOptions:
-    return BackboneOptions(
-        vram_budget=vram_budget,
-        preset=preset,
-        random_weights=random_weights,
-        random_text_encoder=random_text_encoder,
-        device=device,
-        dtype=dtype,
-        offload=offload.value,
-        vae_tiling=vae_tiling,
-        fp8=fp8,
-        attention_backend=attention_backend,
-        compile=compile_,
-    )
-
 
 # --- mirage validate -----------------------------------------------------------------------------
 
@@ -133,14 +60,14 @@ def validate(
     vram: bool = typer.Option(False, "--vram", help="Also predict the peak GPU memory of each stage (meta-device traces of "
                               "the real modules at the scene's size) and the memory plan a render would choose."),
     model: str | None = typer.Option(None, "--model", help="With --vram: diffusers model id or local directory (overrides the spec)."),
-    preset: Preset = _BACKBONE.preset,
-    random_weights: RandomWeights = _BACKBONE.random_weights,
-    random_text_encoder: RandomTextEncoder = _BACKBONE.random_text_encoder,
-    dtype: Dtype = _BACKBONE.dtype,
-    offload: OffloadFlag = Offload(_BACKBONE.offload),
-    vae_tiling: VaeTiling = _BACKBONE.vae_tiling,
-    fp8: Fp8 = _BACKBONE.fp8,
-    vram_budget: VramBudget = _BACKBONE.vram_budget,
+    preset: Preset = BACKBONE.preset,
+    random_weights: RandomWeights = BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
+    dtype: Dtype = BACKBONE.dtype,
+    offload: OffloadFlag = Offload(BACKBONE.offload),
+    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
+    fp8: Fp8 = BACKBONE.fp8,
+    vram_budget: VramBudget = BACKBONE.vram_budget,
     depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
 ) -> None:
     """Check a scene spec and its files as a render would, and print the resolved plan (and, with
@@ -155,14 +82,14 @@ def validate(
         summary = plan.summary()
         memory_plan = None
         if vram:
-            options = _backbone_options(preset, random_weights, "auto", dtype, offload, vae_tiling, fp8, None, False,
+            options = backbone_options(preset, random_weights, "auto", dtype, offload, vae_tiling, fp8, None, False,
                                         random_text_encoder, vram_budget)
             from mirage_cli.vram.plan import plan_for_validate
 
             memory_plan = plan_for_validate(plan, options)
             summary["vram"] = memory_plan.to_dict()
         if json_out:
-            _print_json(summary)
+            print_json(summary)
         else:
             print(plan.describe())
             if memory_plan is not None:
@@ -170,7 +97,7 @@ def validate(
 
                 print(describe_plan(memory_plan))
 
-    _run(body)
+    run_body(body)
 
 
 # --- mirage trajectory ---------------------------------------------------------------------------
@@ -224,7 +151,7 @@ def trajectory(
             plot_trajectory(traj, plot, title=f"{source.name}: {len(traj)} frames")
             summary["plot"] = str(plot)
         if json_out:
-            _print_json(summary)
+            print_json(summary)
         else:
             print(describe(summary))
             for key in ("written", "plot"):
@@ -232,7 +159,7 @@ def trajectory(
                     value = summary[key]
                     print(f"{key}:{' ' * (16 - len(key))}" + (f"{value['path']} ({value['format']})" if key == "written" else value))
 
-    _run(body)
+    run_body(body)
 
 
 # --- mirage render -------------------------------------------------------------------------------
@@ -243,17 +170,17 @@ def render(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else runs/<spec stem>)."),
     model: str | None = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
-    preset: Preset = _BACKBONE.preset,
-    random_weights: RandomWeights = _BACKBONE.random_weights,
-    random_text_encoder: RandomTextEncoder = _BACKBONE.random_text_encoder,
-    device: Device = _BACKBONE.device,
-    dtype: Dtype = _BACKBONE.dtype,
-    offload: OffloadFlag = Offload(_BACKBONE.offload),
-    vae_tiling: VaeTiling = _BACKBONE.vae_tiling,
-    fp8: Fp8 = _BACKBONE.fp8,
-    attention_backend: AttentionBackend = _BACKBONE.attention_backend,
-    compile_: Compile = _BACKBONE.compile,
-    vram_budget: VramBudget = _BACKBONE.vram_budget,
+    preset: Preset = BACKBONE.preset,
+    random_weights: RandomWeights = BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
+    device: Device = BACKBONE.device,
+    dtype: Dtype = BACKBONE.dtype,
+    offload: OffloadFlag = Offload(BACKBONE.offload),
+    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
+    fp8: Fp8 = BACKBONE.fp8,
+    attention_backend: AttentionBackend = BACKBONE.attention_backend,
+    compile_: Compile = BACKBONE.compile,
+    vram_budget: VramBudget = BACKBONE.vram_budget,
     memory: MemoryMode | None = typer.Option(None, "--memory", help="What conditions each chunk (overrides the spec)."),
     pin: PinMode | None = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
     pin_until: float | None = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
@@ -263,12 +190,16 @@ def render(
     vace: Path | None = typer.Option(None, "--vace", help="VACE weights (.safetensors from the official training code)."),
     lora: Path | None = typer.Option(None, "--lora", help="DiT LoRA (.safetensors from the official training code)."),
     lora_scale: float | None = typer.Option(None, "--lora-scale", help="Weight of the LoRA's update (default 1)."),
+    cache: StepCache = None,
+    cache_threshold: CacheThreshold = None,
+    cache_interval: CacheInterval = None,
+    cache_calibration: CacheCalibration = None,
     steps: Steps = None,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
-    crf: int = typer.Option(_VIDEO.crf, "--crf", help="x264 quality of video.mp4: 0-51, lower is better."),
-    encoder_preset: str = typer.Option(_VIDEO.encoder_preset, "--encoder-preset", help="x264 speed preset of video.mp4."),
-    lossless: bool = typer.Option(_VIDEO.lossless, "--lossless", help="Also write video.mkv: FFV1, exactly the rendered frames."),
-    frames: Path | None = typer.Option(_VIDEO.frames_dir, "--frames", help="Also write every frame as a PNG into DIR."),
+    crf: int = typer.Option(VIDEO.crf, "--crf", help="x264 quality of video.mp4: 0-51, lower is better."),
+    encoder_preset: str = typer.Option(VIDEO.encoder_preset, "--encoder-preset", help="x264 speed preset of video.mp4."),
+    lossless: bool = typer.Option(VIDEO.lossless, "--lossless", help="Also write video.mkv: FFV1, exactly the rendered frames."),
+    frames: Path | None = typer.Option(VIDEO.frames_dir, "--frames", help="Also write every frame as a PNG into DIR."),
     restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out and start over."),
     trace: Path | None = typer.Option(None, "--trace", help="Write a torch.profiler Chrome trace of one chunk into DIR."),
     progress: Progress = typer.Option(Progress.AUTO, "--progress", help="auto: bars on a terminal, lines otherwise; "
@@ -296,14 +227,15 @@ def render(
             "conditioning.vace": None if vace is None else str(vace.expanduser().resolve()),
             "conditioning.lora": None if lora is None else str(lora.expanduser().resolve()),
             "conditioning.lora_scale": lora_scale,
+            **step_cache_overrides(cache, cache_threshold, cache_interval, cache_calibration),
         }
-        backbone = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
+        backbone = backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
                                      random_text_encoder, vram_budget)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace)
         return load_plan(scene, overrides=overrides), options
 
-    _run(lambda: _render_under_stop(prepare, events, progress, json_out), quiet_errors=progress == Progress.JSONL)
+    run_body(lambda: _render_under_stop(prepare, events, progress, json_out), quiet_errors=progress == Progress.JSONL)
 
 
 def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> None:
@@ -336,38 +268,9 @@ def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> N
         finally:
             stop.settle()  # the outcome is decided: later signals only get recorded
     if json_out:
-        _print_json(result.summary())
+        print_json(result.summary())
     else:
         print(result.video)
-
-
-# --- mirage eval ----------------------------------------------------------------------------------
-
-
-@app.command("eval")
-def evaluate(
-    target: Path = typer.Argument(..., help="A run directory (the --out of a render) or a video file."),
-    camera: Path | None = typer.Option(None, "--camera", help="The video's camera path, one camera per frame (any format "
-                                       "`mirage trajectory` reads); a run directory gives its own."),
-    depth: Path | None = typer.Option(None, "--depth", help="z-depth of every frame (.npy float [N, H, W], the path's units) "
-                                      "for the 3D-consistency check; without it only rotation is checked."),
-    reference: Path | None = typer.Option(None, "--reference", help="Ground-truth frames (a video, or a folder of images in "
-                                          "name order): PSNR and SSIM against them."),
-    lpips: Path | None = typer.Option(None, "--lpips", help="Folder with LPIPS's weights (alexnet-owt-7be5be79.pth, alex.pth); "
-                                      "default: torch's hub cache and the lpips/torchmetrics packages. Never downloaded."),
-    html: Path | None = typer.Option(None, "--html", help="Also write a page with plots along the path and the worst pairs."),
-    json_out: bool = typer.Option(False, "--json", help="Print the document (schema mirage-eval/1) on stdout."),
-) -> None:
-    """Measure camera following, 3D consistency, revisits, temporal stability and seams of a video."""
-
-    def body():
-        from mirage_cli.evaluation.command import run_eval
-
-        document = run_eval(target, camera, depth, reference, lpips, html)
-        if json_out:
-            _print_json(document)
-
-    _run(body)
 
 
 # --- mirage inspect / mirage cache export ---------------------------------------------------------
@@ -385,13 +288,13 @@ def inspect(
 
         info = inspect_run(run_dir)
         for warning in info["warnings"]:
-            _err(f"warning: {warning}")
+            err(f"warning: {warning}")
         if json_out:
-            _print_json(info)
+            print_json(info)
         else:
             print(describe_inspection(info))
 
-    _run(body)
+    run_body(body)
 
 
 @cache_app.command("export")
@@ -407,10 +310,10 @@ def cache_export(
         check_output(ply, "--ply")
         result = export_cache_ply(run_dir, ply)
         for warning in result["warnings"]:
-            _err(f"warning: {warning}")
+            err(f"warning: {warning}")
         print(result["ply"])
 
-    _run(body)
+    run_body(body)
 
 
 # --- mirage batch ----------------------------------------------------------------------------------
@@ -461,15 +364,15 @@ def batch(
             signal_delay_s=signal_delay_s,
             max_attempts=max_attempts,
         )
-        summary = run_batch(spec_paths, options, on_start=lambda line: _err(line))
+        summary = run_batch(spec_paths, options, on_start=lambda line: err(line))
         from rich.console import Console
 
         Console(stderr=True).print(summary_table(summary))
         if json_out:
-            _print_json(summary.to_dict())
+            print_json(summary.to_dict())
         return summary.exit_code
 
-    _run(body)
+    run_body(body)
 
 
 # --- mirage preview ------------------------------------------------------------------------------
@@ -489,76 +392,11 @@ def preview(
         check_output(out, "--out")
         result = preview_scene(scene, out)
         if json_out:
-            _print_json(result)
+            print_json(result)
         else:
             print(f"{result['path']}: {result['frames']} frames, {result['width']}x{result['height']} at {result['fps']:g} fps")
 
-    _run(body)
-
-
-# --- mirage bench --------------------------------------------------------------------------------
-
-
-@app.command()
-def bench(
-    scene: Path | None = typer.Argument(None, help="Scene spec (default: the bundled example)."),
-    chunks: int | None = typer.Option(None, "--chunks", help="Render only the first N chunks."),
-    repeat: int = typer.Option(3, "--repeat", help="Measured rounds after the warm-up."),
-    steps: Steps = None,
-    resolution: str | None = typer.Option(None, "--resolution", help="WIDTHxHEIGHT, e.g. 1280x704 (overrides the spec)."),
-    frames: int | None = typer.Option(None, "--frames", help="Video length, 4k+1 (overrides the spec)."),
-    chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk, 4k+1 (overrides the spec)."),
-    preset: Preset = _BACKBONE.preset,
-    random_weights: RandomWeights = _BACKBONE.random_weights,
-    random_text_encoder: RandomTextEncoder = _BACKBONE.random_text_encoder,
-    device: Device = _BACKBONE.device,
-    dtype: Dtype = _BACKBONE.dtype,
-    offload: OffloadFlag = Offload(_BACKBONE.offload),
-    vae_tiling: VaeTiling = _BACKBONE.vae_tiling,
-    fp8: Fp8 = _BACKBONE.fp8,
-    attention_backend: AttentionBackend = _BACKBONE.attention_backend,
-    compile_: Compile = _BACKBONE.compile,
-    vram_budget: VramBudget = _BACKBONE.vram_budget,
-    evaluate_: bool = typer.Option(False, "--eval", help="Also measure each mode's video with `mirage eval` (camera following, "
-                                   "3D consistency, revisits, stability, seams)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-) -> None:
-    """Render a scene with latent memory, RGB memory and no memory; print times, sizes and ratios."""
-
-    def body():
-        from mirage_cli.bench import bench_table, run_bench
-        from mirage_cli.spec import load_plan
-
-        spec = scene or Path(__file__).resolve().parent.parent / "examples" / "room" / "scene.yaml"
-        if not spec.exists():
-            raise InputError("no SCENE given and the bundled example is not installed here; pass a scene spec", file=str(spec))
-        if chunks is not None and chunks < 1:
-            raise InputError(f"must be at least 1, got {chunks}", field="--chunks")
-        if repeat < 1:
-            raise InputError(f"must be at least 1, got {repeat}", field="--repeat")
-        from mirage_cli.bench import bench_overrides
-
-        overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
-        plan = load_plan(spec, overrides=overrides)
-        options = _backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                                    random_text_encoder, vram_budget)
-
-        def on_run(mode, r):
-            _err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")
-
-        result = run_bench(plan, options, chunks=chunks, repeat=repeat, on_run=on_run, evaluate=evaluate_)
-        if json_out:
-            _print_json(result)
-        else:
-            from rich.console import Console
-
-            Console().print(bench_table(result))
-            if evaluate_:
-                from mirage_cli.bench import eval_table
-
-                Console().print(eval_table(result))
-
-    _run(body)
+    run_body(body)
 
 
 def main() -> None:
@@ -575,23 +413,25 @@ def main() -> None:
         # click maps its own usage errors to exit 2 already; keep every other code as is.
         raise
     except Interrupted as e:  # stopped before a command body took over (argument parsing)
-        _err(f"interrupted: {e}")
+        err(f"interrupted: {e}")
         sys.exit(e.exit_code)
     except Exception as e:  # a bug, not a user error: say so, and keep the traceback for the report
         from mirage_cli.crash import one_line, write_crash_report
 
-        _err(f"internal error: {one_line(e)}")
+        err(f"internal error: {one_line(e)}")
         try:
             report = write_crash_report(e)
         except OSError as write_error:
-            _err(f"(the traceback could not be written to a file: {write_error})")
-            _err("This is a bug in mirage; please report it with the command you ran.")
+            err(f"(the traceback could not be written to a file: {write_error})")
+            err("This is a bug in mirage; please report it with the command you ran.")
         else:
-            _err(f"This is a bug in mirage; please report it with the command you ran and {report} (the traceback).")
+            err(f"This is a bug in mirage; please report it with the command you ran and {report} (the traceback).")
         sys.exit(EXIT_FAILURE)
     finally:
         stop.settle()
 
+
+from mirage_cli import cli_measure  # noqa: E402,F401  (registers eval, bench and calibrate-cache on the app)
 
 if __name__ == "__main__":
     main()

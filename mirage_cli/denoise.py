@@ -24,8 +24,8 @@ own ``cache_context`` so diffusers' step caches keep them apart), ``uncond + g *
 
 The loop never moves tensors to the CPU and never reads a device value on the host; the scheduler's
 sigma table is a CPU tensor by diffusers' design. A ``DenoiseState`` taken after any step holds
-everything needed to continue bit-exactly (latents, UniPC's multistep state, the generator state);
-``to_tensors`` / ``from_tensors`` make it a safetensors-compatible dict.
+everything needed to continue bit-exactly (latents, UniPC's multistep state, the generator state, the step
+cache's state when one is on: ``mirage_cli.step_cache``); ``to_tensors`` / ``from_tensors`` make it a safetensors-compatible dict.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mirage_cli import step_cache
 from mirage_cli.options import PinMode
 from mirage_cli.profiling import DENOISE_STEP
 
@@ -103,6 +104,8 @@ class DenoiseState:
     shift: float
     scheduler: SchedulerState
     generator_state: torch.Tensor
+    cache: dict[str, torch.Tensor] | None = None
+    """The step cache's state (``mirage_cli.step_cache.capture_state``), None without a cache."""
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """A flat ``{name: tensor}`` dict for ``safetensors.torch.save_file`` (None entries made explicit).
@@ -129,6 +132,8 @@ class DenoiseState:
             for k, entry in enumerate(entries):
                 if entry is not None:
                     out[f"scheduler.{name}.{k}"] = torch.as_tensor(entry).contiguous()
+        for key, tensor in (self.cache or {}).items():
+            out[f"cache.{key}"] = tensor.detach().clone()  # hooks may hold views of one storage; a file needs them apart
         return out
 
     @classmethod
@@ -159,6 +164,7 @@ class DenoiseState:
                 shift=float(tensors["shift"]),
                 scheduler=scheduler,
                 generator_state=tensors["generator_state"],
+                cache={k.removeprefix("cache."): v for k, v in tensors.items() if k.startswith("cache.")} or None,
             )
         except KeyError as exc:
             raise ValueError(f"denoise state: missing entry {exc.args[0]!r}") from None
@@ -340,8 +346,9 @@ def _clean_values(pinned_latents: torch.Tensor, cond_frame0: torch.Tensor, devic
 
 def _start(backbone, noise, steps, shift, generator, start_step, resume_state):
     """The scheduler with its timesteps set, the starting sample [1, C, T, h, w] and the first step index:
-    a fresh start at ``start_step``, or exactly where ``resume_state`` stopped."""
+    a fresh start at ``start_step``, or exactly where ``resume_state`` stopped (step cache included)."""
     device = backbone.device
+    step_cache.reset_state(backbone.transformer)
     scheduler = backbone.make_scheduler(shift)
     scheduler.set_timesteps(steps, device=device)
     if resume_state is None:
@@ -356,6 +363,10 @@ def _start(backbone, noise, steps, shift, generator, start_step, resume_state):
     if start_step not in (0, resume_state.step):
         raise ValueError(f"start_step: {start_step} contradicts resume_state.step={resume_state.step}")
     resume_state.scheduler.restore(scheduler, device)
+    if step_cache.cache_enabled(backbone.transformer):
+        if resume_state.cache is None:
+            raise ValueError("resume_state: saved without a step cache; this loop runs with one")
+        step_cache.restore_state(backbone.transformer, resume_state.cache, device)
     generator.set_state(resume_state.generator_state.to(torch.uint8).cpu())
     return scheduler, resume_state.latents.to(device=device, dtype=torch.float32), resume_state.step
 
@@ -414,6 +425,7 @@ def denoise_chunk(
         negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
     zero = torch.zeros((), device=device, dtype=torch.float32)
     timesteps = scheduler.timesteps
+    caching = step_cache.cache_enabled(transformer)
 
     for i in range(first, steps):
         with profiler.stage(DENOISE_STEP) if profiler is not None else nullcontext():
@@ -432,7 +444,8 @@ def denoise_chunk(
             velocity = torch.where(clean_cells, zero, velocity)  # held cells stay on their clean latent
             latents = scheduler.step(velocity, t, latents, return_dict=False)[0]  # [1, C, T, h, w]
         if on_step is not None:
-            state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state())
+            cache = step_cache.capture_state(transformer) if caching else None
+            state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state(), cache)
             if on_step(i, state) is True and i + 1 < steps:
                 return DenoiseResult(latents=latents, completed=False, state=state)
 

@@ -170,7 +170,17 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         **({"vae_tiling": True} if backbone.vae_tiling else {}),
         **({"random_text_encoder": True} if backbone.random_text_encoder else {}),
         **({"attention_backend": backbone.attention_backend} if backbone.attention_backend else {}),
+        **_step_cache_config(plan),
     }
+
+
+def _step_cache_config(plan: Plan) -> dict:
+    """The step cache, when one is on: method, knob and the MagCache calibration by content."""
+    c = plan.step_cache
+    if not c.enabled:
+        return {}
+    return {"step_cache": {"method": c.method, "threshold": c.threshold, "interval": c.interval,
+                           "calibration_sha256": _sha256_file(c.calibration)}}
 
 
 def _conditioning_config(plan: Plan) -> dict:
@@ -258,6 +268,9 @@ class RenderSession:
         self.choose_memory_plan()
         self.config = render_config(self.plan, self.options)
         self.fingerprint = fingerprint(self.config)
+        from mirage_cli.cache_calibration import check_calibration_fits
+
+        check_calibration_fits(self.plan, self.config)
 
     def choose_memory_plan(self) -> None:
         """On a GPU, the offload mode and VAE tiling that fit ``--vram-budget`` (``mirage_cli.vram.plan``);
@@ -419,6 +432,9 @@ class RenderSession:
             t_load = time.perf_counter()
             self.backbone = load_backbone_for(self.plan, self.options.backbone)
             load_seconds = time.perf_counter() - t_load
+        from mirage_cli.step_cache import diffusers_config, use_step_cache
+
+        use_step_cache(self.backbone.transformer, diffusers_config(self.plan.step_cache, self.plan.steps))  # none: no cache
         self.prof = Profiler(self.backbone.device)
         self.prof.add_setup_seconds("model_load", load_seconds)
         self.outputs = RenderOutputs(self.run_dir, self.plan, self.options.video, self.prof)

@@ -39,6 +39,7 @@ from mirage_cli.spec_checks import (
 from mirage_cli.spec_conditioning import CONDITIONING_FIELDS, ConditioningSettings, check_conditioning
 from mirage_cli.spec_fields import MEMORY_FIELDS, SPEC_FIELDS, FieldSpec, MemorySettings
 from mirage_cli.spec_prompts import chunk_prompts
+from mirage_cli.spec_step_cache import STEP_CACHE_FIELDS, StepCacheSettings, check_step_cache
 from mirage_cli.yaml_lines import load_yaml_with_lines
 
 __all__ = [
@@ -111,6 +112,8 @@ class Plan:
     """The prompt of every chunk (the spec's ``prompts:``; ``prompt`` for all when not given)."""
     conditioning: ConditioningSettings = ConditioningSettings()
     """The spec's ``conditioning:`` (``mirage_cli.spec_conditioning``)."""
+    step_cache: StepCacheSettings = StepCacheSettings()
+    """The spec's ``step_cache:`` (``mirage_cli.spec_step_cache``)."""
     line_of: Callable[[str], int | None] = field(default=lambda name: None, repr=False, compare=False)
     """The spec's line of a field (for problems found later, e.g. by ``inputs.preflight``)."""
 
@@ -140,6 +143,7 @@ class Plan:
             "model": self.model,
             "memory": self.memory.summary(),
             "conditioning": self.conditioning.summary(),
+            "step_cache": self.step_cache.summary(),
             "depth_model": self.depth_model,
             "output": str(self.output),
         }
@@ -170,6 +174,8 @@ class Plan:
             *([f"conditioning vace {self.conditioning.vace}" + (f", lora {self.conditioning.lora} x{self.conditioning.lora_scale:g}"
                                                                if self.conditioning.lora else "")]
               if self.conditioning.method == "vace" else []),
+            *([f"step cache  {self.step_cache.method}" + (f", threshold {self.step_cache.threshold:g}" if self.step_cache.threshold else "")
+               + (f", interval {self.step_cache.interval}" if self.step_cache.interval else "")] if self.step_cache.enabled else []),
             f"depth model {s['depth_model']}",
             f"output      {s['output']}",
         ]
@@ -199,14 +205,14 @@ def read_spec_yaml(path: Path) -> tuple[dict, Callable[[str], int | None]]:
 def apply_overrides(data: dict, overrides: dict | None) -> dict:
     """``data`` with the command line's values in place (None values are not given).
 
-    Keys are top-level fields, or ``memory.<name>`` / ``conditioning.<name>`` for those sections.
+    Keys are top-level fields, or ``<section>.<name>`` for the memory, conditioning and step_cache sections.
     """
     out = dict(data)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         section, _, name = key.partition(".")
-        if name and section in ("memory", "conditioning"):
+        if name and section in ("memory", "conditioning", "step_cache"):
             current = out.get(section) if isinstance(out.get(section), dict) else {}
             out[section] = {**current, name: value}
         else:
@@ -253,6 +259,12 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     conditioning_values = check_fields(v["conditioning"] if isinstance(v["conditioning"], dict) else {}, CONDITIONING_FIELDS,
                                        problems, prefix="conditioning.")
     conditioning = check_conditioning(conditioning_values, None if memory is None else memory.mode, path.parent, problems)
+    step_cache_values = check_fields(v["step_cache"] if isinstance(v["step_cache"], dict) else {}, STEP_CACHE_FIELDS,
+                                     problems, prefix="step_cache.")
+    step_cache = check_step_cache(step_cache_values, path.parent, problems)
+    if step_cache is not None and step_cache.enabled and conditioning is not None and conditioning.method == "vace":
+        problems.add("step_cache.method", "step caches are not supported with conditioning.method vace (the VACE branch adds "
+                                          "its hints between blocks, which a cache would skip)")
     image, depth, mask = check_files(v, path.parent, problems)
     output = resolve_output(v, path.parent, path.stem, problems)
     chunks = plan_chunks(frames, chunk_frames) if frames and chunk_frames else ()
@@ -289,5 +301,6 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         output=output,
         chunk_prompts=prompts,
         conditioning=conditioning,
+        step_cache=step_cache,
         line_of=line_of,
     )

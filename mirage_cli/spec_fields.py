@@ -63,6 +63,7 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "model": FieldSpec((str,), DEFAULT_MODEL, "diffusers model id or local directory"),
     "memory": FieldSpec((dict, _NONE), None, "memory settings (MEMORY_FIELDS)"),
     "conditioning": FieldSpec((dict, _NONE), None, "how the memory conditions a chunk (spec_conditioning.CONDITIONING_FIELDS)"),
+    "step_cache": FieldSpec((dict, _NONE), None, "a diffusers step cache (spec_step_cache.STEP_CACHE_FIELDS)"),
     "depth_model": FieldSpec((str,), DEFAULT_DEPTH_MODEL, "transformers depth model id/dir, or none"),
     "output": FieldSpec((str, _NONE), None, "run directory (null: runs/<spec file stem>)"),
 }
