@@ -206,6 +206,8 @@ def render(
                                       "jsonl: one JSON object per event on stderr."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
     json_out: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
+    parallel: str | None = typer.Option(None, "--parallel", help="ulysses | ring: under torchrun, split each denoising step "
+                                        "over the processes (diffusers' context parallelism); rank 0 does all I/O."),
 ) -> None:
     """Render a scene spec to RUN_DIR/video.mp4 (resumes when RUN_DIR holds a checkpoint)."""
     from mirage_cli.progress import JsonlRenderEvents, RichRenderEvents
@@ -232,7 +234,7 @@ def render(
         backbone = backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
                                      random_text_encoder, vram_budget)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
-        options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace)
+        options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
         return load_plan(scene, overrides=overrides), options
 
     run_body(lambda: _render_under_stop(prepare, events, progress, json_out), quiet_errors=progress == Progress.JSONL)
@@ -240,7 +242,8 @@ def render(
 
 def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> None:
     """The body of ``mirage render``: ``prepare()`` (imports, the plan) and the render, under the
-    process's stop handlers (``mirage_cli.signals``): a stop while starting exits 75 at once."""
+    process's stop handlers (``mirage_cli.signals``): a stop while starting exits 75 at once. Under
+    ``--parallel`` a follower rank prints nothing and ends with the leader's exit code."""
     from mirage_cli.signals import GracefulStop, process_stop
 
     own = process_stop() is None  # in-process (tests): handlers for this command only
@@ -253,7 +256,12 @@ def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> N
                         from mirage_cli.session import render as run_render
 
                         plan, options = prepare()
-                    result = run_render(plan, options, events, stop=stop)
+                    if options.parallel is not None:
+                        from mirage_cli.parallel import parallel_render
+
+                        result = parallel_render(plan, options, events, stop)
+                    else:
+                        result = run_render(plan, options, events, stop=stop)
                 except MirageError as e:
                     events.failed(e)
                     raise
@@ -264,9 +272,12 @@ def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> N
                     if progress == Progress.JSONL:  # the event says it all; stderr holds nothing else
                         raise typer.Exit(EXIT_FAILURE) from None
                     raise
-                events.finish(result)
+                if not isinstance(result, int):
+                    events.finish(result)
         finally:
             stop.settle()  # the outcome is decided: later signals only get recorded
+    if isinstance(result, int):  # a follower of a parallel render
+        raise typer.Exit(result)
     if json_out:
         print_json(result.summary())
     else:

@@ -169,6 +169,8 @@ class RenderOptions:
         video: what is written besides checkpoints (``VideoOptions``).
         restart: discard an existing run in ``out`` and start over.
         trace_dir: write a torch.profiler Chrome trace of one chunk into this directory.
+        parallel: ``ulysses`` | ``ring``: split each denoising step over torchrun's processes
+            (``mirage_cli.parallel``); None: one process.
     """
 
     out: Path | None = None
@@ -176,6 +178,7 @@ class RenderOptions:
     video: VideoOptions = field(default_factory=VideoOptions)
     restart: bool = False
     trace_dir: Path | None = None
+    parallel: str | None = None
 
     def problems(self) -> list[tuple[str, str]]:
         """(flag, message) for every option that cannot be used: the video options and the output

@@ -44,6 +44,7 @@ class PinRecipe:
     def __init__(self, plan, backbone, conditioner):
         self.plan = plan
         self.backbone = backbone
+        self.denoise_chunk = denoise_chunk  # a parallel render's leader swaps in mirage_cli.parallel.lead_denoise
 
     def start(self, latent: Tensor) -> None:
         return None
@@ -51,7 +52,7 @@ class PinRecipe:
     def denoise(self, chunk, view, *, noise, cond_frame0, prompt_embeds, negative_prompt_embeds, generator, resume_state, on_step,
                 profiler) -> DenoiseResult:
         plan = self.plan
-        return denoise_chunk(
+        return self.denoise_chunk(
             self.backbone, noise=noise, cond_frame0=cond_frame0, pinned_latents=view.latents, pin_mask=view.mask,
             pin_mode=plan.memory.pin, pin_until=plan.memory.pin_until, prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_prompt_embeds, guidance=plan.guidance, steps=plan.steps, shift=plan.shift,

@@ -100,7 +100,7 @@ class RenderEvents:
 
 
 def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvents | None = None, *, backbone=None,
-           stop: GracefulStop | None = None) -> RenderResult:
+           stop: GracefulStop | None = None, team=None) -> RenderResult:
     """Render ``plan`` into its run directory, resuming when a checkpoint exists.
 
     ``backbone``: already loaded components to reuse (``mirage bench`` renders several times in one
@@ -113,7 +113,9 @@ def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvent
         Interrupted: a stop signal arrived; a checkpoint was saved (exit 75).
         RenderError: runtime failure (exit 1).
     """
-    return RenderSession(plan, options or RenderOptions(), events or RenderEvents(), backbone=backbone, stop=stop).run()
+    session = RenderSession(plan, options or RenderOptions(), events or RenderEvents(), backbone=backbone, stop=stop)
+    session.team = team  # a parallel render's leader (mirage_cli.parallel.Team), or None
+    return session.run()
 
 
 def load_backbone_for(plan: Plan, options: BackboneOptions):
@@ -220,6 +222,7 @@ class RenderSession:
         self.resumed_from: int | None = None
         self.traced = False
         self.stop = stop
+        self.team = None  # set by render() for the leader of a parallel render (mirage_cli.parallel)
         self.records: dict[str, dict] = {}  # outputs written, by relative path (mirage_cli.outputs)
         self.to_rebuild: list[int] = []  # chunks whose damaged segments stage 4 decodes again (stage 1 found them)
         self.t0 = time.perf_counter()
@@ -443,6 +446,10 @@ class RenderSession:
         else:
             depth_provider = MemoryPropagatedDepth()  # never asked: nothing is remembered
         self.rollout = Rollout.for_plan(self.plan, self.backbone, depth_provider=depth_provider, profiler=self.prof)
+        if self.team is not None:  # every denoising loop runs on the whole team (mirage_cli.parallel)
+            from mirage_cli.parallel import lead_denoise
+
+            self.rollout.recipe.denoise_chunk = lead_denoise(self.team, self.rollout.recipe.denoise_chunk)
         self.rollout.encode_prompt()
         if own_backbone:  # the prompts are embedded for the whole render: the text encoder's memory goes back
             self.backbone.release_text_encoder()
@@ -509,7 +516,7 @@ class RenderSession:
             state = result.denoise_state
             self.save_checkpoint(chunk.index, denoise_state=state)
             raise Interrupted(
-                f"stopped by {stop.signal_name} during chunk {chunk.index + 1}/{total}; "
+                f"stopped by {stop.signal_name or 'a stop on another rank'} during chunk {chunk.index + 1}/{total}; "
                 "checkpoint saved, run the same command again to resume"
             )
         self.records.update(self.outputs.write_chunk(chunk, result.latents, result.pixels))
