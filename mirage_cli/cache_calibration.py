@@ -33,7 +33,8 @@ def calibrate_mag_cache(plan: Plan, options: BackboneOptions, out: Path, work_di
     """Measure the ratios on the first chunk of ``plan`` and write them to ``out``; returns the file's content."""
     from mirage_cli.atomic import atomic_write_text
     from mirage_cli.bench import trim_plan
-    from mirage_cli.session import RenderEvents, load_backbone_for, render, render_config
+    from mirage_cli.run_config import render_config
+    from mirage_cli.session import RenderEvents, load_backbone_for, render
     from mirage_cli.step_cache import CALIBRATING, calibration_ratios
 
     first = replace(trim_plan(plan, 1), step_cache=StepCacheSettings(CALIBRATING))

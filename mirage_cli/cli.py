@@ -80,6 +80,10 @@ def validate(
         plan = load_plan(scene, overrides={"model": model, "depth_model": depth_model})
         preflight(plan)
         summary = plan.summary()
+        from mirage_cli.inputs import load_start_depth
+        from mirage_cli.scene_scale import describe_scale, scale_report
+
+        summary["scale"] = scale_report(plan.scale, plan.trajectory, plan.chunks, load_start_depth(plan))
         memory_plan = None
         if vram:
             options = backbone_options(preset, random_weights, "auto", dtype, offload, vae_tiling, fp8, None, False,
@@ -92,6 +96,7 @@ def validate(
             print_json(summary)
         else:
             print(plan.describe())
+            print(describe_scale(summary["scale"]))
             if memory_plan is not None:
                 from mirage_cli.vram.plan import describe_plan
 

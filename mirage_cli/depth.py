@@ -253,6 +253,22 @@ def make_depth_provider(name: str, device: torch.device):
     return TransformersDepth(name, device)
 
 
+def fit_to_points(estimated: torch.Tensor, uv, z, metric: bool):
+    """A depth model's output [H, W] fitted to sparse depths ``z`` [P] (path units) at pixels ``uv``
+    [P, 2] (robust: ``align_depth``; scale for a metric model, scale and shift of inverse depth for a
+    relative one). Returns (depth float32 [H, W], ``DepthFit``)."""
+    from mirage_cli.memory.filters import align_depth
+
+    H, W = estimated.shape
+    cols = torch.as_tensor(uv[:, 0], dtype=torch.float64).round().long().clamp(0, W - 1)
+    rows = torch.as_tensor(uv[:, 1], dtype=torch.float64).round().long().clamp(0, H - 1)
+    reference = torch.zeros(H, W, dtype=torch.float64, device=estimated.device)
+    valid = torch.zeros(H, W, dtype=torch.bool, device=estimated.device)
+    reference[rows.to(estimated.device), cols.to(estimated.device)] = torch.as_tensor(z, dtype=torch.float64, device=estimated.device)
+    valid[rows.to(estimated.device), cols.to(estimated.device)] = True
+    return align_depth(estimated, reference, valid, fit="scale" if metric else "scale_shift_inverse")
+
+
 # A frame is aligned to the memory when at least this many of its pixels overlap the memory's depth.
 MIN_ALIGN_PIXELS = 64
 
@@ -273,15 +289,15 @@ class DepthAligner:
         self.size = (int(size[0]), int(size[1]))
         self.fit_scale: float | None = None
 
-    def start_depth(self, image: torch.Tensor) -> torch.Tensor:
-        """z-depth float32 [H, W] of the start image float [3, H, W] in [0, 1], from the depth model.
-
-        A metric model's output is used as is. A relative model's scale is unknown: the depth is
-        set to a median of 1.0 camera-path units, with a warning.
+    def start_depth(self, image: torch.Tensor, scale=None) -> torch.Tensor:
+        """z-depth float32 [H, W] of the start image float [3, H, W] in [0, 1], from the depth model,
+        in the camera path's units as ``scale`` (``mirage_cli.scene_scale.SceneScale``) decides: fitted
+        to the COLMAP points it holds, used as is from a metric model, or set to a median of 1 path
+        unit where the spec says to assume that (or states a scale for a relative model).
 
         Raises:
-            InputError: the provider has no model (``--depth-model none``); the render session
-                checks this before loading anything.
+            InputError: the provider has no model (``--depth-model none``; the render session checks
+                this before loading anything), or the scale needs a metric model and this one is relative.
         """
         if isinstance(self.provider, MemoryPropagatedDepth):
             raise InputError(
@@ -289,13 +305,16 @@ class DepthAligner:
                 field="depth",
             )
         est = self.provider.estimate(image.unsqueeze(0))[0]  # [H, W]
-        if self.provider.kind == DEPTH_KIND_METRIC:
+        metric = self.provider.kind == DEPTH_KIND_METRIC
+        if scale is not None and scale.points_z is not None:
+            return fit_to_points(est, scale.points_uv, scale.points_z, metric)[0]
+        if scale is not None and scale.needs_metric and not metric:
+            raise InputError(f"{self.provider.name} is a relative depth model but the camera path is in metres (camera.units): "
+                             "use a metric depth model, give `depth:`, or state the scale with camera.scale", field="depth_model")
+        if metric and (scale is None or scale.source in ("metric model", "explicit scale")):
             return est
-        log.warning(
-            "relative depth model %s: the scene's scale is unknown, assuming a median start-image depth of 1.0 "
-            "camera-path units; give `depth:` in the spec or use a metric depth model for true scale",
-            self.provider.name,
-        )
+        if metric:  # assumed median depth
+            return est / est[est > 0].median()
         inv = est.clamp(min=1e-6)
         return inv.median() / inv  # [H, W], median depth 1
 

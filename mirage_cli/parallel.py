@@ -212,8 +212,9 @@ def parallel_render(plan, options, events, stop):
     from dataclasses import replace
 
     from mirage_cli.errors import Interrupted
+    from mirage_cli.run_config import render_config
     from mirage_cli.run_dir import fingerprint
-    from mirage_cli.session import load_backbone_for, render, render_config
+    from mirage_cli.session import load_backbone_for, render
 
     team = join(options.parallel, options.backbone.device)
     try:

@@ -70,13 +70,18 @@ def render_preview(
 
 
 def preview_scene(scene: str | os.PathLike, out_path: str | os.PathLike, hole_color: Sequence[float] = HOLE_COLOR) -> dict:
-    """Preview a scene spec: its start image and ``depth:`` along its camera path, at its size and fps.
+    """Preview a scene spec: its start image and its depth along its camera path, at its size and fps.
+
+    The depth is the render's: the spec's ``depth:``, else the depth model's estimate in the path's
+    units as the render would compute it (``DepthAligner.start_depth`` with the plan's scene scale:
+    fitted to COLMAP points, a metric model as is, or a stated scale), so the preview shows what the
+    memory will do.
 
     Returns:
-        {"path", "frames", "width", "height", "fps"} of the written MP4.
+        {"path", "frames", "width", "height", "fps", "scale"} of the written MP4.
 
     Raises:
-        InputError: the spec is invalid, or gives no usable ``depth`` (a preview needs one).
+        InputError: the spec is invalid, or gives no depth and no depth model.
     """
     from mirage_cli.errors import InputError
     from mirage_cli.inputs import preflight
@@ -84,12 +89,20 @@ def preview_scene(scene: str | os.PathLike, out_path: str | os.PathLike, hole_co
 
     plan = load_plan(scene)
     start = preflight(plan, render=False)
-    if start.depth is None:
-        raise InputError(
-            "a preview lifts the start image with its depth: set `depth:` to a .npy (float z-depth) or 16-bit PNG",
-            file=str(scene),
-            field="depth",
-        )
-    path = render_preview(start.image, start.depth, plan.trajectory, out_path, hole_color)
+    depth = start.depth
+    if depth is None:
+        from mirage_cli.depth import DepthAligner, is_no_model, make_depth_provider
+
+        if is_no_model(plan.depth_model):
+            raise InputError(
+                "a preview lifts the start image with its depth: set `depth:` to a .npy (float z-depth) or 16-bit PNG, "
+                "or name a depth model (depth_model)",
+                file=str(scene),
+                field="depth",
+            )
+        provider = make_depth_provider(plan.depth_model, torch.device("cpu"))
+        depth = DepthAligner(provider, (plan.height, plan.width)).start_depth(start.image.float(), plan.scale)
+    path = render_preview(start.image, depth, plan.trajectory, out_path, hole_color)
     traj = plan.trajectory
-    return {"path": str(path), "frames": len(traj), "width": traj.width, "height": traj.height, "fps": traj.fps}
+    return {"path": str(path), "frames": len(traj), "width": traj.width, "height": traj.height, "fps": traj.fps,
+            "scale": plan.scale.describe() if plan.scale is not None else None}

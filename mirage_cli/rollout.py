@@ -169,7 +169,7 @@ class Rollout:
             return
         if depth is None:
             with self.prof.stage("depth_estimation"):
-                depth = self.depth.start_depth(image)  # [H, W]
+                depth = self.depth.start_depth(image, self.plan.scale)  # [H, W], in path units (mirage_cli.scene_scale)
         keep_out = None if keep_out is None else keep_out.to(self.device)
         self.conditioner.start(self.last_latent, image, depth.to(self.device), keep_out)
         self.recipe.start(self.last_latent)

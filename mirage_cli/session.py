@@ -29,13 +29,10 @@ progress through ``RenderEvents``.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import numpy as np
 
 from mirage_cli import crash, test_hooks
 from mirage_cli.checkpoint import Checkpoint
@@ -45,7 +42,8 @@ from mirage_cli.errors import InputError, Interrupted, Problem
 from mirage_cli.inputs import StartInputs
 from mirage_cli.options import BackboneOptions, RenderOptions
 from mirage_cli.outputs import RenderOutputs
-from mirage_cli.render_meta import file_record, meta_problem
+from mirage_cli.render_meta import meta_problem
+from mirage_cli.run_config import render_config
 from mirage_cli.run_dir import RunDir, fingerprint
 from mirage_cli.signals import GracefulStop
 from mirage_cli.spec import Chunk, Plan
@@ -125,73 +123,6 @@ def load_backbone_for(plan: Plan, options: BackboneOptions):
 
     trained = plan.conditioning if (plan.conditioning.vace or plan.conditioning.lora) else None
     return load_backbone(plan.model, options, trained=trained)
-
-
-def _sha256_file(path: Path | None) -> str | None:
-    return None if path is None else file_record(path)["sha256"]
-
-
-def render_config(plan: Plan, options: RenderOptions) -> dict:
-    """Everything that changes the rendered output, as a JSON-able dict (fingerprinted).
-
-    Not included: where it runs and how fast (device, offload, compile, output directory):
-    resuming on another machine is allowed. VAE tiling and the attention backend change the pixels
-    (other arithmetic), so they are included when set.
-    """
-    traj = plan.trajectory
-    cams = np.concatenate([traj.world_from_cam.reshape(-1), traj.K.reshape(-1)]).astype(np.float64)
-    backbone = options.backbone
-    return {
-        "prompt": plan.prompt,
-        **({"chunk_prompts": list(plan.chunk_prompts)} if plan.varied_prompts else {}),
-        **_conditioning_config(plan),
-        "negative_prompt": plan.negative_prompt,
-        "image_sha256": _sha256_file(plan.image_path),
-        "depth_sha256": _sha256_file(plan.depth_path),
-        "depth_scale": plan.depth_scale,
-        "mask_sha256": _sha256_file(plan.mask_path),
-        "camera_sha256": hashlib.sha256(cams.tobytes()).hexdigest(),
-        "frames": plan.frames,
-        "fps": plan.fps,
-        "width": plan.width,
-        "height": plan.height,
-        "chunk_frames": plan.chunk_frames,
-        "steps": plan.steps,
-        "guidance": plan.guidance,
-        "shift": plan.shift,
-        "seed": plan.seed,
-        "model": plan.model if backbone.preset is None else f"preset:{backbone.preset}",
-        "random_weights": backbone.random_weights,
-        "dtype": backbone.dtype,
-        "fp8": backbone.fp8,
-        "memory": plan.summary()["memory"],
-        "depth_model": plan.depth_model,
-        "video": options.video.config(),
-        # Options that change the decoded pixels, recorded only when set (runs without them keep
-        # their fingerprint). --compile and --offload change how fast, not what: not recorded.
-        **({"vae_tiling": True} if backbone.vae_tiling else {}),
-        **({"random_text_encoder": True} if backbone.random_text_encoder else {}),
-        **({"attention_backend": backbone.attention_backend} if backbone.attention_backend else {}),
-        **_step_cache_config(plan),
-    }
-
-
-def _step_cache_config(plan: Plan) -> dict:
-    """The step cache, when one is on: method, knob and the MagCache calibration by content."""
-    c = plan.step_cache
-    if not c.enabled:
-        return {}
-    return {"step_cache": {"method": c.method, "threshold": c.threshold, "interval": c.interval,
-                           "calibration_sha256": _sha256_file(c.calibration)}}
-
-
-def _conditioning_config(plan: Plan) -> dict:
-    """The conditioning, when it is not the default: its method and its weights by content (sha256)."""
-    c = plan.conditioning
-    if c.method == "pin" and c.lora is None:
-        return {}
-    return {"conditioning": {"method": c.method, "vace_sha256": _sha256_file(c.vace), "lora_sha256": _sha256_file(c.lora),
-                             "lora_scale": c.lora_scale if c.lora is not None else None}}
 
 
 class RenderSession:

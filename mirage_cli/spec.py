@@ -22,6 +22,8 @@ from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.errors import InputError, ProblemList
 from mirage_cli.files import read_text
 from mirage_cli.limits import MAX_SPEC_BYTES
+from mirage_cli.options import DEFAULT_DEPTH_MODEL
+from mirage_cli.scene_scale import DEFAULT_METRIC_DEPTH_MODEL, SceneScale, decide, path_units
 from mirage_cli.spec_checks import (
     INVALID,
     check_camera,
@@ -114,6 +116,8 @@ class Plan:
     """The spec's ``conditioning:`` (``mirage_cli.spec_conditioning``)."""
     step_cache: StepCacheSettings = StepCacheSettings()
     """The spec's ``step_cache:`` (``mirage_cli.spec_step_cache``)."""
+    scale: SceneScale | None = None
+    """Where the start depth's scale comes from (``mirage_cli.scene_scale``)."""
     line_of: Callable[[str], int | None] = field(default=lambda name: None, repr=False, compare=False)
     """The spec's line of a field (for problems found later, e.g. by ``inputs.preflight``)."""
 
@@ -273,6 +277,13 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     fps_ok = valid(v["fps"], v["intrinsics"]) and not any(p.field == "fps" for p in problems.items)
     if isinstance(v["camera"], dict) and size and frames and fps_ok:
         trajectory = check_camera(v, size, frames, path.parent, problems)
+    depth_model = v["depth_model"]
+    if depth_model is None:
+        metric_path = isinstance(v["camera"], dict) and path_units(v["camera"]) == "metres" and v["depth"] is None
+        depth_model = DEFAULT_METRIC_DEPTH_MODEL if metric_path else DEFAULT_DEPTH_MODEL
+    scale = None
+    if trajectory is not None and not problems:
+        scale = decide(v["camera"], path.parent, trajectory, v["depth"] is not None, depth_model, problems)
     problems.raise_if_any()
     assert INVALID not in v.values() and chunk_frames is not None and memory is not None  # else a problem was raised
     return Plan(
@@ -297,10 +308,11 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         seed=v["seed"],
         model=v["model"],
         memory=memory,
-        depth_model=v["depth_model"],
+        depth_model=depth_model,
         output=output,
         chunk_prompts=prompts,
         conditioning=conditioning,
         step_cache=step_cache,
+        scale=scale,
         line_of=line_of,
     )

@@ -64,7 +64,8 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "memory": FieldSpec((dict, _NONE), None, "memory settings (MEMORY_FIELDS)"),
     "conditioning": FieldSpec((dict, _NONE), None, "how the memory conditions a chunk (spec_conditioning.CONDITIONING_FIELDS)"),
     "step_cache": FieldSpec((dict, _NONE), None, "a diffusers step cache (spec_step_cache.STEP_CACHE_FIELDS)"),
-    "depth_model": FieldSpec((str,), DEFAULT_DEPTH_MODEL, "transformers depth model id/dir, or none"),
+    "depth_model": FieldSpec((str, _NONE), None, f"transformers depth model id/dir, or none (null: {DEFAULT_DEPTH_MODEL}; "
+                             "a metric model for a path in metres without `depth:`, scene_scale.DEFAULT_METRIC_DEPTH_MODEL)"),
     "output": FieldSpec((str, _NONE), None, "run directory (null: runs/<spec file stem>)"),
 }
 """The spec's top-level fields."""

@@ -14,7 +14,9 @@ The ``camera:`` mapping holds exactly one source key:
     json: path.json           a canonical trajectory JSON
     spatia: case_1            a Spatia camera folder (w2c.txt + intrinsics.txt), or its w2c.txt
 and options: ``order: name|id`` (COLMAP), ``timing: even|constant_speed``,
-``interpolation: spline|linear``. Relative paths resolve against the spec's folder.
+``interpolation: spline|linear``, ``units: metres|arbitrary`` and ``scale: S|assume-median-depth``
+(``mirage_cli.scene_scale``; a number S multiplies the path's positions). Relative paths resolve
+against the spec's folder.
 
 Intrinsics: the spec's top-level ``intrinsics`` (``{fov}`` vertical degrees, or ``{fx, fy, cx, cy}``
 pixels at the render size) override the source's; otherwise the source's own intrinsics are
@@ -48,7 +50,7 @@ from mirage_cli.limits import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS
 from mirage_cli.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 
 SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json", "spatia")
-OPTION_KEYS = ("order", "timing", "interpolation")
+OPTION_KEYS = ("order", "timing", "interpolation", "units", "scale")
 _FILE_KIND = {"trajectory": "trajectory", "colmap": "colmap", "realestate10k": "realestate10k",
               "nerfstudio": "nerfstudio", "json": "json", "spatia": "spatia"}
 
@@ -216,6 +218,13 @@ def resolve_camera(section: dict, *, spec_file: str, base_dir: Path, width: int,
                                           interpolation=section.get("interpolation"), problems=problems,
                                           field=f"camera.{src}")
             if trajectory is not None and not problems:
+                from mirage_cli.scene_scale import path_scale
+
+                S = path_scale(section)
+                if S != 1.0:
+                    moved = trajectory.world_from_cam.copy()
+                    moved[:, :3, 3] *= S
+                    trajectory = Trajectory(moved, trajectory.K, trajectory.width, trajectory.height, trajectory.fps)
                 return trajectory
     raise InputError(problems.items)
 
@@ -234,6 +243,11 @@ def _camera_keys(section, base_dir: Path, problems: ProblemList) -> Keyframes | 
     check_choice(section, "timing", TIMINGS, problems)
     check_choice(section, "interpolation", INTERPOLATIONS, problems)
     check_choice(section, "order", ("name", "id"), problems)
+    from mirage_cli.scene_scale import check_scale_options
+
+    scale_problems = ProblemList(problems.file, "", problems.line_of)
+    check_scale_options(section, scale_problems)
+    problems.items.extend(scale_problems.items)
     if len(sources) != 1:
         why = "no camera source" if not sources else f"more than one camera source ({', '.join(sources)})"
         problems.add("", f"{why}: give exactly one of {', '.join(SOURCE_KEYS)}")
