@@ -58,6 +58,8 @@ def evaluate(
                                       "for the 3D-consistency check; without it only rotation is checked."),
     reference: Path | None = typer.Option(None, "--reference", help="Ground-truth frames (a video, or a folder of images in "
                                           "name order): PSNR and SSIM against them."),
+    depth_model: str | None = typer.Option(None, "--depth-model", help="A metric transformers depth model (id or folder) for the "
+                                           "3D check, when neither --depth nor a run's memory gives a depth."),
     lpips: Path | None = typer.Option(None, "--lpips", help="Folder with LPIPS's weights (alexnet-owt-7be5be79.pth, alex.pth); "
                                       "default: torch's hub cache and the lpips/torchmetrics packages. Never downloaded."),
     html: Path | None = typer.Option(None, "--html", help="Also write a page with plots along the path and the worst pairs."),
@@ -68,7 +70,7 @@ def evaluate(
     def body():
         from mirage_cli.evaluation.command import run_eval
 
-        document = run_eval(target, camera, depth, reference, lpips, html)
+        document = run_eval(target, camera, depth, reference, lpips, html, depth_model)
         if json_out:
             print_json(document)
 

@@ -222,3 +222,23 @@ def test_lpips_from_local_weights_and_the_page(tmp_path, scene, monkeypatch):
     assert 0 < distances[0] < distances[1] < distances[2]
     bad = cli("eval", video, "--camera", camera, "--reference", video, "--lpips", tmp_path / "nowhere")
     assert bad.exit_code == 2 and "--lpips" in bad.stderr
+
+
+def test_the_3d_check_with_a_metric_depth_model(tmp_path, scene, tiny_depth_dir):
+    """A local tiny metric Depth Anything (random weights: its depth is wrong, the path through it is real)."""
+    import shutil
+
+    frames, cams, K, _ = scene
+    video, camera = tmp_path / "video.mkv", tmp_path / "camera.json"
+    write_lossless(video, frames[:4], FPS)
+    write_canonical_json(camera, Trajectory(cams[:4], K[:4], W, H, FPS))
+    result = cli("eval", video, "--camera", camera, "--depth-model", tiny_depth_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["depth"] == f"the metric depth model {tiny_depth_dir}" and doc["metrics"]["reprojection_error"]["value"] is not None
+    relative = tmp_path / "relative"
+    shutil.copytree(tiny_depth_dir, relative)
+    config = json.loads((relative / "config.json").read_text())
+    (relative / "config.json").write_text(json.dumps({**config, "depth_estimation_type": "relative"}))
+    refused = cli("eval", video, "--camera", camera, "--depth-model", relative)
+    assert refused.exit_code == 2 and "is a relative depth model" in refused.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def run_eval(target: Path, camera: Path | None, depth: Path | None, reference: Path | None, lpips: Path | None,
-             html: Path | None) -> dict:
+             html: Path | None, depth_model: str | None = None) -> dict:
     """The eval document of ``target`` (a run directory or a video); InputError (exit 2) on bad input."""
     from rich.console import Console
 
@@ -18,7 +18,7 @@ def run_eval(target: Path, camera: Path | None, depth: Path | None, reference: P
     if lpips is not None and not lpips.is_dir():
         why = "is not a folder (it should hold alexnet-owt-7be5be79.pth and alex.pth)"
         raise InputError(Problem(file=str(lpips), field="--lpips", message=why))
-    inputs = load_inputs(target, camera, depth, reference)
+    inputs = load_inputs(target, camera, depth, reference, depth_model)
     console = Console(stderr=True)
     with console.status("measuring (optical flow on every compared pair)..."):
         try:

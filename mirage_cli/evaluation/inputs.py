@@ -117,8 +117,24 @@ def _reference(path: Path, frames: np.ndarray) -> np.ndarray:
     return ref
 
 
+def _model_depth(name: str, frames: np.ndarray) -> np.ndarray:
+    """z-depth [N, H, W] of every frame from a *metric* depth model (a relative model's depth has no
+    path scale: refused)."""
+    import torch
+
+    from mirage_cli.depth import DEPTH_KIND_METRIC, TransformersDepth
+
+    provider = TransformersDepth(name, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if provider.kind != DEPTH_KIND_METRIC:
+        raise InputError(f"{name} is a relative depth model: its depth has no scale to compare with the camera path; use a "
+                         "metric model (with a path in metres), --depth, or a run directory (its memory's depth)", field="--depth-model")
+    with torch.no_grad():
+        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # [N, 3, H, W]
+        return provider.estimate(pixels).double().cpu().numpy()
+
+
 def load_inputs(target: str | Path, camera: str | Path | None = None, depth: str | Path | None = None,
-                reference: str | Path | None = None) -> EvalInputs:
+                reference: str | Path | None = None, depth_model: str | None = None) -> EvalInputs:
     """The frames, cameras, chunk boundaries (and ``depth``) of a run directory or of a video with ``camera``."""
     target = Path(target)
     boundaries: list[int] = []
@@ -140,6 +156,8 @@ def load_inputs(target: str | Path, camera: str | Path | None = None, depth: str
     depth_maps, depth_source = None, None
     if depth is not None:
         depth_maps, depth_source = _depth(Path(depth), len(frames), frames.shape[1:3]), f"the depth file {depth}"
+    elif depth_model is not None:
+        depth_maps, depth_source = _model_depth(depth_model, frames), f"the metric depth model {depth_model}"
     elif target.is_dir():
         depth_maps, depth_source = _memory_depth(target, world_from_cam, K, frames.shape[1:3])
     truth = None if reference is None else _reference(Path(reference), frames)
