@@ -511,7 +511,8 @@ class RenderSession:
         backbone = self.options.backbone
         report = build_report(
             config={**self.config, "device": str(self.backbone.device), "offload": backbone.offload, "preset": backbone.preset,
-                    "memory_plan": self.memory_plan, "conditioning_files": self.plan.conditioning.summary()},
+                    "memory_plan": self.memory_plan, "conditioning_files": self.plan.conditioning.summary(),
+                    "intrinsics_estimate": self.plan.intrinsics_estimate},
             device_info=describe_device(self.backbone.device),
             trajectory=self.plan.trajectory,
             frames=self.plan.frames,

@@ -118,6 +118,8 @@ class Plan:
     """The spec's ``step_cache:`` (``mirage_cli.spec_step_cache``)."""
     scale: SceneScale | None = None
     """Where the start depth's scale comes from (``mirage_cli.scene_scale``)."""
+    intrinsics_estimate: dict | None = None
+    """``intrinsics: auto``: the model, the estimated fields of view and focal length (``intrinsics_estimate``)."""
     line_of: Callable[[str], int | None] = field(default=lambda name: None, repr=False, compare=False)
     """The spec's line of a field (for problems found later, e.g. by ``inputs.preflight``)."""
 
@@ -148,6 +150,7 @@ class Plan:
             "memory": self.memory.summary(),
             "conditioning": self.conditioning.summary(),
             "step_cache": self.step_cache.summary(),
+            **({"intrinsics_estimate": self.intrinsics_estimate} if self.intrinsics_estimate else {}),
             "depth_model": self.depth_model,
             "output": str(self.output),
         }
@@ -180,6 +183,8 @@ class Plan:
               if self.conditioning.method == "vace" else []),
             *([f"step cache  {self.step_cache.method}" + (f", threshold {self.step_cache.threshold:g}" if self.step_cache.threshold else "")
                + (f", interval {self.step_cache.interval}" if self.step_cache.interval else "")] if self.step_cache.enabled else []),
+            *([f"intrinsics  estimated by {e['model']}: horizontal fov {e['horizontal_fov_deg']:.1f} deg, vertical "
+               f"{e['vertical_fov_deg']:.1f} deg, focal {e['focal_px']:.1f} px"] if (e := self.intrinsics_estimate) else []),
             f"depth model {s['depth_model']}",
             f"output      {s['output']}",
         ]
@@ -227,6 +232,25 @@ def apply_overrides(data: dict, overrides: dict | None) -> dict:
 # --- the checkers ----------------------------------------------------------------------------------
 
 
+def is_auto_intrinsics(value) -> bool:
+    return value == "auto" or (isinstance(value, dict) and set(value) == {"auto"})
+
+
+def auto_intrinsics(value, image: Path, size: tuple[int, int], problems: ProblemList) -> tuple[dict | None, dict | None]:
+    """``intrinsics: auto`` (or ``{auto: MODEL}``) -> the estimated ``{fx, fy, cx, cy}`` and its record."""
+    from mirage_cli.intrinsics_estimate import DEFAULT_FOV_MODEL, estimated_intrinsics
+
+    model = value["auto"] if isinstance(value, dict) else DEFAULT_FOV_MODEL
+    if not isinstance(model, str) or not model.strip():
+        problems.add("intrinsics.auto", f"expected a model id or folder, got {model!r}")
+        return INVALID, None
+    try:
+        return estimated_intrinsics(image, model, size[0], size[1])
+    except InputError as exc:
+        problems.extend(exc.problems)
+        return INVALID, None
+
+
 def plan_chunks(frames: int, chunk_frames: int) -> tuple[Chunk, ...]:
     """Split ``frames`` (4k+1) into chunks of ``chunk_frames`` (4k+1) sharing one boundary frame.
 
@@ -270,6 +294,9 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         problems.add("step_cache.method", "step caches are not supported with conditioning.method vace (the VACE branch adds "
                                           "its hints between blocks, which a cache would skip)")
     image, depth, mask = check_files(v, path.parent, problems)
+    intrinsics_estimate = None
+    if size and image is not None and is_auto_intrinsics(v["intrinsics"]):
+        v["intrinsics"], intrinsics_estimate = auto_intrinsics(v["intrinsics"], image, size, problems)
     output = resolve_output(v, path.parent, path.stem, problems)
     chunks = plan_chunks(frames, chunk_frames) if frames and chunk_frames else ()
     prompts = chunk_prompts(v["prompts"], chunks, v["prompt"], path.parent, problems) if chunks and isinstance(v["prompt"], str) else ()
@@ -314,5 +341,6 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         conditioning=conditioning,
         step_cache=step_cache,
         scale=scale,
+        intrinsics_estimate=intrinsics_estimate,
         line_of=line_of,
     )

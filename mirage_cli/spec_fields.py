@@ -48,9 +48,10 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "camera": FieldSpec((dict,), None, "the camera path: exactly one of keyframes, trajectory, preset, colmap, "
                         "realestate10k, nerfstudio, json, spatia", required=True),
     "intrinsics": FieldSpec(
-        (dict, _NONE),
+        (dict, str, _NONE),
         None,
-        f"{{fov: deg}} or {{fx, fy, cx, cy}} at the render size (null: the source's, else fov {DEFAULT_VERTICAL_FOV_DEG:g})",
+        f"{{fov: deg}} or {{fx, fy, cx, cy}} at the render size, or auto / {{auto: model}} (the start image's focal length "
+        f"estimated by DepthPro) (null: the source's, else fov {DEFAULT_VERTICAL_FOV_DEG:g})",
     ),
     "frames": FieldSpec((int,), DEFAULT_FRAMES, "number of output frames, 4k+1"),
     "fps": FieldSpec((int, float), DEFAULT_FPS, "output frame rate"),

@@ -162,3 +162,47 @@ def test_the_model_path_with_a_tiny_local_depth_model(tmp_path, room, tiny_depth
 
     shown = preview_scene(scene_with(tmp_path, {"colmap": "sparse"}, depth_model=str(tiny_depth_dir)), tmp_path / "preview.mp4")
     assert shown["scale"].startswith("COLMAP points") and shown["frames"] == 5  # the depth the render will use
+
+
+def tiny_depth_pro(folder, horizontal_fov: float | None):
+    """A tiny DepthPro (real transformers classes, random weights) saved locally; its FoV head's last
+    layer is set to answer ``horizontal_fov`` degrees for any image (random weights answer nonsense)."""
+    from transformers import DepthProConfig, DepthProForDepthEstimation, Dinov2Config
+
+    sub = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64, patch_size=16)
+    config = DepthProConfig(
+        fusion_hidden_size=16, patch_size=64, intermediate_hook_ids=[1, 0], intermediate_feature_dims=[16, 16],
+        scaled_images_ratios=[0.5, 1.0], scaled_images_overlap_ratios=[0.0, 0.25], scaled_images_feature_dims=[16, 16],
+        use_fov_model=True, num_fov_head_layers=1, image_model_config=Dinov2Config(**sub), patch_model_config=Dinov2Config(**sub),
+        fov_model_config=Dinov2Config(**sub))
+    torch.manual_seed(0)
+    model = DepthProForDepthEstimation(config)
+    if horizontal_fov is not None:
+        last = [m for m in model.fov_model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, horizontal_fov)
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_intrinsics_auto_takes_the_focal_length_from_depth_pro(tmp_path, monkeypatch):
+    import math
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tiny_depth_pro(tmp_path / "depth-pro", 70.0)
+    keyframes = {"keyframes": [{"frame": 0, "position": [0, 0, 0]}, {"frame": 4, "position": [0, 0, 1]}]}
+    spec = scene_with(tmp_path, keyframes, depth=True, depth_model="none")
+    text = spec.read_text().replace("intrinsics:", "intrinsics_old:")
+    spec.write_text(yaml.safe_dump({**yaml.safe_load(text.replace("intrinsics_old:", "intrinsics:")), "intrinsics": {"auto": str(model)}}))
+    plan = load_plan(spec)
+    estimate = plan.intrinsics_estimate
+    assert estimate["horizontal_fov_deg"] == pytest.approx(70.0, abs=1e-3)
+    # the example image is 448x256, the render 224x128 (same aspect): f = 0.5 * 224 / tan(35 deg)
+    assert estimate["focal_px"] == pytest.approx(0.5 * W / math.tan(math.radians(35)), rel=1e-4)
+    assert np.allclose(plan.trajectory.K[:, 0, 0], estimate["focal_px"])  # one K for the path, the memory, the depth
+    assert list((tmp_path / "cache" / "mirage" / "fov").glob("*.json"))  # estimated once, read back after
+    assert load_plan(spec).intrinsics_estimate == estimate
+    nonsense = tiny_depth_pro(tmp_path / "depth-pro-random", None)
+    spec.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "intrinsics": {"auto": str(nonsense)}}))
+    refused = cli("validate", spec)
+    assert refused.exit_code == 2 and "estimates a horizontal field of view of" in refused.stderr

@@ -64,7 +64,7 @@ def intrinsics_override(intrinsics: dict | None, width: int, height: int, proble
     if intrinsics is None:
         return None
     if not isinstance(intrinsics, dict):
-        problems.add("intrinsics", "expected a mapping: {fov: degrees} or {fx, fy, cx, cy} in pixels")
+        problems.add("intrinsics", "expected a mapping: {fov: degrees} or {fx, fy, cx, cy} in pixels, or auto")
         return None
     valid = ("fov", "fx", "fy", "cx", "cy")
     start = len(problems.items)
