@@ -117,9 +117,14 @@ def _depth_config(depth_model: str, notes: list[str]) -> tuple[object | None, ob
         except (OSError, ValueError):
             processor = None  # the render would fail to load it too; Depth Anything's preprocessing assumed
         return AutoConfig.from_pretrained(str(directory), local_files_only=True), processor
-    if depth_model == DEFAULT_DEPTH_MODEL:
-        notes.append(f"{DEFAULT_DEPTH_MODEL} is not downloaded: its published configuration is used")
-        return depth_anything_v2_small_config(), None
+    from mirage_cli.scene_scale import DEFAULT_METRIC_DEPTH_MODEL
+
+    if depth_model in (DEFAULT_DEPTH_MODEL, DEFAULT_METRIC_DEPTH_MODEL):
+        notes.append(f"{depth_model} is not downloaded: its published configuration is used")
+        config = depth_anything_v2_small_config()
+        if depth_model == DEFAULT_METRIC_DEPTH_MODEL:  # the same network with a metric head (Hypersim, up to 20 m)
+            config.depth_estimation_type, config.max_depth = "metric", 20.0
+        return config, None
     notes.append(f"depth model {depth_model!r} is not on this machine: its memory is not counted")
     return None, None
 
