@@ -3,7 +3,7 @@ checkpoint of a run directory) projected into each frame's camera with a z-buffe
 
 The memory holds one point per latent cell, each covering a square of its ``radius`` (world half-size)
 around it, so the depth is resolved on a grid of cells as large as the points' median projected
-footprint (16 pixels for Wan2.2's VAE): the nearest point in each cell wins, cells no point falls into
+footprint (16 pixels for Wan2.2's VAE), splatted by the memory's own renderer; cells no point covers
 stay NaN (not compared). The points are in the camera path's world frame and units, so this is the
 depth the render's warps used, with no depth model involved.
 """
@@ -39,29 +39,29 @@ def depth_from_points(xyz: np.ndarray, radius: np.ndarray, world_from_cam: np.nd
                       size: tuple[int, int]) -> np.ndarray:
     """z-depth float64 [N, H, W] of points ``xyz`` [P, 3] (world half-size ``radius`` [P]) seen by the
     cameras ``world_from_cam`` [N, 4, 4] (OpenCV) with pixel intrinsics ``K`` [N, 3, 3]; NaN where no
-    point is seen (see the module docstring)."""
+    point is seen. The points are splatted by the memory's own renderer (``PointCache.render``, with the
+    latent memory's depth tolerance and footprint cap) on a grid of cells as large as their median
+    projected footprint, then each cell's depth fills its pixels."""
+    import torch
+
+    from mirage_cli import geometry
+    from mirage_cli.memory.cache import PointCache
+    from mirage_cli.memory.latent import DEPTH_TOLERANCE, MAX_HALF_SIZE
+
     if xyz.ndim != 2 or xyz.shape[1] != 3 or radius.shape != (len(xyz),):
         raise ValueError(f"depth_from_points: expected xyz [P, 3] and radius [P], got {xyz.shape} and {radius.shape}")
     if world_from_cam.shape[1:] != (4, 4) or K.shape != (len(world_from_cam), 3, 3):
         raise ValueError(f"depth_from_points: expected world_from_cam [N, 4, 4] and K [N, 3, 3], got {world_from_cam.shape} and {K.shape}")
     H, W = size
-    out = np.full((len(world_from_cam), H, W), np.nan)
-    homogeneous = np.concatenate([xyz, np.ones((len(xyz), 1))], axis=1)
-    for n in range(len(world_from_cam)):
-        cam = (homogeneous @ np.linalg.inv(world_from_cam[n]).T)[:, :3]
-        z = cam[:, 2]
-        front = z > 1e-9
-        if not front.any():
-            continue
-        uv = cam[front] @ K[n].T
-        u, v, z_front = uv[:, 0] / uv[:, 2], uv[:, 1] / uv[:, 2], z[front]
-        footprint = 2.0 * K[n, 0, 0] * radius[front] / z_front
-        cell = int(np.clip(np.rint(np.median(footprint)), SMALLEST_CELL_PX, LARGEST_CELL_PX))
-        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        rows, cols = -(-H // cell), -(-W // cell)
-        cells = np.full(rows * cols, np.inf)
-        index = (v[inside] // cell).astype(int) * cols + (u[inside] // cell).astype(int)
-        np.minimum.at(cells, index, z_front[inside])
-        grid = np.repeat(np.repeat(cells.reshape(rows, cols), cell, axis=0), cell, axis=1)[:H, :W]
-        out[n] = np.where(np.isfinite(grid), grid, np.nan)
-    return out
+    cache = PointCache(channels=1, feature_dtype=torch.float32, device="cpu")
+    points = torch.from_numpy(xyz).float()
+    cache.add(points, torch.zeros(len(xyz), 1), torch.from_numpy(radius).float(), torch.zeros(len(xyz), dtype=torch.int32))
+    z0 = (np.concatenate([xyz, np.ones((len(xyz), 1))], 1) @ np.linalg.inv(world_from_cam[0]).T)[:, 2]
+    front = z0 > 1e-9
+    footprint = 2.0 * K[0, 0, 0] * radius[front] / z0[front] if front.any() else np.array([16.0])
+    cell = int(np.clip(np.rint(np.median(footprint)), SMALLEST_CELL_PX, LARGEST_CELL_PX))
+    rows, cols = -(-H // cell), -(-W // cell)
+    K_grid = geometry.latent_intrinsics(torch.from_numpy(K), cell)
+    _, depth = cache.render(K_grid, torch.from_numpy(world_from_cam), (rows, cols), DEPTH_TOLERANCE, MAX_HALF_SIZE)  # [N, rows, cols]
+    grid = depth.double().numpy().repeat(cell, axis=1).repeat(cell, axis=2)[:, :H, :W]
+    return np.where(np.isfinite(grid), grid, np.nan)
