@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -405,7 +405,8 @@ def denoise_chunk(
     on ``backbone.device``. ``start_step``: first step to run on a fresh start (the noise must then be
     at that step's sigma). ``resume_state``: continue from a ``DenoiseState`` (every other input must
     be what the interrupted call got; the generator is reset to the saved state).
-    ``on_step(i, state)``: called after step ``i`` with a state that resumes at step ``i + 1`` (cheap:
+    ``on_step(i, state)``: called after step ``i`` with a state that resumes at step ``i + 1`` (the step
+    cache's state is added to the returned state only when the loop stops; cheap:
     it references the loop's tensors, which are never modified in place; serialize it with
     ``state.to_tensors()``); returning True stops the loop (``completed=False``).
     ``profiler``: a ``mirage_cli.profiling.Profiler``; each step is timed as stage ``denoise_step``.
@@ -444,9 +445,10 @@ def denoise_chunk(
             velocity = torch.where(clean_cells, zero, velocity)  # held cells stay on their clean latent
             latents = scheduler.step(velocity, t, latents, return_dict=False)[0]  # [1, C, T, h, w]
         if on_step is not None:
-            cache = step_cache.capture_state(transformer) if caching else None
-            state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state(), cache)
+            state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state())
             if on_step(i, state) is True and i + 1 < steps:
+                if caching:  # only a state that is kept needs the cache's (walking the hooks every step would not)
+                    state = replace(state, cache=step_cache.capture_state(transformer))
                 return DenoiseResult(latents=latents, completed=False, state=state)
 
     final_clean = cells.clean_cells_pinned if is_pinned_step(steps - 1, steps, pin_until) else cells.frame0_cells

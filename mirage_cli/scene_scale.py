@@ -137,12 +137,12 @@ def depth_model_kind(name: str) -> str | None:
 def colmap_start_points(model_dir: Path, order: str, trajectory, scale: float) -> tuple[np.ndarray, np.ndarray] | None:
     """(uv [P, 2], z [P]) of the 3D points the first image of the COLMAP model (in ``order``) observes,
     in the render's first camera (path units, times ``scale``); None without enough points."""
-    from mirage_cli.camera.colmap import _check_model_files, _natural_key, find_colmap_model, import_pycolmap
+    from mirage_cli.camera.colmap import check_model_files, find_colmap_model, import_pycolmap, natural_key
 
     model = find_colmap_model(model_dir)
     if model is None or not any((model / f"points3D{s}").is_file() for s in (".txt", ".bin")):
         return None
-    _check_model_files(model)
+    check_model_files(model)
     try:
         rec = import_pycolmap().Reconstruction(str(model))
     except Exception:  # the points file does not load: the model counts as having none (the path already loaded)
@@ -150,7 +150,7 @@ def colmap_start_points(model_dir: Path, order: str, trajectory, scale: float) -
     images = [im for im in rec.images.values() if im.has_pose]
     if not images:
         return None
-    first = min(images, key=(lambda im: _natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
+    first = min(images, key=(lambda im: natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
     observed = []
     for point in first.points2D:
         if point.has_point3D():

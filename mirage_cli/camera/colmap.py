@@ -74,7 +74,7 @@ def find_colmap_model(path: Path) -> Path | None:
     return None
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
 
 
@@ -140,7 +140,7 @@ def _is_binary(model: Path) -> bool:
     return os.path.exists(model / "cameras.bin") and os.path.exists(model / "images.bin")
 
 
-def _check_model_files(model: Path) -> None:
+def check_model_files(model: Path) -> None:
     """The files that are read are regular files within the size limit; text files are checked
     line by line, binary files by their structure (``colmap_binary``)."""
     problems: list[Problem] = []
@@ -168,13 +168,13 @@ def _restate(error: Exception) -> str:
 
 
 def _load(model: Path):
-    """The model's cameras and images through pycolmap, after ``_check_model_files``.
+    """The model's cameras and images through pycolmap, after ``check_model_files``.
 
     pycolmap reads a folder of links to the model's files beside an empty points3D: the points are
     not needed, so neither their size nor their content can slow or break the read.
     """
     pycolmap = import_pycolmap()
-    _check_model_files(model)
+    check_model_files(model)
     suffix = ".bin" if _is_binary(model) else ".txt"
     with tempfile.TemporaryDirectory(prefix="mirage-colmap-") as tmp:
         for stem in MODEL_FILES:
@@ -228,7 +228,7 @@ def read_colmap(path: str | Path, order: str = "name") -> Keyframes:
         problems.add("images", f"{len(images):,} registered images: more than the limit of {MAX_KEYFRAMES:,}")
     problems.raise_if_any()
     try:
-        images.sort(key=(lambda im: _natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
+        images.sort(key=(lambda im: natural_key(im.name)) if order == "name" else (lambda im: im.image_id))
         return _keyframes(rec, images, model, problems)
     except UnicodeDecodeError:  # pycolmap decodes an image's name when it is read
         raise InputError([Problem(file=str(model), field="images", message="an image name is not UTF-8 text: "
