@@ -50,7 +50,9 @@ def horizontal_fov(image_path: Path, model: str) -> float:
     import torch
     from PIL import Image
     from transformers import DepthProForDepthEstimation
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # stderr holds our lines, not a loading bar
     local = Path(os.path.expanduser(model)).is_dir()
     try:
         net = DepthProForDepthEstimation.from_pretrained(model, local_files_only=local, use_fov_model=True).eval()

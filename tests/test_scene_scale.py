@@ -186,6 +186,7 @@ def tiny_depth_pro(folder, horizontal_fov: float | None):
 
 
 def test_intrinsics_auto_takes_the_focal_length_from_depth_pro(tmp_path, monkeypatch):
+    import json
     import math
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -202,6 +203,12 @@ def test_intrinsics_auto_takes_the_focal_length_from_depth_pro(tmp_path, monkeyp
     assert np.allclose(plan.trajectory.K[:, 0, 0], estimate["focal_px"])  # one K for the path, the memory, the depth
     assert list((tmp_path / "cache" / "mirage" / "fov").glob("*.json"))  # estimated once, read back after
     assert load_plan(spec).intrinsics_estimate == estimate
+    from render_helpers import SMALL, write_small_scene
+
+    small = write_small_scene(tmp_path / "small", intrinsics={"auto": str(model)})
+    assert cli("render", small, "--out", tmp_path / "run", *SMALL).exit_code == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["config"]["intrinsics_estimate"]["horizontal_fov_deg"] == pytest.approx(70.0, abs=1e-3)  # the report states it
     nonsense = tiny_depth_pro(tmp_path / "depth-pro-random", None)
     spec.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "intrinsics": {"auto": str(nonsense)}}))
     refused = cli("validate", spec)
