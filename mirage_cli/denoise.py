@@ -371,6 +371,14 @@ def _start(backbone, noise, steps, shift, generator, start_step, resume_state):
     return scheduler, resume_state.latents.to(device=device, dtype=torch.float32), resume_state.step
 
 
+def _with_cache_state(state: DenoiseState, transformer) -> DenoiseState:
+    """``state`` with the step cache's state when a cache is on: taken only for a state that is kept
+    (the loop stopped), not walked through the hooks after every step."""
+    if not step_cache.cache_enabled(transformer):
+        return state
+    return replace(state, cache=step_cache.capture_state(transformer))
+
+
 @torch.no_grad()
 def denoise_chunk(
     backbone,
@@ -426,7 +434,6 @@ def denoise_chunk(
         negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
     zero = torch.zeros((), device=device, dtype=torch.float32)
     timesteps = scheduler.timesteps
-    caching = step_cache.cache_enabled(transformer)
 
     for i in range(first, steps):
         with profiler.stage(DENOISE_STEP) if profiler is not None else nullcontext():
@@ -447,9 +454,7 @@ def denoise_chunk(
         if on_step is not None:
             state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state())
             if on_step(i, state) is True and i + 1 < steps:
-                if caching:  # only a state that is kept needs the cache's (walking the hooks every step would not)
-                    state = replace(state, cache=step_cache.capture_state(transformer))
-                return DenoiseResult(latents=latents, completed=False, state=state)
+                return DenoiseResult(latents=latents, completed=False, state=_with_cache_state(state, transformer))
 
     final_clean = cells.clean_cells_pinned if is_pinned_step(steps - 1, steps, pin_until) else cells.frame0_cells
     latents = torch.where(final_clean, clean_values, latents)  # [1, C, T, h, w]
