@@ -73,13 +73,17 @@ gpu = (out / "gpu.txt").read_text().strip() if (out / "gpu.txt").exists() else N
 result = {**bench, "gpu": gpu, "nvidia_smi_peak_bytes": max(used) * 2**20 if used else None}
 (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
 kind = next(iter(bench["runs"].values()))["peak_memory_kind"]  # CUDA allocator peak on a GPU, process RSS on a CPU
-rows = [f"| memory | s/chunk | memory module s | peak GiB ({kind}) |", "|---|---:|---:|---:|"]
+plan = bench.get("memory_plan") or {}
+predicted = (plan.get("predicted") or {}).get("peak_gib")  # the memory plan's meta-device prediction (GPU only)
+rows = [f"| memory | s/chunk | memory module s | peak GiB ({kind}) | predicted GiB |", "|---|---:|---:|---:|---:|"]
 for mode, run in bench["runs"].items():
-    rows.append(f"| {mode} | {run['seconds_per_chunk']:.2f} | {run['memory_module_seconds']:.3f} | {run['peak_memory_bytes'] / 2**30:.2f} |")
+    rows.append(f"| {mode} | {run['seconds_per_chunk']:.2f} | {run['memory_module_seconds']:.3f} | {run['peak_memory_bytes'] / 2**30:.2f} | "
+                f"{'n/a' if predicted is None else f'{predicted:.2f}'} |")
 smi = result["nvidia_smi_peak_bytes"]
+options = "no offload, no tiling" if not plan else (f"--offload {plan['offload']}" + (" --vae-tiling" if plan["vae_tiling"] else ""))
 rows.append("")
 rows.append(f"{bench['resolution']}, {bench['chunks']} chunks of {bench['chunk_frames']} frames, {bench['steps']} steps on "
-            f"{gpu or bench['device']}; nvidia-smi peak: {'n/a' if smi is None else f'{smi / 2**30:.2f} GiB'}")
+            f"{gpu or bench['device']} ({options}); nvidia-smi peak: {'n/a' if smi is None else f'{smi / 2**30:.2f} GiB'}")
 (out / "table.md").write_text("\n".join(rows) + "\n")
 print("\n".join(rows))
 PY

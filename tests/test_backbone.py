@@ -122,10 +122,14 @@ def test_encode_prompt_shapes_and_default_negative(tiny):
 def test_text_encoder_released_after_the_prompts():
     backbone = load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
     cond, uncond = backbone.encode_prompt("a room")
+    encoder = backbone.text_embedder.text_encoder  # a reference kept elsewhere does not keep the weights
     assert backbone.release_text_encoder() > 0 and backbone.text_embedder.text_encoder is None
+    assert all(p.device.type == "meta" for p in encoder.parameters())
     assert backbone.release_text_encoder() == 0  # twice is harmless
+    again = backbone.encode_prompt("a room")  # embedded before the release: answered without the encoder
+    assert again[0] is cond and again[1] is uncond
     with pytest.raises(RuntimeError, match="the text encoder was released"):
-        backbone.encode_prompt("a room")
+        backbone.encode_prompt("a hall")
 
 
 def test_default_negative_prompt_is_wans():
@@ -388,3 +392,8 @@ def test_offload_modes_run_on_cuda(offload):
     assert backbone.decode(latents).shape == (1, 3, 5, 64, 64)
     cond, _ = backbone.encode_prompt("a hall")
     assert cond.device.type == "cuda"
+    # released, the encoder leaves the GPU at once (under --offload model it ran there and stayed)
+    on_gpu = sum(p.numel() * p.element_size() for p in backbone.text_embedder.text_encoder.parameters() if p.device.type == "cuda")
+    before = torch.cuda.memory_allocated()
+    backbone.release_text_encoder()
+    assert torch.cuda.memory_allocated() <= before - on_gpu

@@ -11,6 +11,7 @@ import torch
 
 from mirage_cli.backbone.components import Backbone
 from mirage_cli.backbone.configs import CPU_PARAMETER_LIMIT, DTYPES, wan22_transformer_config
+from mirage_cli.backbone.lean_forward import use_lean_forward
 from mirage_cli.backbone.model_dir import resolve_model_dir
 from mirage_cli.backbone.random_components import count_parameters, empty_model, random_weights_backbone, tiny_backbone
 from mirage_cli.errors import InputError, Problem
@@ -191,8 +192,10 @@ def apply_options(backbone: Backbone, options: BackboneOptions) -> Backbone:
     attention backend (``set_attention_backend``) -> offload (``model``: accelerate
     ``cpu_offload_with_hook`` per component; ``group``: diffusers group offloading, block level with
     CUDA streams; ``sequential``: accelerate ``cpu_offload``) -> VAE tiling (``enable_tiling``) ->
-    ``compile_repeated_blocks``. Offloaded weights must start on the CPU.
+    ``compile_repeated_blocks``. Offloaded weights must start on the CPU. First of all, the transformer's
+    forward becomes lean (``use_lean_forward``: the same output in a third of the activation memory).
     """
+    use_lean_forward(backbone.transformer)
     if options.fp8:
         backbone.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=backbone.dtype)
     if options.attention_backend:

@@ -151,24 +151,26 @@ def materialize_random(
     keep_fp32: list[str],
     generator: torch.Generator,
 ) -> torch.nn.Module:
-    """Give every meta parameter of ``model`` random values directly on ``device``.
+    """Give every meta parameter of ``model`` random values, stored on ``device``.
 
-    Matrices and kernels ~ N(0, 0.02) from ``generator`` (a generator on ``device``), biases 0, other
-    vectors (norm scales) 1. Parameters under a module named in ``keep_fp32`` are float32, the rest
-    ``dtype``. Buffers are moved to ``device`` as they are.
+    Matrices and kernels ~ N(0, 0.02) from ``generator``, biases 0, other vectors (norm scales) 1.
+    Values are drawn on the generator's device, one parameter at a time, then moved to ``device``: a
+    GPU generator fills CPU-held weights (offloading) in seconds where the CPU would take minutes, and
+    gives the same weights as a build on the GPU. Parameters under a module named in ``keep_fp32``
+    are float32, the rest ``dtype``. Buffers are moved to ``device`` as they are.
     """
     from accelerate.utils import set_module_tensor_to_device
 
     for name, parameter in list(model.named_parameters()):
         target = torch.float32 if any(part in keep_fp32 for part in name.split(".")) else dtype
-        value = torch.empty(parameter.shape, device=device, dtype=target)
+        value = torch.empty(parameter.shape, device=generator.device, dtype=target)
         if name.endswith("bias"):
             value.zero_()
         elif parameter.ndim <= 1:
             value.fill_(1.0)
         else:
             value.normal_(0.0, 0.02, generator=generator)
-        set_module_tensor_to_device(model, name, device, value=value, dtype=target)
+        set_module_tensor_to_device(model, name, device, value=value.to(device), dtype=target)
     _tie(model)  # tied parameters are listed once: their other holders take the new value here
     return model.to(device)
 
@@ -187,14 +189,15 @@ def random_weights_backbone(device: torch.device, dtype: torch.dtype, build_on_c
                             text_encoder: bool = False) -> Backbone:
     """The 5B architecture with random weights, created where it will live (no extra CPU copy).
 
-    ``device`` is the execution device; with ``build_on_cpu`` (offloading) the weights are created
-    on the CPU instead. ``text_encoder``: a real-size UMT5-XXL encoder with random weights
-    (``random_text_embedder``) instead of the hash embedder, so memory figures include its 10.6 GiB.
+    ``device`` is the execution device; with ``build_on_cpu`` (offloading) the weights are stored on
+    the CPU instead (still drawn on ``device``: the same weights either way). ``text_encoder``: a
+    real-size UMT5-XXL encoder with random weights (``random_text_embedder``) instead of the hash
+    embedder, so memory figures include its 10.6 GiB.
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     home = torch.device("cpu") if build_on_cpu else device
-    generator = torch.Generator(device=home).manual_seed(0)
+    generator = torch.Generator(device=device).manual_seed(0)
     transformer = empty_model(WanTransformer3DModel, wan22_transformer_config())
     keep = list(WanTransformer3DModel._keep_in_fp32_modules or [])
     materialize_random(transformer, home, dtype, keep, generator).eval()

@@ -2,7 +2,7 @@
 needs it, which diffusers' own ``forward`` (0.36) does not do:
 
 - per-token timesteps ([B, L], Wan2.2-TI2V's ``expand_timesteps``) in the DiT *and* in the VACE
-  branch: the VACE blocks run the DiT block's own ``WanTransformerBlock.forward`` (they share its
+  branch: the VACE blocks run the DiT block's forward (``lean_block_forward``: they share its
   structure and names; diffusers' VACE block only takes one timestep per sample);
 - reference tokens: the first ``ref_frames`` latent frames of the sequence take part in the DiT's
   attention but not in the VACE branch, whose context covers only the frames after them, and the
@@ -11,7 +11,8 @@ needs it, which diffusers' own ``forward`` (0.36) does not do:
   after them, which count from 0 (``reference_rotary``).
 
 Everything else is the base transformer's forward step by step (rotary embedding, patch embedding,
-condition embedder, blocks, output norm, unpatchify), so with zero hints the output equals
+condition embedding, blocks, output head), from the pieces of ``mirage_cli.backbone.lean_forward``
+(per-token modulation kept compact), so with zero hints the output equals
 ``WanTransformer3DModel.forward`` exactly (``tests/test_trained_weights.py``).
 """
 
@@ -19,14 +20,18 @@ from __future__ import annotations
 
 import torch
 
+from mirage_cli.backbone.lean_forward import TokenModulation, embed_condition, lean_block_forward, output_head, use_lean_forward
+
 VACE_SCALE = 1.0
 """The official inference's ``vace_scale``."""
 
 
 def _tokens(value, start: int):
-    """Tokens ``start:`` of a [B, L, ...] tensor, or of each tensor of a tuple (the rotary cos/sin)."""
+    """Tokens ``start:`` of a [B, L, ...] tensor, a ``TokenModulation``, or each tensor of a tuple (the rotary cos/sin)."""
     if isinstance(value, tuple):
         return tuple(_tokens(v, start) for v in value)
+    if isinstance(value, TokenModulation):
+        return value.tokens_from(start)
     return value[:, start:]
 
 
@@ -56,19 +61,17 @@ def reference_rotary(rope, hidden_states: torch.Tensor, ref_frames: int):
 
 def _hints(model, x: torch.Tensor, control: torch.Tensor, text: torch.Tensor, tproj: torch.Tensor, rotary, ref_tokens: int):
     """The VACE hints, one [B, L - ref_tokens, D] per VACE layer, in layer order."""
-    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
-
     c = model.vace_patch_embedding(control).flatten(2).transpose(1, 2)  # [B, L', D]
     x_main = x[:, ref_tokens:]
     if c.shape[1] != x_main.shape[1]:
         raise ValueError(f"control: {c.shape[1]} tokens for {x_main.shape[1]} non-reference tokens")
-    t_main = _tokens(tproj, ref_tokens) if tproj.ndim == 4 else tproj
+    t_main = tproj if isinstance(tproj, torch.Tensor) and tproj.ndim == 3 else _tokens(tproj, ref_tokens)  # per sample: all
     r_main = _tokens(rotary, ref_tokens)
     hints = []
     for block in model.vace_blocks:
         if block.proj_in is not None:
             c = block.proj_in(c) + x_main
-        c = WanTransformerBlock.forward(block, c, text, t_main, r_main)
+        c = lean_block_forward(block, c, text, t_main, r_main)
         hints.append(block.proj_out(c))
     return hints
 
@@ -88,14 +91,16 @@ def vace_forward(model, hidden_states: torch.Tensor, timestep: torch.Tensor, enc
     Returns:
         [B, C, T, h, w] the model's output.
     """
+    use_lean_forward(model)  # its blocks take the compact modulation (once; a loaded backbone already is)
     B, _, T, H, W = hidden_states.shape
     p_t, p_h, p_w = model.config.patch_size
     rotary = reference_rotary(model.rope, hidden_states, ref_frames)
     x = model.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, L, D]
-    per_token = timestep.ndim == 2
-    temb, tproj, text, _ = model.condition_embedder(timestep.flatten() if per_token else timestep, encoder_hidden_states, None,
-                                                    timestep_seq_len=timestep.shape[1] if per_token else None)
-    tproj = tproj.unflatten(2, (6, -1)) if per_token else tproj.unflatten(1, (6, -1))
+    if timestep.ndim == 2:  # per token: kept compact (mirage_cli.backbone.lean_forward)
+        temb, tproj, text = embed_condition(model, timestep, encoder_hidden_states)
+    else:
+        temb, tproj, text, _ = model.condition_embedder(timestep, encoder_hidden_states, None)
+        tproj = tproj.unflatten(1, (6, -1))
     ref_tokens = ref_frames * (H // p_h) * (W // p_w) // p_t
     hints = {}
     if control is not None:
@@ -104,11 +109,9 @@ def vace_forward(model, hidden_states: torch.Tensor, timestep: torch.Tensor, enc
         x = block(x, text, tproj, rotary)
         if i in hints:
             x = torch.cat([x[:, :ref_tokens], x[:, ref_tokens:] + hints[i] * vace_scale], dim=1)
-    if temb.ndim == 3:
-        shift, scale = (model.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
-        shift, scale = shift.squeeze(2), scale.squeeze(2)
-    else:
-        shift, scale = (model.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+    if isinstance(temb, TokenModulation):
+        return output_head(model, x, temb, (B, T, H, W))
+    shift, scale = (model.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
     x = (model.norm_out(x.float()) * (1 + scale.to(x.device)) + shift.to(x.device)).type_as(x)
     x = model.proj_out(x)
     x = x.reshape(B, T // p_t, H // p_h, W // p_w, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)

@@ -149,6 +149,7 @@ def meta_components(model: str, options: BackboneOptions, depth_model: str, dtyp
     from diffusers import AutoencoderKLWan, WanTransformer3DModel, WanVACETransformer3DModel
     from transformers import AutoModelForDepthEstimation, UMT5EncoderModel
 
+    from mirage_cli.backbone.lean_forward import use_lean_forward
     from mirage_cli.backbone.vace import VACE_IN_CHANNELS
 
     notes: list[str] = []
@@ -159,6 +160,7 @@ def meta_components(model: str, options: BackboneOptions, depth_model: str, dtyp
         layers = _vace_layers_of(vace, int(transformer_config["num_layers"]))
         transformer = meta_module(WanVACETransformer3DModel, {**transformer_config, "vace_layers": layers,
                                                                "vace_in_channels": VACE_IN_CHANNELS}, dtype)
+    use_lean_forward(transformer)  # as apply_options does for a render
     if options.fp8:
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     vae = meta_module(AutoencoderKLWan, vae_config, torch.float32)

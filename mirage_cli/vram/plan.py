@@ -38,7 +38,8 @@ ASSUMED_FREE_GIB = 23.5
 """What ``auto`` plans for where no GPU can be asked (``mirage validate`` without one): a 24 GiB card
 (an RTX 4090 or L4 class), 23.5 GiB free once the CUDA context is up."""
 CANDIDATES = (("none", False), ("model", False), ("none", True), ("model", True), ("group", True), ("sequential", True))
-TRACE_CACHE_VERSION = 1
+TRACE_CACHE_VERSION = 2
+"""Part of every trace cache key: raise it when the traced code changes what it allocates (2: lean blocks)."""
 
 
 def parse_budget(text: str) -> str | float:
@@ -116,16 +117,20 @@ def _allowed(options: BackboneOptions, recorded_tiling: bool | None) -> list[tup
 
 
 def choose_plan(model: str, options: BackboneOptions, depth_model: str, shape: RenderShape, *, budget: str | float,
-                free: tuple[int, str] | None, recorded_tiling: bool | None = None, vace: Path | None = None) -> MemoryPlan:
+                free: tuple[int, str] | None, recorded_tiling: bool | None = None, vace: Path | None = None,
+                predict: bool = False) -> MemoryPlan:
     """The plan a CUDA render of ``shape`` runs with (see the module docstring).
 
     ``free``: ``device_budget(device)`` of the GPU the render will use, or None where there is none
     (then ``auto`` assumes a 24 GiB card). ``recorded_tiling``: the VAE tiling of the run being resumed.
-    ``vace``: the VACE weights of a trained-conditioning render (their branch is counted).
+    ``vace``: the VACE weights of a trained-conditioning render (their branch is counted). ``predict``:
+    with ``--vram-budget none``, still predict the options as given (validate shows it; a render skips it).
     Raises InputError (exit 2) naming the budget, the prediction and what would fit when nothing does.
     """
     if budget == "none":
-        return MemoryPlan(options.offload, bool(options.vae_tiling), None, "--vram-budget none", None, "the options as given")
+        own = (options.offload, bool(options.vae_tiling))
+        prediction = _predict_candidates(model, options, depth_model, shape, [own], vace)[0][1] if predict else None
+        return MemoryPlan(*own, None, "--vram-budget none", prediction, "the options as given")
     if budget == "auto":
         assumed = (int(ASSUMED_FREE_GIB * GIB), f"no GPU here: a 24 GiB card assumed ({ASSUMED_FREE_GIB:g} GiB free)")
         budget_bytes, source = free if free is not None else assumed
@@ -190,7 +195,7 @@ def _trace_key(parts, shape: RenderShape) -> str:
 
     facts = {"v": TRACE_CACHE_VERSION, "mirage": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
              "transformers": transformers.__version__, "shape": shape.__dict__, "dtype": str(parts.dtype),
-             "fp8": _is_fp8(parts.transformer),
+             "fp8": _is_fp8(parts.transformer), "classes": [type(parts.transformer).__name__, type(parts.transformer.blocks[0]).__name__],
              "tiling": bool(getattr(parts.vae, "use_tiling", False)), "transformer": config(parts.transformer),
              "vae": config(parts.vae), "text": config(parts.text_encoder),
              "depth": config(None if parts.depth is None else parts.depth.model)}
@@ -261,4 +266,4 @@ def plan_for_validate(plan, options: BackboneOptions) -> MemoryPlan:
     check_backbone_options(replace(options, device="cpu", offload="none", dtype="float32" if options.dtype == "auto" else options.dtype))
     free = device_budget(torch.device("cuda")) if torch.cuda.is_available() else None
     return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget, free=free,
-                       vace=plan.conditioning.vace)
+                       vace=plan.conditioning.vace, predict=True)
