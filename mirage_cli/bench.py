@@ -110,9 +110,7 @@ def run_bench(
             if on_run:
                 on_run(memory.value, -1)
             _run_once(plan, memory, options, backbone, Path(tmp) / f"warmup-{memory}")
-        # the prompts are embedded (Backbone.embedded): the measured rounds run as a render does after its
-        # text encoding, without the text encoder on the device (its 10.6 GiB would count in every peak)
-        backbone.release_text_encoder()
+        backbone.release_text_encoder()  # prompts embedded (Backbone.embedded): measured rounds hold what a render holds
         for r in range(repeat):
             for memory in MemoryMode:
                 if on_run:
