@@ -171,6 +171,60 @@ def test_insert_unexplained_still_adds_new_nearer_surface():
     assert added == 16
 
 
+def test_insert_unexplained_adds_what_the_previous_frame_hid():
+    """Frame 0 has an occluder 4x4 cells in front; frame 1 (same camera) sees the wall behind it: those 16
+    cells are a disocclusion, inserted; the rest of frame 1 is the surface frame 0 saw, not inserted."""
+    cam = S.world_from_cam()
+    _, depth, lat = view(cam)
+    occluded = depth.clone()
+    occluded[64:128, 64:128] *= 0.5
+    alone = LatentSpatialMemory().insert(lat, occluded, K, torch.tensor(cam))
+    both = LatentSpatialMemory().insert_unexplained(torch.stack([lat, lat]), torch.stack([occluded, depth]), K,
+                                                    torch.tensor(np.stack([cam, cam])))
+    assert both == alone + 16
+
+
+def _seen_reference(z, K_grid, world_from_cam, margin):
+    """seen_by_previous_frame, one grid element at a time in float64 (the obviously correct version)."""
+    T, h, w = z.shape
+    seen = torch.zeros(T, h, w, dtype=torch.bool)
+    for t in range(1, T):
+        prev_from_world = torch.linalg.inv(world_from_cam[t - 1])
+        for v in range(h):
+            for u in range(w):
+                d = float(z[t, v, u])
+                if not (math.isfinite(d) and d > 0):
+                    continue
+                cam = d * torch.linalg.solve(K_grid[t], torch.tensor([u, v, 1.0], dtype=torch.float64))
+                world = world_from_cam[t, :3, :3] @ cam + world_from_cam[t, :3, 3]
+                p = prev_from_world[:3, :3] @ world + prev_from_world[:3, 3]
+                if p[2] <= 0:
+                    continue
+                uv = K_grid[t - 1] @ (p / p[2])
+                pu, pv = round(float(uv[0])), round(float(uv[1]))
+                if not (0 <= pu < w and 0 <= pv < h):
+                    continue
+                held = float(z[t - 1, pv, pu])
+                seen[t, v, u] = math.isfinite(held) and held > 0 and abs(float(p[2]) - held) <= margin * held
+    return seen
+
+
+@pytest.mark.parametrize(("frames", "h", "w"), [(2, 3, 5), (3, 4, 6), (4, 2, 7)])
+def test_seen_by_previous_frame_matches_the_reference(frames, h, w):
+    from mirage_cli.memory.points import seen_by_previous_frame
+
+    g = torch.Generator().manual_seed(frames * 100 + h * 10 + w)
+    z = 1.0 + 2.0 * torch.rand(frames, h, w, generator=g, dtype=torch.float64)
+    z[0, 0, 0] = float("nan")
+    z[-1, -1, -1] = 0.0
+    K_grid = torch.tensor([[4.0, 0.0, (w - 1) / 2], [0.0, 4.0, (h - 1) / 2], [0.0, 0.0, 1.0]], dtype=torch.float64).expand(frames, 3, 3)
+    cams = np.stack([S.world_from_cam((0.03 * t, -0.01 * t, 0.02 * t), 2.0 * t, 1.0 * t) for t in range(frames)])
+    wfc = torch.tensor(cams)
+    fast = seen_by_previous_frame(z, K_grid, wfc, 0.1)
+    assert torch.equal(fast, _seen_reference(z, K_grid, wfc, 0.1))
+    assert not fast[0].any() and fast[1:].any()  # frame 0 has no previous frame; small moves keep surfaces
+
+
 def test_keep_restricts_insertion():
     cam = S.world_from_cam()
     _, depth, lat = view(cam)

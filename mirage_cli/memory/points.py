@@ -4,7 +4,7 @@
 what a point carries (a latent cell with a confidence, or a pixel's colour) and in the grid they
 lift from and render to (latent cells of ``stride`` x ``stride`` pixels, or pixels). The rest is
 written once here: the settings checks, the per-frame argument checks, lifting a grid of depths to
-voxel-fused points, the insert-only-what-is-unexplained loop, the z-buffer render behind ``query``,
+voxel-fused points, the insert-only-what-is-unexplained rule, the z-buffer render behind ``query``,
 and the state dict with its file.
 
 State dict layout (both memories): ``xyz``, the features (under the subclass's ``_FEATURES``
@@ -23,6 +23,38 @@ from mirage_cli import geometry
 from mirage_cli.memory import checks
 from mirage_cli.memory.cache import PointCache
 from mirage_cli.memory.state import Schema, load_state
+
+
+def seen_by_previous_frame(z: Tensor, K_grid: Tensor, world_from_cam: Tensor, margin: float) -> Tensor:
+    """bool [T, h, w]: grid element (v, u) of frame t >= 1 lies on the surface frame t - 1 saw.
+
+    Each element of frame t is lifted to the world, projected into camera t - 1 and compared with the
+    depth frame t - 1 holds at the nearest element there: the same surface when the two depths differ
+    by at most ``margin`` (relative). A point hidden behind what frame t - 1 saw (a disocclusion) or in
+    front of it (new surface), outside its view or without valid depth is not seen. Frame 0: False.
+    Chained over a chunk's frames, a surface seen by every frame since it appeared counts as seen.
+
+    Args:
+        z: float [T, h, w] z-depth per grid element (invalid: <= 0, nan, inf).
+        K_grid: float64 [T, 3, 3] intrinsics of the grid; world_from_cam: float64 [T, 4, 4].
+        margin: relative depth tolerance.
+    """
+    T, h, w = z.shape
+    seen = torch.zeros(T, h, w, dtype=torch.bool, device=z.device)
+    if T < 2:
+        return seen
+    valid = geometry.valid_depth(z)  # [T, h, w]
+    later = torch.where(valid[1:], z[1:], torch.ones_like(z[1:]))  # frames 1..T-1
+    xyz = geometry.backproject(later, K_grid[1:], world_from_cam[1:])  # [T-1, h, w, 3]
+    in_previous = geometry.transform_points(geometry.invert_rigid(world_from_cam[:-1]), xyz.flatten(1, 2))  # [T-1, h*w, 3]
+    uv, depth_there = geometry.project(in_previous, K_grid[:-1])  # [T-1, h*w, 2], [T-1, h*w]
+    cell = torch.round(uv).long()
+    u, v = cell[..., 0], cell[..., 1]
+    inside = (depth_there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    held = z[:-1].flatten(1).gather(1, v.clamp(0, h - 1) * w + u.clamp(0, w - 1))  # [T-1, h*w] what frame t-1 saw there
+    same = inside & geometry.valid_depth(held) & ((depth_there - held).abs() <= margin * held)
+    seen[1:] = same.view(T - 1, h, w) & valid[1:]
+    return seen
 
 
 class PointMemory:
@@ -141,8 +173,11 @@ class PointMemory:
         self, features: Tensor, z: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor,
         keep: Tensor | None, frame_index, depth_margin: float, **insert_args,
     ) -> int:
-        """The loop behind both ``insert_unexplained``: per frame, query the memory at its camera
-        and insert only the grid elements that the rendered depth does not explain.
+        """The rule behind both ``insert_unexplained``, for all frames at once: a grid element is
+        explained, and not inserted, when the memory as it was before the call renders it no more than
+        ``depth_margin`` (relative) behind the new depth (one batched query at every camera), or when
+        the previous frame of the call saw the same surface there (``seen_by_previous_frame``). What
+        is left is inserted in one batch, voxel-fused, earlier frames first.
 
         Args:
             features: [T, C, h, w]; z: float [T, h, w] depth per grid element; depth: float
@@ -151,16 +186,13 @@ class PointMemory:
             insert_args: passed on to ``_insert_checked``.
         """
         T, H, W = depth.shape
-        frames = checks.frame_indices(frame_index, T, self.device)
-        added = 0
-        for t in range(T):
-            one = slice(t, t + 1)
-            mask, rendered = self._coverage(K[one], world_from_cam[one], (H, W))  # [1, h, w] each
-            explained = mask & (z[one] >= rendered * (1.0 - depth_margin))  # [1, h, w]
-            keep_t = ~explained if keep is None else (~explained & keep[one])
-            added += self._insert_checked(features[one], z[one], depth[one], K[one], world_from_cam[one], keep_t,
-                                          frames[one], **insert_args)
-        return added
+        stride = H // z.shape[-2]
+        explained = seen_by_previous_frame(z, geometry.latent_intrinsics(K, stride), world_from_cam, depth_margin)
+        if len(self.cache):
+            mask, rendered = self._coverage(K, world_from_cam, (H, W))  # [T, h, w] each
+            explained |= mask & (z >= rendered * (1.0 - depth_margin))
+        keep_new = ~explained if keep is None else (~explained & keep)
+        return self._insert_checked(features, z, depth, K, world_from_cam, keep_new, frame_index, **insert_args)
 
     # --- query -----------------------------------------------------------------------------------
 
