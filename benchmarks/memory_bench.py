@@ -12,8 +12,8 @@ block is fully covered.
 
 Speed and size (one 121-frame chunk at 704x1280 by default): the latent memory takes the chunk's 31
 latent frames (every 4th pixel frame, as the VAE lays them out), the RGB memory its 121 pixel
-frames. Each inserts its frames with ``insert_unexplained`` (a frame only adds what the memory does
-not explain yet, so the cache grows with the explored surface) and then answers a query at every
+frames. Each inserts its frames with ``insert_unexplained`` (a frame only adds what neither the
+memory nor the previous frame explains, so the cache grows with the explored surface) and then answers a query at every
 one of its frames' cameras (31 latent cells grids / 121 full-resolution renders). Frames are
 ray-cast first and not timed; the RGB path's VAE encode of its renders (the rollout's extra cost)
 is not included either. Each timing is the minimum over runs: 3 for the (cheap) latent memory,

@@ -171,9 +171,13 @@ def test_insert_unexplained_still_adds_new_nearer_surface():
     assert added == 16
 
 
-def test_insert_unexplained_adds_what_the_previous_frame_hid():
+@pytest.mark.parametrize("one_frame_groups", [False, True])
+def test_insert_unexplained_adds_what_the_previous_frame_hid(one_frame_groups, monkeypatch):
     """Frame 0 has an occluder 4x4 cells in front; frame 1 (same camera) sees the wall behind it: those 16
-    cells are a disocclusion, inserted; the rest of frame 1 is the surface frame 0 saw, not inserted."""
+    cells are a disocclusion, inserted; the rest of frame 1 is the surface frame 0 saw, not inserted.
+    The same when each frame is its own group (as pixel frames are)."""
+    if one_frame_groups:
+        monkeypatch.setattr("mirage_cli.memory.points.GRID_ELEMENTS_PER_GROUP", 1)
     cam = S.world_from_cam()
     _, depth, lat = view(cam)
     occluded = depth.clone()
@@ -182,6 +186,22 @@ def test_insert_unexplained_adds_what_the_previous_frame_hid():
     both = LatentSpatialMemory().insert_unexplained(torch.stack([lat, lat]), torch.stack([occluded, depth]), K,
                                                     torch.tensor(np.stack([cam, cam])))
     assert both == alone + 16
+
+
+def test_insert_unexplained_does_not_depend_on_the_grouping(monkeypatch):
+    """Pixel frames go in a few at a time (bounded memory); the result equals one group of all frames."""
+    cams = _loop_cameras(8, 0.0)[:5]
+    views = [view(c) for c in cams]
+    lat, depth = torch.stack([v[2] for v in views]), torch.stack([v[1] for v in views])
+    states = []
+    for limit in (None, 2 * 16 * 28):  # all 5 frames in one group; 2 frames per group
+        if limit is not None:
+            monkeypatch.setattr("mirage_cli.memory.points.GRID_ELEMENTS_PER_GROUP", limit)
+        mem = memory_of(_loop_cameras(8, 0.5)[0])  # something held before the call
+        mem.insert_unexplained(lat, depth, K, torch.tensor(np.stack(cams)), frame_index=torch.arange(5))
+        states.append(mem.state_dict())
+    for key in ("xyz", "latents", "radius", "confidence", "frame_index"):  # the clock ticks once per group
+        assert torch.equal(states[0][key], states[1][key]), key
 
 
 def _seen_reference(z, K_grid, world_from_cam, margin):

@@ -134,13 +134,16 @@ class LatentSpatialMemory(PointMemory):
         depth_margin: float = UNEXPLAINED_DEPTH_MARGIN,
         edge_threshold: float = EDGE_THRESHOLD,
     ) -> int:
-        """Insert frames one after another, each only where the memory does not explain it yet.
+        """Insert the frames' cells that neither the memory nor the previous frame explains.
 
-        A cell of frame t is explained when a query at frame t's camera (after frames < t were
-        inserted) fills it with a point no farther than ``depth_margin`` (relative) in front of the
-        new depth; a cell whose new depth is clearly nearer than the rendered one is new surface
-        and is inserted. This keeps the cache growing with explored surface, not with the number
-        of frames that saw it. Queries made here do not mark points seen. Arguments as ``insert``.
+        A cell of frame t is explained when a query of the memory as it was before the call (one
+        batched query at every camera) fills it with a point no farther than ``depth_margin``
+        (relative) in front of the new depth, or when frame t - 1 saw the same surface there
+        (``memory.points.seen_by_previous_frame``: the cell projected into camera t - 1 lands on a
+        depth within ``depth_margin``). A cell whose new depth is clearly nearer than the rendered
+        one, or that frame t - 1 could not see (a disocclusion), is new surface and is inserted. This
+        keeps the cache growing with explored surface, not with the number of frames that saw it.
+        Queries made here do not mark points seen. Arguments as ``insert``.
 
         Returns:
             The number of points added.

@@ -24,6 +24,10 @@ from mirage_cli.memory import checks
 from mirage_cli.memory.cache import PointCache
 from mirage_cli.memory.state import Schema, load_state
 
+GRID_ELEMENTS_PER_GROUP = 1 << 22
+"""Grid elements decided and inserted together by ``insert_unexplained`` (bounds its transient memory:
+all 31 latent frames of a 121-frame chunk at 1280x704 are one group, its pixel frames 4 at a time)."""
+
 
 def seen_by_previous_frame(z: Tensor, K_grid: Tensor, world_from_cam: Tensor, margin: float) -> Tensor:
     """bool [T, h, w]: grid element (v, u) of frame t >= 1 lies on the surface frame t - 1 saw.
@@ -173,11 +177,12 @@ class PointMemory:
         self, features: Tensor, z: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor,
         keep: Tensor | None, frame_index, depth_margin: float, **insert_args,
     ) -> int:
-        """The rule behind both ``insert_unexplained``, for all frames at once: a grid element is
-        explained, and not inserted, when the memory as it was before the call renders it no more than
-        ``depth_margin`` (relative) behind the new depth (one batched query at every camera), or when
-        the previous frame of the call saw the same surface there (``seen_by_previous_frame``). What
-        is left is inserted in one batch, voxel-fused, earlier frames first.
+        """The rule behind both ``insert_unexplained``: a grid element is explained, and not inserted,
+        when the memory as it was before the call renders it no more than ``depth_margin`` (relative)
+        behind the new depth (one batched query at every camera), or when the previous frame saw the
+        same surface there (``seen_by_previous_frame``). What is left is inserted voxel-fused, earlier
+        frames first, in groups of at most ``GRID_ELEMENTS_PER_GROUP`` elements (a chunk's latent
+        frames are one group, its pixel frames 4 at a time): the result does not depend on the grouping.
 
         Args:
             features: [T, C, h, w]; z: float [T, h, w] depth per grid element; depth: float
@@ -186,13 +191,25 @@ class PointMemory:
             insert_args: passed on to ``_insert_checked``.
         """
         T, H, W = depth.shape
-        stride = H // z.shape[-2]
-        explained = seen_by_previous_frame(z, geometry.latent_intrinsics(K, stride), world_from_cam, depth_margin)
-        if len(self.cache):
-            mask, rendered = self._coverage(K, world_from_cam, (H, W))  # [T, h, w] each
-            explained |= mask & (z >= rendered * (1.0 - depth_margin))
-        keep_new = ~explained if keep is None else (~explained & keep)
-        return self._insert_checked(features, z, depth, K, world_from_cam, keep_new, frame_index, **insert_args)
+        h, w = z.shape[-2:]
+        frames = checks.frame_indices(frame_index, T, self.device)  # [T]
+        K_grid = geometry.latent_intrinsics(K, H // h)  # [T, 3, 3]
+        per_group = max(1, GRID_ELEMENTS_PER_GROUP // (h * w))
+        groups = [slice(start, min(T, start + per_group)) for start in range(0, T, per_group)]
+        by_memory = torch.zeros(z.shape, dtype=torch.bool, device=self.device)  # [T, h, w]
+        for group in groups if len(self.cache) else []:  # all before anything of this call goes in
+            mask, rendered = self._coverage(K[group], world_from_cam[group], (H, W))  # [Tg, h, w] each
+            by_memory[group] = mask & (z[group] >= rendered * (1.0 - depth_margin))
+        added = 0
+        for group in groups:
+            start = group.start
+            with_previous = slice(max(0, start - 1), group.stop)
+            explained = seen_by_previous_frame(z[with_previous], K_grid[with_previous], world_from_cam[with_previous],
+                                               depth_margin)[start - with_previous.start:] | by_memory[group]  # [Tg, h, w]
+            keep_new = ~explained if keep is None else (~explained & keep[group])
+            added += self._insert_checked(features[group], z[group], depth[group], K[group], world_from_cam[group], keep_new,
+                                          frames[group], **insert_args)
+        return added
 
     # --- query -----------------------------------------------------------------------------------
 

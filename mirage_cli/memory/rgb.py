@@ -88,8 +88,8 @@ class RGBPointMemory(PointMemory):
         frame_index=None,
         depth_margin: float = UNEXPLAINED_DEPTH_MARGIN,
     ) -> int:
-        """Insert frames one after another, each only where the cloud does not explain it yet
-        (same rule as ``LatentSpatialMemory.insert_unexplained``, per pixel)."""
+        """Insert the frames' pixels that neither the cloud nor the previous frame explains (same rule
+        as ``LatentSpatialMemory.insert_unexplained``, per pixel, a few frames per group)."""
         x, dep, Kt, wfc, kp = self._inputs(rgb, depth, K, world_from_cam, keep)
         return self._insert_unexplained(x, dep, dep, Kt, wfc, kp, frame_index, depth_margin)
 
