@@ -82,6 +82,8 @@ def test_validate_vram_cli(small_scene):
     assert refused.exit_code == 2 and "does not fit the VRAM budget" in refused.stderr and "Traceback" not in refused.stderr
     bad = cli("validate", small_scene, "--vram", "--vram-budget", "plenty", "--preset", "tiny")
     assert bad.exit_code == 2 and "vram-budget" in bad.stderr
+    as_given = cli("validate", small_scene, "--vram", "--preset", "tiny", "--vram-budget", "none", "--vae-tiling")
+    assert as_given.exit_code == 0 and "the options as given" in as_given.stdout and "predicted peak" in as_given.stdout
 
 
 def test_meta_trace_counts_what_a_cpu_run_holds():
