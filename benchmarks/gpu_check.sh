@@ -65,6 +65,8 @@ fi
 import json, sys
 from pathlib import Path
 
+from mirage_cli.vram.plan import flags
+
 out = Path(sys.argv[1])
 bench = json.loads((out / "bench.json").read_text())
 samples = out / "nvidia_smi_memory_mib.txt"
@@ -80,7 +82,7 @@ for mode, run in bench["runs"].items():
     rows.append(f"| {mode} | {run['seconds_per_chunk']:.2f} | {run['memory_module_seconds']:.3f} | {run['peak_memory_bytes'] / 2**30:.2f} | "
                 f"{'n/a' if predicted is None else f'{predicted:.2f}'} |")
 smi = result["nvidia_smi_peak_bytes"]
-options = "no offload, no tiling" if not plan else (f"--offload {plan['offload']}" + (" --vae-tiling" if plan["vae_tiling"] else ""))
+options = flags(plan["offload"], plan["vae_tiling"]) if plan else "options as given: no GPU memory plan"
 rows.append("")
 rows.append(f"{bench['resolution']}, {bench['chunks']} chunks of {bench['chunk_frames']} frames, {bench['steps']} steps on "
             f"{gpu or bench['device']} ({options}); nvidia-smi peak: {'n/a' if smi is None else f'{smi / 2**30:.2f} GiB'}")

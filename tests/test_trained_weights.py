@@ -8,6 +8,8 @@ here; nothing is mocked.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -198,6 +200,7 @@ def test_vace_forward_is_the_base_forward_and_diffusers_vace_forward(tmp_path, b
     """Our forward (per-token timesteps, references outside the branch) equals diffusers' base forward
     with zero hints (per-token timesteps too), and diffusers' VACE forward where that one applies
     (one timestep per sample, no references)."""
+    from mirage_cli.backbone.lean_forward import use_lean_forward
     from mirage_cli.backbone.vace_forward import vace_forward
 
     x, t, text, control = inputs()
@@ -208,7 +211,7 @@ def test_vace_forward_is_the_base_forward_and_diffusers_vace_forward(tmp_path, b
     with torch.no_grad():
         expected = base(hidden_states=x, timestep=per_token, encoder_hidden_states=text, return_dict=False)[0]
         assert torch.equal(vace_forward(zero, x, per_token, text, control), expected)
-        assert torch.equal(vace_forward(base, x, per_token, text), expected)
+        assert torch.equal(vace_forward(use_lean_forward(copy.deepcopy(base)), x, per_token, text), expected)
     write_vace(tmp_path / "trained.safetensors", zero_after=False)
     trained = attach_vace(base, tmp_path / "trained.safetensors")
     with torch.no_grad():

@@ -26,7 +26,8 @@ forwards by changing their classes to subclasses, so hooks that wrap a module's 
 and group offloading, step caches, context parallelism, layerwise casting) keep working, and
 ``compile_repeated_blocks`` still finds the blocks. Calls this does not cover (one timestep per
 sample, image embeddings, ``attention_kwargs``, gradient checkpointing) go to diffusers' forward.
-The VACE transformer runs ``vace_forward``, which is built from the same pieces.
+The VACE transformer runs ``vace_forward``, which is built from the same pieces (``attach_vace``
+makes its blocks lean).
 """
 
 from __future__ import annotations
@@ -210,13 +211,13 @@ def lean_transformer_forward(model, hidden_states: torch.Tensor, timestep: torch
     ``hidden_states``: [B, C, T, H, W] latents; ``timestep``: [B, L] per token (L = T * H/2 * W/2);
     ``encoder_hidden_states``: [B, S, text_dim]. Returns what diffusers returns ([B, C, T, H, W]).
     """
+    from diffusers import WanTransformer3DModel
     from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
     if (timestep.ndim != 2 or encoder_hidden_states_image is not None or attention_kwargs is not None
             or (torch.is_grad_enabled() and model.gradient_checkpointing)):
-        base = next(cls for cls in type(model).__mro__ if not cls.__name__.startswith("Lean"))
-        return base.forward(model, hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image,
-                            return_dict, attention_kwargs)
+        return WanTransformer3DModel.forward(model, hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image,
+                                             return_dict, attention_kwargs)
     B, _, T, H, W = hidden_states.shape
     rotary = model.rope(hidden_states)
     x = model.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # [B, L, D]
@@ -251,7 +252,7 @@ def use_lean_forward(transformer: torch.nn.Module) -> torch.nn.Module:
         transformer.__class__ = _lean_class(WanTransformer3DModel, lean_transformer_forward)
     names = set()
     for block in transformer.blocks:
-        if not type(block).__name__.startswith("Lean"):
+        if type(block).forward is not lean_block_forward:
             block.__class__ = _lean_class(type(block), lean_block_forward)
         names.add(type(block).__name__)
     repeated = list(getattr(transformer, "_repeated_blocks", None) or [])

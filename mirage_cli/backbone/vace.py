@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mirage_cli.backbone.diffsynth_names import BLOCK_KEY, block_name, key_problems, read_safetensors, strip_prefixes
+from mirage_cli.backbone.lean_forward import use_lean_forward
 from mirage_cli.errors import InputError, Problem
 
 VACE_IN_CHANNELS = 96
@@ -97,4 +98,4 @@ def attach_vace(transformer: torch.nn.Module, path: str | Path, field: str = "va
     except RuntimeError as exc:  # the base transformer is not the one the file was trained on
         raise InputError(Problem(file=str(path), field=field, message=f"does not fit the transformer: {exc}")) from None
     cast_like_from_pretrained(model, transformer.dtype, keep_fp32_modules(model, transformer.dtype))
-    return model.eval()
+    return use_lean_forward(model).eval()  # vace_forward hands its blocks the compact modulation

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from mirage_cli.backbone.lean_forward import TokenModulation, embed_condition, lean_block_forward, output_head, use_lean_forward
+from mirage_cli.backbone.lean_forward import TokenModulation, embed_condition, lean_block_forward, output_head
 
 VACE_SCALE = 1.0
 """The official inference's ``vace_scale``."""
@@ -90,8 +90,13 @@ def vace_forward(model, hidden_states: torch.Tensor, timestep: torch.Tensor, enc
 
     Returns:
         [B, C, T, h, w] the model's output.
+
+    ``model``'s blocks must be lean (``mirage_cli.backbone.lean_forward.use_lean_forward``), as loading
+    and ``attach_vace`` leave them.
     """
-    use_lean_forward(model)  # its blocks take the compact modulation (once; a loaded backbone already is)
+    if any(type(block).forward is not lean_block_forward for block in model.blocks):
+        raise ValueError("vace_forward: the model's blocks must take the compact modulation; call use_lean_forward(model) "
+                         "first (loading and attach_vace do)")
     B, _, T, H, W = hidden_states.shape
     p_t, p_h, p_w = model.config.patch_size
     rotary = reference_rotary(model.rope, hidden_states, ref_frames)

@@ -197,9 +197,10 @@ class PointMemory:
         per_group = max(1, GRID_ELEMENTS_PER_GROUP // (h * w))
         groups = [slice(start, min(T, start + per_group)) for start in range(0, T, per_group)]
         by_memory = torch.zeros(z.shape, dtype=torch.bool, device=self.device)  # [T, h, w]
-        for group in groups if len(self.cache) else []:  # all before anything of this call goes in
-            mask, rendered = self._coverage(K[group], world_from_cam[group], (H, W))  # [Tg, h, w] each
-            by_memory[group] = mask & (z[group] >= rendered * (1.0 - depth_margin))
+        if len(self.cache):
+            for group in groups:  # all before anything of this call goes in
+                mask, rendered = self._coverage(K[group], world_from_cam[group], (H, W))  # [Tg, h, w] each
+                by_memory[group] = mask & (z[group] >= rendered * (1.0 - depth_margin))
         added = 0
         for group in groups:
             start = group.start
