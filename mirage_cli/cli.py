@@ -422,13 +422,14 @@ def main() -> None:
     from mirage_cli.signals import install_for_process
 
     stop = install_for_process()  # before anything slow: a stop at any moment becomes exit 75, never a death
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
+    try:  # from the very next line on: a stop raised here, before a command body took over, is caught below
+        test_hooks.pause("main")  # tests stop the process here (mirage_cli.test_hooks)
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
         app(standalone_mode=True)
     except SystemExit:
         # click maps its own usage errors to exit 2 already; keep every other code as is.
         raise
-    except Interrupted as e:  # stopped before a command body took over (argument parsing)
+    except Interrupted as e:  # stopped before a command body took over (logging setup, argument parsing)
         err(f"interrupted: {e}")
         sys.exit(e.exit_code)
     except Exception as e:  # a bug, not a user error: say so, and keep the traceback for the report

@@ -38,9 +38,10 @@ def finish(child: Child) -> tuple[int, list[str]]:
     return child.proc.wait(), lines
 
 
-def test_stop_while_starting_exits_75(tmp_path, small_scene):
+@pytest.mark.parametrize("moment", ["main", "imports"])  # just after the handlers are installed; inside the command
+def test_stop_while_starting_exits_75(tmp_path, small_scene, moment):
     run = tmp_path / "run"
-    child = Child(small_scene, run, "imports=5")
+    child = Child(small_scene, run, f"{moment}=5")
     deadline = time.monotonic() + 30
     while not catches(child.proc.pid, signal.SIGTERM) and time.monotonic() < deadline:
         time.sleep(0.005)
