@@ -1,4 +1,4 @@
-"""Pure camera geometry on torch tensors: intrinsics, back-projection, projection, z-buffer splatting.
+"""Pure camera geometry on torch tensors: intrinsics, depth per cell, back-projection, projection.
 
 Conventions (axes, ``world_from_cam``, integer pixel centres, z-depth, latent cells): see
 docs/CONVENTIONS.md; the latent grid is just another pinhole camera, ``latent_intrinsics(K, 16)``.
@@ -7,18 +7,7 @@ Every function here is batched, device-agnostic, has no Python loop over points,
 against a slow, obviously-correct twin of the same name in ``mirage_cli.geometry_reference``
 (tests/test_geometry.py compares them on random inputs).
 
-Splatting (``splat``): each projected point covers its nearest cell and every cell whose centre
-lies inside its footprint square of half-size ``half_size`` cells (capped at ``max_half_size``);
-``footprint_radius`` / ``footprint_half_size`` give the half-size ``0.5 * z_src / z_dst`` cells on
-the optical axis, with the pinhole's off-axis stretch.
-Per cell, the winner is chosen by a z-buffer that does not depend on point order:
-  1. ``scatter_reduce(amin)`` of depth gives the front depth ``d*`` of the cell;
-  2. candidates with ``depth <= d* * (1 + depth_tolerance)`` form the front surface;
-  3. among those, the smallest squared distance from the point to the cell centre;
-  4. remaining exact ties: the smallest value of each column of ``tie_keys`` in turn (the memories
-     pass intrinsic per-point values such as xyz, so the winner is a property of the point set);
-  5. finally the lowest point index.
-With ``depth_tolerance=0`` this is the plain z-buffer (nearest depth wins).
+Footprints and z-buffer splatting of projected points live in ``mirage_cli.splatting``.
 """
 
 from __future__ import annotations
@@ -35,15 +24,11 @@ __all__ = [
     "valid_depth",
     "pixel_grid",
     "backproject",
+    "backproject_at",
+    "reproject",
     "transform_points",
     "invert_rigid",
     "project",
-    "footprint_radius",
-    "footprint_half_size",
-    "footprint_cells",
-    "zbuffer_winner",
-    "splat",
-    "occlusion_filter",
 ]
 
 
@@ -102,8 +87,9 @@ def latent_intrinsics(K: Tensor, stride: int) -> Tensor:
 
 
 def valid_depth(depth: Tensor) -> Tensor:
-    """bool, same shape as ``depth``: finite and > 0."""
-    return torch.isfinite(depth) & (depth > 0)
+    """bool, same shape as ``depth``: finite and > 0 (written as 0 < depth < inf: nan fails both, and
+    two comparisons cost less than ``isfinite``)."""
+    return (depth > 0) & (depth < float("inf"))
 
 
 def _blocks(x: Tensor, stride: int) -> Tensor:
@@ -129,12 +115,12 @@ def cell_centre_depth(depth: Tensor, stride: int) -> Tensor:
     """
     _check_stride(depth, stride)
     c = stride // 2
-    idx = [c - 1, c] if stride % 2 == 0 else [c]
-    blocks = _blocks(depth, stride)  # [..., h, w, s, s]
-    centre = blocks[..., idx, :][..., idx]  # [..., h, w, 2, 2] or [..., h, w, 1, 1]
+    offsets = (c - 1, c) if stride % 2 == 0 else (c,)
+    # the central pixels of every block, read as strided slices: [k, ..., h, w], k = 4 or 1
+    centre = torch.stack([depth[..., dv::stride, du::stride] for dv in offsets for du in offsets])
     ok = valid_depth(centre)
-    total = torch.where(ok, centre, torch.zeros_like(centre)).sum(dim=(-2, -1))  # [..., h, w]
-    count = ok.sum(dim=(-2, -1))  # [..., h, w]
+    total = torch.where(ok, centre, torch.zeros_like(centre)).sum(dim=0)  # [..., h, w]
+    count = ok.sum(dim=0)  # [..., h, w]
     out = total / count.clamp(min=1).to(total.dtype)
     return torch.where(count > 0, out, torch.full_like(out, float("nan")))
 
@@ -159,15 +145,21 @@ def block_edge_score(blocks: Tensor) -> Tensor:
     if blocks.ndim < 2 or blocks.shape[-1] != blocks.shape[-2] or blocks.shape[-1] < 2:
         raise ValueError(f"blocks: expected [..., s, s] with s >= 2, got {list(blocks.shape)}")
     dt = torch.promote_types(blocks.dtype, torch.float32)
-    flat = blocks.to(dt).flatten(-2)  # [..., s*s]
-    valid = valid_depth(flat)
-    ok = valid.all(dim=-1)  # [...]
-    inv = torch.where(valid, 1.0 / flat, torch.zeros_like(flat))  # [..., s*s]
-    A, pinv = _plane_projector(blocks.shape[-1], dt, blocks.device)  # [s*s, 3], [3, s*s]
-    coeff = inv @ pinv.T  # [..., 3]
-    fit = coeff @ A.T  # [..., s*s]
-    dev = (inv - fit).abs().amax(dim=-1)  # [...]
-    score = dev / coeff[..., 2].abs().clamp(min=torch.finfo(dt).tiny)
+    rows = blocks.to(dt, copy=True).reshape(-1, blocks.shape[-1] ** 2)  # [n, s*s], ours to overwrite
+    return _edge_score_of_rows(rows, blocks.shape[-1]).view(blocks.shape[:-2])
+
+
+def _edge_score_of_rows(rows: Tensor, stride: int) -> Tensor:
+    """float [n]: the score of each row of ``rows`` [n, s*s] (one block, row-major), computed in place
+    in ``rows`` (which the caller gives up: no temporary as large as it is allocated)."""
+    # every pixel valid (finite, > 0) <=> the smallest is > 0 and the largest finite (both carry nan)
+    ok = (rows.amin(dim=-1) > 0) & torch.isfinite(rows.amax(dim=-1))  # [n]
+    inv = rows.reciprocal_()  # [n, s*s] inverse depth; rows of blocks that are not ok are scored +inf below
+    A, pinv = _plane_projector(stride, rows.dtype, rows.device)  # [s*s, 3], [3, s*s]
+    coeff = inv @ pinv.T  # [n, 3] the plane fit
+    residual = inv.addmm_(coeff, A.T, alpha=-1)  # [n, s*s] 1/z minus the plane
+    dev = torch.maximum(residual.amax(dim=-1), residual.amin(dim=-1).neg_())  # [n] max |residual|
+    score = dev / coeff[:, 2].abs().clamp(min=torch.finfo(rows.dtype).tiny)
     return torch.where(ok, score, torch.full_like(score, float("inf")))
 
 
@@ -199,29 +191,31 @@ EDGE_SCORE_CELLS_PER_BATCH = 4096
 temporary at stride 16), not its results."""
 
 
-def depth_edge_score_at(depth: Tensor, stride: int, cells: Tensor) -> Tensor:
-    """``depth_edge_score`` of the selected cells only: float [M], M = ``cells.sum()``.
+def depth_edge_score_at(depth: Tensor, stride: int, index: tuple[Tensor, ...]) -> Tensor:
+    """``depth_edge_score(depth, stride)[index]``, scoring only the indexed cells: float [M].
 
     Args:
         depth: float [..., H, W] z-depth, H and W multiples of ``stride`` (>= 2).
-        cells: bool [..., H/stride, W/stride], the cells to score.
+        index: one long [M] tensor per dim of the cell grid [..., H/stride, W/stride] (what
+            ``cells.nonzero(as_tuple=True)`` gives for a bool mask of the cells).
 
-    Reads only the selected blocks, in batches of ``EDGE_SCORE_CELLS_PER_BATCH``: the cost follows
+    Reads only the indexed blocks, in batches of ``EDGE_SCORE_CELLS_PER_BATCH``: the cost follows
     the cells asked for, not the frame size.
     """
     _check_stride(depth, stride)
     if stride < 2:
         raise ValueError(f"stride: expected >= 2 for a plane fit, got {stride}")
     blocks = _blocks(depth, stride)  # [..., h, w, s, s] (a view)
-    if cells.shape != blocks.shape[:-2] or cells.dtype != torch.bool:
-        raise ValueError(f"cells: expected bool {list(blocks.shape[:-2])}, got {cells.dtype} {list(cells.shape)}")
-    index = cells.nonzero(as_tuple=True)
+    if len(index) != blocks.ndim - 2 or any(i.ndim != 1 or i.shape != index[0].shape for i in index):
+        raise ValueError(f"index: expected {blocks.ndim - 2} long [M] tensors (cells of {list(blocks.shape[:-2])}), "
+                         f"got {[list(i.shape) for i in index]}")
     n = int(index[0].numel())
     dt = torch.promote_types(depth.dtype, torch.float32)
     out = torch.empty(n, dtype=dt, device=depth.device)
     for start in range(0, n, EDGE_SCORE_CELLS_PER_BATCH):
         part = tuple(i[start:start + EDGE_SCORE_CELLS_PER_BATCH] for i in index)
-        out[start:start + EDGE_SCORE_CELLS_PER_BATCH] = block_edge_score(blocks[part])  # [m, s, s] -> [m]
+        rows = blocks[part].to(dt).flatten(1)  # [m, s*s] a fresh copy (gathered)
+        out[start:start + EDGE_SCORE_CELLS_PER_BATCH] = _edge_score_of_rows(rows, stride)  # [m]
     return out
 
 
@@ -293,6 +287,72 @@ def backproject(depth: Tensor, K: Tensor, world_from_cam: Tensor) -> Tensor:
     return pts.unflatten(-2, (h, w))
 
 
+def backproject_at(depth: Tensor, K: Tensor, world_from_cam: Tensor, index: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """``backproject(depth, K, world_from_cam)[index]``, lifting only the indexed grid elements.
+
+    Args:
+        depth: float [T, h, w] z-depth on the grid ``K`` describes.
+        K: float [T, 3, 3]; world_from_cam: float [T, 4, 4].
+        index: (t, v, u), long [M] each: frame, row and column of the elements to lift (what
+            ``mask.nonzero(as_tuple=True)`` gives for a bool [T, h, w] mask).
+
+    Returns:
+        float [M, 3] world points, dtype of ``depth`` (float32 at least).
+    """
+    if depth.ndim != 3:
+        raise ValueError(f"depth: expected shape [T, h, w], got {list(depth.shape)}")
+    T = depth.shape[0]
+    _check_square(K, 3, "K")
+    _check_square(world_from_cam, 4, "world_from_cam")
+    if K.shape[:-2] != (T,) or world_from_cam.shape[:-2] != (T,):
+        raise ValueError(f"K, world_from_cam: expected [{T}, 3, 3] and [{T}, 4, 4], got {list(K.shape)} and {list(world_from_cam.shape)}")
+    if len(index) != 3 or any(i.ndim != 1 or i.shape != index[0].shape for i in index):
+        raise ValueError(f"index: expected (t, v, u), three long [M] tensors, got {[list(i.shape) for i in index]}")
+    dt = torch.promote_types(depth.dtype, torch.float32)
+    t, v, u = index
+    uv1 = torch.stack([u, v, torch.ones_like(u)], dim=-1).to(torch.float64)  # [M, 3]
+    K_inv = torch.linalg.inv(K.to(torch.float64))  # [T, 3, 3]
+    rays = torch.einsum("mij,mj->mi", K_inv[t], uv1).to(dt)  # [M, 3], z = 1
+    cam = rays * depth[t, v, u].to(dt)[:, None]  # [M, 3]
+    m = world_from_cam.to(dt)[t]  # [M, 4, 4]
+    return torch.einsum("mij,mj->mi", m[:, :3, :3], cam) + m[:, :3, 3]
+
+
+def reproject(depth: Tensor, K_src: Tensor, K_dst: Tensor, dst_from_src: Tensor) -> tuple[Tensor, Tensor]:
+    """Where each element of a depth map lands in another camera: ``project(dst_from_src @
+    backproject(depth, K_src))`` with ``K_dst``, without forming the world points.
+
+    Computed as ``z * M [u, v, 1] + K_dst t`` with ``M = K_dst R K_src^-1`` (R, t of ``dst_from_src``):
+    the camera matrices are combined once per frame in float64, then two operations per element.
+
+    Args:
+        depth: float [..., h, w] z-depth in the source camera.
+        K_src, K_dst: float [..., 3, 3] grid intrinsics of the source and destination cameras.
+        dst_from_src: float [..., 4, 4]; leading dims broadcast with depth's.
+
+    Returns:
+        uv: float [..., h, w, 2] grid coordinates in the destination, meaningless where z <= 0.
+        z: float [..., h, w] z-depth in the destination camera; dtype of ``depth`` (float32 at least).
+    """
+    _check_square(K_src, 3, "K_src")
+    _check_square(K_dst, 3, "K_dst")
+    _check_square(dst_from_src, 4, "dst_from_src")
+    if depth.ndim < 2:
+        raise ValueError(f"depth: expected shape [..., h, w], got {list(depth.shape)}")
+    dt = torch.promote_types(depth.dtype, torch.float32)
+    h, w = depth.shape[-2:]
+    K_dst64, pose = K_dst.to(torch.float64), dst_from_src.to(torch.float64)
+    M = K_dst64 @ pose[..., :3, :3] @ torch.linalg.inv(K_src.to(torch.float64))  # [..., 3, 3]
+    offset = (K_dst64 @ pose[..., :3, 3:])[..., 0]  # [..., 3]
+    uv1 = torch.cat([pixel_grid(h, w, dtype=torch.float64, device=depth.device),
+                     torch.ones(h, w, 1, dtype=torch.float64, device=depth.device)], dim=-1)  # [h, w, 3]
+    rays = torch.einsum("...ij,hwj->...hwi", M, uv1).to(dt)  # [..., h, w, 3]
+    q = rays * depth.to(dt)[..., None] + offset.to(dt)[..., None, None, :]  # [..., h, w, 3]
+    z = q[..., 2]
+    safe = torch.where(z.abs() > 1e-12, z, torch.full_like(z, 1e-12))
+    return q[..., :2] / safe[..., None], z
+
+
 def project(points_cam: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
     """Pinhole projection of camera-frame points.
 
@@ -310,237 +370,3 @@ def project(points_cam: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
     z = points_cam[..., 2]
     safe = torch.where(z.abs() > 1e-12, z, torch.full_like(z, 1e-12))
     return p[..., :2] / safe[..., None], z
-
-
-# --- splatting --------------------------------------------------------------------------------------
-
-
-def footprint_radius(z: Tensor, distance: Tensor, focal: Tensor | float) -> Tensor:
-    """World-space half-size of a cell (or pixel) seen at z-depth ``z`` and ray length ``distance``.
-
-    A grid cell spans ``cos^2(theta) / f`` radians along the radial direction at angle ``theta`` off
-    the optical axis, so at ``distance`` it is ``distance * cos^2(theta) / f`` wide perpendicular to
-    the ray; with cos(theta) = z / distance the half-size is ``0.5 * z^2 / (distance * f)``.
-
-    Args:
-        z: float [...] z-depth; distance: float [...] |point - camera centre|; focal: grid focal
-            length (cells or pixels), broadcastable.
-
-    Returns:
-        float [...] world-space radius.
-    """
-    return 0.5 * z * z / (distance * focal)
-
-
-def footprint_half_size(radius: Tensor, z: Tensor, distance: Tensor, focal: Tensor | float) -> Tensor:
-    """Half-size, in grid cells, of a sphere of world ``radius`` seen at z-depth ``z`` and ray length
-    ``distance`` (the radial, larger, extent: ``f * radius * distance / z^2``).
-
-    For a point inserted by ``footprint_radius`` this is ``0.5 * z_src / z_dst`` on the optical
-    axis, stretched by the pinhole's ``cos(theta_src) / cos(theta_dst)`` off
-    axis so that rotations do not leave cracks.
-    """
-    return focal * radius * distance / (z * z)
-
-
-
-def footprint_cells(
-    uv: Tensor, z: Tensor, half_size: Tensor, valid: Tensor, size: tuple[int, int], max_half_size: float = 2.0
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Enumerate the (frame, point, cell) candidates of footprint splatting.
-
-    Point n in frame t covers its nearest cell (floor(u + 0.5), floor(v + 0.5)) and every cell
-    (i, j) with u - r <= j <= u + r and v - r <= i <= v + r, r = min(half_size, max_half_size),
-    clipped to the grid.
-
-    Args:
-        uv: float [T, N, 2] grid coordinates (u = column, v = row).
-        z: float [T, N] z-depth in the target camera.
-        half_size: float [T, N] footprint half-size in cells.
-        valid: bool [T, N]; points not valid (e.g. behind the camera) are skipped.
-        size: (h, w) of the grid.
-        max_half_size: cap on the half-size.
-
-    Returns:
-        frame [M] long, point [M] long, cell [M] long (flat ``t*h*w + i*w + j``),
-        depth [M] float (the point's z), dist2 [M] float (squared distance to the cell centre).
-    """
-    _check_last(uv, 2, "uv", min_ndim=3)
-    T, N = uv.shape[:2]
-    for name, x in (("z", z), ("half_size", half_size), ("valid", valid)):
-        if tuple(x.shape) != (T, N):
-            raise ValueError(f"{name}: expected shape [{T}, {N}], got {list(x.shape)}")
-    h, w = size
-    u, v = uv[..., 0], uv[..., 1]  # [T, N]
-    r = half_size.to(uv.dtype).clamp(max=max_half_size, min=0.0)
-    lo_u, hi_u = u - r, u + r
-    lo_v, hi_v = v - r, v + r
-    ok = valid & torch.isfinite(u) & torch.isfinite(v) & torch.isfinite(r)
-    ok &= (hi_u >= -0.5) & (lo_u <= w - 0.5) & (hi_v >= -0.5) & (lo_v <= h - 0.5)
-    t_idx, n_idx = ok.nonzero(as_tuple=True)  # [P], [P]
-    u, v, lo_u, hi_u, lo_v, hi_v = (x[t_idx, n_idx] for x in (u, v, lo_u, hi_u, lo_v, hi_v))  # [P] each
-    ju = torch.floor(u + 0.5)
-    iv = torch.floor(v + 0.5)
-    j0 = torch.minimum(torch.ceil(lo_u), ju).clamp(min=0)
-    j1 = torch.maximum(torch.floor(hi_u), ju).clamp(max=w - 1)
-    i0 = torch.minimum(torch.ceil(lo_v), iv).clamp(min=0)
-    i1 = torch.maximum(torch.floor(hi_v), iv).clamp(max=h - 1)
-    nj = (j1 - j0 + 1).clamp(min=0).long()  # [P]
-    ni = (i1 - i0 + 1).clamp(min=0).long()  # [P]
-    count = nj * ni  # [P]
-    # most points cover one cell (their nearest): no expansion needed for those
-    one = (count == 1).nonzero(as_tuple=True)[0]  # [P1]
-    j_one, i_one = j0[one].long(), i0[one].long()
-    # the others: enumerate their footprint rectangle
-    many = (count > 1).nonzero(as_tuple=True)[0]  # [P2]
-    c_many = count[many]
-    M = int(c_many.sum())
-    owner = many[torch.repeat_interleave(torch.arange(many.numel(), device=uv.device), c_many)]  # [M]
-    start = torch.cumsum(c_many, 0) - c_many  # [P2]
-    k = torch.arange(M, device=uv.device) - torch.repeat_interleave(start, c_many)  # [M] local index
-    nj_o = nj[owner]
-    j = j0[owner].long() + k % nj_o  # [M]
-    i = i0[owner].long() + torch.div(k, nj_o, rounding_mode="floor")  # [M]
-    # the rectangle is built from floor/ceil of the same bounds; keep the exact predicate anyway
-    jf, i_f = j.to(uv.dtype), i.to(uv.dtype)
-    inside = ((jf >= lo_u[owner]) & (jf <= hi_u[owner]) & (i_f >= lo_v[owner]) & (i_f <= hi_v[owner])) | (
-        (jf == ju[owner]) & (i_f == iv[owner])
-    )
-    owner = torch.cat([one, owner[inside]])
-    j = torch.cat([j_one, j[inside]])
-    i = torch.cat([i_one, i[inside]])
-    frame, point = t_idx[owner], n_idx[owner]
-    du = j.to(uv.dtype) - u[owner]
-    dv = i.to(uv.dtype) - v[owner]
-    dist2 = du * du + dv * dv
-    cell = frame * (h * w) + i * w + j
-    return frame, point, cell, z[frame, point], dist2
-
-
-def _amin_mask(cell: Tensor, value: Tensor, num_cells: int) -> Tensor:
-    """bool [M]: candidates whose ``value`` equals the minimum over the candidates of their cell."""
-    fill = torch.finfo(value.dtype).max if value.is_floating_point() else torch.iinfo(value.dtype).max
-    best = torch.full((num_cells,), fill, dtype=value.dtype, device=value.device)
-    best = best.scatter_reduce(0, cell, value, reduce="amin", include_self=True)
-    return value == best[cell]
-
-
-def zbuffer_winner(
-    cell: Tensor,
-    depth: Tensor,
-    point: Tensor,
-    num_cells: int,
-    dist2: Tensor | None = None,
-    depth_tolerance: float = 0.0,
-    tie_keys: Tensor | None = None,
-) -> Tensor:
-    """Pick one point per cell, independent of candidate order (rules in the module docstring).
-
-    Args:
-        cell: long [M] flat cell index of each candidate, in [0, num_cells).
-        depth: float [M] candidate depth.
-        point: long [M] index of the candidate's point.
-        num_cells: number of cells.
-        dist2: float [M] squared distance of the point to the cell centre, or None to skip rule 3.
-        depth_tolerance: relative depth band that counts as the front surface (rule 2).
-        tie_keys: float [P, k] per-point keys compared column by column for exact ties (rule 4).
-
-    Returns:
-        long [num_cells]: the winning point index, -1 where no candidate.
-    """
-    M = cell.numel()
-    for name, x in (("depth", depth), ("point", point)):
-        if x.shape != (M,):
-            raise ValueError(f"{name}: expected shape [{M}], got {list(x.shape)}")
-    if dist2 is not None and dist2.shape != (M,):
-        raise ValueError(f"dist2: expected shape [{M}], got {list(dist2.shape)}")
-    inf = torch.full((num_cells,), float("inf"), dtype=depth.dtype, device=depth.device)
-    front = inf.scatter_reduce(0, cell, depth, reduce="amin", include_self=True)  # [num_cells]
-    keep = depth <= front[cell] * (1.0 + depth_tolerance) if depth_tolerance > 0 else depth == front[cell]
-    cell, point = cell[keep], point[keep]
-    if dist2 is not None:
-        d2 = dist2[keep]
-        keep = _amin_mask(cell, d2, num_cells)
-        cell, point = cell[keep], point[keep]
-    if tie_keys is not None:
-        # only cells still holding several candidates need the intrinsic keys
-        tied = torch.bincount(cell, minlength=num_cells)[cell] > 1  # [M']
-        if bool(tied.any()):
-            t_cell, t_point = cell[tied], point[tied]
-            for col in range(tie_keys.shape[1]):
-                keep = _amin_mask(t_cell, tie_keys[t_point, col], num_cells)
-                t_cell, t_point = t_cell[keep], t_point[keep]
-            cell, point = torch.cat([cell[~tied], t_cell]), torch.cat([point[~tied], t_point])
-    winner = torch.full((num_cells,), torch.iinfo(torch.long).max, dtype=torch.long, device=cell.device)
-    winner = winner.scatter_reduce(0, cell, point, reduce="amin", include_self=True)
-    return torch.where(winner == torch.iinfo(torch.long).max, torch.full_like(winner, -1), winner)
-
-
-def splat(
-    uv: Tensor,
-    z: Tensor,
-    half_size: Tensor,
-    valid: Tensor,
-    size: tuple[int, int],
-    max_half_size: float = 2.0,
-    depth_tolerance: float = 0.0,
-    tie_keys: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Footprint splatting with an order-independent z-buffer (see the module docstring).
-
-    Args:
-        uv: float [T, N, 2] grid coordinates of N points in T target cameras.
-        z: float [T, N] their z-depth in each camera.
-        half_size: float [T, N] footprint half-size in cells (0 = nearest cell only).
-        valid: bool [T, N].
-        size: (h, w) grid size.
-        max_half_size: cap on the footprint half-size.
-        depth_tolerance: relative front-surface band of the z-buffer.
-        tie_keys: float [N, k] intrinsic per-point tie-break keys, or None.
-
-    Returns:
-        winner: long [T, h, w] point index, -1 where empty.
-        depth: float [T, h, w] the winner's z, +inf where empty.
-    """
-    T = uv.shape[0]
-    h, w = size
-    _, point, cell, depth, dist2 = footprint_cells(uv, z, half_size, valid, size, max_half_size)
-    winner = zbuffer_winner(cell, depth, point, T * h * w, dist2, depth_tolerance, tie_keys)  # [T*h*w]
-    frame_of_cell = torch.arange(T * h * w, device=uv.device) // (h * w)
-    has = winner >= 0
-    out_depth = torch.full((T * h * w,), float("inf"), dtype=z.dtype, device=z.device)
-    out_depth[has] = z[frame_of_cell[has], winner[has]]
-    return winner.view(T, h, w), out_depth.view(T, h, w)
-
-
-def occlusion_filter(depth: Tensor, mask: Tensor, threshold: float) -> Tensor:
-    """Drop cells that show background through a gap in a nearer surface (screen-space).
-
-    A cell is dropped when, along one of the 4 lines through its 3x3 neighbourhood (horizontal,
-    vertical, two diagonals), *both* neighbours are nearer: ``depth > (1 + threshold) * max(pair)``.
-    Requiring both sides (rather than the plain 3x3 minimum) keeps slanted surfaces, whose depth
-    falls off to one side, and background cells beside a silhouette, which have a nearer neighbour
-    on one side only. Empty cells count as +inf (never nearer).
-
-    Args:
-        depth: float [T, h, w].
-        mask: bool [T, h, w] cells that hold a point.
-        threshold: relative depth margin (> 0).
-
-    Returns:
-        bool [T, h, w] the filtered mask.
-    """
-    if depth.ndim != 3 or mask.shape != depth.shape:
-        raise ValueError(f"depth, mask: expected equal shapes [T, h, w], got {list(depth.shape)} and {list(mask.shape)}")
-    T, h, w = depth.shape
-    d = torch.where(mask, depth, torch.full_like(depth, float("inf")))  # [T, h, w]
-    padded = torch.nn.functional.pad(d, (1, 1, 1, 1), value=float("inf"))  # [T, h+2, w+2]
-
-    def shifted(di: int, dj: int) -> Tensor:
-        return padded[:, 1 + di : 1 + di + h, 1 + dj : 1 + dj + w]  # [T, h, w] neighbour at (i+di, j+dj)
-
-    behind = torch.zeros_like(mask)
-    for di, dj in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        pair_far = torch.maximum(shifted(di, dj), shifted(-di, -dj))  # [T, h, w]
-        behind |= d > (1.0 + threshold) * pair_far
-    return mask & ~behind

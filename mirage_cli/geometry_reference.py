@@ -1,4 +1,5 @@
-"""Slow, obviously correct twins of the fast geometry (``mirage_cli.geometry``), one per function.
+"""Slow, obviously correct twins of the fast geometry (``mirage_cli.geometry`` and
+``mirage_cli.splatting``), one per function.
 
 Each twin computes the same thing with Python loops, one matrix, pixel, point or cell at a time,
 straight from the definition, and carries the fast function's name. tests/test_geometry.py compares
@@ -76,6 +77,29 @@ def backproject(depth: Tensor, K: Tensor, world_from_cam: Tensor) -> Tensor:
                 for a in range(3):
                     out[b, i, j, a] = sum(world_from_cam[b, a, c].item() * (x, y, zz)[c] for c in range(3)) + world_from_cam[b, a, 3].item()
     return out
+
+
+def backproject_at(depth: Tensor, K: Tensor, world_from_cam: Tensor, index: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """The indexed elements of ``backproject``: [M, 3]."""
+    return backproject(depth, K, world_from_cam)[index]
+
+
+def reproject(depth: Tensor, K_src: Tensor, K_dst: Tensor, dst_from_src: Tensor) -> tuple[Tensor, Tensor]:
+    """depth [B, h, w], K_src/K_dst [B, 3, 3], dst_from_src [B, 4, 4] -> uv [B, h, w, 2], z [B, h, w]:
+    each element lifted into the source camera, moved into the destination, projected, one at a time."""
+    B, h, w = depth.shape
+    uv = torch.empty(B, h, w, 2, dtype=torch.float64)
+    z = torch.empty(B, h, w, dtype=torch.float64)
+    for b in range(B):
+        K_inv = torch.linalg.inv(K_src[b].double())
+        for i in range(h):
+            for j in range(w):
+                cam = depth[b, i, j].item() * (K_inv @ torch.tensor([j, i, 1.0], dtype=torch.float64))
+                moved = dst_from_src[b, :3, :3].double() @ cam + dst_from_src[b, :3, 3].double()
+                image = K_dst[b].double() @ moved
+                uv[b, i, j] = image[:2] / moved[2]
+                z[b, i, j] = moved[2]
+    return uv, z
 
 
 def splat(

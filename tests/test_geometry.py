@@ -7,6 +7,7 @@ import torch
 
 from mirage_cli import geometry as G
 from mirage_cli import geometry_reference as ref
+from mirage_cli import splatting as SP
 
 
 def _K(f=100.0, cx=31.5, cy=23.5, skew=0.0, fy=None, dtype=torch.float64):
@@ -128,8 +129,11 @@ def test_depth_edge_score_at_selected_cells_matches_the_whole_frame(shape, dtype
     depth.view(-1)[7] = float("nan")
     cells = torch.rand(G.depth_edge_score(depth, 16).shape, generator=gen) < 0.6
     monkeypatch.setattr(G, "EDGE_SCORE_CELLS_PER_BATCH", 2)  # several batches even on small frames
-    torch.testing.assert_close(G.depth_edge_score_at(depth, 16, cells), G.depth_edge_score(depth, 16)[cells])
-    assert G.depth_edge_score_at(depth, 16, torch.zeros_like(cells)).shape == (0,)
+    index = cells.nonzero(as_tuple=True)
+    torch.testing.assert_close(G.depth_edge_score_at(depth, 16, index), G.depth_edge_score(depth, 16)[cells])
+    assert G.depth_edge_score_at(depth, 16, torch.zeros_like(cells).nonzero(as_tuple=True)).shape == (0,)
+    with pytest.raises(ValueError, match="index: expected"):
+        G.depth_edge_score_at(depth, 16, index[1:])
 
 
 # --- rigid transforms, back-projection, projection -------------------------------------------------
@@ -185,6 +189,48 @@ def test_backproject_then_project_round_trip(lead):
     torch.testing.assert_close(uv, G.pixel_grid(6, 8, dtype=torch.float64).reshape(48, 2).expand(*lead, 48, 2))
 
 
+@pytest.mark.parametrize(("B", "h", "w"), [(1, 4, 5), (3, 2, 7), (2, 6, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_backproject_at_matches_the_whole_grid(B, h, w, dtype):
+    gen = torch.Generator().manual_seed(B * 100 + h * 10 + w)
+    depth = (1 + 4 * torch.rand(B, h, w, generator=gen, dtype=torch.float64)).to(dtype)
+    K = _K(f=80.0, cx=2.0, cy=1.5, skew=1.5, fy=90.0).repeat(B, 1, 1)
+    wfc = _random_rigid(gen, B)
+    cells = torch.rand(B, h, w, generator=gen) < 0.5
+    index = cells.nonzero(as_tuple=True)
+    out = G.backproject_at(depth, K, wfc, index)
+    assert out.dtype == dtype and out.shape == (int(cells.sum()), 3)
+    torch.testing.assert_close(out, G.backproject(depth, K, wfc)[cells])
+    torch.testing.assert_close(out.double(), ref.backproject_at(depth.double(), K, wfc, index), **_tol(dtype))
+    assert G.backproject_at(depth, K, wfc, torch.zeros_like(cells).nonzero(as_tuple=True)).shape == (0, 3)
+    with pytest.raises(ValueError, match=r"index: expected \(t, v, u\)"):
+        G.backproject_at(depth, K, wfc, index[:2])
+
+
+@pytest.mark.parametrize(("B", "h", "w"), [(1, 4, 5), (3, 2, 7), (2, 6, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reproject_matches_reference_and_the_long_way(B, h, w, dtype):
+    gen = torch.Generator().manual_seed(B * 100 + h * 10 + w + 1)
+    depth = (1 + 4 * torch.rand(B, h, w, generator=gen, dtype=torch.float64)).to(dtype)
+    K_src = _K(f=8.0, cx=2.0, cy=1.5, skew=0.5, fy=9.0).repeat(B, 1, 1)
+    K_dst = _K(f=7.0, cx=3.0, cy=1.0).repeat(B, 1, 1)
+    dst_from_src = _random_rigid(gen, B)
+    uv, z = G.reproject(depth, K_src, K_dst, dst_from_src)
+    assert uv.dtype == z.dtype == dtype and uv.shape == (B, h, w, 2) and z.shape == (B, h, w)
+    ref_uv, ref_z = ref.reproject(depth.double(), K_src, K_dst, dst_from_src)
+    front = ref_z > 0.1  # behind or at the camera the coordinates are meaningless
+    torch.testing.assert_close(z.double(), ref_z, **_tol(dtype))
+    torch.testing.assert_close(uv.double()[front], ref_uv[front], **_tol(dtype, scale=1e2))
+    # the long way: world points, then into the destination camera
+    world = G.backproject(depth.double(), K_src, torch.eye(4, dtype=torch.float64).expand(B, 4, 4))
+    long_uv, long_z = G.project(G.transform_points(dst_from_src, world.flatten(1, 2)), K_dst)
+    torch.testing.assert_close(z.double().flatten(1), long_z, **_tol(dtype))
+
+
+def _tol(dtype: torch.dtype, scale: float = 1.0) -> dict:
+    return {"rtol": 1e-5 * scale, "atol": 1e-5 * scale} if dtype == torch.float32 else {"rtol": 1e-9 * scale, "atol": 1e-9 * scale}
+
+
 def test_shape_errors_name_the_argument():
     with pytest.raises(ValueError, match="world_from_cam: expected shape"):
         G.backproject(torch.ones(2, 2), torch.eye(3), torch.eye(3))
@@ -193,14 +239,14 @@ def test_shape_errors_name_the_argument():
     with pytest.raises(ValueError, match="points: expected shape"):
         G.transform_points(torch.eye(4), torch.ones(3))
     with pytest.raises(ValueError, match=r"z: expected shape \[1, 4\]"):
-        G.footprint_cells(torch.zeros(1, 4, 2), torch.zeros(1, 3), torch.zeros(1, 4), torch.ones(1, 4, dtype=torch.bool), (2, 2))
+        SP.footprint_cells(torch.zeros(1, 4, 2), torch.zeros(1, 3), torch.zeros(1, 4), torch.ones(1, 4, dtype=torch.bool), (2, 2))
 
 
 def test_footprint_radius_on_axis_gives_design_rule():
     """On the optical axis the half-size is 0.5 * z_src / z_dst cells."""
     f = 13.9
-    r = G.footprint_radius(torch.tensor(3.6), torch.tensor(3.6), f)
-    half = G.footprint_half_size(r, torch.tensor(2.4), torch.tensor(2.4), f)
+    r = SP.footprint_radius(torch.tensor(3.6), torch.tensor(3.6), f)
+    half = SP.footprint_half_size(r, torch.tensor(2.4), torch.tensor(2.4), f)
     assert float(half) == pytest.approx(0.5 * 3.6 / 2.4)
 
 
@@ -212,7 +258,7 @@ def test_splat_hand_computed():
     z = torch.tensor([[2.0, 1.0, 5.0, 1.0]])
     half = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
     valid = torch.tensor([[True, True, True, False]])
-    winner, depth = G.splat(uv, z, half, valid, (2, 4))
+    winner, depth = SP.splat(uv, z, half, valid, (2, 4))
     # point 1 is nearer than point 0 at cell (1, 1); point 2 covers (0..1, 2..3) (+-1 cell), clipped; point 3 invalid
     assert winner[0].tolist() == [[-1, -1, 2, 2], [-1, 1, 2, 2]]
     assert depth[0, 1, 1] == 1.0 and math.isinf(depth[0, 0, 0])
@@ -220,7 +266,7 @@ def test_splat_hand_computed():
 
 def test_splat_footprint_cap():
     uv = torch.tensor([[[4.0, 4.0]]])
-    winner, _ = G.splat(uv, torch.ones(1, 1), torch.full((1, 1), 10.0), torch.ones(1, 1, dtype=torch.bool), (9, 9))
+    winner, _ = SP.splat(uv, torch.ones(1, 1), torch.full((1, 1), 10.0), torch.ones(1, 1, dtype=torch.bool), (9, 9))
     assert int((winner >= 0).sum()) == 25  # half-size capped at 2 cells: 5 x 5
 
 
@@ -229,8 +275,8 @@ def test_splat_depth_tolerance_prefers_the_point_nearest_the_centre():
     z = torch.tensor([[2.02, 2.0]])
     half = torch.full((1, 2), 1.0)
     valid = torch.ones(1, 2, dtype=torch.bool)
-    strict, _ = G.splat(uv, z, half, valid, (1, 1), depth_tolerance=0.0)
-    banded, _ = G.splat(uv, z, half, valid, (1, 1), depth_tolerance=0.05)
+    strict, _ = SP.splat(uv, z, half, valid, (1, 1), depth_tolerance=0.0)
+    banded, _ = SP.splat(uv, z, half, valid, (1, 1), depth_tolerance=0.05)
     assert strict.item() == 1 and banded.item() == 0
 
 
@@ -244,7 +290,7 @@ def test_splat_matches_reference(T, N, size, tol):
     half = torch.rand(T, N, generator=gen) * 3.0
     valid = torch.rand(T, N, generator=gen) > 0.1
     keys = torch.round(torch.rand(N, 2, generator=gen), decimals=1)
-    fast = G.splat(uv, z, half, valid, size, depth_tolerance=tol, tie_keys=keys)
+    fast = SP.splat(uv, z, half, valid, size, depth_tolerance=tol, tie_keys=keys)
     slow = ref.splat(uv, z, half, valid, size, depth_tolerance=tol, tie_keys=keys)
     assert torch.equal(fast[0], slow[0])
     assert torch.equal(fast[1], slow[1])
@@ -258,9 +304,9 @@ def test_splat_winner_does_not_depend_on_point_order():
     half = torch.rand(T, N, generator=gen) * 1.5
     valid = torch.ones(T, N, dtype=torch.bool)
     keys = torch.rand(N, 3, generator=gen)  # distinct intrinsic keys break every tie
-    winner, depth = G.splat(uv, z, half, valid, (h, w), depth_tolerance=0.05, tie_keys=keys)
+    winner, depth = SP.splat(uv, z, half, valid, (h, w), depth_tolerance=0.05, tie_keys=keys)
     perm = torch.randperm(N, generator=gen)
-    w2, d2 = G.splat(uv[:, perm], z[:, perm], half[:, perm], valid[:, perm], (h, w), depth_tolerance=0.05, tie_keys=keys[perm])
+    w2, d2 = SP.splat(uv[:, perm], z[:, perm], half[:, perm], valid[:, perm], (h, w), depth_tolerance=0.05, tie_keys=keys[perm])
     assert torch.equal(torch.where(w2 >= 0, perm[w2.clamp(min=0)], w2), winner)
     assert torch.equal(d2, depth)
 
@@ -269,7 +315,7 @@ def test_zbuffer_winner_lowest_index_breaks_exact_ties():
     cell = torch.tensor([0, 0, 0, 1])
     depth = torch.tensor([1.0, 1.0, 2.0, 3.0])
     point = torch.tensor([5, 2, 0, 7])
-    assert G.zbuffer_winner(cell, depth, point, 3).tolist() == [2, 7, -1]
+    assert SP.zbuffer_winner(cell, depth, point, 3).tolist() == [2, 7, -1]
 
 
 def test_occlusion_filter_hand_computed_and_reference():
@@ -281,17 +327,17 @@ def test_occlusion_filter_hand_computed_and_reference():
         ]
     )
     mask = torch.ones(3, 3, 3, dtype=torch.bool)
-    out = G.occlusion_filter(depth, mask, 0.5)
+    out = SP.occlusion_filter(depth, mask, 0.5)
     expected = torch.ones(3, 3, 3, dtype=torch.bool)
     expected[0, 1, 1] = False
     assert torch.equal(out, expected)
     mask[0, 1, 0] = False  # an empty neighbour is never nearer...
     mask[0, 0, 0] = mask[0, 0, 2] = mask[0, 2, 0] = mask[0, 2, 2] = mask[0, 0, 1] = False
-    assert G.occlusion_filter(depth, mask, 0.5)[0, 1, 1]  # ...so no line through the centre is nearer on both sides
+    assert SP.occlusion_filter(depth, mask, 0.5)[0, 1, 1]  # ...so no line through the centre is nearer on both sides
     gen = torch.Generator().manual_seed(8)
     d = 1 + 3 * torch.rand(2, 5, 6, generator=gen)
     m = torch.rand(2, 5, 6, generator=gen) > 0.2
-    assert torch.equal(G.occlusion_filter(d, m, 0.3), ref.occlusion_filter(d, m, 0.3))
+    assert torch.equal(SP.occlusion_filter(d, m, 0.3), ref.occlusion_filter(d, m, 0.3))
 
 
 # --- the z-buffer winner alone ----------------------------------------------------------------------
@@ -312,7 +358,7 @@ def test_zbuffer_winner_matches_reference_in_any_candidate_order(M, cells, tol, 
     expected = ref.zbuffer_winner(cell, depth, point, cells, dist2, tol, keys)
     for trial in range(3):
         perm = torch.randperm(M, generator=gen) if trial else torch.arange(M)
-        got = G.zbuffer_winner(cell[perm], depth[perm], point[perm], cells, None if dist2 is None else dist2[perm], tol, keys)
+        got = SP.zbuffer_winner(cell[perm], depth[perm], point[perm], cells, None if dist2 is None else dist2[perm], tol, keys)
         assert torch.equal(got, expected)
     assert (expected >= 0).sum() == len(set(cell.tolist()))
 

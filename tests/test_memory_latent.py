@@ -423,3 +423,20 @@ def test_cuda_matches_cpu():
     both = out[0].mask & out[1].mask.cpu()
     agree = (out[0].latents == out[1].latents.cpu()).all(1) | ~both
     assert agree.float().mean() >= 0.98
+
+
+def test_memory_bench_insertion_table_runs_small(capsys):
+    """benchmarks/memory_bench.py --only-insertion at a small size: the three ways to insert, their
+    ratio to the append and their transient memory (each measured in a fresh process) are printed."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import memory_bench
+    finally:
+        sys.path.pop(0)
+    assert memory_bench.main(["--only-insertion", "--height", "64", "--width", "112", "--frames", "9", "--rounds", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| voxel") or line.startswith("| append")]
+    assert [row.split("|")[1].strip() for row in rows] == ["voxel-fused insert_unexplained", "voxel-fused insert", "append-only"]
+    assert all(row.rstrip(" |").split("|")[-1].strip().isdigit() for row in rows)  # transient MiB, measured

@@ -2,13 +2,13 @@
 
 Per point: ``xyz`` float32 [N, 3] (world), ``features`` [N, C] (latents in float16/bfloat16, or
 colour), ``radius`` float32 [N] (world-space half-size of the cell or pixel it came from,
-``geometry.footprint_radius``), ``frame_index`` int32 [N] (source frame, -1 if
+``splatting.footprint_radius``), ``frame_index`` int32 [N] (source frame, -1 if
 unknown) and ``last_seen`` int64 [N] (the memory clock when the point last won a cell in a query,
 or was inserted). ``extras`` holds optional per-point arrays (the latent memory's confidence).
 
 Adding points fuses them on a voxel grid (``memory/voxel.py``); ``evict`` drops the least recently
 seen points down to a capacity; ``render`` projects everything into T cameras and splats it with
-``geometry.splat``, batched over frames with no loop over points.
+``splatting.splat``, batched over frames with no loop over points.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mirage_cli import geometry
+from mirage_cli import geometry, splatting
 from mirage_cli.memory import voxel
 
 # Points projected per batch of target frames in ``render`` (bounds peak memory, not results).
@@ -84,7 +84,10 @@ class PointCache:
         added = int(keep.sum())
         if added == 0:
             return 0
-        held = voxel.voxel_keys(xyz[keep].to(self.xyz.dtype), radius[keep].to(self.radius.dtype), self.voxel_size)
+        if xyz.dtype == self.xyz.dtype and radius.dtype == self.radius.dtype:
+            held = new_keys[keep]  # the points go in as they are: their keys are the ones computed above
+        else:
+            held = voxel.voxel_keys(xyz[keep].to(self.xyz.dtype), radius[keep].to(self.radius.dtype), self.voxel_size)
         self.xyz = torch.cat([self.xyz, xyz[keep].to(self.xyz.dtype)])
         self.features = torch.cat([self.features, features[keep].to(self.features.dtype)])
         self.radius = torch.cat([self.radius, radius[keep].to(self.radius.dtype)])
@@ -159,9 +162,9 @@ class PointCache:
             uv, z = geometry.project(pts, K32[sl])  # [Tb, N, 2], [Tb, N]
             valid = z > 1e-6
             zc = z.clamp(min=1e-6)
-            half = geometry.footprint_half_size(self.radius[None, :], zc, pts.norm(dim=-1), focal[sl, None])  # [Tb, N] cells
+            half = splatting.footprint_half_size(self.radius[None, :], zc, pts.norm(dim=-1), focal[sl, None])  # [Tb, N] cells
             half = FOOTPRINT_MARGIN * half
-            wn, dp = geometry.splat(uv, z, half, valid, size, max_half_size, depth_tolerance, tie_keys)
+            wn, dp = splatting.splat(uv, z, half, valid, size, max_half_size, depth_tolerance, tie_keys)
             winners.append(wn)
             depths.append(dp)
         return torch.cat(winners), torch.cat(depths)

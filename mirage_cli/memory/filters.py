@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mirage_cli import geometry
+from mirage_cli import geometry, splatting
 from mirage_cli.memory import checks
 from mirage_cli.memory.cache import FOOTPRINT_MARGIN, gather_rows
 
@@ -38,7 +38,7 @@ def warp_residual(
         world_from_cam_a, world_from_cam_b: float [4, 4].
         latents_b: float [C, h, w] latent frame b.
         stride: pixels per latent cell side.
-        depth_tolerance: z-buffer front band (``geometry.splat``).
+        depth_tolerance: z-buffer front band (``splatting.splat``).
 
     Returns:
         residual: float32 [h, w] relative residual (0 where a does not land).
@@ -67,11 +67,11 @@ def warp_residual(
     ok = geometry.valid_depth(z)
     xyz = geometry.backproject(torch.where(ok, z, torch.ones_like(z)), K_lat, wa)[ok]  # [N, 3]
     focal = float(torch.sqrt(K_lat[0, 0] * K_lat[1, 1]))
-    radius = geometry.footprint_radius(z[ok], (xyz - wa[:3, 3].to(xyz.dtype)).norm(dim=-1), focal)  # [N]
+    radius = splatting.footprint_radius(z[ok], (xyz - wa[:3, 3].to(xyz.dtype)).norm(dim=-1), focal)  # [N]
     cam = geometry.transform_points(geometry.invert_rigid(wb).to(torch.float32), xyz)[None]  # [1, N, 3]
     uv, zb = geometry.project(cam, K_lat.to(torch.float32))  # [1, N, 2], [1, N]
-    half = FOOTPRINT_MARGIN * geometry.footprint_half_size(radius[None], zb.clamp(min=1e-6), cam.norm(dim=-1), focal)  # [1, N]
-    winner, _ = geometry.splat(uv, zb, half, zb > 1e-6, (h, w), 2.0, depth_tolerance)
+    half = FOOTPRINT_MARGIN * splatting.footprint_half_size(radius[None], zb.clamp(min=1e-6), cam.norm(dim=-1), focal)  # [1, N]
+    winner, _ = splatting.splat(uv, zb, half, zb > 1e-6, (h, w), 2.0, depth_tolerance)
     winner = winner[0]  # [h, w]
     covered = winner >= 0
     feats_a = latents_a.permute(1, 2, 0)[ok].to(torch.float32)  # [N, C]

@@ -7,9 +7,9 @@ confidence 0 and never pinned; cells with invalid depth are dropped. Points are 
 grid (``memory/voxel.py``), so inserting a place again adds (almost) nothing.
 
 Query: every point is projected into the target cameras with the latent-grid intrinsics and
-splatted with its footprint (``geometry.splat``): half-size ``0.5 * z_src / z_dst`` cells on the
+splatted with its footprint (``splatting.splat``): half-size ``0.5 * z_src / z_dst`` cells on the
 optical axis (equal intrinsics), stretched off axis like the pinhole stretches the cell
-(``geometry.footprint_half_size``), grown by ``cache.FOOTPRINT_MARGIN`` (10%) against rounding
+(``splatting.footprint_half_size``), grown by ``cache.FOOTPRINT_MARGIN`` (10%) against rounding
 cracks, capped at 2: this fills the holes nearest-cell splatting leaves when the camera moves
 closer. The per-cell winner comes from an order-independent z-buffer: nearest depth, then (within
 ``depth_tolerance`` of it) the point closest to the cell centre, exact ties broken by the point's
@@ -109,12 +109,11 @@ class LatentSpatialMemory(PointMemory):
         return self._insert_checked(lat, z, dep, Kt, wfc, kp, frame_index, edge_threshold=edge_threshold)
 
     def _insert_checked(self, lat, z, dep, Kt, wfc, kp, frame_index, edge_threshold: float = EDGE_THRESHOLD) -> int:
-        cells = geometry.valid_depth(z) if kp is None else geometry.valid_depth(z) & kp  # [T, h, w] what _add lifts
-        confidence = torch.zeros(z.shape, dtype=torch.float16, device=self.device)  # [T, h, w]
+        cells = self._elements(z, kp)  # (t, v, u) of the cells that go in
         # the plane fit reads each cell's 16x16 block: only for the cells that are inserted
-        confidence[cells] = (geometry.depth_edge_score_at(dep, self.stride, cells) <= edge_threshold).to(torch.float16)
+        confidence = (geometry.depth_edge_score_at(dep, self.stride, cells) <= edge_threshold).to(torch.float16)  # [M]
         K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
-        return self._add(lat, z, K_lat, wfc, kp, frame_index, extras={"confidence": confidence})
+        return self._add(lat, z, K_lat, wfc, cells, frame_index, extras={"confidence": confidence})
 
     def _coverage(self, K: Tensor, world_from_cam: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         # what ``query`` renders (same defaults), without gathering the latents
@@ -175,7 +174,7 @@ class LatentSpatialMemory(PointMemory):
                 nearest-depth z-buffer).
             max_half_size: cap on the footprint half-size, in cells.
             occlusion_threshold: if set, drop cells farther than (1 + threshold) times their 3x3
-                neighbourhood's nearest depth (``geometry.occlusion_filter``).
+                neighbourhood's nearest depth (``splatting.occlusion_filter``).
             mark_seen: record the winners as seen now (eviction order).
 
         Returns:

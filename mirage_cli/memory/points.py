@@ -19,7 +19,7 @@ import os
 import torch
 from torch import Tensor
 
-from mirage_cli import geometry
+from mirage_cli import geometry, splatting
 from mirage_cli.memory import checks
 from mirage_cli.memory.cache import PointCache
 from mirage_cli.memory.state import Schema, load_state
@@ -49,15 +49,15 @@ def seen_by_previous_frame(z: Tensor, K_grid: Tensor, world_from_cam: Tensor, ma
         return seen
     valid = geometry.valid_depth(z)  # [T, h, w]
     later = torch.where(valid[1:], z[1:], torch.ones_like(z[1:]))  # frames 1..T-1
-    xyz = geometry.backproject(later, K_grid[1:], world_from_cam[1:])  # [T-1, h, w, 3]
-    in_previous = geometry.transform_points(geometry.invert_rigid(world_from_cam[:-1]), xyz.flatten(1, 2))  # [T-1, h*w, 3]
-    uv, depth_there = geometry.project(in_previous, K_grid[:-1])  # [T-1, h*w, 2], [T-1, h*w]
+    previous_from_later = geometry.invert_rigid(world_from_cam[:-1]) @ world_from_cam[1:]  # [T-1, 4, 4]
+    uv, depth_there = geometry.reproject(later, K_grid[1:], K_grid[:-1], previous_from_later)  # [T-1, h, w, 2], [T-1, h, w]
     cell = torch.round(uv).long()
     u, v = cell[..., 0], cell[..., 1]
     inside = (depth_there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    held = z[:-1].flatten(1).gather(1, v.clamp(0, h - 1) * w + u.clamp(0, w - 1))  # [T-1, h*w] what frame t-1 saw there
+    held = z[:-1].flatten(1).gather(1, (v.clamp(0, h - 1) * w + u.clamp(0, w - 1)).flatten(1))  # [T-1, h*w] what t-1 saw there
+    held = held.view(T - 1, h, w)
     same = inside & geometry.valid_depth(held) & ((depth_there - held).abs() <= margin * held)
-    seen[1:] = same.view(T - 1, h, w) & valid[1:]
+    seen[1:] = same & valid[1:]
     return seen
 
 
@@ -127,35 +127,39 @@ class PointMemory:
             kp = checks.frames_first(checks.tensor(keep, "keep", self.device, torch.bool), (h, w), "keep", T)
         return x, dep, Kt, wfc, kp
 
+    @staticmethod
+    def _elements(z: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(t, v, u), long [M] each: the grid elements an insert lifts, those of ``z`` [T, h, w]
+        with valid depth (and ``keep`` [T, h, w], when given)."""
+        ok = geometry.valid_depth(z)
+        if keep is not None:
+            ok &= keep
+        return ok.nonzero(as_tuple=True)
+
     def _add(
         self, features: Tensor, z: Tensor, K_grid: Tensor, world_from_cam: Tensor,
-        keep: Tensor | None, frame_index, extras: dict[str, Tensor] | None = None,
+        index: tuple[Tensor, Tensor, Tensor], frame_index, extras: dict[str, Tensor] | None = None,
     ) -> int:
-        """Lift every grid element with valid depth (and ``keep``) to a world point, add those whose
-        voxel is free, then evict down to ``capacity``; returns the number added.
+        """Lift the grid elements ``index`` (``_elements``) to world points, add those whose voxel
+        is free, then evict down to ``capacity``; returns the number added.
 
         Args:
             features: [T, C, h, w] in any dtype the cache casts to its own.
             z: float [T, h, w] z-depth per grid element.
             K_grid: float64 [T, 3, 3] intrinsics of the grid.
             world_from_cam: float64 [T, 4, 4].
-            keep: bool [T, h, w] or None.
+            index: (t, v, u), long [M] each.
             frame_index: None, an int or int [T] (``checks.frame_indices``).
-            extras: name -> [T, h, w] for each of the cache's extra arrays.
+            extras: name -> [M] for each of the cache's extra arrays, one row per indexed element.
         """
-        T, _, h, w = features.shape
-        frames = checks.frame_indices(frame_index, T, self.device)  # [T]
-        ok = geometry.valid_depth(z)  # [T, h, w]
-        if keep is not None:
-            ok &= keep
-        xyz = geometry.backproject(torch.where(ok, z, torch.ones_like(z)), K_grid, world_from_cam)  # [T, h, w, 3]
+        frames = checks.frame_indices(frame_index, features.shape[0], self.device)  # [T]
+        t = index[0]  # [M] frame of each point
+        xyz = geometry.backproject_at(z, K_grid, world_from_cam, index)  # [M, 3]
         focal = torch.sqrt(K_grid[:, 0, 0] * K_grid[:, 1, 1]).to(torch.float32)  # [T]
-        distance = (xyz - world_from_cam[:, None, None, :3, 3].to(xyz.dtype)).norm(dim=-1)  # [T, h, w]
-        radius = geometry.footprint_radius(z, distance, focal[:, None, None])  # [T, h, w] world half-size of the element
-        feats = features.permute(0, 2, 3, 1)  # [T, h, w, C]
-        frame_of = frames[:, None, None].expand(T, h, w)  # [T, h, w]
-        extra_rows = {k: v[ok] for k, v in (extras or {}).items()}
-        added = self.cache.add(xyz[ok], feats[ok], radius[ok], frame_of[ok], extras=extra_rows)
+        distance = (xyz - world_from_cam[t, :3, 3].to(xyz.dtype)).norm(dim=-1)  # [M]
+        radius = splatting.footprint_radius(z[index], distance, focal[t])  # [M] world half-size of the element
+        feats = features.permute(0, 2, 3, 1)[index]  # [M, C]
+        added = self.cache.add(xyz, feats, radius, frames[t], extras=extras)
         if self.capacity is not None:
             self.cache.evict(self.capacity)
         return added
@@ -241,7 +245,7 @@ class PointMemory:
         winner, depth = self.cache.render(K_grid, world_from_cam, size, depth_tolerance, max_half_size)  # [T, h, w] x2
         mask = winner >= 0
         if occlusion_threshold is not None:
-            mask = geometry.occlusion_filter(depth, mask, occlusion_threshold)
+            mask = splatting.occlusion_filter(depth, mask, occlusion_threshold)
             winner = torch.where(mask, winner, torch.full_like(winner, -1))
         if mark_seen:
             self.cache.mark_seen(winner)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from mirage_cli import geometry, geometry_reference
+from mirage_cli import geometry, geometry_reference, splatting
 from mirage_cli.memory.cache import FOOTPRINT_MARGIN
 from mirage_cli.memory.voxel import _AXIS_BITS, _LEVEL_OFFSET, VOXEL_PER_FOOTPRINT
 
@@ -79,10 +79,10 @@ def warp_residual(
     filled = torch.where(geometry.valid_depth(z), z, torch.ones_like(z))  # [h, w]
     xyz = torch.stack([geometry.backproject(filled, K_lat, wa)[i, j] for i, j in cells])  # [N, 3]
     focal = float(torch.sqrt(K_lat[0, 0] * K_lat[1, 1]))
-    radius = geometry.footprint_radius(zs, (xyz - wa[:3, 3].to(xyz.dtype)).norm(dim=-1), focal)  # [N]
+    radius = splatting.footprint_radius(zs, (xyz - wa[:3, 3].to(xyz.dtype)).norm(dim=-1), focal)  # [N]
     cam = geometry.transform_points(geometry.invert_rigid(wb).to(torch.float32), xyz)[None]  # [1, N, 3]
     uv, zb = geometry.project(cam, K_lat.to(torch.float32))  # [1, N, 2], [1, N]
-    half = FOOTPRINT_MARGIN * geometry.footprint_half_size(radius[None], zb.clamp(min=1e-6), cam.norm(dim=-1), focal)
+    half = FOOTPRINT_MARGIN * splatting.footprint_half_size(radius[None], zb.clamp(min=1e-6), cam.norm(dim=-1), focal)
     winner, _ = geometry_reference.splat(uv, zb, half, zb > 1e-6, (h, w), 2.0, depth_tolerance)
     norms = [float(latents_b[:, i, j].float().norm()) for i in range(h) for j in range(w)]
     scale = max(sum(norms) / len(norms), 1e-12)

@@ -76,7 +76,7 @@ class RGBPointMemory(PointMemory):
         return self._insert_checked(x, dep, dep, Kt, wfc, kp, frame_index)
 
     def _insert_checked(self, x, z, dep, Kt, wfc, kp, frame_index) -> int:
-        return self._add(self._encode(x), z, Kt, wfc, kp, frame_index)  # the grid is the pixels: z is the depth
+        return self._add(self._encode(x), z, Kt, wfc, self._elements(z, kp), frame_index)  # the grid is the pixels: z is the depth
 
     def insert_unexplained(
         self,
