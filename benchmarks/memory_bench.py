@@ -191,18 +191,22 @@ def insertion_runs(lat: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, wfc:
 
 
 def _peak_growth_of(name: str, inputs: Path) -> int:
-    """Bytes the resident set grows by at its peak while ``name`` runs once: in a fresh process that
-    holds the inputs already (mapped from the file and read once), the kernel's peak RSS is reset
-    (``/proc/self/clear_refs``, Linux) and compared with the RSS before the run."""
+    """Bytes the resident set grows by at its peak while ``name`` runs once on the chunk: in a fresh
+    process that holds the inputs already (mapped from the file and read once) and has run ``name`` on
+    the chunk's first frame (one-time costs such as library set-up, without a full run's freed memory
+    to hide the next one's), the kernel's peak RSS is reset (``/proc/self/clear_refs``, Linux) and
+    compared with the RSS before the run."""
     code = (
         "import sys, torch; sys.path.insert(0, sys.argv[3]); import memory_bench as B; torch.set_num_threads(1); "
         "args = torch.load(sys.argv[1], mmap=True); [a.sum() for a in args]; run = B.insertion_runs(*args)[sys.argv[2]]; "
+        "lat, depth, K, wfc, frames = args; B.insertion_runs(lat[:1], depth[:1], K, wfc[:1], frames[:1])[sys.argv[2]](); "
         "kib = lambda key: int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1]); "
         "before = kib('VmRSS:'); open('/proc/self/clear_refs', 'w').write('5'); run(); "
         "print((kib('VmHWM:') - before) * 1024)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(inputs), name, str(Path(__file__).parent)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(inputs), name, str(Path(__file__).parent)], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"measuring the transient memory of {name} failed (exit {out.returncode}):\n{out.stderr}")
     return int(out.stdout.split()[-1])
 
 
@@ -246,7 +250,7 @@ def print_fused_vs_append(res: dict, height: int, width: int) -> None:
     print("|---|---:|---:|---:|")
     for name, s in sec.items():
         print(f"| {name} | {s:.3f} | {s / base:.2f}x | {res['peak_growth_bytes'][name] / 2**20:.0f} |")
-    print("(transient: growth of the peak RSS of a fresh process that holds the chunk, over one run)")
+    print("(transient: growth of the peak RSS over one run, in a fresh process that holds the chunk and ran once on its first frame)")
 
 
 def main(argv=None) -> int:

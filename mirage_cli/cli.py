@@ -421,8 +421,9 @@ def main() -> None:
 
     from mirage_cli.signals import install_for_process
 
-    stop = install_for_process()  # before anything slow: a stop at any moment becomes exit 75, never a death
-    try:  # from the very next line on: a stop raised here, before a command body took over, is caught below
+    stop = None
+    try:  # a stop raised from here on, before a command body took over, is caught below
+        stop = install_for_process()  # before anything slow: a stop at any moment becomes exit 75, never a death
         test_hooks.pause("main")  # tests stop the process here (mirage_cli.test_hooks)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
         app(standalone_mode=True)
@@ -445,7 +446,8 @@ def main() -> None:
             err(f"This is a bug in mirage; please report it with the command you ran and {report} (the traceback).")
         sys.exit(EXIT_FAILURE)
     finally:
-        stop.settle()
+        if stop is not None:
+            stop.settle()
 
 
 from mirage_cli import cli_measure  # noqa: E402,F401  (registers eval, bench and calibrate-cache on the app)

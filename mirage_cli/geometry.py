@@ -21,6 +21,8 @@ __all__ = [
     "latent_intrinsics",
     "cell_centre_depth",
     "depth_edge_score",
+    "depth_edge_score_at",
+    "block_edge_score",
     "valid_depth",
     "pixel_grid",
     "backproject",
@@ -47,6 +49,14 @@ def _check_last(x: Tensor, n: int, name: str, min_ndim: int = 1) -> None:
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.ndim < min_ndim or x.shape[-1] != n:
         raise ValueError(f"{name}: expected shape [..., {n}] with at least {min_ndim} dims, got {list(x.shape)}")
+
+
+def _check_index(index: tuple[Tensor, ...], dims: int, device: torch.device, what: str) -> None:
+    """``index``: ``dims`` integer [M] tensors on ``device`` (one per grid dim, as ``nonzero`` gives)."""
+    if (len(index) != dims or any(i.ndim != 1 or i.shape != index[0].shape for i in index)
+            or any(i.dtype.is_floating_point or i.dtype == torch.bool for i in index) or any(i.device != device for i in index)):
+        got = [f"{i.dtype} {list(i.shape)} on {i.device}" for i in index]
+        raise ValueError(f"index: expected {dims} integer [M] tensors on {device} ({what}), got {got}")
 
 
 def _check_stride(depth: Tensor, stride: int) -> tuple[int, int]:
@@ -139,13 +149,13 @@ def _plane_projector(stride: int, dtype: torch.dtype, device: torch.device) -> t
 def block_edge_score(blocks: Tensor) -> Tensor:
     """``depth_edge_score`` of depth blocks given directly: float [..., s, s] (s >= 2) -> [...].
 
-    The per-block work of ``depth_edge_score``; callers that need the score of a few cells gather
-    their blocks first (``depth_edge_score_at``) instead of scoring the whole frame.
+    The per-block work of ``depth_edge_score`` (``depth_edge_score_at`` does the same on the blocks
+    it gathers).
     """
     if blocks.ndim < 2 or blocks.shape[-1] != blocks.shape[-2] or blocks.shape[-1] < 2:
         raise ValueError(f"blocks: expected [..., s, s] with s >= 2, got {list(blocks.shape)}")
     dt = torch.promote_types(blocks.dtype, torch.float32)
-    rows = blocks.to(dt, copy=True).reshape(-1, blocks.shape[-1] ** 2)  # [n, s*s], ours to overwrite
+    rows = torch.empty(blocks.shape, dtype=dt, device=blocks.device).copy_(blocks).view(-1, blocks.shape[-1] ** 2)  # ours
     return _edge_score_of_rows(rows, blocks.shape[-1]).view(blocks.shape[:-2])
 
 
@@ -206,9 +216,7 @@ def depth_edge_score_at(depth: Tensor, stride: int, index: tuple[Tensor, ...]) -
     if stride < 2:
         raise ValueError(f"stride: expected >= 2 for a plane fit, got {stride}")
     blocks = _blocks(depth, stride)  # [..., h, w, s, s] (a view)
-    if len(index) != blocks.ndim - 2 or any(i.ndim != 1 or i.shape != index[0].shape for i in index):
-        raise ValueError(f"index: expected {blocks.ndim - 2} long [M] tensors (cells of {list(blocks.shape[:-2])}), "
-                         f"got {[list(i.shape) for i in index]}")
+    _check_index(index, blocks.ndim - 2, depth.device, f"cells of {list(blocks.shape[:-2])}")
     n = int(index[0].numel())
     dt = torch.promote_types(depth.dtype, torch.float32)
     out = torch.empty(n, dtype=dt, device=depth.device)
@@ -293,8 +301,8 @@ def backproject_at(depth: Tensor, K: Tensor, world_from_cam: Tensor, index: tupl
     Args:
         depth: float [T, h, w] z-depth on the grid ``K`` describes.
         K: float [T, 3, 3]; world_from_cam: float [T, 4, 4].
-        index: (t, v, u), long [M] each: frame, row and column of the elements to lift (what
-            ``mask.nonzero(as_tuple=True)`` gives for a bool [T, h, w] mask).
+        index: (t, v, u), long [M] each: frame, row and column of the elements to lift, sorted by
+            frame (what ``mask.nonzero(as_tuple=True)`` gives for a bool [T, h, w] mask).
 
     Returns:
         float [M, 3] world points, dtype of ``depth`` (float32 at least).
@@ -306,16 +314,26 @@ def backproject_at(depth: Tensor, K: Tensor, world_from_cam: Tensor, index: tupl
     _check_square(world_from_cam, 4, "world_from_cam")
     if K.shape[:-2] != (T,) or world_from_cam.shape[:-2] != (T,):
         raise ValueError(f"K, world_from_cam: expected [{T}, 3, 3] and [{T}, 4, 4], got {list(K.shape)} and {list(world_from_cam.shape)}")
-    if len(index) != 3 or any(i.ndim != 1 or i.shape != index[0].shape for i in index):
-        raise ValueError(f"index: expected (t, v, u), three long [M] tensors, got {[list(i.shape) for i in index]}")
-    dt = torch.promote_types(depth.dtype, torch.float32)
+    _check_index(index, 3, depth.device, "t, v, u")
     t, v, u = index
+    counts = torch.bincount(t, minlength=T)  # [T] elements per frame
+    if t.numel() and bool((t[1:] < t[:-1]).any()):
+        raise ValueError("index: expected the elements sorted by frame (as nonzero gives them)")
+    dt = torch.promote_types(depth.dtype, torch.float32)
+    K_inv_T = torch.linalg.inv(K.to(torch.float64)).transpose(-1, -2)  # [T, 3, 3]
+    m = world_from_cam.to(dt)  # [T, 4, 4]
+    R_T, offset = m[:, :3, :3].transpose(-1, -2), m[:, :3, 3]  # [T, 3, 3], [T, 3]
     uv1 = torch.stack([u, v, torch.ones_like(u)], dim=-1).to(torch.float64)  # [M, 3]
-    K_inv = torch.linalg.inv(K.to(torch.float64))  # [T, 3, 3]
-    rays = torch.einsum("mij,mj->mi", K_inv[t], uv1).to(dt)  # [M, 3], z = 1
-    cam = rays * depth[t, v, u].to(dt)[:, None]  # [M, 3]
-    m = world_from_cam.to(dt)[t]  # [M, 4, 4]
-    return torch.einsum("mij,mj->mi", m[:, :3, :3], cam) + m[:, :3, 3]
+    z = depth[t, v, u].to(dt)[:, None]  # [M, 1]
+    out = torch.empty(t.numel(), 3, dtype=dt, device=depth.device)
+    start = 0
+    for f, n in enumerate(counts.tolist()):  # one frame's elements at a time: the same operations as backproject
+        if n:
+            stop = start + n
+            cam = (uv1[start:stop] @ K_inv_T[f]).to(dt) * z[start:stop]  # [n, 3]
+            out[start:stop] = cam @ R_T[f] + offset[f]
+            start = stop
+    return out
 
 
 def reproject(depth: Tensor, K_src: Tensor, K_dst: Tensor, dst_from_src: Tensor) -> tuple[Tensor, Tensor]:

@@ -200,11 +200,16 @@ def test_backproject_at_matches_the_whole_grid(B, h, w, dtype):
     index = cells.nonzero(as_tuple=True)
     out = G.backproject_at(depth, K, wfc, index)
     assert out.dtype == dtype and out.shape == (int(cells.sum()), 3)
-    torch.testing.assert_close(out, G.backproject(depth, K, wfc)[cells])
+    assert torch.equal(out, G.backproject(depth, K, wfc)[cells])  # the same operations, element by element
     torch.testing.assert_close(out.double(), ref.backproject_at(depth.double(), K, wfc, index), **_tol(dtype))
     assert G.backproject_at(depth, K, wfc, torch.zeros_like(cells).nonzero(as_tuple=True)).shape == (0, 3)
-    with pytest.raises(ValueError, match=r"index: expected \(t, v, u\)"):
+    with pytest.raises(ValueError, match=r"index: expected 3 integer \[M\] tensors"):
         G.backproject_at(depth, K, wfc, index[:2])
+    with pytest.raises(ValueError, match=r"index: expected 3 integer \[M\] tensors"):
+        G.backproject_at(depth, K, wfc, (index[0], index[1], index[2].double()))
+    if index[0].numel() > 1 and index[0][0] != index[0][-1]:
+        with pytest.raises(ValueError, match="sorted by frame"):
+            G.backproject_at(depth, K, wfc, tuple(i.flip(0) for i in index))
 
 
 @pytest.mark.parametrize(("B", "h", "w"), [(1, 4, 5), (3, 2, 7), (2, 6, 3)])
@@ -225,6 +230,7 @@ def test_reproject_matches_reference_and_the_long_way(B, h, w, dtype):
     world = G.backproject(depth.double(), K_src, torch.eye(4, dtype=torch.float64).expand(B, 4, 4))
     long_uv, long_z = G.project(G.transform_points(dst_from_src, world.flatten(1, 2)), K_dst)
     torch.testing.assert_close(z.double().flatten(1), long_z, **_tol(dtype))
+    torch.testing.assert_close(uv.double().flatten(1, 2)[front.flatten(1)], long_uv[front.flatten(1)], **_tol(dtype, scale=1e2))
 
 
 def _tol(dtype: torch.dtype, scale: float = 1.0) -> dict:
