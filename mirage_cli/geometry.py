@@ -266,6 +266,13 @@ def pixel_grid(h: int, w: int, dtype=torch.float32, device=None) -> Tensor:
     return torch.stack([u, v], dim=-1)
 
 
+def _homogeneous_grid(depth: Tensor) -> Tensor:
+    """float64 [h, w, 3] of (u, v, 1) for every element of ``depth`` [..., h, w], on its device."""
+    h, w = depth.shape[-2:]
+    ones = torch.ones(h, w, 1, dtype=torch.float64, device=depth.device)
+    return torch.cat([pixel_grid(h, w, dtype=torch.float64, device=depth.device), ones], dim=-1)
+
+
 def backproject(depth: Tensor, K: Tensor, world_from_cam: Tensor) -> Tensor:
     """Lift every pixel (u, v) of a depth map to a world point: X = world_from_cam @ (z K^-1 [u, v, 1]).
 
@@ -283,16 +290,12 @@ def backproject(depth: Tensor, K: Tensor, world_from_cam: Tensor) -> Tensor:
     if depth.ndim < 2:
         raise ValueError(f"depth: expected shape [..., h, w], got {list(depth.shape)}")
     dt = torch.promote_types(depth.dtype, torch.float32)
-    h, w = depth.shape[-2:]
-    uv1 = torch.cat(
-        [pixel_grid(h, w, dtype=torch.float64, device=depth.device), torch.ones(h, w, 1, dtype=torch.float64, device=depth.device)],
-        dim=-1,
-    )  # [h, w, 3]
+    uv1 = _homogeneous_grid(depth)  # [h, w, 3]
     K_inv = torch.linalg.inv(K.to(torch.float64))  # [..., 3, 3]
     rays = torch.einsum("...ij,hwj->...hwi", K_inv, uv1).to(dt)  # [..., h, w, 3], z = 1
     cam = rays * depth.to(dt)[..., None]  # [..., h, w, 3]
     pts = transform_points(world_from_cam, cam.flatten(-3, -2))  # [..., h*w, 3]
-    return pts.unflatten(-2, (h, w))
+    return pts.unflatten(-2, depth.shape[-2:])
 
 
 def backproject_at(depth: Tensor, K: Tensor, world_from_cam: Tensor, index: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -358,12 +361,10 @@ def reproject(depth: Tensor, K_src: Tensor, K_dst: Tensor, dst_from_src: Tensor)
     if depth.ndim < 2:
         raise ValueError(f"depth: expected shape [..., h, w], got {list(depth.shape)}")
     dt = torch.promote_types(depth.dtype, torch.float32)
-    h, w = depth.shape[-2:]
     K_dst64, pose = K_dst.to(torch.float64), dst_from_src.to(torch.float64)
     M = K_dst64 @ pose[..., :3, :3] @ torch.linalg.inv(K_src.to(torch.float64))  # [..., 3, 3]
     offset = (K_dst64 @ pose[..., :3, 3:])[..., 0]  # [..., 3]
-    uv1 = torch.cat([pixel_grid(h, w, dtype=torch.float64, device=depth.device),
-                     torch.ones(h, w, 1, dtype=torch.float64, device=depth.device)], dim=-1)  # [h, w, 3]
+    uv1 = _homogeneous_grid(depth)  # [h, w, 3]
     rays = torch.einsum("...ij,hwj->...hwi", M, uv1).to(dt)  # [..., h, w, 3]
     q = rays * depth.to(dt)[..., None] + offset.to(dt)[..., None, None, :]  # [..., h, w, 3]
     z = q[..., 2]
