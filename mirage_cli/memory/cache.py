@@ -70,7 +70,7 @@ class PointCache:
         self.extras = {k: v[keep] for k, v in self.extras.items()}
 
     def add(self, xyz: Tensor, features: Tensor, radius: Tensor, frame_index: Tensor, extras: dict[str, Tensor] | None = None) -> int:
-        """Append the points whose voxel is still free; returns how many were added.
+        """Append the points whose voxel is still free (keyed as held: in the cache's dtypes); returns how many were added.
 
         Args:
             xyz: float [M, 3]; features: [M, C]; radius: float [M]; frame_index: int [M];
@@ -78,24 +78,21 @@ class PointCache:
         """
         self.clock += 1
         extras = extras or {}
+        xyz, radius = xyz.to(self.xyz.dtype), radius.to(self.radius.dtype)  # as they will be held: their keys stay valid
         new_keys = voxel.voxel_keys(xyz, radius, self.voxel_size)  # [M]
         old_keys = self.held_keys()  # [N]
         keep = voxel.novel(new_keys, old_keys)  # [M]
         added = int(keep.sum())
         if added == 0:
             return 0
-        if xyz.dtype == self.xyz.dtype and radius.dtype == self.radius.dtype:
-            held = new_keys[keep]  # the points go in as they are: their keys are the ones computed above
-        else:
-            held = voxel.voxel_keys(xyz[keep].to(self.xyz.dtype), radius[keep].to(self.radius.dtype), self.voxel_size)
-        self.xyz = torch.cat([self.xyz, xyz[keep].to(self.xyz.dtype)])
+        self.xyz = torch.cat([self.xyz, xyz[keep]])
         self.features = torch.cat([self.features, features[keep].to(self.features.dtype)])
-        self.radius = torch.cat([self.radius, radius[keep].to(self.radius.dtype)])
+        self.radius = torch.cat([self.radius, radius[keep]])
         self.frame_index = torch.cat([self.frame_index, frame_index[keep].to(self.frame_index.dtype)])
         self.last_seen = torch.cat([self.last_seen, torch.full((added,), self.clock, dtype=torch.int64, device=self.device)])
         for k, v in self.extras.items():
             self.extras[k] = torch.cat([v, extras[k][keep].to(v.dtype)])
-        self._keys = (self.xyz, self.radius, torch.cat([old_keys, held]))
+        self._keys = (self.xyz, self.radius, torch.cat([old_keys, new_keys[keep]]))
         return added
 
     def held_keys(self) -> Tensor:
