@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mirage_cli import synthetic as S
 from mirage_cli.memory import LatentSpatialMemory, RGBPointMemory
+from mirage_cli.testing import synthetic_room as S
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -173,7 +173,7 @@ def append_only_insert(lat: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, 
     """The append-only way to grow a latent point cloud (what the official Mirage code does per
     chunk): lift every latent cell with valid depth to one world point and append it; no voxel
     fusion, no plane test, no query. Returns (xyz [M, 3], latents [M, C])."""
-    from mirage_cli import geometry
+    from mirage_cli.geometry import projection as geometry
 
     z = geometry.cell_centre_depth(depth, stride)  # [T, h, w]
     ok = geometry.valid_depth(z)

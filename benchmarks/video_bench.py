@@ -4,7 +4,7 @@
 
 1. One chunk (121 frames at 1280x704 by default, the synthetic room along a slow camera move, so the
    content has real structure) encoded with the previous settings (x264 defaults as PyAV opens them:
-   automatic threads, sliced threads, macroblock-tree rate control) and with ``mirage_cli.video``'s
+   automatic threads, sliced threads, macroblock-tree rate control) and with ``mirage_cli.base.video``'s
    reproducible settings, at the same crf and preset: seconds, size, PSNR against the frames. Also
    whether the previous settings give the same bytes when the process may use one CPU or all of them
    (x264's automatic thread count follows the CPU affinity).
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mirage_cli import synthetic as S
-from mirage_cli.video import concat_segments, read_video, write_mp4
+from mirage_cli.base.video import concat_segments, read_video, write_mp4
+from mirage_cli.testing import synthetic_room as S
 
 PREVIOUS = {"crf": "18", "preset": "medium"}  # what write_mp4 set before; PyAV's defaults did the rest
 

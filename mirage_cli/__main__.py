@@ -1,3 +1,3 @@
-from mirage_cli.cli import main
+from mirage_cli.cli.main import main
 
 main()

@@ -209,9 +209,9 @@ def symlink_to(target: str) -> Callable[[Path], None]:
 
 def small_trajectory():
     """The base scene's camera path as a Trajectory (what the writers below write)."""
+    from mirage_cli.base.errors import ProblemList
     from mirage_cli.camera.keyframes import parse_keyframes
     from mirage_cli.camera.source import build_trajectory
-    from mirage_cli.errors import ProblemList
 
     keys = parse_keyframes(base_spec()["camera"]["keyframes"], ProblemList("scene.yaml"), name="keyframes")
     return build_trajectory(keys, frames=FRAMES, fps=FPS, width=SIZE[0], height=SIZE[1])

@@ -51,7 +51,7 @@ def write_small_scene(directory: Path, **changes) -> Path:
 
 def cli(*args: str):
     """``mirage ARGS`` in this process (typer's CliRunner): ``.exit_code``, ``.stdout``, ``.stderr``."""
-    from mirage_cli.cli import app
+    from mirage_cli.cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

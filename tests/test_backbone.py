@@ -30,9 +30,9 @@ from mirage_cli.backbone import (
     wan22_transformer_config,
     wan22_vae_config,
 )
-from mirage_cli.errors import InputError
-from mirage_cli.options import BackboneOptions
-from mirage_cli.text_embedder import HashTextEmbedder, build_byte_tokenizer
+from mirage_cli.backbone.text import HashTextEmbedder, build_byte_tokenizer
+from mirage_cli.base.errors import InputError
+from mirage_cli.base.options import BackboneOptions
 
 cuda_only = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device (offloading moves weights between CPU and GPU)"

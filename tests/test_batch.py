@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mirage_cli.batch import (
+from mirage_cli.base.errors import InputError
+from mirage_cli.base.signals import GracefulStop
+from mirage_cli.batch.run import (
     BatchOptions,
     Scene,
     SceneTask,
@@ -39,9 +41,7 @@ from mirage_cli.batch import (
     slurm_parameters,
     split_render_args,
 )
-from mirage_cli.cli import app
-from mirage_cli.errors import InputError
-from mirage_cli.signals import GracefulStop
+from mirage_cli.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -402,14 +402,14 @@ def test_example_sbatch_script_passes_exit_code_through(tmp_path):
 
 def _rollout_available() -> bool:
     try:
-        importlib.import_module("mirage_cli.rollout")
+        importlib.import_module("mirage_cli.render.rollout")
     except Exception:
         return False
     return True
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _rollout_available(), reason="mirage_cli.rollout is not importable yet")
+@pytest.mark.skipif(not _rollout_available(), reason="mirage_cli.render.rollout is not importable yet")
 def test_batch_end_to_end_with_mirage_render(tmp_path):
     from render_helpers import write_small_scene
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mirage_cli.cli import app
+from mirage_cli.cli.main import app
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent

@@ -204,7 +204,7 @@ def test_spatia_camera_folders(tmp_path, four_by_four):
 
 
 def test_spatia_bad_lines_name_the_line(tmp_path):
-    from mirage_cli.errors import InputError
+    from mirage_cli.base.errors import InputError
 
     folder = tmp_path / "case"
     write_spatia(folder, random_trajectory(4, centred_K=True), True)

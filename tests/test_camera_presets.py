@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import yaml
 
+from mirage_cli.base.errors import ProblemList
 from mirage_cli.camera.keyframes import parse_keyframes
 from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_parameters
 from mirage_cli.camera.readers import read_trajectory_yaml
 from mirage_cli.camera.source import build_trajectory
 from mirage_cli.camera.summary import path_length, total_rotation_deg
-from mirage_cli.errors import ProblemList
 
 TRAJECTORIES = Path(__file__).parent.parent / "trajectories"
 

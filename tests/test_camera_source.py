@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mirage_cli.base.errors import InputError
+from mirage_cli.base.yaml_lines import load_yaml_with_lines
 from mirage_cli.camera.intrinsics import K_from_vertical_fov
 from mirage_cli.camera.source import resolve_camera
-from mirage_cli.errors import InputError
-from mirage_cli.yaml_lines import load_yaml_with_lines
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mirage_cli.checkpoint import CheckpointStore, manifest_checksum
-from mirage_cli.errors import RenderError
-from mirage_cli.jsonable import canonical_json
-from mirage_cli.run_dir import diff_config, fingerprint
+from mirage_cli.base.errors import RenderError
+from mirage_cli.base.jsonable import canonical_json
+from mirage_cli.rundir.checkpoint import CheckpointStore, manifest_checksum
+from mirage_cli.rundir.layout import diff_config, fingerprint
 
 FP = "f" * 64
 
@@ -204,7 +204,7 @@ def test_unwritable_state_dir_is_a_render_error(tmp_path):
 
 _KILL_LOOP = r"""
 import sys, torch
-from mirage_cli.checkpoint import CheckpointStore
+from mirage_cli.rundir.checkpoint import CheckpointStore
 store = CheckpointStore(sys.argv[1])
 print("ready", flush=True)
 i = 0

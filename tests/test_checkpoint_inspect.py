@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from mirage_cli.cli import app
-from mirage_cli.errors import InputError
-from mirage_cli.render_meta import file_record
-from mirage_cli.run_dir import RunDir, inspect_run
+from mirage_cli.base.errors import InputError
+from mirage_cli.cli.main import app
+from mirage_cli.rundir import layout
+from mirage_cli.rundir.layout import RunDir, inspect_run
+from mirage_cli.rundir.meta import file_record
 
 
 def _save(run, chunk, *, done=False, step=None, num_chunks=4, outputs=None):
@@ -121,9 +120,7 @@ class _RecordingMemory:
 
 
 def test_cli_cache_export_calls_the_memory_with_the_newest_good_state(tmp_path, monkeypatch):
-    fake = types.ModuleType("mirage_cli.memory")
-    fake.LatentSpatialMemory = _RecordingMemory
-    monkeypatch.setitem(sys.modules, "mirage_cli.memory", fake)
+    monkeypatch.setattr(layout, "LatentSpatialMemory", _RecordingMemory)
     _save(tmp_path, 1)
     bad = _save(tmp_path, 2)
     (bad / "memory.safetensors").write_bytes(b"x")

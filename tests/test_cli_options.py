@@ -6,8 +6,8 @@ import dataclasses
 
 import typer.main
 
-from mirage_cli.cli import app
-from mirage_cli.options import BackboneOptions, MemoryMode, PinMode
+from mirage_cli.base.options import BackboneOptions, MemoryMode, PinMode
+from mirage_cli.cli.main import app
 
 
 def _options(command_name: str) -> dict:

@@ -14,8 +14,8 @@ import tempfile
 import pytest
 from render_helpers import SMALL
 
-from mirage_cli import cli
-from mirage_cli.signals import release_process_stop
+from mirage_cli.base.signals import release_process_stop
+from mirage_cli.cli import main as cli
 
 
 def _main(monkeypatch, *args) -> int:
@@ -33,7 +33,7 @@ def _planted_bug(*args, **kwargs):
 
 
 def test_a_crash_in_a_render_leaves_its_traceback_in_the_run_directory(monkeypatch, capsys, tmp_path, small_scene):
-    from mirage_cli.session import RenderSession
+    from mirage_cli.render.session import RenderSession
 
     monkeypatch.setattr(RenderSession, "load_components", _planted_bug)
     run = tmp_path / "run"
@@ -51,9 +51,9 @@ def test_a_crash_in_a_render_leaves_its_traceback_in_the_run_directory(monkeypat
 
 
 def test_a_crash_outside_a_render_goes_to_a_temporary_file(monkeypatch, capsys, tmp_path, small_scene):
-    import mirage_cli.spec
+    import mirage_cli.spec.plan
 
-    monkeypatch.setattr(mirage_cli.spec, "load_plan", _planted_bug)
+    monkeypatch.setattr(mirage_cli.spec.plan, "load_plan", _planted_bug)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert _main(monkeypatch, "validate", small_scene) == 1
     err = capsys.readouterr().err
@@ -63,7 +63,7 @@ def test_a_crash_outside_a_render_goes_to_a_temporary_file(monkeypatch, capsys, 
 
 
 def test_jsonl_progress_reports_a_crash_as_one_failed_event(monkeypatch, capsys, tmp_path, small_scene):
-    from mirage_cli.session import RenderSession
+    from mirage_cli.render.session import RenderSession
 
     monkeypatch.setattr(RenderSession, "load_components", _planted_bug)
     run = tmp_path / "run"

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from render_helpers import cli, file_hash, final_checkpoint_tensors, render_args, same_tensors
 
-from mirage_cli.checkpoint import manifest_checksum
+from mirage_cli.rundir.checkpoint import manifest_checksum
 
 # --- the two runs --------------------------------------------------------------------------------
 

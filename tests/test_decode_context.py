@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from mirage_cli.backbone import load_backbone
-from mirage_cli.options import BackboneOptions
-from mirage_cli.rollout import DECODE_CONTEXT, decode_with_context
+from mirage_cli.backbone.decoding import DECODE_CONTEXT, decode_with_context
+from mirage_cli.base.options import BackboneOptions
 
 
 def test_context_decode_matches_one_pass_decode_better_than_cold_decode():

@@ -1,4 +1,4 @@
-"""The chunk denoising loop (mirage_cli/denoise.py) on the tiny preset: what the transformer receives,
+"""The chunk denoising loop (mirage_cli/denoise/loop.py) on the tiny preset: what the transformer receives,
 pin_until, guidance, determinism, and bit-exact mid-chunk resume through a safetensors file.
 
 Real tiny components throughout (float32 on the CPU so equalities are exact); nothing is mocked.
@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mirage_cli.backbone import load_backbone
-from mirage_cli.denoise import (
+from mirage_cli.base.options import BackboneOptions
+from mirage_cli.denoise.loop import (
     DenoiseState,
     denoise_chunk,
     forward_noised,
@@ -19,7 +20,6 @@ from mirage_cli.denoise import (
     token_mask_to_cells,
     token_pin_mask,
 )
-from mirage_cli.options import BackboneOptions
 
 C, T, H, W = 48, 3, 4, 6  # latent grid: 3 latent frames of 4x6 cells = 2x3 tokens per frame
 

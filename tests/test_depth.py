@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirage_cli.depth import MemoryPropagatedDepth, TransformersDepth, fill_depth_holes, make_depth_provider
-from mirage_cli.errors import InputError
+from mirage_cli.base.errors import InputError
+from mirage_cli.depth.providers import MemoryPropagatedDepth, TransformersDepth, fill_depth_holes, make_depth_provider
 
 
 def test_tiny_depth_model_loads_and_estimates(tiny_depth_dir):
@@ -18,7 +18,7 @@ def test_tiny_depth_model_loads_and_estimates(tiny_depth_dir):
 
 
 def test_micro_batches_give_the_one_batch_result(tiny_depth_dir, monkeypatch):
-    import mirage_cli.depth as D
+    import mirage_cli.depth.providers as D
 
     provider = make_depth_provider(str(tiny_depth_dir), torch.device("cpu"))
     frames = torch.rand(7, 3, 64, 96, generator=torch.Generator().manual_seed(0))

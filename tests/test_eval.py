@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from render_helpers import cli
 
-from mirage_cli import synthetic as S
+from mirage_cli.base.video import write_lossless
 from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.camera.writers import write_canonical_json
 from mirage_cli.evaluation.document import evaluate
 from mirage_cli.evaluation.inputs import EvalInputs
-from mirage_cli.video import write_lossless
+from mirage_cli.testing import synthetic_room as S
 
 H, W, FPS = 256, 448, 8.0
 
@@ -123,7 +123,7 @@ def test_a_run_directory_gives_its_own_camera_and_chunks(tmp_path, small_scene):
 def test_against_reference_frames(tmp_path, scene):
     from PIL import Image
 
-    from mirage_cli.errors import InputError
+    from mirage_cli.base.errors import InputError
     from mirage_cli.evaluation.document import _against_reference
     from mirage_cli.evaluation.inputs import _reference
 

@@ -17,8 +17,8 @@ import torch
 from render_helpers import cli, render_args
 from test_damaged_runs import newest
 
-from mirage_cli.checkpoint import manifest_checksum
-from mirage_cli.video import to_uint8_frames
+from mirage_cli.base.video import to_uint8_frames
+from mirage_cli.rundir.checkpoint import manifest_checksum
 
 
 @pytest.mark.parametrize("shape", [(3, 1, 2, 2), (3, 5, 16, 24), (3, 2, 7, 9)])
@@ -40,7 +40,7 @@ def test_vae_tiling_changes_the_fingerprint(tmp_path, small_scene, renders):
 
 @pytest.mark.parametrize("backend", ["_native_efficient", "_native_cudnn", "flash", "xformers"])
 def test_attention_backend_that_cannot_run_here_is_refused_before_loading(tmp_path, small_scene, backend, monkeypatch):
-    from mirage_cli.session import RenderSession
+    from mirage_cli.render.session import RenderSession
 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded")

@@ -1,13 +1,13 @@
-"""mirage_cli.geometry: shapes and errors, hand-computed cases, round trips, fast vs slow reference."""
+"""mirage_cli.geometry.projection: shapes and errors, hand-computed cases, round trips, fast vs slow reference."""
 
 import math
 
 import pytest
 import torch
 
-from mirage_cli import geometry as G
-from mirage_cli import geometry_reference as ref
-from mirage_cli import splatting as SP
+from mirage_cli.geometry import projection as G
+from mirage_cli.geometry import splatting as SP
+from mirage_cli.geometry import twins as ref
 
 
 def _K(f=100.0, cx=31.5, cy=23.5, skew=0.0, fy=None, dtype=torch.float64):

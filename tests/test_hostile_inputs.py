@@ -18,10 +18,10 @@ import pytest
 from hostile_inputs import NAMED_CASES, Case, base_spec, fuzz_cases, write_spec
 from render_helpers import cli
 
-from mirage_cli.errors import InputError
-from mirage_cli.inputs import preflight
-from mirage_cli.session import RenderSession
-from mirage_cli.spec import load_plan
+from mirage_cli.base.errors import InputError
+from mirage_cli.render.inputs import preflight
+from mirage_cli.render.session import RenderSession
+from mirage_cli.spec.plan import load_plan
 
 FUZZ_CASES = fuzz_cases(300, seed=0)
 MAX_SECONDS = 5.0

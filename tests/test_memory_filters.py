@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from mirage_cli import synthetic as S
 from mirage_cli.memory import align_depth, dynamic_region_mask, warp_residual
+from mirage_cli.testing import synthetic_room as S
 
 H, W = S.HEIGHT, S.WIDTH
 K = torch.tensor(S.intrinsics(H, W))
@@ -44,7 +44,7 @@ def test_moved_box_is_flagged(frames):
 
 
 def test_warp_residual_accepts_cell_depth(frames):
-    from mirage_cli import geometry as G
+    from mirage_cli.geometry import projection as G
 
     f = frames
     r_pix, c_pix = warp_residual(f["lat_a"], f["depth_a"], K, f["a"], f["lat_b"], f["b"])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mirage_cli import synthetic as S
 from mirage_cli.memory import LatentSpatialMemory
 from mirage_cli.memory.ply import pca_colours, read_point_cloud
+from mirage_cli.testing import synthetic_room as S
 
 H, W = S.HEIGHT, S.WIDTH
 K = torch.tensor(S.intrinsics(H, W))

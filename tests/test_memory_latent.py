@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mirage_cli import geometry as G
-from mirage_cli import synthetic as S
+from mirage_cli.geometry import projection as G
 from mirage_cli.memory import LatentSpatialMemory
+from mirage_cli.testing import synthetic_room as S
 
 H, W = S.HEIGHT, S.WIDTH
 K = torch.tensor(S.intrinsics(H, W))

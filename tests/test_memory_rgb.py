@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mirage_cli import synthetic as S
 from mirage_cli.memory import LatentSpatialMemory, RGBPointMemory
+from mirage_cli.testing import synthetic_room as S
 
 H, W = S.HEIGHT, S.WIDTH
 K = torch.tensor(S.intrinsics(H, W))

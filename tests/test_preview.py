@@ -8,10 +8,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mirage_cli import synthetic as S
+from mirage_cli.base.video import read_video
 from mirage_cli.camera.trajectory import Trajectory
-from mirage_cli.preview import HOLE_COLOR, preview_frames, render_preview
-from mirage_cli.video import read_video
+from mirage_cli.render.preview import HOLE_COLOR, preview_frames, render_preview
+from mirage_cli.testing import synthetic_room as S
 
 H, W = 64, 96
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "room"
@@ -75,7 +75,7 @@ def _example_copy(tmp_path, depth_line=None, frames=9):
 
 @pytest.mark.skipif(not (EXAMPLE / "scene.yaml").exists(), reason="the bundled example is not present")
 def test_cli_preview_of_the_example(tmp_path):
-    from mirage_cli.cli import app
+    from mirage_cli.cli.main import app
 
     scene = _example_copy(tmp_path)
     result = CliRunner().invoke(app, ["preview", str(scene), "--out", str(tmp_path / "preview.mp4")])
@@ -87,7 +87,7 @@ def test_cli_preview_of_the_example(tmp_path):
 
 @pytest.mark.skipif(not (EXAMPLE / "scene.yaml").exists(), reason="the bundled example is not present")
 def test_cli_preview_without_depth_names_the_field(tmp_path):
-    from mirage_cli.cli import app
+    from mirage_cli.cli.main import app
 
     scene = _example_copy(tmp_path, depth_line="depth: null")
     result = CliRunner().invoke(app, ["preview", str(scene), "--out", str(tmp_path / "preview.mp4")])

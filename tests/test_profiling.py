@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mirage_cli import profiling as P
+from mirage_cli.profiling import profiler as P
 
 
 def _work(n: int = 160) -> torch.Tensor:
@@ -235,7 +235,7 @@ def test_cuda_path_resolves_events_lazily(monkeypatch):
 
 
 def test_add_chunk_seconds_extends_a_finished_chunk():
-    from mirage_cli.profiling import Profiler
+    from mirage_cli.profiling.profiler import Profiler
 
     prof = Profiler("cpu")
     prof.begin_chunk(0)

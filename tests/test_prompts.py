@@ -7,8 +7,8 @@ import torch
 from render_helpers import SMALL, cli, write_small_scene
 from safetensors.torch import load_file
 
-from mirage_cli.errors import InputError
-from mirage_cli.spec import load_plan
+from mirage_cli.base.errors import InputError
+from mirage_cli.spec.plan import load_plan
 
 # the small scene: 17 frames in chunks of 9 -> chunks 0-8 and 8-16
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from render_helpers import EXAMPLE, SMALL, child, cli, file_hash, final_checkpoint_tensors, same_tensors, write_small_scene
 
-from mirage_cli.video import probe_video, read_video
+from mirage_cli.base.video import probe_video, read_video
 
 
 @pytest.mark.parametrize("mode", ["latent", "rgb", "none"])
@@ -128,8 +128,8 @@ def test_outputs_for_pipelines(small_scene, tmp_path):
     from safetensors import safe_open
 
     from mirage_cli.backbone import load_backbone
-    from mirage_cli.options import BackboneOptions
-    from mirage_cli.video import to_uint8_frames
+    from mirage_cli.base.options import BackboneOptions
+    from mirage_cli.base.video import to_uint8_frames
 
     with safe_open(str(run / "latents" / "chunk_0000.safetensors"), "pt") as f:
         latents, meta = f.get_tensor("latents"), f.metadata()

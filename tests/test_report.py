@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from mirage_cli import profiling as P
 from mirage_cli import report as R
 from mirage_cli.camera.trajectory import Trajectory
-from mirage_cli.run_dir import RunDir
+from mirage_cli.profiling import profiler as P
+from mirage_cli.rundir.layout import RunDir
 
 
 def schema_problems(report) -> list[str]:

@@ -2,7 +2,7 @@
 
 Real processes and real signals. The render to kill runs in a child process with
 ``--progress jsonl`` (the test reads its events to know where it is) and a test-only pause
-(``mirage_cli.test_hooks``: a sleep after every denoising step, or inside a checkpoint write) that
+(``mirage_cli.testing.pauses``: a sleep after every denoising step, or inside a checkpoint write) that
 makes each moment wide enough to hit; pauses change when things happen, never what is computed.
 After the kill the render is resumed with the same command (in this process) and must give what a
 user gets from an uninterrupted render: the same ``video.mp4`` bytes and the same final checkpoint

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mirage_cli.backbone import load_backbone
-from mirage_cli.conditioning import (
+from mirage_cli.base.options import BackboneOptions, MemoryMode
+from mirage_cli.conditioning.conditioners import (
     CONDITIONERS,
     CameraTensors,
     ConditionView,
@@ -19,12 +20,11 @@ from mirage_cli.conditioning import (
     RGBConditioner,
     make_conditioner,
 )
-from mirage_cli.depth import MemoryPropagatedDepth
-from mirage_cli.inputs import load_start_depth, load_start_image
-from mirage_cli.options import BackboneOptions, MemoryMode
-from mirage_cli.profiling import Profiler
-from mirage_cli.rollout import Rollout
-from mirage_cli.spec import load_plan
+from mirage_cli.depth.providers import MemoryPropagatedDepth
+from mirage_cli.profiling.profiler import Profiler
+from mirage_cli.render.inputs import load_start_depth, load_start_image
+from mirage_cli.render.rollout import Rollout
+from mirage_cli.spec.plan import load_plan
 
 
 @pytest.fixture(scope="module")

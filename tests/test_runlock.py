@@ -15,13 +15,13 @@ import sys
 
 import pytest
 
-from mirage_cli.errors import InputError, RenderError
-from mirage_cli.run_dir import RunDir
-from mirage_cli.runlock import lock_status, read_lock
+from mirage_cli.base.errors import InputError, RenderError
+from mirage_cli.rundir.layout import RunDir
+from mirage_cli.rundir.lock import lock_status, read_lock
 
 _HOLDER = r"""
 import sys, time
-from mirage_cli.run_dir import RunDir
+from mirage_cli.rundir.layout import RunDir
 with RunDir(sys.argv[1]).lock():
     print("locked", flush=True)
     time.sleep(60)
@@ -29,8 +29,8 @@ with RunDir(sys.argv[1]).lock():
 
 _TRY = r"""
 import sys
-from mirage_cli.errors import InputError
-from mirage_cli.run_dir import RunDir
+from mirage_cli.base.errors import InputError
+from mirage_cli.rundir.layout import RunDir
 try:
     with RunDir(sys.argv[1]).lock():
         print("acquired")

@@ -6,16 +6,20 @@ cannot exist here); a tiny local Depth Anything with random weights runs the mod
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
 import yaml
 from render_helpers import EXAMPLE, cli
 
-from mirage_cli import synthetic as S
 from mirage_cli.camera.rotations import matrix_to_quat
-from mirage_cli.depth import DEPTH_KIND_METRIC, DEPTH_KIND_RELATIVE_INVERSE, DepthAligner
-from mirage_cli.spec import load_plan
+from mirage_cli.depth.providers import DEPTH_KIND_METRIC, DEPTH_KIND_RELATIVE_INVERSE, DepthAligner
+from mirage_cli.render.prepare import estimate_intrinsics
+from mirage_cli.spec.plan import load_plan
+from mirage_cli.testing import synthetic_room as S
 
 H, W = 128, 224
 
@@ -149,7 +153,7 @@ def test_validate_shows_the_scale_and_warns_about_a_path_far_larger_than_the_sce
 
 def test_the_model_path_with_a_tiny_local_depth_model(tmp_path, room, tiny_depth_dir):
     """The start depth through a real (tiny, random) Depth Anything fitted to the COLMAP points."""
-    from mirage_cli.depth import TransformersDepth
+    from mirage_cli.depth.providers import TransformersDepth
 
     cams, K, rgb, depth = room
     write_colmap_text(tmp_path / "sparse", cams, K, depth[0], 3.0)
@@ -158,7 +162,7 @@ def test_the_model_path_with_a_tiny_local_depth_model(tmp_path, room, tiny_depth
     fitted = aligner.start_depth(rgb[0].float(), plan.scale)
     assert fitted.shape == (H, W) and torch.isfinite(fitted).all()
     assert float(fitted[fitted > 0].median()) == pytest.approx(float(np.median(plan.scale.points_z)), rel=0.5)
-    from mirage_cli.preview import preview_scene
+    from mirage_cli.render.preview import preview_scene
 
     shown = preview_scene(scene_with(tmp_path, {"colmap": "sparse"}, depth_model=str(tiny_depth_dir)), tmp_path / "preview.mp4")
     assert shown["scale"].startswith("COLMAP points") and shown["frames"] == 5  # the depth the render will use
@@ -195,14 +199,19 @@ def test_intrinsics_auto_takes_the_focal_length_from_depth_pro(tmp_path, monkeyp
     spec = scene_with(tmp_path, keyframes, depth=True, depth_model="none")
     text = spec.read_text().replace("intrinsics:", "intrinsics_old:")
     spec.write_text(yaml.safe_dump({**yaml.safe_load(text.replace("intrinsics_old:", "intrinsics:")), "intrinsics": {"auto": str(model)}}))
-    plan = load_plan(spec)
+    pending = load_plan(spec)  # loading the spec runs no model: the path waits for the estimate
+    assert pending.intrinsics_auto.model == str(model) and pending.trajectory is None and pending.intrinsics_estimate is None
+    assert not (tmp_path / "cache").exists()
+    plan = estimate_intrinsics(pending)
     estimate = plan.intrinsics_estimate
     assert estimate["horizontal_fov_deg"] == pytest.approx(70.0, abs=1e-3)
     # the example image is 448x256, the render 224x128 (same aspect): f = 0.5 * 224 / tan(35 deg)
     assert estimate["focal_px"] == pytest.approx(0.5 * W / math.tan(math.radians(35)), rel=1e-4)
     assert np.allclose(plan.trajectory.K[:, 0, 0], estimate["focal_px"])  # one K for the path, the memory, the depth
     assert list((tmp_path / "cache" / "mirage" / "fov").glob("*.json"))  # estimated once, read back after
-    assert load_plan(spec).intrinsics_estimate == estimate
+    assert estimate_intrinsics(load_plan(spec)).intrinsics_estimate == estimate
+    shown = cli("validate", spec)  # validate runs the estimate after loading the spec, and shows it
+    assert shown.exit_code == 0 and "intrinsics  estimated by" in shown.stdout and "horizontal fov 70.0 deg" in shown.stdout
     from render_helpers import SMALL, write_small_scene
 
     small = write_small_scene(tmp_path / "small", intrinsics={"auto": str(model)})
@@ -213,3 +222,31 @@ def test_intrinsics_auto_takes_the_focal_length_from_depth_pro(tmp_path, monkeyp
     spec.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "intrinsics": {"auto": str(nonsense)}}))
     refused = cli("validate", spec)
     assert refused.exit_code == 2 and "estimates a horizontal field of view of" in refused.stderr
+
+
+def test_loading_a_spec_with_intrinsics_auto_imports_and_runs_no_model(tmp_path):
+    """``load_plan`` only reads files and raises (issue: a spec that loads without running a model): in a
+    fresh process, loading a spec with ``intrinsics: auto`` leaves transformers and the field-of-view
+    model's code unimported, writes no cache, and says what waits for the model."""
+    import subprocess
+    import sys
+
+    keyframes = {"keyframes": [{"frame": 0, "position": [0, 0, 0]}, {"frame": 4, "position": [0, 0, 1]}]}
+    spec = scene_with(tmp_path, keyframes, depth=True, depth_model="none")
+    spec.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), "intrinsics": {"auto": str(tmp_path / "no-such-model")}}))
+    probe = (
+        "import sys, json\n"
+        "from mirage_cli.spec.plan import load_plan\n"
+        f"plan = load_plan({str(spec)!r})\n"
+        "print(json.dumps({'transformers': 'transformers' in sys.modules, 'model': plan.intrinsics_auto.model,\n"
+        "                  'trajectory': plan.trajectory is None, 'scale': plan.scale is None}))\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"transformers": False, "model": str(tmp_path / "no-such-model"), "trajectory": True, "scale": True}
+    assert not (tmp_path / "cache").exists()
+    # the model stage is where a missing model is found: one line naming the field, exit 2
+    refused = cli("validate", spec)
+    assert refused.exit_code == 2 and "intrinsics" in refused.stderr and "Traceback" not in refused.stderr

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mirage_cli.signals import GracefulStop
+from mirage_cli.base.signals import GracefulStop
 
 
 def _wait_for(stop: GracefulStop) -> None:
@@ -75,8 +75,8 @@ def test_previous_handler_is_available_for_chaining():
 
 _LOOP = r"""
 import sys, time
-from mirage_cli.errors import Interrupted
-from mirage_cli.signals import GracefulStop
+from mirage_cli.base.errors import Interrupted
+from mirage_cli.base.signals import GracefulStop
 with GracefulStop() as stop:
     step = 0
     print("ready", flush=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mirage_cli.spec import load_plan, nearest_4k1, plan_chunks
+from mirage_cli.spec.plan import load_plan, nearest_4k1, plan_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "room" / "scene.yaml"
@@ -147,14 +147,14 @@ def test_nearest_4k1():
 
 
 def _problems():
-    from mirage_cli.errors import ProblemList
+    from mirage_cli.base.errors import ProblemList
 
     return ProblemList("s.yaml", "", lambda field: {"frames": 3}.get(field))
 
 
 def test_check_fields_fills_defaults_and_reports_types_and_unknown_keys():
-    from mirage_cli.spec import SPEC_FIELDS
-    from mirage_cli.spec_checks import INVALID, check_fields
+    from mirage_cli.spec.checks import INVALID, check_fields
+    from mirage_cli.spec.plan import SPEC_FIELDS
 
     problems = _problems()
     values = check_fields({"prompt": "p", "image": "a.png", "camera": {}, "steps": "many", "seeed": 1}, SPEC_FIELDS, problems)
@@ -171,7 +171,7 @@ def test_check_fields_fills_defaults_and_reports_types_and_unknown_keys():
 
 
 def test_check_frames_names_the_nearest_valid_counts_with_the_line():
-    from mirage_cli.spec_checks import check_frames
+    from mirage_cli.spec.checks import check_frames
 
     problems = _problems()
     assert check_frames(121, None, problems) == (121, 121) and not problems
@@ -184,8 +184,8 @@ def test_check_frames_names_the_nearest_valid_counts_with_the_line():
 
 
 def test_check_resolution_and_numbers_alone():
-    from mirage_cli.spec import SPEC_FIELDS
-    from mirage_cli.spec_checks import check_numbers, check_resolution
+    from mirage_cli.spec.checks import check_numbers, check_resolution
+    from mirage_cli.spec.plan import SPEC_FIELDS
 
     problems = _problems()
     assert check_resolution("448x256", problems) == (448, 256)
@@ -199,9 +199,9 @@ def test_check_resolution_and_numbers_alone():
 
 
 def test_check_memory_returns_settings_or_none():
-    from mirage_cli.options import MemoryMode, PinMode
-    from mirage_cli.spec import MEMORY_FIELDS, MemorySettings
-    from mirage_cli.spec_checks import check_memory
+    from mirage_cli.base.options import MemoryMode, PinMode
+    from mirage_cli.spec.checks import check_memory
+    from mirage_cli.spec.plan import MEMORY_FIELDS, MemorySettings
 
     defaults = {name: spec.default for name, spec in MEMORY_FIELDS.items()}
     problems = _problems()
@@ -215,7 +215,7 @@ def test_check_memory_returns_settings_or_none():
 
 def test_the_example_spec_shows_every_field():
     """examples/room/scene.yaml is the users' field reference: it must list every field of the tables."""
-    from mirage_cli.spec import MEMORY_FIELDS, SPEC_FIELDS
+    from mirage_cli.spec.plan import MEMORY_FIELDS, SPEC_FIELDS
 
     spec = yaml.safe_load(EXAMPLE.read_text())
     assert set(spec) == set(SPEC_FIELDS)

@@ -13,16 +13,16 @@ from safetensors.torch import load_file, save_file
 from test_denoise import run
 
 from mirage_cli.backbone import load_backbone
-from mirage_cli.denoise import DenoiseState
-from mirage_cli.options import BackboneOptions
-from mirage_cli.spec_step_cache import StepCacheSettings
-from mirage_cli.step_cache import (
+from mirage_cli.base.options import BackboneOptions
+from mirage_cli.denoise.loop import DenoiseState
+from mirage_cli.denoise.step_cache import (
     CALIBRATING,
     calibration_ratios,
     count_block_computations,
     diffusers_config,
     use_step_cache,
 )
+from mirage_cli.spec.step_cache import StepCacheSettings
 
 STEPS = 12
 

@@ -2,7 +2,7 @@
 
 Real child processes and real signals, at the moments outside the chunk loop that
 ``tests/test_resume.py`` does not cover: while starting (imports), while loading the model, during
-the final assembly, and repeated signals. Test-only pauses (``mirage_cli.test_hooks``) widen each
+the final assembly, and repeated signals. Test-only pauses (``mirage_cli.testing.pauses``) widen each
 moment; they change when things happen, never what is computed.
 """
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mirage_cli import geometry as G
-from mirage_cli import synthetic as S
+from mirage_cli.geometry import projection as G
+from mirage_cli.testing import synthetic_room as S
 
 
 def test_intrinsics_from_vertical_fov():

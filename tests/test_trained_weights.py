@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from mirage_cli.backbone.configs import tiny_transformer_config
 from mirage_cli.backbone.lora import apply_lora
 from mirage_cli.backbone.vace import VACE_IN_CHANNELS, attach_vace
-from mirage_cli.errors import InputError
+from mirage_cli.base.errors import InputError
 
 CFG = {**tiny_transformer_config(), "num_layers": 4}
 DIM = CFG["num_attention_heads"] * CFG["attention_head_dim"]

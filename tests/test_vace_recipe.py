@@ -1,4 +1,4 @@
-"""The Mirage trained-conditioning recipe's pieces (mirage_cli.vace_recipe) on tiny real models."""
+"""The Mirage trained-conditioning recipe's pieces (mirage_cli.conditioning.vace) on tiny real models."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from test_trained_weights import write_vace
 
 from mirage_cli.backbone import load_backbone
 from mirage_cli.backbone.vace import attach_vace
-from mirage_cli.options import BackboneOptions
-from mirage_cli.vace_recipe import (
+from mirage_cli.base.options import BackboneOptions
+from mirage_cli.conditioning.vace import (
     ScoreLatents,
     denoise_vace_chunk,
     select_references,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirage_cli.video import (
+from mirage_cli.base.video import (
     concat_segments,
     probe_video,
     read_video,
@@ -74,7 +74,7 @@ _ENCODE_PINNED = r"""
 import os, sys
 import numpy as np
 os.sched_setaffinity(0, {int(c) for c in sys.argv[3].split(",")})
-from mirage_cli.video import write_mp4
+from mirage_cli.base.video import write_mp4
 write_mp4(sys.argv[2], np.load(sys.argv[1]), 8)
 """
 

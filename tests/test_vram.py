@@ -17,14 +17,14 @@ import torch
 from render_helpers import write_small_scene
 
 from mirage_cli.backbone import load_backbone
-from mirage_cli.errors import InputError
-from mirage_cli.options import BackboneOptions, RenderOptions
-from mirage_cli.spec import load_plan
-from mirage_cli.vram.components import meta_components
+from mirage_cli.base.errors import InputError
+from mirage_cli.base.options import BackboneOptions, RenderOptions
+from mirage_cli.profiling.tensor_bytes import LiveTensorBytes
+from mirage_cli.spec.plan import load_plan
+from mirage_cli.vram.meta_models import meta_components
 from mirage_cli.vram.meta_trace import traced_peak, weight_bytes
 from mirage_cli.vram.plan import choose_plan, parse_budget
 from mirage_cli.vram.predict import GIB, STAGES, RenderShape, predict_vram
-from mirage_cli.vram.tensor_bytes import LiveTensorBytes
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def _trace_cache(tmp_path, monkeypatch):
 
 def _measured_render(tmp_path: Path, depth_dir: Path, **scene):
     """A real tiny render on the CPU under the tracker: (plan, backbone, stage peaks)."""
-    from mirage_cli.session import load_backbone_for, render
+    from mirage_cli.render.session import load_backbone_for, render
 
     if scene.pop("vace", False):
         from test_trained_weights import write_vace

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mirage_cli import synthetic
+from mirage_cli.testing import synthetic_room as synthetic
 
 WIDTH, HEIGHT, VFOV_DEG = 448, 256, 60.0
 

@@ -21,7 +21,6 @@ diffusers' memory/speed options, passed through, not reimplemented).
 """
 
 
-from mirage_cli.backbone.components import Backbone
 from mirage_cli.backbone.configs import (
     CPU_PARAMETER_LIMIT,
     SPATIAL_SCALE,
@@ -52,6 +51,7 @@ from mirage_cli.backbone.random_components import (
     materialize_random,
     save_tiny_model,
 )
+from mirage_cli.backbone.wan import Backbone
 
 __all__ = [
     "Backbone",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mirage_cli.errors import InputError, Problem
+from mirage_cli.base.errors import InputError, Problem
 
 # (DiffSynth name, diffusers name) of the modules inside one DiT or VACE block.
 BLOCK_MODULES = (

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import torch
 
-from mirage_cli.backbone.components import Backbone
 from mirage_cli.backbone.configs import CPU_PARAMETER_LIMIT, DTYPES, wan22_transformer_config
 from mirage_cli.backbone.lean_forward import use_lean_forward
+from mirage_cli.backbone.lora import apply_lora
 from mirage_cli.backbone.model_dir import resolve_model_dir
 from mirage_cli.backbone.random_components import count_parameters, empty_model, random_weights_backbone, tiny_backbone
-from mirage_cli.errors import InputError, Problem
-from mirage_cli.options import BACKBONE_PRESETS, DEFAULT_MODEL, BackboneOptions, Offload
-from mirage_cli.text_embedder import TEXT_MAX_LENGTH, UMT5TextEmbedder
+from mirage_cli.backbone.text import TEXT_MAX_LENGTH, UMT5TextEmbedder
+from mirage_cli.backbone.vace import attach_vace
+from mirage_cli.backbone.wan import Backbone
+from mirage_cli.base.errors import InputError, Problem
+from mirage_cli.base.options import BACKBONE_PRESETS, DEFAULT_MODEL, BackboneOptions, Offload
 
 
 def resolve_device(device: str) -> torch.device:
@@ -159,9 +161,6 @@ def load_backbone(
 def attach_trained(backbone: Backbone, trained) -> None:
     """The VACE branch and the LoRA of ``trained`` (``ConditioningSettings``) on ``backbone.transformer``
     (``mirage_cli.backbone.vace``, ``mirage_cli.backbone.lora``); every key checked, InputError otherwise."""
-    from mirage_cli.backbone.lora import apply_lora
-    from mirage_cli.backbone.vace import attach_vace
-
     if trained.vace is not None:
         backbone.transformer = attach_vace(backbone.transformer, trained.vace, field="conditioning.vace")
     if trained.lora is not None:

@@ -12,8 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from mirage_cli.errors import InputError, Problem
-from mirage_cli.options import DEFAULT_MODEL
+from mirage_cli.base.errors import InputError, Problem
+from mirage_cli.base.options import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 

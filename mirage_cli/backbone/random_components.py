@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from mirage_cli.backbone.components import Backbone
 from mirage_cli.backbone.configs import (
     tiny_text_encoder_config,
     tiny_transformer_config,
@@ -21,7 +20,8 @@ from mirage_cli.backbone.configs import (
     wan22_transformer_config,
     wan22_vae_config,
 )
-from mirage_cli.text_embedder import TEXT_MAX_LENGTH, HashTextEmbedder, UMT5TextEmbedder, build_byte_tokenizer
+from mirage_cli.backbone.text import TEXT_MAX_LENGTH, HashTextEmbedder, UMT5TextEmbedder, build_byte_tokenizer
+from mirage_cli.backbone.wan import Backbone
 
 
 @dataclass

@@ -24,7 +24,8 @@ import torch
 
 from mirage_cli.backbone.diffsynth_names import BLOCK_KEY, block_name, key_problems, read_safetensors, strip_prefixes
 from mirage_cli.backbone.lean_forward import use_lean_forward
-from mirage_cli.errors import InputError, Problem
+from mirage_cli.backbone.random_components import cast_like_from_pretrained, keep_fp32_modules
+from mirage_cli.base.errors import InputError, Problem
 
 VACE_IN_CHANNELS = 96
 """Channels of the VACE context: warped memory latent (48) + score-video latent (48)."""
@@ -69,8 +70,6 @@ def attach_vace(transformer: torch.nn.Module, path: str | Path, field: str = "va
     on ``transformer``'s device, cast as ``from_pretrained`` casts (its fp32 modules stay fp32)."""
     from accelerate import init_empty_weights
     from diffusers import WanVACETransformer3DModel
-
-    from mirage_cli.backbone.random_components import cast_like_from_pretrained, keep_fp32_modules
 
     path = Path(path).expanduser()
     state = vace_state_dict(read_safetensors(path, field), path, field)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mirage_cli.base.errors import InputError, Problem, ProblemList
+from mirage_cli.base.files import file_problem
+from mirage_cli.base.limits import MAX_KEYFRAMES, MAX_MODEL_BYTES
 from mirage_cli.camera.colmap_binary import binary_model_problems
 from mirage_cli.camera.conventions import colmap_to_world_from_cam
 from mirage_cli.camera.intrinsics import K_problem, from_corner_origin, rescale_K
 from mirage_cli.camera.keyframes import Keyframes, pose_problem
 from mirage_cli.camera.rotations import quaternion_problem
-from mirage_cli.errors import InputError, Problem, ProblemList
-from mirage_cli.files import file_problem
-from mirage_cli.limits import MAX_KEYFRAMES, MAX_MODEL_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
-from mirage_cli.errors import Problem
+from mirage_cli.base.errors import Problem
 
 MAX_NAME_BYTES = 4096
 """Longest image name accepted (a path relative to the image folder)."""

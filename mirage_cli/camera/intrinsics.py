@@ -105,3 +105,17 @@ def fov_problem(fov) -> str | None:
     if not 0.0 < fov < 180.0:
         return f"fov must be between 0 and 180 degrees (vertical), got {fov:g}"
     return None
+
+
+def center_crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, int, int]:
+    """The (left, top, right, bottom) box of the largest centred crop of ``src`` with ``dst``'s aspect."""
+    src_aspect, dst_aspect = src_w / src_h, dst_w / dst_h
+    if abs(src_aspect - dst_aspect) < 1e-6:
+        return 0, 0, src_w, src_h
+    if src_aspect > dst_aspect:  # too wide: crop the sides
+        w = max(1, round(src_h * dst_aspect))
+        left = (src_w - w) // 2
+        return left, 0, left + w, src_h
+    h = max(1, round(src_w / dst_aspect))
+    top = (src_h - h) // 2
+    return 0, top, src_w, top + h

@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from mirage_cli.base.errors import ProblemList, did_you_mean
+from mirage_cli.base.limits import MAX_COORDINATE, MAX_KEYFRAMES
+from mirage_cli.base.yaml_lines import text_number_hint
 from mirage_cli.camera.intrinsics import K_problem, fov_problem
 from mirage_cli.camera.rotations import (
     DEFAULT_UP,
@@ -34,9 +37,6 @@ from mirage_cli.camera.rotations import (
     rotation_problem,
     yaw_pitch_roll_to_matrix,
 )
-from mirage_cli.errors import ProblemList, did_you_mean
-from mirage_cli.limits import MAX_COORDINATE, MAX_KEYFRAMES
-from mirage_cli.yaml_lines import text_number_hint
 
 KEYFRAME_KEYS = ("frame", "time", "position", "look_at", "up", "yaw", "pitch", "roll", "quaternion",
                  "world_from_cam", "fov", "K")

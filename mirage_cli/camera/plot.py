@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mirage_cli.atomic import atomic_path
+from mirage_cli.base.atomic import atomic_path
 from mirage_cli.camera.trajectory import Trajectory
 
 

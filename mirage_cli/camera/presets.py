@@ -17,7 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mirage_cli.limits import MAX_COORDINATE, MAX_KEYFRAMES
+from mirage_cli.base.errors import did_you_mean
+from mirage_cli.base.limits import MAX_COORDINATE, MAX_KEYFRAMES
+from mirage_cli.camera.keyframes import as_number, as_vector
 
 
 def _kf(position, **rotation) -> dict:
@@ -120,9 +122,6 @@ def preset_keyframes(name, params: dict, problems, where: str = "") -> list[dict
         params: parameter name -> YAML value (unknown names are reported with a suggestion).
         problems: a ``keyframes.ProblemList``; fields are named ``{where}.{param}`` (``where`` may be "").
     """
-    from mirage_cli.camera.keyframes import as_number, as_vector
-    from mirage_cli.errors import did_you_mean
-
     def field(key: str) -> str:
         return f"{where}.{key}" if where else key
 

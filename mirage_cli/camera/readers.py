@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from mirage_cli.base.errors import InputError, Problem, ProblemList
+from mirage_cli.base.files import read_text
+from mirage_cli.base.limits import MAX_FPS, MAX_KEYFRAMES, MAX_NESTING, MAX_TEXT_BYTES, MAX_YAML_BYTES, MIN_FPS
+from mirage_cli.base.yaml_lines import load_yaml_with_lines
 from mirage_cli.camera.colmap import read_colmap
 from mirage_cli.camera.conventions import opengl_to_opencv, realestate10k_row_to_camera
 from mirage_cli.camera.interpolate import INTERPOLATIONS, TIMINGS
@@ -37,12 +41,8 @@ from mirage_cli.camera.keyframes import (
     pose_problem,
     unknown_keys,
 )
-from mirage_cli.camera.presets import preset_keyframes
+from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_parameters
 from mirage_cli.camera.spatia import W2C_NAME, read_spatia
-from mirage_cli.errors import InputError, Problem, ProblemList
-from mirage_cli.files import read_text
-from mirage_cli.limits import MAX_FPS, MAX_KEYFRAMES, MAX_NESTING, MAX_TEXT_BYTES, MAX_YAML_BYTES, MIN_FPS
-from mirage_cli.yaml_lines import load_yaml_with_lines
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _check_count(count: int, field: str, problems: ProblemList) -> None:
 
 
 def _read_text(path: Path, field: str | None = None, max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """A camera file's text: a regular file within the size limit (``mirage_cli.files``)."""
+    """A camera file's text: a regular file within the size limit (``mirage_cli.base.files``)."""
     return read_text(path, max_bytes, field=field)
 
 
@@ -393,8 +393,6 @@ def read_trajectory_yaml(path: str | Path) -> Keyframes:
         problems.raise_if_any()
     preset_params = {}
     if has_preset:
-        from mirage_cli.camera.presets import PRESETS, preset_parameters
-
         if isinstance(data["preset"], str) and data["preset"] in PRESETS:
             params = preset_parameters(data["preset"])
             preset_params = {k: v for k, v in data.items() if k in params}

@@ -15,7 +15,7 @@ The ``camera:`` mapping holds exactly one source key:
     spatia: case_1            a Spatia camera folder (w2c.txt + intrinsics.txt), or its w2c.txt
 and options: ``order: name|id`` (COLMAP), ``timing: even|constant_speed``,
 ``interpolation: spline|linear``, ``units: metres|arbitrary`` and ``scale: S|assume-median-depth``
-(``mirage_cli.scene_scale``; a number S multiplies the path's positions). Relative paths resolve
+(``mirage_cli.depth.scene_scale``; a number S multiplies the path's positions). Relative paths resolve
 against the spec's folder.
 
 Intrinsics: the spec's top-level ``intrinsics`` (``{fov}`` vertical degrees, or ``{fx, fy, cx, cy}``
@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mirage_cli.base.errors import InputError, ProblemList
+from mirage_cli.base.limits import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS
+from mirage_cli.base.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 from mirage_cli.camera.interpolate import INTERPOLATIONS, TIMINGS, resample
 from mirage_cli.camera.intrinsics import (
     DEFAULT_VERTICAL_FOV_DEG,
@@ -44,10 +47,8 @@ from mirage_cli.camera.intrinsics import (
 from mirage_cli.camera.keyframes import Keyframes, as_number, parse_keyframes, unknown_keys
 from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_parameters
 from mirage_cli.camera.readers import check_choice, read_camera_file
+from mirage_cli.camera.scale import check_scale_options, path_scale
 from mirage_cli.camera.trajectory import Trajectory
-from mirage_cli.errors import InputError, ProblemList
-from mirage_cli.limits import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS
-from mirage_cli.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 
 SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json", "spatia")
 OPTION_KEYS = ("order", "timing", "interpolation", "units", "scale")
@@ -218,8 +219,6 @@ def resolve_camera(section: dict, *, spec_file: str, base_dir: Path, width: int,
                                           interpolation=section.get("interpolation"), problems=problems,
                                           field=f"camera.{src}")
             if trajectory is not None and not problems:
-                from mirage_cli.scene_scale import path_scale
-
                 S = path_scale(section)
                 if S != 1.0:
                     moved = trajectory.world_from_cam.copy()
@@ -243,7 +242,6 @@ def _camera_keys(section, base_dir: Path, problems: ProblemList) -> Keyframes | 
     check_choice(section, "timing", TIMINGS, problems)
     check_choice(section, "interpolation", INTERPOLATIONS, problems)
     check_choice(section, "order", ("name", "id"), problems)
-    from mirage_cli.scene_scale import check_scale_options
 
     scale_problems = ProblemList(problems.file, "", problems.line_of)
     check_scale_options(section, scale_problems)

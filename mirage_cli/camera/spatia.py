@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mirage_cli.base.errors import InputError, Problem, ProblemList
+from mirage_cli.base.files import read_text
+from mirage_cli.base.limits import MAX_KEYFRAMES, MAX_TEXT_BYTES
 from mirage_cli.camera.conventions import rigid_inverse
 from mirage_cli.camera.intrinsics import K_problem
 from mirage_cli.camera.keyframes import Keyframes, pose_problem
-from mirage_cli.errors import InputError, Problem, ProblemList
-from mirage_cli.files import read_text
-from mirage_cli.limits import MAX_KEYFRAMES, MAX_TEXT_BYTES
 
 W2C_NAME = "w2c.txt"
 INTRINSICS_NAME = "intrinsics.txt"

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mirage_cli.atomic import atomic_write_json, atomic_write_text, fsync_dir
+from mirage_cli.base.atomic import atomic_write_json, atomic_write_text, fsync_dir
+from mirage_cli.base.errors import InputError, Problem
+from mirage_cli.camera.colmap import import_pycolmap
 from mirage_cli.camera.conventions import camera_to_realestate10k_row, opencv_to_opengl, world_from_cam_to_colmap
 from mirage_cli.camera.intrinsics import to_corner_origin, vertical_fov_deg
 from mirage_cli.camera.trajectory import Trajectory
@@ -129,9 +131,6 @@ def write_colmap(path: str | Path, traj: Trajectory, binary: bool = False) -> No
     (principal point at COLMAP's corner origin: c + 0.5), images ``frame_00000.png``... with
     cam_from_world from ``conventions.world_from_cam_to_colmap``. The folder is replaced atomically;
     one holding anything but a COLMAP model is refused (``colmap_output_problem``)."""
-    from mirage_cli.camera.colmap import import_pycolmap
-    from mirage_cli.errors import InputError, Problem
-
     pycolmap = import_pycolmap()
 
     why = colmap_output_problem(path)
@@ -198,8 +197,6 @@ def write_trajectory(path: str | Path, traj: Trajectory, fmt: str | None = None)
 
 def output_format(path: str | Path | None, fmt: str | None) -> str:
     """The format ``write_trajectory`` will use for ``path``; InputError when unknown or missing."""
-    from mirage_cli.errors import InputError, Problem
-
     if path is None:
         raise InputError([Problem(file=None, field="--to-format", message="needs --to PATH")])
     if fmt is not None and fmt not in FORMATS:

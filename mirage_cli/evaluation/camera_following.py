@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from mirage_cli.evaluation.flow import correspondences
+
 MIN_INLIERS = 15
 STRIDES = (1, 4, 8)
 MAX_PAIRS_PER_STRIDE = 40
@@ -36,8 +38,6 @@ def relative_pose_from_frames(frame_a: np.ndarray, frame_b: np.ndarray, K: np.nd
     """(R, t unit, inliers) of camera b relative to camera a (x_b = R x_a + t) from two uint8 RGB
     frames [H, W, 3] and pixel intrinsics K [3, 3]; None when too few correspondences hold."""
     import cv2
-
-    from mirage_cli.evaluation.flow import correspondences
 
     pts_a, pts_b = correspondences(frame_a, frame_b)
     if len(pts_a) < MIN_INLIERS:

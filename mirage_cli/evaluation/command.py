@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mirage_cli.base.errors import InputError, Problem
+from mirage_cli.evaluation.document import evaluate, table
+from mirage_cli.evaluation.inputs import load_inputs
+from mirage_cli.evaluation.page import write_page
+
 
 def run_eval(target: Path, camera: Path | None, depth: Path | None, reference: Path | None, lpips: Path | None,
              html: Path | None, depth_model: str | None = None) -> dict:
     """The eval document of ``target`` (a run directory or a video); InputError (exit 2) on bad input."""
     from rich.console import Console
-
-    from mirage_cli.errors import InputError, Problem
-    from mirage_cli.evaluation.document import evaluate, table
-    from mirage_cli.evaluation.inputs import load_inputs
 
     if lpips is not None and not lpips.is_dir():
         why = "is not a folder (it should hold alexnet-owt-7be5be79.pth and alex.pth)"
@@ -29,8 +30,6 @@ def run_eval(target: Path, camera: Path | None, depth: Path | None, reference: P
     for note in document["notes"]:
         console.print(f"note: {note}", markup=False, highlight=False)
     if html is not None:
-        from mirage_cli.evaluation.page import write_page
-
         write_page(html, document, inputs.frames, inputs.world_from_cam)
         console.print(f"wrote {html}", markup=False, highlight=False)
     return document

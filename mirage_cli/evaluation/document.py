@@ -10,6 +10,7 @@ import numpy as np
 from mirage_cli.evaluation.camera_following import camera_following
 from mirage_cli.evaluation.frames import psnr, seams, ssim, temporal_stability
 from mirage_cli.evaluation.inputs import EvalInputs
+from mirage_cli.evaluation.lpips import find_weights, load_lpips, lpips_distances
 from mirage_cli.evaluation.reprojection import reprojection
 from mirage_cli.evaluation.revisit import finite_median, revisits
 from mirage_cli.evaluation.trajectory_error import absolute_trajectory_error
@@ -116,8 +117,6 @@ def _stability(inputs: EvalInputs, notes: list[str]) -> tuple[dict, dict]:
 
 def _against_reference(inputs: EvalInputs, lpips_folder: Path | None, notes: list[str]) -> dict:
     """Mean PSNR and SSIM (and LPIPS where its weights are here) of every frame against its ground-truth frame."""
-    from mirage_cli.evaluation.lpips import find_weights, load_lpips, lpips_distances
-
     every = [[i, i] for i in range(len(inputs.frames))]
     values = [(psnr(f, r), ssim(f, r)) for f, r in zip(inputs.frames, inputs.reference, strict=True)]
     metrics = {

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mirage_cli.evaluation.camera_following import spread
 from mirage_cli.evaluation.flow import FB_THRESHOLD_PX, flow_pair, forward_backward_error
 
 MAX_STABILITY_PAIRS = 60
@@ -55,8 +56,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def temporal_stability(frames: np.ndarray, max_pairs: int = MAX_STABILITY_PAIRS) -> list[dict]:
     """Per consecutive pair (at most ``max_pairs``, spread evenly): the share of pixels whose flow is
     forward-backward consistent, and the median forward-backward error in pixels."""
-    from mirage_cli.evaluation.camera_following import spread
-
     out = []
     for i in spread(list(range(len(frames) - 1)), max_pairs):
         error, inside = forward_backward_error(*flow_pair(frames[i], frames[i + 1]))

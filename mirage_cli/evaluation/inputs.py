@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mirage_cli.errors import InputError, Problem
+from mirage_cli.base.errors import InputError, Problem
+from mirage_cli.base.video import read_video
+from mirage_cli.camera.readers import read_camera_file
+from mirage_cli.camera.source import load_trajectory
+from mirage_cli.depth.providers import DEPTH_KIND_METRIC, TransformersDepth
+from mirage_cli.evaluation.memory_depth import depth_from_points, memory_points
+from mirage_cli.spec.plan import plan_chunks
 
 
 @dataclass
@@ -41,8 +47,6 @@ def _problem(path, message: str) -> InputError:
 
 
 def _read_frames(path: Path) -> tuple[np.ndarray, float]:
-    from mirage_cli.video import read_video
-
     if not path.is_file():
         raise _problem(path, "no such video file")
     try:
@@ -55,8 +59,6 @@ def _read_frames(path: Path) -> tuple[np.ndarray, float]:
 
 
 def _boundaries(run: Path) -> list[int]:
-    from mirage_cli.spec import plan_chunks
-
     try:
         config = json.loads((run / "run.json").read_text())["config"]
         chunks = plan_chunks(int(config["frames"]), int(config["chunk_frames"]))
@@ -66,9 +68,6 @@ def _boundaries(run: Path) -> list[int]:
 
 
 def _camera(camera: Path, frames: int, fps: float, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    from mirage_cli.camera.readers import read_camera_file
-    from mirage_cli.camera.source import load_trajectory
-
     keys = read_camera_file(camera)
     if keys.K is None and keys.fov is None:
         raise _problem(camera, "has no intrinsics: evaluation needs the focal length the frames were rendered with "
@@ -122,8 +121,6 @@ def _model_depth(name: str, frames: np.ndarray) -> np.ndarray:
     path scale: refused)."""
     import torch
 
-    from mirage_cli.depth import DEPTH_KIND_METRIC, TransformersDepth
-
     provider = TransformersDepth(name, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if provider.kind != DEPTH_KIND_METRIC:
         raise InputError(f"{name} is a relative depth model: its depth has no scale to compare with the camera path; use a "
@@ -166,8 +163,6 @@ def load_inputs(target: str | Path, camera: str | Path | None = None, depth: str
 
 def _memory_depth(run: Path, world_from_cam: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
     """The depth of every frame from the run's memory points, or (None, None) without a memory."""
-    from mirage_cli.evaluation.memory_depth import depth_from_points, memory_points
-
     points = memory_points(run)
     if points is None:
         return None, None

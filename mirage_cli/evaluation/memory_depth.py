@@ -14,14 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from mirage_cli.geometry import projection as geometry
+from mirage_cli.memory.latent import DEPTH_TOLERANCE, MAX_HALF_SIZE
+from mirage_cli.memory.point_cache import PointCache
+from mirage_cli.rundir.layout import RunDir
+
 SMALLEST_CELL_PX, LARGEST_CELL_PX = 2, 32
 
 
 def memory_points(run: Path) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(xyz float64 [P, 3], radius float64 [P], checkpoint name) of the run's newest good checkpoint's
     memory; None when the run has no checkpoint with a memory (``--memory none``) or no points."""
-    from mirage_cli.run_dir import RunDir
-
     run_dir = RunDir(run)
     if not run_dir.state_dir.is_dir():
         return None
@@ -43,10 +46,6 @@ def depth_from_points(xyz: np.ndarray, radius: np.ndarray, world_from_cam: np.nd
     latent memory's depth tolerance and footprint cap) on a grid of cells as large as their median
     projected footprint, then each cell's depth fills its pixels."""
     import torch
-
-    from mirage_cli import geometry
-    from mirage_cli.memory.cache import PointCache
-    from mirage_cli.memory.latent import DEPTH_TOLERANCE, MAX_HALF_SIZE
 
     if xyz.ndim != 2 or xyz.shape[1] != 3 or radius.shape != (len(xyz),):
         raise ValueError(f"depth_from_points: expected xyz [P, 3] and radius [P], got {xyz.shape} and {radius.shape}")

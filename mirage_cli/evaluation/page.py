@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mirage_cli.base.atomic import atomic_write_text
 from mirage_cli.report import figures as F
 
 WORST = 3
@@ -135,6 +136,4 @@ def render_page(doc: dict, frames: np.ndarray, world_from_cam: np.ndarray) -> st
 
 def write_page(path: Path, doc: dict, frames: np.ndarray, world_from_cam: np.ndarray) -> None:
     """Write the page to ``path`` atomically."""
-    from mirage_cli.atomic import atomic_write_text
-
     atomic_write_text(path, render_page(doc, frames, world_from_cam))

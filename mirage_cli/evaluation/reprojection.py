@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mirage_cli.evaluation.camera_following import pairs_at_strides
 from mirage_cli.evaluation.flow import flow_pair, forward_backward_error
 
 STRIDES = (1, 4)
@@ -44,8 +45,6 @@ def implied_flow(depth: np.ndarray | None, K_i: np.ndarray, K_j: np.ndarray, wor
 def reprojection(frames: np.ndarray, world_from_cam: np.ndarray, K: np.ndarray, depth: np.ndarray | None = None) -> list[dict]:
     """Per pair (strides 1 and 4, spread evenly): median end-point error (px) between the optical flow
     and the implied flow, and the share of pixels compared."""
-    from mirage_cli.evaluation.camera_following import pairs_at_strides
-
     size = frames.shape[1:3]
     out = []
     for i, j in pairs_at_strides(len(frames), STRIDES, MAX_PAIRS_PER_STRIDE):

@@ -20,6 +20,10 @@ import math
 
 import numpy as np
 
+from mirage_cli.evaluation.camera_following import relative_pose_from_frames
+from mirage_cli.evaluation.flow import FB_THRESHOLD_PX, flow_pair, forward_backward_error
+from mirage_cli.evaluation.reprojection import implied_flow
+
 KEYFRAMES = 40
 MIN_PARALLAX_PX = 8.0
 
@@ -27,9 +31,6 @@ MIN_PARALLAX_PX = 8.0
 def parallax(frames: np.ndarray, world_from_cam: np.ndarray, K: np.ndarray, a: int, b: int) -> float:
     """Median optical flow from frame a to b, less the flow the path's rotation alone implies (px),
     over forward-backward-consistent pixels; 0 when none is."""
-    from mirage_cli.evaluation.flow import FB_THRESHOLD_PX, flow_pair, forward_backward_error
-    from mirage_cli.evaluation.reprojection import implied_flow
-
     forward, backward = flow_pair(frames[a], frames[b])
     error, inside = forward_backward_error(forward, backward)
     turned, valid = implied_flow(None, K[a], K[b], world_from_cam[a], world_from_cam[b], frames.shape[1:3])
@@ -69,8 +70,6 @@ def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, np.nd
 
 def chained_path(frames: np.ndarray, world_from_cam: np.ndarray, K: np.ndarray, keys: list[int]) -> tuple[np.ndarray, list[list[int]]]:
     """(world_from_cam [len(keys), 4, 4] chained from the frames' estimates, steps that failed)."""
-    from mirage_cli.evaluation.camera_following import relative_pose_from_frames
-
     chained, failed = [world_from_cam[keys[0]].copy()], []
     for a, b in zip(keys[:-1], keys[1:], strict=True):
         length = float(np.linalg.norm((np.linalg.inv(world_from_cam[b]) @ world_from_cam[a])[:3, 3]))

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mirage_cli import geometry, splatting
+from mirage_cli.geometry import projection as geometry
+from mirage_cli.geometry import splatting
 from mirage_cli.memory import checks
-from mirage_cli.memory.cache import FOOTPRINT_MARGIN, gather_rows
+from mirage_cli.memory.point_cache import FOOTPRINT_MARGIN, gather_rows
 
 __all__ = ["dynamic_region_mask", "warp_residual", "align_depth", "DepthFit"]
 

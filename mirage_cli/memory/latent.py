@@ -23,8 +23,9 @@ import os
 import torch
 from torch import Tensor
 
-from mirage_cli import geometry
-from mirage_cli.memory.cache import gather_rows
+from mirage_cli.geometry import projection as geometry
+from mirage_cli.memory.ply import pca_colours, write_point_cloud
+from mirage_cli.memory.point_cache import gather_rows
 from mirage_cli.memory.points import PointMemory
 from mirage_cli.memory.state import check_state, save_state
 from mirage_cli.memory.view import MemoryView
@@ -229,6 +230,4 @@ class LatentSpatialMemory(PointMemory):
     def export_ply(self, path: str | os.PathLike) -> int:
         """Write the cache as a binary PLY point cloud (xyz + colour from the latents' first 3
         principal components), atomically; returns the number of points written."""
-        from mirage_cli.memory.ply import pca_colours, write_point_cloud
-
         return write_point_cloud(path, self.cache.xyz, pca_colours(self.cache.features))

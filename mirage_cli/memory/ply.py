@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mirage_cli.atomic import atomic_path
+from mirage_cli.base.atomic import atomic_path
 
 
 def pca_colours(features: Tensor) -> Tensor:

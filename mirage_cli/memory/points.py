@@ -19,9 +19,10 @@ import os
 import torch
 from torch import Tensor
 
-from mirage_cli import geometry, splatting
+from mirage_cli.geometry import projection as geometry
+from mirage_cli.geometry import splatting
 from mirage_cli.memory import checks
-from mirage_cli.memory.cache import PointCache
+from mirage_cli.memory.point_cache import PointCache
 from mirage_cli.memory.state import Schema, load_state
 
 GRID_ELEMENTS_PER_GROUP = 1 << 22

@@ -14,8 +14,9 @@ import os
 import torch
 from torch import Tensor
 
-from mirage_cli.memory.cache import gather_rows
 from mirage_cli.memory.latent import DEPTH_TOLERANCE, MAX_HALF_SIZE, UNEXPLAINED_DEPTH_MARGIN
+from mirage_cli.memory.ply import write_point_cloud
+from mirage_cli.memory.point_cache import gather_rows
 from mirage_cli.memory.points import PointMemory
 from mirage_cli.memory.state import check_state, save_state
 from mirage_cli.memory.view import RGBView
@@ -152,7 +153,5 @@ class RGBPointMemory(PointMemory):
 
     def export_ply(self, path: str | os.PathLike) -> int:
         """Write the cloud as a binary PLY with its own colours, atomically; returns the point count."""
-        from mirage_cli.memory.ply import write_point_cloud
-
         colour = (self._decode(self.cache.features).clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
         return write_point_cloud(path, self.cache.xyz, colour)

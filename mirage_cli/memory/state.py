@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from mirage_cli.atomic import atomic_path
+from mirage_cli.base.atomic import atomic_path
 
 Dim = int | str
 Schema = Mapping[str, tuple[Sequence[torch.dtype], Sequence[Dim]]]

@@ -2,7 +2,7 @@
 a Rich summary.
 
 - ``build``: ``build_report`` gathers the configuration, device, versions, per-stage totals,
-  per-chunk profiles (``mirage_cli.profiling``) and the camera path into one dict;
+  per-chunk profiles (``mirage_cli.profiling.profiler``) and the camera path into one dict;
   ``describe_device``; ``load_schema``.
 - ``figures``: the matplotlib figures of the page.
 - ``html``: ``render_html`` fills ``template.html``.

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from mirage_cli import profiling as P
+from mirage_cli.base.jsonable import to_jsonable
+from mirage_cli.base.versions import package_versions
 from mirage_cli.camera.trajectory import Trajectory
-from mirage_cli.jsonable import to_jsonable
-from mirage_cli.versions import package_versions
+from mirage_cli.profiling import profiler as P
 
 REPORT_VERSION = "mirage-report/1"
 
@@ -40,7 +40,7 @@ def _cpu_model() -> str | None:
 def describe_device(device: Any) -> dict[str, Any]:
     """The report's ``device`` entry for ``device`` (torch.device or string).
 
-    Timer and peak-memory kind follow ``mirage_cli.profiling.Profiler`` on the same device.
+    Timer and peak-memory kind follow ``mirage_cli.profiling.profiler.Profiler`` on the same device.
     """
     import torch
 
@@ -181,7 +181,7 @@ def build_report(
         stage_parents: stage -> enclosing stage (``Profiler.stage_parents``); default: denoise_step
             inside denoise, every other stage top-level.
         timer: ``Profiler.timer``; overrides ``device_info["timer"]`` when given.
-        packages: version map (default ``mirage_cli.versions.package_versions()``).
+        packages: version map (default ``mirage_cli.base.versions.package_versions()``).
         created: ISO 8601 UTC time stamp (default now).
 
     ``Profiler.report_inputs()`` returns ``chunks``, ``setup``, ``setup_calls``, ``stage_parents``

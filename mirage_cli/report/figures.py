@@ -9,7 +9,8 @@ import io
 
 import numpy as np
 
-from mirage_cli import profiling as P
+from mirage_cli.camera.plot import SEGMENT_COLORS, draw_path
+from mirage_cli.profiling import profiler as P
 from mirage_cli.report.build import top_level_stages
 
 STAGE_COLORS = {
@@ -188,8 +189,6 @@ def figure_coverage(report: dict):
 def figure_camera_path(report: dict):
     """The camera path seen from above (``camera.plot.draw_path``), coloured by chunk, with viewing
     directions and chunk ends marked."""
-    from mirage_cli.camera.plot import draw_path
-
     fig, ax = new_figure()
     ax.set_title("Camera path from above (x-z)", loc="left", fontsize=11)
     cam = report.get("camera")
@@ -203,8 +202,6 @@ def figure_camera_path(report: dict):
 
 
 def _chunk_color(i: int) -> str:
-    from mirage_cli.camera.plot import SEGMENT_COLORS
-
     return SEGMENT_COLORS[i % 2]
 
 

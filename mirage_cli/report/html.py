@@ -13,7 +13,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from mirage_cli import profiling as P
+from mirage_cli.profiling import profiler as P
 from mirage_cli.report import figures as F
 from mirage_cli.report.build import display_order, other_seconds, per_call, top_level_stages
 from mirage_cli.report.format import fmt_bytes, fmt_count, fmt_fps, fmt_seconds, fmt_share, share_of

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mirage_cli import profiling as P
+from mirage_cli.profiling import profiler as P
 from mirage_cli.report.build import display_order, other_seconds, per_call
 from mirage_cli.report.format import fmt_bytes, fmt_count, fmt_fps, fmt_seconds, fmt_share, share_of
 

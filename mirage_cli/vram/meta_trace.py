@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mirage_cli.vram.tensor_bytes import LiveTensorBytes
+from mirage_cli.backbone.random_components import cast_like_from_pretrained, empty_model, keep_fp32_modules
+from mirage_cli.profiling.tensor_bytes import LiveTensorBytes
 
 META = torch.device("meta")
 
@@ -32,8 +33,6 @@ META = torch.device("meta")
 def meta_module(cls, config, dtype: torch.dtype) -> torch.nn.Module:
     """``cls`` built from ``config`` (kwargs dict or a transformers config object) on the meta device,
     parameters in ``dtype`` except the modules the class keeps in float32."""
-    from mirage_cli.backbone.random_components import cast_like_from_pretrained, empty_model, keep_fp32_modules
-
     model = empty_model(cls, config) if isinstance(config, dict) else _empty_from_config(cls, config)
     model = model.to(META)
     cast_like_from_pretrained(model, dtype, keep_fp32_modules(model, dtype))

@@ -28,8 +28,13 @@ from pathlib import Path
 
 import torch
 
-from mirage_cli.errors import InputError
-from mirage_cli.options import BackboneOptions
+from mirage_cli import __version__
+from mirage_cli.backbone import resolve_device, resolve_dtype
+from mirage_cli.backbone.loading import check_backbone_options
+from mirage_cli.base.atomic import atomic_write_json
+from mirage_cli.base.errors import InputError
+from mirage_cli.base.options import BackboneOptions
+from mirage_cli.vram.meta_models import meta_components
 from mirage_cli.vram.predict import GIB, RenderShape, Transients, VramPrediction, predict_vram, trace_transients
 
 HEADROOM_FRACTION = 0.05
@@ -163,9 +168,6 @@ def choose_plan(model: str, options: BackboneOptions, depth_model: str, shape: R
 
 
 def _predict_candidates(model, options, depth_model, shape, candidates, vace=None) -> list[tuple[tuple[str, bool], VramPrediction]]:
-    from mirage_cli.backbone import resolve_dtype
-    from mirage_cli.vram.components import meta_components
-
     dtype = resolve_dtype("bfloat16" if options.dtype == "auto" else options.dtype)
     out, by_tiling = [], {}
     for offload, tiling in candidates:
@@ -191,8 +193,6 @@ def _trace_key(parts, shape: RenderShape) -> str:
         cfg = module.config
         return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
 
-    from mirage_cli import __version__
-
     facts = {"v": TRACE_CACHE_VERSION, "mirage": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
              "transformers": transformers.__version__, "shape": shape.__dict__, "dtype": str(parts.dtype),
              "fp8": _is_fp8(parts.transformer), "classes": [type(parts.transformer).__name__, type(parts.transformer.blocks[0]).__name__],
@@ -208,8 +208,6 @@ def _is_fp8(module: torch.nn.Module) -> bool:
 
 def cached_transients(parts, shape: RenderShape) -> Transients:
     """``trace_transients``, read from / written to the trace cache."""
-    from mirage_cli.atomic import atomic_write_json
-
     path = _cache_dir() / f"{_trace_key(parts, shape)}.json"
     try:
         data = json.loads(path.read_text())
@@ -243,11 +241,8 @@ def describe_plan(plan: MemoryPlan) -> str:
 
 
 def plan_for_render(plan, options: BackboneOptions, recorded_tiling: bool | None = None) -> MemoryPlan | None:
-    """The memory plan of a render of ``plan`` (a ``mirage_cli.spec.Plan``) with ``options`` on the
+    """The memory plan of a render of ``plan`` (a ``mirage_cli.spec.plan.Plan``) with ``options`` on the
     device it names; None when that device is not a GPU (nothing to plan)."""
-    from mirage_cli.backbone import resolve_device
-    from mirage_cli.vram.predict import RenderShape
-
     budget = parse_budget(options.vram_budget)
     device = resolve_device(options.device)
     if device.type != "cuda":
@@ -259,9 +254,6 @@ def plan_for_render(plan, options: BackboneOptions, recorded_tiling: bool | None
 def plan_for_validate(plan, options: BackboneOptions) -> MemoryPlan:
     """The memory plan ``mirage validate --vram`` shows: a GPU render of ``plan`` on this machine's GPU,
     else on a 24 GiB card; the backbone options are checked as a render would check them."""
-    from mirage_cli.backbone.loading import check_backbone_options
-    from mirage_cli.vram.predict import RenderShape
-
     budget = parse_budget(options.vram_budget)
     check_backbone_options(replace(options, device="cpu", offload="none", dtype="float32" if options.dtype == "auto" else options.dtype))
     free = device_budget(torch.device("cuda")) if torch.cuda.is_available() else None

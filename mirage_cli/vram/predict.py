@@ -30,14 +30,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mirage_cli.vram.components import MetaComponents
+from mirage_cli.backbone.decoding import DECODE_CONTEXT
+from mirage_cli.conditioning.conditioners import CONDITIONERS
+from mirage_cli.vram.meta_models import MetaComponents
 from mirage_cli.vram.meta_trace import weight_bytes
+from mirage_cli.vram.stages import TRACES
 
 GIB = 2**30
 STAGES = ("text_encoding", "start_encode", "denoise", "decode", "depth_estimation")
 """The stages of a render that use the model, by their profiler names, in the order they run."""
-DENOISE_TRACE_STEPS = 3
-"""Steps of the denoising loop run to measure it: UniPC's history is full from the third step on."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,6 @@ class RenderShape:
 
     @classmethod
     def of_plan(cls, plan) -> RenderShape:
-        from mirage_cli.conditioning import CONDITIONERS
-        from mirage_cli.rollout import DECODE_CONTEXT
-
         decodes, context = [], 0  # (latent frames, context frames) of every chunk, as the rollout decodes them
         for chunk in plan.chunks:
             decodes.append((chunk.num_latent_frames, context))
@@ -186,7 +184,6 @@ Transients = dict[str, tuple[int, int]]
 
 def trace_transients(parts: MetaComponents, shape: RenderShape) -> Transients:
     """Trace every stage once (independent of the offload mode; the VAE's tiling is in ``parts``)."""
-    from mirage_cli.vram.stages import TRACES
 
     return {stage: TRACES[stage](parts, shape) for stage in STAGES}
 

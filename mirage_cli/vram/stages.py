@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import torch
 
-from mirage_cli.backbone.components import Backbone
 from mirage_cli.backbone.configs import WAN_DEFAULT_NEGATIVE_PROMPT, wan22_scheduler_config
-from mirage_cli.vram.components import MetaComponents
+from mirage_cli.backbone.decoding import decode_with_context
+from mirage_cli.backbone.text import UMT5TextEmbedder, build_byte_tokenizer
+from mirage_cli.backbone.vace_forward import vace_forward
+from mirage_cli.backbone.wan import Backbone
+from mirage_cli.conditioning.vace import MAX_REFERENCES, PRECEDING_LATENT_FRAMES
+from mirage_cli.denoise.loop import denoise_chunk
+from mirage_cli.depth.providers import DepthAligner
+from mirage_cli.profiling.tensor_bytes import LiveTensorBytes
+from mirage_cli.vram.meta_models import MetaComponents
 from mirage_cli.vram.meta_trace import META, fused_attention_on_meta, traced_peak
-from mirage_cli.vram.tensor_bytes import LiveTensorBytes
+
+DENOISE_TRACE_STEPS = 3
+"""Steps of the denoising loop run to measure it: UniPC's history is full from the third step on."""
 
 TEXT_LENGTH = 512
 
@@ -31,7 +40,6 @@ def text_encoding(parts: MetaComponents, shape) -> tuple[int, int]:
     """``UMT5TextEmbedder.encode`` of the prompt and the negative prompt (2 x 512 tokens)."""
     if parts.text_encoder is None:
         return 0, 0
-    from mirage_cli.text_embedder import UMT5TextEmbedder, build_byte_tokenizer
 
     # Any tokenizer padding to 512 gives the same shapes; the byte tokenizer is built locally.
     embedder = UMT5TextEmbedder(build_byte_tokenizer(TEXT_LENGTH), parts.text_encoder, TEXT_LENGTH)
@@ -60,9 +68,6 @@ def transformer_forward(parts: MetaComponents, shape) -> int:
     """The traced transient of one transformer forward (per-token timesteps, 512 text tokens); with a
     VACE branch, ``vace_forward`` over the longest sequence the recipe builds (the chunk after the most
     references and before the preceding frames) with its context."""
-    from mirage_cli.backbone.vace_forward import vace_forward
-    from mirage_cli.vace_recipe import MAX_REFERENCES, PRECEDING_LATENT_FRAMES
-
     h, w = _latent_hw(parts, shape)
     patch = parts.transformer.config.patch_size
     vace = hasattr(parts.transformer, "vace_blocks")
@@ -96,9 +101,6 @@ class _TracedTransformer(torch.nn.Module):
 def denoise(parts: MetaComponents, shape) -> tuple[int, int]:
     """``denoise_chunk`` for ``DENOISE_TRACE_STEPS`` steps on CPU tensors of the real latent shape, memory
     pinned on half the cells, the transformer replaced by its traced forward."""
-    from mirage_cli.denoise import denoise_chunk
-    from mirage_cli.vram.predict import DENOISE_TRACE_STEPS
-
     forward_bytes = transformer_forward(parts, shape)
     h, w = _latent_hw(parts, shape)
     channels, frames = int(parts.vae.config.z_dim), shape.latent_frames
@@ -124,8 +126,6 @@ def denoise(parts: MetaComponents, shape) -> tuple[int, int]:
 
 def _score_encode(parts: MetaComponents, shape, h: int, w: int) -> int:
     """``ScoreLatents.get``'s encode of the white video of the chunk and its preceding frames."""
-    from mirage_cli.vace_recipe import PRECEDING_LATENT_FRAMES
-
     frames = shape.latent_frames + PRECEDING_LATENT_FRAMES
     backbone = meta_backbone(parts)
 
@@ -136,9 +136,7 @@ def _score_encode(parts: MetaComponents, shape, h: int, w: int) -> int:
 
 
 def decode(parts: MetaComponents, shape) -> tuple[int, int]:
-    """``rollout.decode_with_context`` of the longest chunk after its decode context."""
-    from mirage_cli.rollout import decode_with_context
-
+    """``backbone.decoding.decode_with_context`` of the longest chunk after its decode context."""
     h, w = _latent_hw(parts, shape)
     channels = int(parts.vae.config.z_dim)
     latents = torch.empty(1, channels, shape.decode_latent_frames or shape.latent_frames, h, w, device=META)
@@ -177,7 +175,6 @@ def depth_estimation(parts: MetaComponents, shape) -> tuple[int, int]:
     decoded chunk and the frames given to the depth model (float32)."""
     if parts.depth is None or not shape.stores_frames or shape.latent_frames < 2:
         return 0, 0
-    from mirage_cli.depth import DepthAligner
 
     new = shape.latent_frames - 1
     with fused_attention_on_meta():

@@ -1,0 +1,439 @@
+"""``mirage batch``: render many scenes, one job per scene, surviving preemption and time limits.
+
+Every scene gets its own run directory ``OUT_ROOT/<spec stem>`` (duplicate stems are told apart by
+their parent directories: ``room-scene``, ``hall-scene``) and is rendered by a ``SceneTask``
+(``mirage_cli.batch.scene_task``): ``mirage render`` in a child process, re-run or requeued after a stop
+until it is done, with its exit code turned into a ``SceneResult``.
+
+Three ways to run the jobs, one code path (``SceneTask``):
+
+- ``executor="local"``: submitit's ``LocalExecutor`` on this machine, at most
+  ``array_parallelism`` scenes at a time (default 1). With ``time_min`` set, submitit sends the
+  preemption signal ``signal_delay_s`` before the limit, the task makes the child checkpoint and
+  submitit requeues the task (``SceneTask.checkpoint``), which resumes. Exactly what SLURM does.
+- ``executor="slurm"``: submitit's ``SlurmExecutor``, one array task per scene
+  (``executor.batch()``), ``--signal=USR1@signal_delay_s``, ``--requeue``. On the warning signal
+  (time limit, or preemption where the cluster sends user signals) the child checkpoints, then
+  submitit calls ``SceneTask.checkpoint`` and requeues the task; the requeued task resumes.
+- ``shard=(i, n)`` (``--shard I/N`` or ``--shard auto``): the i-th of n shares of the scenes,
+  sequentially in this process, for plain ``sbatch --array`` scripts
+  (``examples/slurm/render_array.sbatch``). A stop signal makes the running child checkpoint; the
+  batch then exits 75 and the script requeues itself.
+
+The preemption signal is SIGUSR1 throughout (``SUBMITIT_PREEMPT_SIGNAL=USR1``): it is the signal
+``mirage render`` treats as "checkpoint and exit 75", so a child that receives it directly from
+SLURM behaves exactly like one that gets it forwarded.
+
+Batch exit code: 0 when every scene is done, 75 when some scene was interrupted by a signal
+(checkpoint saved: run the same command again, or let the script requeue), else 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mirage_cli.base.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, InputError, Problem
+from mirage_cli.base.signals import GracefulStop
+from mirage_cli.batch.scene_task import PREEMPT_SIGNAL, Scene, SceneResult, SceneTask, render_command
+
+log = logging.getLogger(__name__)
+
+LOCAL_TIME_MIN = 7 * 24 * 60  # "no limit" for the local executor
+SLURM_TIME_MIN = 4 * 60
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+# --- scenes and shards ------------------------------------------------------------------------------
+
+
+def plan_scenes(specs: Sequence[str | os.PathLike], out_root: str | os.PathLike) -> list[Scene]:
+    """One ``Scene`` per spec, in the given order, with unique run directories under ``out_root``.
+
+    The run directory is named after the spec's stem; specs sharing a stem are told apart by as
+    many parent directory names as needed (``examples/room/scene.yaml`` -> ``room-scene``). The
+    name depends only on the set of paths, not their order, so every shard computes the same plan.
+
+    Raises:
+        InputError: a spec does not exist, the same file is given twice, or no spec at all.
+    """
+    if not specs:
+        raise InputError(Problem(file=None, field="SPEC", message="give at least one scene spec"))
+    problems = []
+    paths = []
+    for s in specs:
+        p = Path(s).expanduser().resolve()
+        if not p.is_file():
+            problems.append(Problem(file=str(s), field=None, message="scene spec not found"))
+        paths.append(p)
+    seen: dict[Path, str] = {}
+    for s, p in zip(specs, paths):
+        if p in seen:
+            problems.append(Problem(file=str(s), field=None, message=f"given twice (also as {seen[p]})"))
+        seen.setdefault(p, str(s))
+    if problems:
+        raise InputError(problems)
+    out_root = Path(out_root).expanduser().resolve()
+    names = _unique_names(paths)
+    return [Scene(name=names[p], spec=p, run_dir=out_root / names[p]) for p in paths]
+
+
+def _unique_names(paths: list[Path]) -> dict[Path, str]:
+    def name_at(p: Path, depth: int) -> str:
+        parts = list(p.parent.parts[1:])[-depth:] if depth else []
+        return _NAME_BAD.sub("_", "-".join([*parts, p.stem])).strip("._") or "scene"
+
+    names = {p: name_at(p, 0) for p in paths}
+    for depth in range(1, 64):
+        clashes = {n for n in names.values() if list(names.values()).count(n) > 1}
+        if not clashes:
+            return names
+        for p in paths:
+            if names[p] in clashes:
+                names[p] = name_at(p, depth)
+    raise InputError(Problem(file=None, field="SPEC", message="cannot give the specs distinct run directory names"))
+
+
+def parse_shard(text: str, env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``"I/N"`` (0 <= I < N) or ``"auto"`` -> (I, N).
+
+    ``auto`` reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (and SLURM_ARRAY_TASK_MIN, so
+    ``--array=1-8`` works too). Raises InputError (exit 2) with the reason otherwise.
+    """
+    env = os.environ if env is None else env
+    if text.strip().lower() == "auto":
+        missing = [k for k in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT") if not env.get(k)]
+        if missing:
+            raise InputError(
+                Problem(
+                    file=None,
+                    field="--shard",
+                    message=f"'auto' needs {' and '.join(missing)} from SLURM; run it inside an `sbatch --array` "
+                    "job, or give the share as I/N",
+                )
+            )
+        try:
+            index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0)
+            count = int(env["SLURM_ARRAY_TASK_COUNT"])
+        except ValueError:
+            raise InputError(Problem(file=None, field="--shard", message="SLURM_ARRAY_TASK_* are not integers")) from None
+        source = "from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_MIN/SLURM_ARRAY_TASK_COUNT"
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not m:
+            raise InputError(Problem(file=None, field="--shard", message=f"expected I/N or auto, got {text!r}"))
+        index, count = int(m.group(1)), int(m.group(2))
+        source = f"in {text!r}"
+    if count < 1 or not 0 <= index < count:
+        raise InputError(
+            Problem(file=None, field="--shard", message=f"share {index} of {count} {source} is out of range (0 <= I < N)")
+        )
+    return index, count
+
+
+def select_shard(scenes: Sequence[Scene], index: int, count: int) -> list[Scene]:
+    """Scenes index, index+count, index+2*count, ... (round robin keeps shares balanced)."""
+    return list(scenes[index::count])
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSummary:
+    scenes: list[SceneResult] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.scenes if s.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        if all(s.status in ("done", "resumed") for s in self.scenes):
+            return EXIT_OK
+        if any(s.status in ("interrupted", "running") for s in self.scenes):
+            return EXIT_INTERRUPTED
+        return EXIT_FAILURE
+
+    def to_dict(self) -> dict:
+        statuses = ("done", "resumed", "interrupted", "failed", "running")
+        return {
+            "scenes": [s.to_dict() for s in self.scenes],
+            "counts": {k: self.count(k) for k in statuses},
+            "exit_code": self.exit_code,
+        }
+
+
+def summary_table(summary: BatchSummary):
+    """A Rich table of the summary (the CLI prints it on stderr)."""
+    from rich.table import Table
+
+    colors = {"done": "green", "resumed": "green", "interrupted": "yellow", "failed": "red", "running": "yellow"}
+    table = Table(title="mirage batch", show_lines=False)
+    for col in ("scene", "status", "attempts", "run directory", "reason"):
+        table.add_column(col, overflow="fold")
+    for s in summary.scenes:
+        color = colors.get(s.status, "white")
+        table.add_row(s.name, f"[{color}]{s.status}[/{color}]", str(s.attempts), s.run_dir, s.reason)
+    return table
+
+
+# --- the batch --------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchOptions:
+    """Everything ``run_batch`` needs besides the specs (CLI flags of ``mirage batch``)."""
+
+    out_root: Path
+    executor: str = "local"  # "local" | "slurm"
+    partition: str | None = None
+    gpus_per_job: int = 1
+    time_min: float | None = None
+    array_parallelism: int | None = None
+    shard: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    signal_delay_s: int = 120
+    max_attempts: int = 3
+    max_requeues: int = 20
+    command: list[str] | None = None  # child argv template (tests); default: mirage render
+    poll_s: float = 0.2
+
+
+def run_batch(specs: Sequence[str | os.PathLike], options: BatchOptions,
+              on_start: Callable[[str], None] | None = None) -> BatchSummary:
+    """Render every spec; returns the summary (its ``exit_code`` is the batch's exit code).
+
+    ``on_start`` gets one progress line per submitted job / started scene (the CLI prints it).
+
+    Raises:
+        InputError: bad specs, bad ``--shard``, bad executor or options, no SLURM for ``slurm``.
+    """
+    if options.executor not in ("local", "slurm"):
+        raise InputError(Problem(file=None, field="--executor", message=f"expected local or slurm, got {options.executor!r}"))
+    if options.shard is not None and options.executor == "slurm":
+        raise InputError(
+            Problem(file=None, field="--shard", message="--shard renders its share in this process (inside your own "
+                    "`sbatch --array` job); it cannot be combined with --executor slurm")
+        )
+    if options.time_min is not None and options.time_min <= 0:
+        raise InputError(Problem(file=None, field="--time-min", message="must be > 0"))
+    if options.array_parallelism is not None and options.array_parallelism < 1:
+        raise InputError(Problem(file=None, field="--array-parallelism", message="must be >= 1"))
+    scenes = plan_scenes(specs, options.out_root)
+    command = options.command if options.command is not None else render_command(options.extra_args)
+    log_dir = Path(options.out_root).expanduser().resolve() / "logs"
+
+    def task(scene: Scene) -> SceneTask:
+        grace = max(1.0, options.signal_delay_s - 10.0)
+        return SceneTask(scene, command, max_attempts=options.max_attempts, grace_s=grace, log_dir=log_dir)
+
+    if options.shard is not None:
+        index, count = parse_shard(options.shard)
+        return _run_here([task(s) for s in select_shard(scenes, index, count)], on_start)
+    _use_preempt_signal()
+    if options.executor == "local":
+        return _run_local([task(s) for s in scenes], options, on_start)
+    return _run_slurm([task(s) for s in scenes], options, on_start)
+
+
+def _use_preempt_signal() -> None:
+    """Make submitit (in this process and in its jobs) use SIGUSR1 as the preemption signal."""
+    os.environ["SUBMITIT_PREEMPT_SIGNAL"] = PREEMPT_SIGNAL
+    if "submitit" in sys.modules:  # imported before we set the variable: it read USR2 already
+        import submitit
+
+        submitit.JobEnvironment.USR_SIG = PREEMPT_SIGNAL
+
+
+def _run_here(tasks: list[SceneTask], on_start: Callable[[str], None] | None) -> BatchSummary:
+    summary = BatchSummary()
+    with GracefulStop() as stop:
+        for t in tasks:
+            if on_start:
+                on_start(f"scene {t.scene.name}: rendering into {t.scene.run_dir}")
+            summary.scenes.append(t.run(stop))
+    return summary
+
+
+def local_gpus(environ: Mapping[str, str] | None = None, count: int | None = None) -> list[str]:
+    """The GPUs a local batch hands out: the entries of ``CUDA_VISIBLE_DEVICES`` when it is set
+    (indices, UUIDs or MIG ids, kept as written), else the ``count`` devices CUDA reports."""
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip()]
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count()
+    return [str(i) for i in range(count)]
+
+
+def gpu_slots(gpus: Sequence[str], per_job: int) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` of each job that may run at once: disjoint groups of ``per_job``
+    GPUs; ``[""]`` (CPU) for ``per_job`` 0; ``[None]`` (inherit) when there is no GPU.
+
+    Raises:
+        InputError: more GPUs per job than there are.
+    """
+    if per_job < 0:
+        raise InputError(Problem(file=None, field="--gpus-per-job", message="must be >= 0"))
+    if per_job == 0:
+        return [""]
+    if not gpus:
+        return [None]
+    if per_job > len(gpus):
+        raise InputError(Problem(file=None, field="--gpus-per-job", message=f"asks for {per_job} GPUs per job, "
+                                 f"but only {len(gpus)} are visible ({','.join(gpus)})"))
+    return [",".join(gpus[i * per_job:(i + 1) * per_job]) for i in range(len(gpus) // per_job)]
+
+
+def _run_local(tasks: list[SceneTask], options: BatchOptions, on_start) -> BatchSummary:
+    """submitit LocalExecutor: each job gets its own GPUs (``gpu_slots``), so at most as many jobs
+    run at once as there are GPU groups (and ``array_parallelism``, when given)."""
+    import submitit
+
+    folder = Path(options.out_root).expanduser().resolve() / ".submitit" / "%j"
+    executor = submitit.LocalExecutor(folder=folder, max_num_timeout=options.max_requeues)
+    time_min = options.time_min if options.time_min is not None else LOCAL_TIME_MIN
+    delay = int(min(options.signal_delay_s, max(1, time_min * 60 / 2)))
+    executor.update_parameters(timeout_min=time_min, signal_delay_s=delay)
+    slots = gpu_slots(local_gpus(), options.gpus_per_job)
+    many = len(slots) > 1 or slots[0] not in (None, "")
+    parallel = min(options.array_parallelism or len(slots), len(slots)) if many else options.array_parallelism or 1
+    free = list(slots) * (1 if many else parallel)  # a CPU or inherited "slot" is shared by every job
+    pending = list(tasks)
+    running: list[tuple[SceneTask, Any]] = []
+    finished: dict[int, SceneResult] = {}
+    order = {id(t): i for i, t in enumerate(tasks)}
+    with GracefulStop() as stop:
+        while pending or running:
+            while pending and len(running) < parallel and not stop.requested:
+                t = pending.pop(0)
+                t.cuda_visible_devices = free.pop(0)
+                job = executor.submit(t)
+                running.append((t, job))
+                if on_start:
+                    gpus = "" if t.cuda_visible_devices is None else f" (CUDA_VISIBLE_DEVICES={t.cuda_visible_devices!r})"
+                    on_start(f"scene {t.scene.name}: local job {job.job_id}{gpus} -> {t.scene.run_dir}")
+            if stop.requested and pending:
+                for t in pending:
+                    finished[order[id(t)]] = _not_started(t, stop)
+                pending = []
+            if stop.requested:
+                for _, job in running:
+                    _stop_local_job(job)
+            still = []
+            for t, job in running:
+                if job.done():
+                    finished[order[id(t)]] = _job_result(t, job, stop)
+                    free.append(t.cuda_visible_devices)
+                else:
+                    still.append((t, job))
+            running = still
+            if running:
+                time.sleep(options.poll_s)
+    return BatchSummary([finished[i] for i in range(len(tasks))])
+
+
+def _stop_local_job(job: Any) -> None:
+    """Ask a local job to checkpoint: SIGTERM to its submitit controller, which forwards it to the task."""
+    if getattr(job, "_mirage_stop_sent", False):
+        return
+    process = getattr(job, "_process", None)  # submitit.local.LocalJob keeps its controller here
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    job._mirage_stop_sent = True
+
+
+def _not_started(t: SceneTask, stop: GracefulStop) -> SceneResult:
+    s = t.scene
+    return SceneResult(name=s.name, spec=str(s.spec), run_dir=str(s.run_dir), status="interrupted",
+                       reason=f"stopped by {stop.signal_name} before it started; run again to render it")
+
+
+def _job_result(t: SceneTask, job: Any, stop: GracefulStop | None) -> SceneResult:
+    s = t.scene
+    try:
+        result = job.result()
+        result.job_id = str(job.job_id)
+        return result
+    except Exception as e:  # submitit raises FailedJobError / UncompletedJobError with the job's traceback
+        text = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = text[-1] if text else type(e).__name__
+        status = "failed"
+        if stop is not None and stop.requested:
+            status, reason = "interrupted", f"stopped by {stop.signal_name}; run again to resume ({reason})"
+        return SceneResult(name=s.name, spec=str(s.spec), run_dir=str(s.run_dir), status=status, reason=reason,
+                           job_id=str(job.job_id))
+
+
+def slurm_parameters(options: BatchOptions) -> dict[str, Any]:
+    """``SlurmExecutor.update_parameters`` arguments for a batch (pure; tested without SLURM)."""
+    time_min = options.time_min if options.time_min is not None else SLURM_TIME_MIN
+    params: dict[str, Any] = {
+        "job_name": "mirage",
+        "time": int(max(1, round(time_min))),
+        "gpus_per_node": options.gpus_per_job,
+        "ntasks_per_node": 1,
+        "signal_delay_s": options.signal_delay_s,
+        "setup": [f"export SUBMITIT_PREEMPT_SIGNAL={PREEMPT_SIGNAL}"],
+        "additional_parameters": {"requeue": True, "signal": f"{PREEMPT_SIGNAL}@{options.signal_delay_s}"},
+    }
+    if options.partition:
+        params["partition"] = options.partition
+    if options.array_parallelism:
+        params["array_parallelism"] = options.array_parallelism
+    return params
+
+
+def _run_slurm(tasks: list[SceneTask], options: BatchOptions, on_start) -> BatchSummary:
+    """submitit SlurmExecutor: one array job, one task per scene; waits and summarizes."""
+    import submitit
+
+    folder = Path(options.out_root).expanduser().resolve() / ".submitit" / "%j"
+    try:
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=options.max_requeues)
+    except RuntimeError as e:
+        raise InputError(Problem(file=None, field="--executor", message=f"slurm is not available here: {e}")) from None
+    executor.update_parameters(**slurm_parameters(options))
+    with executor.batch():
+        jobs = [executor.submit(t) for t in tasks]
+    if on_start:
+        for t, job in zip(tasks, jobs):
+            on_start(f"scene {t.scene.name}: slurm job {job.job_id} -> {t.scene.run_dir}")
+    results: dict[int, SceneResult] = {}
+    with GracefulStop() as stop:
+        while len(results) < len(jobs) and not stop.requested:
+            for i, (t, job) in enumerate(zip(tasks, jobs)):
+                if i not in results and job.done():
+                    results[i] = _job_result(t, job, None)
+            if len(results) < len(jobs):
+                stop.wait(max(options.poll_s, 10.0))
+    for i, (t, job) in enumerate(zip(tasks, jobs)):
+        if i not in results:
+            s = t.scene
+            results[i] = SceneResult(name=s.name, spec=str(s.spec), run_dir=str(s.run_dir), status="running",
+                                     reason=f"still running as slurm job {job.job_id} (stopped waiting)",
+                                     job_id=str(job.job_id))
+    return BatchSummary([results[i] for i in range(len(tasks))])
+
+
+def split_render_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``mirage batch``'s positional arguments into specs and extra ``mirage render`` arguments.
+
+    The command line parser drops the ``--`` separator, so the extra arguments start at the first
+    argument that begins with ``-`` (write a spec named like an option as ``./-name.yaml``).
+    """
+    for i, arg in enumerate(args):
+        if arg.startswith("-"):
+            return list(args[:i]), list(args[i:])
+    return list(args), []

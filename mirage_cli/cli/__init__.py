@@ -1,0 +1,3 @@
+"""The ``mirage`` command line: the Typer app, its commands, shared flags and the progress display. It
+parses and calls; the library does the work.
+"""

@@ -1,0 +1,458 @@
+"""The ``mirage`` command line: parses arguments, calls into the library, maps errors to exit codes.
+
+No logic lives here. Results go to stdout (``--json`` for machines); progress, logs and warnings
+go to stderr. Exit codes (README, "Commands"): 0 done, 1 runtime failure, 2 bad usage or input,
+75 interrupted with a checkpoint saved.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import typer
+
+from mirage_cli.base.errors import EXIT_FAILURE, Interrupted, MirageError
+from mirage_cli.base.files import check_output
+from mirage_cli.base.options import (
+    DEFAULT_FPS,
+    DEFAULT_RESOLUTION,
+    MemoryMode,
+    Offload,
+    PinMode,
+    Progress,
+    RenderOptions,
+    VideoOptions,
+)
+from mirage_cli.cli.app import app, cache_app, err, print_json, run_body
+from mirage_cli.cli.flags import (
+    BACKBONE,
+    VIDEO,
+    AttentionBackend,
+    CacheCalibration,
+    CacheInterval,
+    CacheThreshold,
+    Compile,
+    Device,
+    Dtype,
+    Fp8,
+    OffloadFlag,
+    Preset,
+    RandomTextEncoder,
+    RandomWeights,
+    StepCache,
+    Steps,
+    VaeTiling,
+    VramBudget,
+    backbone_options,
+    step_cache_overrides,
+)
+from mirage_cli.testing import pauses as test_hooks
+
+# --- mirage validate -----------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the resolved plan as one JSON object."),
+    vram: bool = typer.Option(False, "--vram", help="Also predict the peak GPU memory of each stage (meta-device traces of "
+                              "the real modules at the scene's size) and the memory plan a render would choose."),
+    model: str | None = typer.Option(None, "--model", help="With --vram: diffusers model id or local directory (overrides the spec)."),
+    preset: Preset = BACKBONE.preset,
+    random_weights: RandomWeights = BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
+    dtype: Dtype = BACKBONE.dtype,
+    offload: OffloadFlag = Offload(BACKBONE.offload),
+    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
+    fp8: Fp8 = BACKBONE.fp8,
+    vram_budget: VramBudget = BACKBONE.vram_budget,
+    depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
+) -> None:
+    """Check a scene spec and its files as a render would, and print the resolved plan (and, with
+    --vram, the predicted GPU memory)."""
+
+    def body():
+        from mirage_cli.render.inputs import preflight
+        from mirage_cli.render.prepare import estimate_intrinsics
+        from mirage_cli.spec.plan import load_plan
+
+        plan = estimate_intrinsics(load_plan(scene, overrides={"model": model, "depth_model": depth_model}))
+        preflight(plan)
+        summary = plan.summary()
+        from mirage_cli.depth.scene_scale import describe_scale, scale_report
+        from mirage_cli.render.inputs import load_start_depth
+
+        summary["scale"] = scale_report(plan.scale, plan.trajectory, plan.chunks, load_start_depth(plan))
+        memory_plan = None
+        if vram:
+            options = backbone_options(preset, random_weights, "auto", dtype, offload, vae_tiling, fp8, None, False,
+                                        random_text_encoder, vram_budget)
+            from mirage_cli.vram.plan import plan_for_validate
+
+            memory_plan = plan_for_validate(plan, options)
+            summary["vram"] = memory_plan.to_dict()
+        if json_out:
+            print_json(summary)
+        else:
+            print(plan.describe())
+            print(describe_scale(summary["scale"]))
+            if memory_plan is not None:
+                from mirage_cli.vram.plan import describe_plan
+
+                print(describe_plan(memory_plan))
+
+    run_body(body)
+
+
+# --- mirage trajectory ---------------------------------------------------------------------------
+
+
+@app.command()
+def trajectory(
+    source: Path = typer.Argument(..., help="Camera path: .json (canonical or nerfstudio), .txt (RealEstate10K), "
+                                            ".yaml/.yml (trajectory or preset), a COLMAP model folder, or a Spatia "
+                                            "folder (w2c.txt + intrinsics.txt)."),
+    frames: int | None = typer.Option(None, "--frames", help="Resample to N frames (default: the source's own)."),
+    fps: float | None = typer.Option(None, "--fps", help=f"Frames per second (default: the source's, else {DEFAULT_FPS:g})."),
+    width: int | None = typer.Option(
+        None, "--width", help=f"Render width in pixels (with --height; default: the source's, else {DEFAULT_RESOLUTION[0]})."
+    ),
+    height: int | None = typer.Option(
+        None, "--height", help=f"Render height in pixels (default: the source's, else {DEFAULT_RESOLUTION[1]})."
+    ),
+    order: str = typer.Option("name", "--order", help="COLMAP image order: name | id."),
+    to: Path | None = typer.Option(None, "--to", help="Write the path: .json canonical, .txt RealEstate10K, .yaml trajectory, "
+                                                         "*transforms.json / *camera_path.json nerfstudio, no suffix: COLMAP folder."),
+    to_format: str | None = typer.Option(
+        None,
+        "--to-format",
+        help="Force the --to format: json | realestate10k | yaml | nerfstudio-transforms | nerfstudio-camera-path | "
+        "colmap-text | colmap-binary.",
+    ),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a top-down + side view PNG of the path."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Read, resample, summarize, convert and plot a camera path."""
+
+    def body():
+        from mirage_cli.camera.source import load_trajectory
+        from mirage_cli.camera.summary import describe, summarize
+        from mirage_cli.camera.writers import output_format, write_trajectory
+
+        fmt = output_format(to, to_format) if to is not None or to_format is not None else None
+        if to is not None:
+            check_output(to, "--to", directory=fmt.startswith("colmap"))
+        if plot is not None:
+            check_output(plot, "--plot")
+        traj = load_trajectory(source, frames=frames, fps=fps, width=width, height=height, order=order)
+        summary = summarize(traj)
+        if to is not None:
+            write_trajectory(to, traj, fmt)
+            summary["written"] = {"path": str(to), "format": fmt}
+        if plot is not None:
+            from mirage_cli.camera.plot import plot_trajectory
+
+            plot_trajectory(traj, plot, title=f"{source.name}: {len(traj)} frames")
+            summary["plot"] = str(plot)
+        if json_out:
+            print_json(summary)
+        else:
+            print(describe(summary))
+            for key in ("written", "plot"):
+                if key in summary:
+                    value = summary[key]
+                    print(f"{key}:{' ' * (16 - len(key))}" + (f"{value['path']} ({value['format']})" if key == "written" else value))
+
+    run_body(body)
+
+
+# --- mirage render -------------------------------------------------------------------------------
+
+
+@app.command()
+def render(
+    scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else runs/<spec stem>)."),
+    model: str | None = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
+    preset: Preset = BACKBONE.preset,
+    random_weights: RandomWeights = BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
+    device: Device = BACKBONE.device,
+    dtype: Dtype = BACKBONE.dtype,
+    offload: OffloadFlag = Offload(BACKBONE.offload),
+    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
+    fp8: Fp8 = BACKBONE.fp8,
+    attention_backend: AttentionBackend = BACKBONE.attention_backend,
+    compile_: Compile = BACKBONE.compile,
+    vram_budget: VramBudget = BACKBONE.vram_budget,
+    memory: MemoryMode | None = typer.Option(None, "--memory", help="What conditions each chunk (overrides the spec)."),
+    pin: PinMode | None = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
+    pin_until: float | None = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
+    depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
+    conditioning: str | None = typer.Option(None, "--conditioning", help="pin (training-free) | vace (trained VACE branch; "
+                                            "overrides the spec's conditioning.method)."),
+    vace: Path | None = typer.Option(None, "--vace", help="VACE weights (.safetensors from the official training code)."),
+    lora: Path | None = typer.Option(None, "--lora", help="DiT LoRA (.safetensors from the official training code)."),
+    lora_scale: float | None = typer.Option(None, "--lora-scale", help="Weight of the LoRA's update (default 1)."),
+    cache: StepCache = None,
+    cache_threshold: CacheThreshold = None,
+    cache_interval: CacheInterval = None,
+    cache_calibration: CacheCalibration = None,
+    steps: Steps = None,
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
+    crf: int = typer.Option(VIDEO.crf, "--crf", help="x264 quality of video.mp4: 0-51, lower is better."),
+    encoder_preset: str = typer.Option(VIDEO.encoder_preset, "--encoder-preset", help="x264 speed preset of video.mp4."),
+    lossless: bool = typer.Option(VIDEO.lossless, "--lossless", help="Also write video.mkv: FFV1, exactly the rendered frames."),
+    frames: Path | None = typer.Option(VIDEO.frames_dir, "--frames", help="Also write every frame as a PNG into DIR."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an existing run in --out and start over."),
+    trace: Path | None = typer.Option(None, "--trace", help="Write a torch.profiler Chrome trace of one chunk into DIR."),
+    progress: Progress = typer.Option(Progress.AUTO, "--progress", help="auto: bars on a terminal, lines otherwise; "
+                                      "jsonl: one JSON object per event on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
+    json_out: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
+    parallel: str | None = typer.Option(None, "--parallel", help="ulysses | ring: under torchrun, split each denoising step "
+                                        "over the processes (diffusers' context parallelism); rank 0 does all I/O."),
+) -> None:
+    """Render a scene spec to RUN_DIR/video.mp4 (resumes when RUN_DIR holds a checkpoint)."""
+    from mirage_cli.cli.progress import JsonlRenderEvents, RichRenderEvents
+
+    events = JsonlRenderEvents() if progress == Progress.JSONL else RichRenderEvents(quiet=quiet)
+
+    def prepare():
+        from mirage_cli.render.prepare import estimate_intrinsics
+        from mirage_cli.spec.plan import load_plan
+
+        overrides = {
+            "model": model,
+            "steps": steps,
+            "seed": seed,
+            "depth_model": depth_model,
+            "memory.mode": memory,
+            "memory.pin": pin,
+            "memory.pin_until": pin_until,
+            "conditioning.method": conditioning,
+            "conditioning.vace": None if vace is None else str(vace.expanduser().resolve()),
+            "conditioning.lora": None if lora is None else str(lora.expanduser().resolve()),
+            "conditioning.lora_scale": lora_scale,
+            **step_cache_overrides(cache, cache_threshold, cache_interval, cache_calibration),
+        }
+        backbone = backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
+                                     random_text_encoder, vram_budget)
+        video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
+        options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
+        return estimate_intrinsics(load_plan(scene, overrides=overrides)), options
+
+    run_body(lambda: _render_under_stop(prepare, events, progress, json_out), quiet_errors=progress == Progress.JSONL)
+
+
+def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> None:
+    """The body of ``mirage render``: ``prepare()`` (imports, the plan) and the render, under the
+    process's stop handlers (``mirage_cli.base.signals``): a stop while starting exits 75 at once. Under
+    ``--parallel`` a follower rank prints nothing and ends with the leader's exit code."""
+    from mirage_cli.base.signals import GracefulStop, process_stop
+
+    own = process_stop() is None  # in-process (tests): handlers for this command only
+    with GracefulStop() if own else nullcontext(process_stop()) as stop:
+        try:
+            with events:
+                try:
+                    with stop.at_once("while starting"):
+                        test_hooks.pause("imports")  # tests stop the render here (mirage_cli.testing.pauses)
+                        from mirage_cli.render.session import render as run_render
+
+                        plan, options = prepare()
+                    if options.parallel is not None:
+                        from mirage_cli.render.parallel import parallel_render
+
+                        result = parallel_render(plan, options, events, stop)
+                    else:
+                        result = run_render(plan, options, events, stop=stop)
+                except MirageError as e:
+                    events.failed(e)
+                    raise
+                except Exception as e:
+                    from mirage_cli.base.crash import write_crash_report
+
+                    events.crashed(e, write_crash_report(e))
+                    if progress == Progress.JSONL:  # the event says it all; stderr holds nothing else
+                        raise typer.Exit(EXIT_FAILURE) from None
+                    raise
+                if not isinstance(result, int):
+                    events.finish(result)
+        finally:
+            stop.settle()  # the outcome is decided: later signals only get recorded
+    if isinstance(result, int):  # a follower of a parallel render
+        raise typer.Exit(result)
+    if json_out:
+        print_json(result.summary())
+    else:
+        print(result.video)
+
+
+# --- mirage inspect / mirage cache export ---------------------------------------------------------
+
+
+@app.command()
+def inspect(
+    run_dir: Path = typer.Argument(..., help="Run directory (the --out of a render)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show a run's progress and whether it can be resumed (and why not)."""
+
+    def body():
+        from mirage_cli.rundir.layout import describe_inspection, inspect_run
+
+        info = inspect_run(run_dir)
+        for warning in info["warnings"]:
+            err(f"warning: {warning}")
+        if json_out:
+            print_json(info)
+        else:
+            print(describe_inspection(info))
+
+    run_body(body)
+
+
+@cache_app.command("export")
+def cache_export(
+    run_dir: Path = typer.Argument(..., help="Run directory (the --out of a render)."),
+    ply: Path = typer.Option(..., "--ply", help="Write the memory's points to this PLY file."),
+) -> None:
+    """Export the latent memory of a run's newest good checkpoint as a PLY point cloud."""
+
+    def body():
+        from mirage_cli.rundir.layout import export_cache_ply
+
+        check_output(ply, "--ply")
+        result = export_cache_ply(run_dir, ply)
+        for warning in result["warnings"]:
+            err(f"warning: {warning}")
+        print(result["ply"])
+
+    run_body(body)
+
+
+# --- mirage batch ----------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def batch(
+    specs: list[str] = typer.Argument(
+        ..., help="Scene specs, then optionally `--` and extra `mirage render` arguments.", metavar="SPEC... [-- RENDER_ARGS...]"
+    ),
+    out_root: Path = typer.Option(..., "--out-root", help="Each scene renders into OUT_ROOT/<spec stem>."),
+    executor: str = typer.Option("local", "--executor", help="local | slurm (submitit)."),
+    partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
+    gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs per scene job (local: each job gets its own, "
+                                     "from CUDA_VISIBLE_DEVICES or every GPU; 0: CPU jobs)."),
+    time_min: float | None = typer.Option(
+        None, "--time-min", help="Time limit per job in minutes (slurm default 240; local: none). Jobs are requeued and resume."
+    ),
+    array_parallelism: int | None = typer.Option(
+        None, "--array-parallelism", help="At most K scenes at once (local default: one per GPU group, 1 without GPUs)."
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="I/N: render the I-th (0-based) of N shares here; `auto` reads SLURM_ARRAY_TASK_ID/COUNT."
+    ),
+    signal_delay_s: int = typer.Option(120, "--signal-delay-s", help="Seconds between the warning signal (USR1) and the time limit."),
+    max_attempts: int = typer.Option(3, "--max-attempts", help="Re-runs of a scene that stops unexpectedly before it counts as failed."),
+    json_out: bool = typer.Option(False, "--json", help="Print the batch summary as one JSON object."),
+) -> None:
+    """Render many scenes, one job per scene, resuming across preemption and time limits.
+
+    Everything after `--` is passed to `mirage render` (e.g. `-- --preset tiny --steps 2`).
+    Exit 0 when every scene is done, 75 when some were interrupted with a checkpoint saved, else 1.
+    """
+
+    def body():
+        from mirage_cli.batch.run import BatchOptions, run_batch, split_render_args, summary_table
+
+        spec_paths, extra = split_render_args(specs)
+        options = BatchOptions(
+            out_root=out_root,
+            executor=executor,
+            partition=partition,
+            gpus_per_job=gpus_per_job,
+            time_min=time_min,
+            array_parallelism=array_parallelism,
+            shard=shard,
+            extra_args=extra,
+            signal_delay_s=signal_delay_s,
+            max_attempts=max_attempts,
+        )
+        summary = run_batch(spec_paths, options, on_start=lambda line: err(line))
+        from rich.console import Console
+
+        Console(stderr=True).print(summary_table(summary))
+        if json_out:
+            print_json(summary.to_dict())
+        return summary.exit_code
+
+    run_body(body)
+
+
+# --- mirage preview ------------------------------------------------------------------------------
+
+
+@app.command()
+def preview(
+    scene: Path = typer.Argument(..., help="Scene spec (YAML) with a start image and its `depth:`."),
+    out: Path = typer.Option(Path("preview.mp4"), "--out", "-o", help="MP4 to write."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Fly the camera path through the start image lifted with its depth (CPU, seconds, holes in magenta)."""
+
+    def body():
+        from mirage_cli.render.preview import preview_scene
+
+        check_output(out, "--out")
+        result = preview_scene(scene, out)
+        if json_out:
+            print_json(result)
+        else:
+            print(f"{result['path']}: {result['frames']} frames, {result['width']}x{result['height']} at {result['fps']:g} fps")
+
+    run_body(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import logging
+
+    from mirage_cli.base.signals import install_for_process
+
+    stop = None
+    try:  # a stop raised from here on, before a command body took over, is caught below
+        stop = install_for_process()  # before anything slow: a stop at any moment becomes exit 75, never a death
+        test_hooks.pause("main")  # tests stop the process here (mirage_cli.testing.pauses)
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+        app(standalone_mode=True)
+    except SystemExit:
+        # click maps its own usage errors to exit 2 already; keep every other code as is.
+        raise
+    except Interrupted as e:  # stopped before a command body took over (logging setup, argument parsing)
+        err(f"interrupted: {e}")
+        sys.exit(e.exit_code)
+    except Exception as e:  # a bug, not a user error: say so, and keep the traceback for the report
+        from mirage_cli.base.crash import one_line, write_crash_report
+
+        err(f"internal error: {one_line(e)}")
+        try:
+            report = write_crash_report(e)
+        except OSError as write_error:
+            err(f"(the traceback could not be written to a file: {write_error})")
+            err("This is a bug in mirage; please report it with the command you ran.")
+        else:
+            err(f"This is a bug in mirage; please report it with the command you ran and {report} (the traceback).")
+        sys.exit(EXIT_FAILURE)
+    finally:
+        if stop is not None:
+            stop.settle()
+
+
+from mirage_cli.cli import measure as cli_measure  # noqa: E402,F401  (registers eval, bench and calibrate-cache on the app)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The ``mirage`` commands that measure and tune: ``eval``, ``bench`` and ``calibrate-cache``
+(registered on the application of ``mirage_cli.cli.main``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mirage_cli.base.errors import InputError
+from mirage_cli.base.options import Offload
+from mirage_cli.cli.app import app, err, print_json, run_body
+from mirage_cli.cli.flags import (
+    BACKBONE,
+    AttentionBackend,
+    CacheCalibration,
+    CacheInterval,
+    CacheThreshold,
+    Compile,
+    Device,
+    Dtype,
+    Fp8,
+    OffloadFlag,
+    Preset,
+    RandomTextEncoder,
+    RandomWeights,
+    StepCache,
+    Steps,
+    VaeTiling,
+    VramBudget,
+    backbone_options,
+    step_cache_overrides,
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _scene_or_example(scene: Path | None) -> Path:
+    spec = scene or Path(__file__).resolve().parents[2] / "examples" / "room" / "scene.yaml"
+    if not spec.exists():
+        raise InputError("no SCENE given and the bundled example is not installed here; pass a scene spec", file=str(spec))
+    return spec
+
+
+# --- mirage eval ----------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def evaluate(
+    target: Path = typer.Argument(..., help="A run directory (the --out of a render) or a video file."),
+    camera: Path | None = typer.Option(None, "--camera", help="The video's camera path, one camera per frame (any format "
+                                       "`mirage trajectory` reads); a run directory gives its own."),
+    depth: Path | None = typer.Option(None, "--depth", help="z-depth of every frame (.npy float [N, H, W], the path's units) "
+                                      "for the 3D-consistency check; without it only rotation is checked."),
+    reference: Path | None = typer.Option(None, "--reference", help="Ground-truth frames (a video, or a folder of images in "
+                                          "name order): PSNR and SSIM against them."),
+    depth_model: str | None = typer.Option(None, "--depth-model", help="A metric transformers depth model (id or folder) for the "
+                                           "3D check, when neither --depth nor a run's memory gives a depth."),
+    lpips: Path | None = typer.Option(None, "--lpips", help="Folder with LPIPS's weights (alexnet-owt-7be5be79.pth, alex.pth); "
+                                      "default: torch's hub cache and the lpips/torchmetrics packages. Never downloaded."),
+    html: Path | None = typer.Option(None, "--html", help="Also write a page with plots along the path and the worst pairs."),
+    json_out: bool = typer.Option(False, "--json", help="Print the document (schema mirage-eval/1) on stdout."),
+) -> None:
+    """Measure camera following, 3D consistency, revisits, temporal stability and seams of a video."""
+
+    def body():
+        from mirage_cli.evaluation.command import run_eval
+
+        document = run_eval(target, camera, depth, reference, lpips, html, depth_model)
+        if json_out:
+            print_json(document)
+
+    run_body(body)
+
+
+# --- mirage bench --------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    scene: Path | None = typer.Argument(None, help="Scene spec (default: the bundled example)."),
+    chunks: int | None = typer.Option(None, "--chunks", help="Render only the first N chunks."),
+    repeat: int = typer.Option(3, "--repeat", help="Measured rounds after the warm-up."),
+    steps: Steps = None,
+    resolution: str | None = typer.Option(None, "--resolution", help="WIDTHxHEIGHT, e.g. 1280x704 (overrides the spec)."),
+    frames: int | None = typer.Option(None, "--frames", help="Video length, 4k+1 (overrides the spec)."),
+    chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk, 4k+1 (overrides the spec)."),
+    preset: Preset = BACKBONE.preset,
+    random_weights: RandomWeights = BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
+    device: Device = BACKBONE.device,
+    dtype: Dtype = BACKBONE.dtype,
+    offload: OffloadFlag = Offload(BACKBONE.offload),
+    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
+    fp8: Fp8 = BACKBONE.fp8,
+    attention_backend: AttentionBackend = BACKBONE.attention_backend,
+    compile_: Compile = BACKBONE.compile,
+    vram_budget: VramBudget = BACKBONE.vram_budget,
+    cache: StepCache = None,
+    cache_threshold: CacheThreshold = None,
+    cache_interval: CacheInterval = None,
+    cache_calibration: CacheCalibration = None,
+    evaluate_: bool = typer.Option(False, "--eval", help="Also measure each mode's video with `mirage eval` (camera following, "
+                                   "3D consistency, revisits, stability, seams)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+) -> None:
+    """Render a scene with latent memory, RGB memory and no memory; print times, sizes and ratios.
+    With --cache: the scene without and with that step cache (speed-up and change of the frames)."""
+
+    def body():
+        from mirage_cli.measure.bench import bench_table, run_bench
+        from mirage_cli.render.prepare import estimate_intrinsics
+        from mirage_cli.spec.plan import load_plan, trim_plan
+
+        spec = _scene_or_example(scene)
+        if chunks is not None and chunks < 1:
+            raise InputError(f"must be at least 1, got {chunks}", field="--chunks")
+        if repeat < 1:
+            raise InputError(f"must be at least 1, got {repeat}", field="--repeat")
+        from mirage_cli.measure.bench import bench_overrides
+
+        overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
+        plan = load_plan(spec, overrides={**overrides, **step_cache_overrides(cache, cache_threshold, cache_interval, cache_calibration)})
+        plan = estimate_intrinsics(plan)
+        options = backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
+                                    random_text_encoder, vram_budget)
+
+        def on_run(mode, r):
+            err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")
+
+        if cache is not None and cache != "none":
+            from mirage_cli.measure.step_cache_bench import cache_bench_table, run_cache_bench
+
+            result = run_cache_bench(trim_plan(plan, chunks), options, plan.step_cache, repeat=repeat, on_run=on_run)
+            print_json(result) if json_out else _console().print(cache_bench_table(result))
+            return
+        result = run_bench(plan, options, chunks=chunks, repeat=repeat, on_run=on_run, evaluate=evaluate_)
+        if json_out:
+            print_json(result)
+        else:
+            _console().print(bench_table(result))
+            if evaluate_:
+                from mirage_cli.measure.bench import eval_table
+
+                _console().print(eval_table(result))
+
+    run_body(body)
+
+
+# --- mirage calibrate-cache --------------------------------------------------------------------
+
+
+@app.command("calibrate-cache")
+def calibrate_cache(
+    scene: Path = typer.Argument(..., help="Scene spec (YAML): its model, size, steps and first chunk are measured."),
+    out: Path = typer.Option(..., "--out", "-o", help="The calibration file to write (JSON; give it to step_cache.calibration)."),
+    steps: Steps = None,
+    resolution: str | None = typer.Option(None, "--resolution", help="WIDTHxHEIGHT (overrides the spec)."),
+    frames: int | None = typer.Option(None, "--frames", help="Video length, 4k+1 (overrides the spec; only the first chunk runs)."),
+    chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk, 4k+1 (overrides the spec)."),
+    preset: Preset = BACKBONE.preset,
+    random_weights: RandomWeights = BACKBONE.random_weights,
+    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
+    device: Device = BACKBONE.device,
+    dtype: Dtype = BACKBONE.dtype,
+    offload: OffloadFlag = Offload(BACKBONE.offload),
+    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
+    fp8: Fp8 = BACKBONE.fp8,
+    attention_backend: AttentionBackend = BACKBONE.attention_backend,
+    compile_: Compile = BACKBONE.compile,
+    vram_budget: VramBudget = BACKBONE.vram_budget,
+    json_out: bool = typer.Option(False, "--json", help="Print the written calibration on stdout."),
+) -> None:
+    """Measure MagCache's per-step ratios for this model and size (one chunk, nothing skipped) into --out."""
+
+    def body():
+        from mirage_cli.base.files import check_output
+        from mirage_cli.measure.bench import bench_overrides
+        from mirage_cli.measure.calibration import calibrate_mag_cache
+        from mirage_cli.render.prepare import estimate_intrinsics
+        from mirage_cli.spec.plan import load_plan
+
+        check_output(out, "--out")
+        overrides = bench_overrides(scene, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
+        plan = estimate_intrinsics(load_plan(scene, overrides={**overrides, "step_cache": {"method": "none"}}))
+        options = backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
+                                   random_text_encoder, vram_budget)
+        err(f"calibrate-cache: rendering the first chunk ({plan.chunks[0].end + 1} frames, {plan.steps} steps) without skipping")
+        content = calibrate_mag_cache(plan, options, out)
+        err(f"wrote {out}: {len(content['ratios'])} ratios for {content['model']} at {content['resolution']}")
+        if json_out:
+            print_json(content)
+
+    run_body(body)

@@ -1,0 +1,1 @@
+"""The denoising loop of one chunk and diffusers' step caches on the transformer."""

@@ -1,0 +1,1 @@
+"""Depth: providers for new frames, alignment to the memory, and the start image's field of view (``intrinsics: auto``)."""

@@ -1,0 +1,1 @@
+"""Pure tensor geometry: projection and back-projection (``projection``), splatting (``splatting``), and their slow twins (``twins``)."""

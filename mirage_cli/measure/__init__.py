@@ -1,0 +1,1 @@
+"""Measuring and tuning renders: ``mirage bench``, the step-cache bench and MagCache calibration."""

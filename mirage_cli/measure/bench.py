@@ -1,0 +1,206 @@
+"""``mirage bench``: the same scene rendered with latent memory, RGB memory and no memory, side by side.
+
+One process, one loaded backbone. A warm-up render of every mode first (first-call costs:
+allocator, kernels, caches), then ``repeat`` rounds that alternate the modes (latent, rgb, none,
+latent, ...) so that drift in the machine's speed hits every mode alike. Each number is the median
+over the rounds; ratios are taken between medians measured in this one run.
+
+Per mode: end-to-end seconds (the whole render: conditioning, denoising, decoding, depth, memory,
+MP4 and checkpoint writing), memory-module seconds (memory query + memory insert + the VAE encode of
+the renders that only the RGB mode needs), cache bytes at the end, peak memory. The prompts are embedded
+once, in the warm-up; the text encoder is then freed, as a render frees it after its text encoding, so
+the measured rounds hold what a render holds (and skip the text encoding, a setup cost of each render).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from mirage_cli.base.options import BackboneOptions, MemoryMode, RenderOptions
+from mirage_cli.evaluation.document import evaluate
+from mirage_cli.evaluation.inputs import load_inputs
+from mirage_cli.render.session import RenderEvents, load_backbone_for, render
+from mirage_cli.report.format import fmt_bytes, fmt_seconds
+from mirage_cli.spec.plan import Plan, read_spec_yaml, trim_plan
+from mirage_cli.vram.plan import plan_for_render
+
+
+def bench_overrides(spec: Path, *, steps=None, resolution=None, frames=None, chunk_frames=None) -> dict:
+    """Spec overrides for a bench at another size. With ``frames``, a spec's inline keyframes are
+    stretched over the new length (frame k of a path ending at L moves to round(k * (frames-1) / L)):
+    the same camera motion, slower or faster, so any scene benches at any length."""
+    overrides = {"steps": steps, "resolution": resolution, "frames": frames, "chunk_frames": chunk_frames}
+    if frames is None:
+        return overrides
+    data, _ = read_spec_yaml(spec)
+    camera = data.get("camera") if isinstance(data, dict) else None
+    keyframes = camera.get("keyframes") if isinstance(camera, dict) else None
+    if isinstance(keyframes, list) and keyframes and all(isinstance(k, dict) and type(k.get("frame")) is int for k in keyframes):
+        last = max(k["frame"] for k in keyframes)
+        if last > 0:
+            stretched = [{**k, "frame": round(k["frame"] * (frames - 1) / last)} for k in keyframes]
+            overrides["camera"] = {**camera, "keyframes": stretched}
+    return overrides
+
+
+def _run_once(plan: Plan, memory: MemoryMode, options: BackboneOptions, backbone, out: Path) -> dict:
+    p = replace(plan, memory=replace(plan.memory, mode=memory))
+    result = render(p, RenderOptions(out=out, backbone=options, restart=True), RenderEvents(), backbone=backbone)
+    s = result.report["summary"]
+    return {
+        "end_to_end_seconds": float(result.report["wall_seconds"]),
+        "memory_module_seconds": float(s["memory_module_seconds"]),
+        "cache_bytes": int(s["cache_bytes"] or 0),
+        "cache_points": int(s["cache_points"] or 0),
+        "peak_memory_bytes": int(s["peak_memory_bytes"]),
+        "peak_memory_kind": s["peak_memory_kind"],
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def run_bench(
+    plan: Plan,
+    options: BackboneOptions,
+    *,
+    chunks: int | None = None,
+    repeat: int = 3,
+    work_dir: Path | None = None,
+    on_run=None,
+    evaluate: bool = False,
+) -> dict:
+    """Render ``plan`` in every memory mode; returns ``{"runs": {mode: {...}}, "ratios": {...}}``.
+
+    Args:
+        plan: the scene (``mirage_cli.spec.plan.load_plan``).
+        options: how the backbone runs (preset, random weights, device, dtype, speed features).
+        chunks: render only the first N chunks.
+        repeat: measured rounds after the warm-up (>= 1).
+        work_dir: where the throw-away run directories go (default: a temporary directory).
+        on_run: optional callback ``(memory_mode, round_index)`` before each render (progress).
+        evaluate: measure the first round's videos with ``mirage eval`` (after each render, outside
+            its timing) and add ``"eval": {mode: {metric: value}}``.
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat: expected at least 1, got {repeat}")
+    plan = trim_plan(plan, chunks)
+
+    memory_plan = plan_for_render(plan, options)  # on a GPU: the offload and tiling that fit --vram-budget
+    if memory_plan is not None:
+        options = memory_plan.apply(options)
+    backbone = load_backbone_for(plan, options)
+    samples: dict[str, list[dict]] = {m.value: [] for m in MemoryMode}
+    measured: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-") as tmp:
+        for memory in MemoryMode:  # warm-up, discarded
+            if on_run:
+                on_run(memory.value, -1)
+            _run_once(plan, memory, options, backbone, Path(tmp) / f"warmup-{memory}")
+        backbone.release_text_encoder()  # prompts embedded (Backbone.embedded): measured rounds hold what a render holds
+        for r in range(repeat):
+            for memory in MemoryMode:
+                if on_run:
+                    on_run(memory.value, r)
+                samples[memory.value].append(_run_once(plan, memory, options, backbone, Path(tmp) / f"{memory}-{r}"))
+                if evaluate and r == 0:
+                    measured[memory.value] = _evaluate_run(Path(tmp) / f"{memory}-{r}")
+
+    runs = {}
+    for memory, rows in samples.items():
+        runs[memory] = {
+            key: statistics.median(row[key] for row in rows)
+            for key in ("end_to_end_seconds", "memory_module_seconds", "cache_bytes", "cache_points", "peak_memory_bytes")
+        }
+        runs[memory]["seconds_per_chunk"] = runs[memory]["end_to_end_seconds"] / len(plan.chunks)
+        runs[memory]["peak_memory_kind"] = rows[0]["peak_memory_kind"]
+        runs[memory]["repeats"] = len(rows)
+    ratios = {
+        "memory_time_rgb_over_latent": _ratio(runs["rgb"]["memory_module_seconds"], runs["latent"]["memory_module_seconds"]),
+        "cache_bytes_rgb_over_latent": _ratio(runs["rgb"]["cache_bytes"], runs["latent"]["cache_bytes"]),
+        "end_to_end_latent_over_none": _ratio(runs["latent"]["end_to_end_seconds"], runs["none"]["end_to_end_seconds"]),
+        "end_to_end_rgb_over_latent": _ratio(runs["rgb"]["end_to_end_seconds"], runs["latent"]["end_to_end_seconds"]),
+    }
+    return {
+        "scene": str(plan.spec_path),
+        "frames": plan.frames,
+        "chunks": len(plan.chunks),
+        "chunk_frames": plan.chunk_frames,
+        "resolution": f"{plan.width}x{plan.height}",
+        "steps": plan.steps,
+        "device": str(backbone.device),
+        "preset": options.preset,
+        "random_weights": options.random_weights,
+        "random_text_encoder": options.random_text_encoder,
+        "options": asdict(options.resolved()),
+        "memory_plan": None if memory_plan is None else memory_plan.to_dict(),
+        "runs": runs,
+        "ratios": ratios,
+        **({"eval": measured} if evaluate else {}),
+    }
+
+
+EVAL_HEADLINES = {  # metric: its column in the table
+    "rotation_error_median": "rotation err",
+    "trajectory_error_relative": "ATE/len",
+    "reprojection_error": "reproj err",
+    "revisit_psnr": "revisit PSNR",
+    "temporal_consistency": "stability",
+    "seam_ratio_max": "seam ratio",
+}
+
+
+def _evaluate_run(run: Path) -> dict:
+    """The headline ``mirage eval`` metrics of a bench render (value, unit, direction) and its notes."""
+    document = evaluate(load_inputs(run))
+    return {"metrics": {name: document["metrics"][name] for name in EVAL_HEADLINES}, "depth": document["depth"],
+            "notes": document["notes"]}
+
+
+def eval_table(result: dict):
+    """A Rich table of the ``eval`` part of a ``run_bench(..., evaluate=True)`` result."""
+    from rich.table import Table
+
+    t = Table(title="mirage bench --eval: each mode's video measured (first round)")
+    t.add_column("memory")
+    units = next(iter(result["eval"].values()))["metrics"]
+    for name, column in EVAL_HEADLINES.items():
+        arrow = "↓" if units[name]["direction"] == "lower" else "↑"
+        t.add_column(f"{column} {arrow}", justify="right")
+    for memory, measured in result["eval"].items():
+        values = [measured["metrics"][name]["value"] for name in EVAL_HEADLINES]
+        t.add_row(memory, *("-" if v is None else f"{v:.3g}" for v in values))
+    t.caption = "↓ lower is better, ↑ higher; units and definitions: `mirage eval --json` (README, Measuring a render)"
+    return t
+
+
+def bench_table(result: dict):
+    """A Rich table of a ``run_bench`` result."""
+    from rich.table import Table
+
+    t = Table(title=f"mirage bench: {result['scene']} ({result['chunks']} chunks, {result['frames']} frames, "
+              f"{result['resolution']}, {result['steps']} steps, {result['device']})")
+    for col in ("memory", "end-to-end", "memory module", "cache", "peak memory"):
+        t.add_column(col, justify="right" if col != "memory" else "left")
+    for memory, r in result["runs"].items():
+        t.add_row(
+            memory,
+            fmt_seconds(r["end_to_end_seconds"]),
+            fmt_seconds(r["memory_module_seconds"]),
+            fmt_bytes(r["cache_bytes"]),
+            fmt_bytes(r["peak_memory_bytes"]),
+        )
+    q = result["ratios"]
+
+    def f(x):
+        return "n/a" if x is None else f"{x:.2f}x"
+
+    t.caption = (
+        f"memory time rgb/latent {f(q['memory_time_rgb_over_latent'])} | cache bytes rgb/latent "
+        f"{f(q['cache_bytes_rgb_over_latent'])} | end-to-end latent/none {f(q['end_to_end_latent_over_none'])}"
+    )
+    return t

@@ -1,0 +1,1 @@
+"""Where a render's time and memory went: stage timers, peak memory and the tensor-byte tracker."""

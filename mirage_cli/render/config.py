@@ -1,0 +1,83 @@
+"""The run's configuration: everything that changes the rendered output, as a JSON-able dict whose
+fingerprint (``run_dir.fingerprint``) a resumed render must match (``run.json``'s ``config``)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from mirage_cli.base.options import RenderOptions
+from mirage_cli.rundir.meta import file_record
+from mirage_cli.spec.plan import Plan
+
+
+def _sha256_file(path: Path | None) -> str | None:
+    return None if path is None else file_record(path)["sha256"]
+
+
+def render_config(plan: Plan, options: RenderOptions) -> dict:
+    """Everything that changes the rendered output, as a JSON-able dict (fingerprinted).
+
+    Not included: where it runs and how fast (device, offload, compile, output directory):
+    resuming on another machine is allowed. VAE tiling and the attention backend change the pixels
+    (other arithmetic), so they are included when set.
+    """
+    traj = plan.trajectory
+    cams = np.concatenate([traj.world_from_cam.reshape(-1), traj.K.reshape(-1)]).astype(np.float64)
+    backbone = options.backbone
+    return {
+        "prompt": plan.prompt,
+        **({"chunk_prompts": list(plan.chunk_prompts)} if plan.varied_prompts else {}),
+        **_conditioning_config(plan),
+        "negative_prompt": plan.negative_prompt,
+        "image_sha256": _sha256_file(plan.image_path),
+        "depth_sha256": _sha256_file(plan.depth_path),
+        "depth_scale": plan.depth_scale,
+        "mask_sha256": _sha256_file(plan.mask_path),
+        "camera_sha256": hashlib.sha256(cams.tobytes()).hexdigest(),
+        "frames": plan.frames,
+        "fps": plan.fps,
+        "width": plan.width,
+        "height": plan.height,
+        "chunk_frames": plan.chunk_frames,
+        "steps": plan.steps,
+        "guidance": plan.guidance,
+        "shift": plan.shift,
+        "seed": plan.seed,
+        "model": plan.model if backbone.preset is None else f"preset:{backbone.preset}",
+        "random_weights": backbone.random_weights,
+        "dtype": backbone.dtype,
+        "fp8": backbone.fp8,
+        "memory": plan.summary()["memory"],
+        "depth_model": plan.depth_model,
+        "video": options.video.config(),
+        # Options that change the decoded pixels, recorded only when set (runs without them keep
+        # their fingerprint). --compile and --offload change how fast, not what: not recorded.
+        **({"vae_tiling": True} if backbone.vae_tiling else {}),
+        **({"random_text_encoder": True} if backbone.random_text_encoder else {}),
+        **({"attention_backend": backbone.attention_backend} if backbone.attention_backend else {}),
+        **_step_cache_config(plan),
+        # where the start depth's scale comes from, unless a depth file gives it (those runs keep their fingerprint)
+        **({"scene_scale": plan.scale.config()} if plan.scale is not None and plan.scale.source not in ("depth file", "no depth")
+           else {}),
+    }
+
+
+def _step_cache_config(plan: Plan) -> dict:
+    """The step cache, when one is on: method, knob and the MagCache calibration by content."""
+    c = plan.step_cache
+    if not c.enabled:
+        return {}
+    return {"step_cache": {"method": c.method, "threshold": c.threshold, "interval": c.interval,
+                           "calibration_sha256": _sha256_file(c.calibration)}}
+
+
+def _conditioning_config(plan: Plan) -> dict:
+    """The conditioning, when it is not the default: its method and its weights by content (sha256)."""
+    c = plan.conditioning
+    if c.method == "pin" and c.lora is None:
+        return {}
+    return {"conditioning": {"method": c.method, "vace_sha256": _sha256_file(c.vace), "lora_sha256": _sha256_file(c.lora),
+                             "lora_scale": c.lora_scale if c.lora is not None else None}}

@@ -1,0 +1,1 @@
+"""The run directory: its layout, checkpoints, the meta records, the writer lock, inspect and export."""

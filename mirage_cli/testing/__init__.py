@@ -1,0 +1,1 @@
+"""Test support that product code calls: pause points (``pauses``) and the synthetic room with exact geometry."""
