@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mirage render examples/room/scene.yaml --preset tiny --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(VENV)/bin/mirage bench --preset tiny

@@ -67,3 +67,13 @@ def stopped_run(tmp_path_factory, small_scene):
     from render_helpers import stopped_render
 
     return stopped_render(small_scene, tmp_path_factory.mktemp("stopped") / "run")
+
+
+LONGEST_FILES_FIRST = ("test_eval.py", "test_vram.py", "test_batch.py", "test_resume.py", "test_stop_signals.py", "test_parallel.py")
+"""``make test`` gives whole files to the cores (pytest-xdist ``--dist loadfile``, so a file's shared
+fixtures are built once); the longest files start first so no core is left with one at the end."""
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

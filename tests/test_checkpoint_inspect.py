@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from mirage_cli.base.errors import InputError
+from mirage_cli.base.files import file_record
 from mirage_cli.cli.main import app
 from mirage_cli.rundir import layout
 from mirage_cli.rundir.layout import RunDir, inspect_run
-from mirage_cli.rundir.meta import file_record
 
 
 def _save(run, chunk, *, done=False, step=None, num_chunks=4, outputs=None):

@@ -23,7 +23,7 @@ from mirage_cli.profiling.tensor_bytes import LiveTensorBytes
 from mirage_cli.spec.plan import load_plan
 from mirage_cli.vram.meta_models import meta_components
 from mirage_cli.vram.meta_trace import traced_peak, weight_bytes
-from mirage_cli.vram.plan import choose_plan, parse_budget
+from mirage_cli.vram.plan import choose_vram_plan, parse_budget
 from mirage_cli.vram.predict import GIB, STAGES, RenderShape, predict_vram
 
 
@@ -148,7 +148,7 @@ def test_the_vace_branch_is_counted(tmp_path, real_size):
     parts = meta_components(model, BackboneOptions(vae_tiling=True), depth, torch.bfloat16, vace=header)
     assert parts.transformer.config.vace_layers == list(range(0, 30, 2))
     assert weight_bytes(parts.transformer) / GIB == pytest.approx(14.19, abs=0.05)
-    plan = choose_plan(model, BackboneOptions(), depth, real_size, budget="auto", free=(int(23.5 * GIB), "test card"), vace=header)
+    plan = choose_vram_plan(model, BackboneOptions(), depth, real_size, budget="auto", free=(int(23.5 * GIB), "test card"), vace=header)
     assert (plan.offload, plan.vae_tiling) == ("model", True) and plan.prediction.peak <= 20 * GIB
 
 
@@ -156,16 +156,16 @@ def test_budget_choices(real_size):
     """auto on a 24 GiB card adds tiling, an 80 GiB card changes nothing, a small card offloads, and
     a budget nothing fits is refused naming the budget, the prediction and the smallest plan."""
     model, depth = "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "depth-anything/Depth-Anything-V2-Small-hf"
-    plan24 = choose_plan(model, BackboneOptions(), depth, real_size, budget="auto", free=(int(23.5 * GIB), "test card"))
+    plan24 = choose_vram_plan(model, BackboneOptions(), depth, real_size, budget="auto", free=(int(23.5 * GIB), "test card"))
     assert (plan24.offload, plan24.vae_tiling) == ("none", True) and plan24.prediction.peak <= 22 * GIB
-    plan80 = choose_plan(model, BackboneOptions(), depth, real_size, budget="auto", free=(int(78 * GIB), "test card"))
+    plan80 = choose_vram_plan(model, BackboneOptions(), depth, real_size, budget="auto", free=(int(78 * GIB), "test card"))
     assert (plan80.offload, plan80.vae_tiling) == ("none", False)
-    plan12 = choose_plan(model, BackboneOptions(), depth, real_size, budget=parse_budget("12"), free=None)
+    plan12 = choose_vram_plan(model, BackboneOptions(), depth, real_size, budget=parse_budget("12"), free=None)
     assert plan12.prediction.peak <= 12 * GIB and plan12.vae_tiling
-    resumed = choose_plan(model, BackboneOptions(), depth, real_size, budget=parse_budget("80"), free=None, recorded_tiling=True)
+    resumed = choose_vram_plan(model, BackboneOptions(), depth, real_size, budget=parse_budget("80"), free=None, recorded_tiling=True)
     assert resumed.vae_tiling  # a run rendered tiled stays tiled
     with pytest.raises(InputError) as refused:
-        choose_plan(model, BackboneOptions(), depth, real_size, budget=parse_budget("3"), free=None)
+        choose_vram_plan(model, BackboneOptions(), depth, real_size, budget=parse_budget("3"), free=None)
     message = str(refused.value.problems[0])
     assert "3.0 GiB" in message and "--offload sequential --vae-tiling" in message
     for bad in ("0", "-2", "lots", "nan"):

@@ -7,6 +7,7 @@ more than the bound is ever read (a file growing meanwhile is caught too).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -111,3 +112,19 @@ def check_output(path: str | os.PathLike, flag: str, *, directory: bool = False)
     why = output_problem(path, directory=directory)
     if why is not None:
         raise InputError([Problem(file=None, field=flag, message=why)])
+
+
+def cache_folder(name: str) -> Path:
+    """``$XDG_CACHE_HOME/mirage/NAME`` (``~/.cache`` when XDG_CACHE_HOME is unset or empty, as the XDG
+    base-directory rules say): where mirage keeps what it can compute again (traces, estimates)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mirage" / name
+
+
+def file_record(path: Path) -> dict:
+    """``{"sha256", "size"}`` of a file (read in blocks)."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+            size += len(block)
+    return {"sha256": h.hexdigest(), "size": size}

@@ -85,23 +85,23 @@ def validate(
         from mirage_cli.render.inputs import load_start_depth
 
         summary["scale"] = scale_report(plan.scale, plan.trajectory, plan.chunks, load_start_depth(plan))
-        memory_plan = None
+        vram_plan = None
         if vram:
             options = backbone_options(preset, random_weights, "auto", dtype, offload, vae_tiling, fp8, None, False,
                                         random_text_encoder, vram_budget)
-            from mirage_cli.vram.plan import plan_for_validate
+            from mirage_cli.vram.plan import vram_plan_for_validate
 
-            memory_plan = plan_for_validate(plan, options)
-            summary["vram"] = memory_plan.to_dict()
+            vram_plan = vram_plan_for_validate(plan, options)
+            summary["vram"] = vram_plan.to_dict()
         if json_out:
             print_json(summary)
         else:
             print(plan.describe())
             print(describe_scale(summary["scale"]))
-            if memory_plan is not None:
-                from mirage_cli.vram.plan import describe_plan
+            if vram_plan is not None:
+                from mirage_cli.vram.plan import describe_vram_plan
 
-                print(describe_plan(memory_plan))
+                print(describe_vram_plan(vram_plan))
 
     run_body(body)
 

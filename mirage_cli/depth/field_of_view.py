@@ -20,14 +20,11 @@ from pathlib import Path
 
 from mirage_cli.base.atomic import atomic_write_text
 from mirage_cli.base.errors import InputError
+from mirage_cli.base.files import cache_folder
 from mirage_cli.camera.intrinsics import center_crop_box
 
 DEFAULT_FOV_MODEL = "apple/DepthPro-hf"
 FOV_RANGE_DEG = (10.0, 150.0)
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mirage" / "fov"
 
 
 def _model_key(model: str) -> str:
@@ -45,7 +42,7 @@ def horizontal_fov(image_path: Path, model: str) -> float:
 
     data = image_path.read_bytes()
     key = hashlib.sha256(data + b"\0" + _model_key(model).encode()).hexdigest()
-    cached = _cache_dir() / f"{key}.json"
+    cached = cache_folder("fov") / f"{key}.json"
     if cached.is_file():
         try:
             return float(json.loads(cached.read_text())["horizontal_fov_deg"])

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from mirage_cli.base.errors import InputError
+from mirage_cli.base.hub import cached_file
 from mirage_cli.memory.filters import align_depth
 
 log = logging.getLogger(__name__)
@@ -209,9 +210,9 @@ def depth_model_problem(name: str) -> str | None:
         return None
     if not _HUB_ID.match(name):
         return f"{name!r} is neither a local directory nor a Hugging Face model id (org/name)"
-    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+    from huggingface_hub import is_offline_mode
 
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+    if cached_file(name, "config.json") is not None:
         return None
     alternatives = (f"Download it first (e.g. `hf download {name}`), pass a local directory, or use --depth-model none "
                     "with a `depth:` map in the spec")

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mirage_cli.base.errors import ProblemList
+from mirage_cli.base.hub import cached_file
 from mirage_cli.camera.colmap import check_model_files, find_colmap_model, import_pycolmap, natural_key
 from mirage_cli.camera.scale import ASSUME, path_scale, path_units
 from mirage_cli.depth.providers import DEPTH_KIND_METRIC, DEPTH_KIND_RELATIVE_INVERSE, is_no_model
@@ -88,13 +89,7 @@ def depth_model_kind(name: str) -> str | None:
     local = Path(os.path.expanduser(name))
     config = local / "config.json" if local.is_dir() else None
     if config is None:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(name, "config.json")
-        except Exception:  # not a hub id
-            return None
-        config = Path(cached) if isinstance(cached, str) else None
+        config = cached_file(name, "config.json")
     if config is None or not config.is_file():
         return None
     try:

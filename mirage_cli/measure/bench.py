@@ -25,7 +25,7 @@ from mirage_cli.evaluation.inputs import load_inputs
 from mirage_cli.render.session import RenderEvents, load_backbone_for, render
 from mirage_cli.report.format import fmt_bytes, fmt_seconds
 from mirage_cli.spec.plan import Plan, read_spec_yaml, trim_plan
-from mirage_cli.vram.plan import plan_for_render
+from mirage_cli.vram.plan import vram_plan_for_render
 
 
 def bench_overrides(spec: Path, *, steps=None, resolution=None, frames=None, chunk_frames=None) -> dict:
@@ -90,9 +90,9 @@ def run_bench(
         raise ValueError(f"repeat: expected at least 1, got {repeat}")
     plan = trim_plan(plan, chunks)
 
-    memory_plan = plan_for_render(plan, options)  # on a GPU: the offload and tiling that fit --vram-budget
-    if memory_plan is not None:
-        options = memory_plan.apply(options)
+    vram_plan = vram_plan_for_render(plan, options)  # on a GPU: the offload and tiling that fit --vram-budget
+    if vram_plan is not None:
+        options = vram_plan.apply(options)
     backbone = load_backbone_for(plan, options)
     samples: dict[str, list[dict]] = {m.value: [] for m in MemoryMode}
     measured: dict[str, dict] = {}
@@ -137,7 +137,7 @@ def run_bench(
         "random_weights": options.random_weights,
         "random_text_encoder": options.random_text_encoder,
         "options": asdict(options.resolved()),
-        "memory_plan": None if memory_plan is None else memory_plan.to_dict(),
+        "memory_plan": None if vram_plan is None else vram_plan.to_dict(),
         "runs": runs,
         "ratios": ratios,
         **({"eval": measured} if evaluate else {}),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mirage_cli.base.files import file_record
 from mirage_cli.base.options import RenderOptions
-from mirage_cli.rundir.meta import file_record
 from mirage_cli.spec.plan import Plan
 
 

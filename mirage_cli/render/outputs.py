@@ -33,11 +33,12 @@ import torch
 from mirage_cli.backbone.decoding import DECODE_CONTEXT, decode_with_context, next_decode_context
 from mirage_cli.base.atomic import atomic_write_bytes
 from mirage_cli.base.errors import InputError, Problem, RenderError
+from mirage_cli.base.files import file_record
 from mirage_cli.base.options import VideoOptions
 from mirage_cli.base.video import concat_segments, to_uint8_frames, video_problem, write_lossless, write_mp4, write_png_frames
 from mirage_cli.profiling.profiler import MP4_WRITE, OUTPUTS_WRITE
 from mirage_cli.rundir.layout import RunDir
-from mirage_cli.rundir.meta import file_record, record_problem
+from mirage_cli.rundir.meta import record_problem
 from mirage_cli.spec.plan import Chunk, Plan
 
 LATENTS_FORMAT = "mirage-latents/1"

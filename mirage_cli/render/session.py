@@ -57,7 +57,7 @@ from mirage_cli.rundir.meta import meta_problem
 from mirage_cli.spec.plan import Chunk, Plan
 from mirage_cli.spec.step_cache import check_calibration_fits
 from mirage_cli.testing import pauses as test_hooks
-from mirage_cli.vram.plan import flags, parse_budget, plan_for_render
+from mirage_cli.vram.plan import flags, parse_budget, vram_plan_for_render
 
 
 @dataclass
@@ -157,7 +157,7 @@ class RenderSession:
         self.run_dir = RunDir(self.options.out or plan.output)
         self.config: dict = {}  # what changes the output, set in stage 0 once the memory plan is chosen
         self.fingerprint = ""
-        self.memory_plan: dict | None = None  # the --vram-budget choice (mirage_cli.vram.plan), for the report
+        self.vram_plan: dict | None = None  # the --vram-budget choice (mirage_cli.vram.plan), for the report
         self.store = self.run_dir.checkpoints()
         self.outputs = None
         self.backbone = backbone
@@ -210,13 +210,13 @@ class RenderSession:
             raise InputError([Problem(file=None, field=flag, message=message) for flag, message in problems])
         if self.backbone is None:
             check_backbone_options(self.options.backbone)  # a refused flag combination leaves no run directory behind
-        self.choose_memory_plan()
+        self.choose_vram_plan()
         self.config = render_config(self.plan, self.options)
         self.fingerprint = fingerprint(self.config)
 
         check_calibration_fits(self.plan.step_cache, self.config["model"], f"{self.plan.width}x{self.plan.height}")
 
-    def choose_memory_plan(self) -> None:
+    def choose_vram_plan(self) -> None:
         """On a GPU, the offload mode and VAE tiling that fit ``--vram-budget`` (``mirage_cli.vram.plan``);
         a render that cannot fit is refused here, before anything loads (exit 2)."""
         options = self.options.backbone
@@ -228,11 +228,11 @@ class RenderSession:
             config, _ = self.run_dir.read_config()
             if isinstance(config, dict):
                 recorded = bool(config.get("vae_tiling", False))
-        plan = plan_for_render(self.plan, options, recorded)
+        plan = vram_plan_for_render(self.plan, options, recorded)
         if plan is None:
             return
         self.options = replace(self.options, backbone=plan.apply(options))
-        self.memory_plan = plan.to_dict()
+        self.vram_plan = plan.to_dict()
         if (plan.offload, plan.vae_tiling) != (options.offload, bool(options.vae_tiling)):
             self.events.warning(f"memory plan: {flags(plan.offload, plan.vae_tiling)} ({plan.reason}; {plan.budget_source})")
 
@@ -505,7 +505,7 @@ class RenderSession:
         backbone = self.options.backbone
         report = build_report(
             config={**self.config, "device": str(self.backbone.device), "offload": backbone.offload, "preset": backbone.preset,
-                    "memory_plan": self.memory_plan, "conditioning_files": self.plan.conditioning.summary(),
+                    "memory_plan": self.vram_plan, "conditioning_files": self.plan.conditioning.summary(),
                     "intrinsics_estimate": self.plan.intrinsics_estimate},
             device_info=describe_device(self.backbone.device),
             trajectory=self.plan.trajectory,

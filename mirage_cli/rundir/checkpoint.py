@@ -70,6 +70,7 @@ from typing import Any
 
 from mirage_cli.base.atomic import fsync_dir
 from mirage_cli.base.errors import RenderError
+from mirage_cli.base.files import file_record
 from mirage_cli.base.jsonable import canonical_json, to_jsonable
 from mirage_cli.base.versions import package_versions
 from mirage_cli.rundir.lock import pid_alive
@@ -86,7 +87,6 @@ _MAX_MANIFEST_BYTES = 64 << 20
 _CKPT_RE = re.compile(r"^ckpt-(\d{6,})$")
 _TMP_RE = re.compile(r"^\.tmp-ckpt-(\d+)-(\d+)-[0-9a-f]+$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_HASH_BLOCK = 1 << 22
 
 Accept = Callable[[dict], "str | None"]
 """A caller's check of a well-formed manifest: a problem (str) refuses the checkpoint, None accepts it."""
@@ -463,14 +463,11 @@ def _verify_files(path: Path, manifest: dict) -> str | None:
             size = fpath.stat().st_size
             if size != expected["size"]:
                 return f"{fname} is truncated or padded: {size} bytes, expected {expected['size']}"
-            h = hashlib.sha256()
-            with open(fpath, "rb") as f:
-                while block := f.read(_HASH_BLOCK):
-                    h.update(block)
+            digest = file_record(fpath)["sha256"]
         except FileNotFoundError:
             return f"{fname} is missing"
         except OSError as e:
             return f"{fname} is unreadable: {e}"
-        if h.hexdigest() != expected["sha256"]:
+        if digest != expected["sha256"]:
             return f"sha256 mismatch in {fname}"
     return None

@@ -22,11 +22,11 @@ is skipped like a corrupt one instead of failing later. Keys (all written by eve
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
+from mirage_cli.base.files import file_record
 from mirage_cli.rundir.checkpoint import MANIFEST
 
 ROLLOUT_FILE = "rollout.safetensors"
@@ -80,16 +80,6 @@ def output_records_problem(records: Any) -> str | None:
         if not ok or not _is_int(entry.get("size")) or entry["size"] < 0 or ".." in path.split("/"):
             return f"{MANIFEST}: meta.outputs[{path!r}] is not a file record"
     return None
-
-
-def file_record(path: Path) -> dict:
-    """``{"sha256", "size"}`` of a file (read in blocks)."""
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-            size += len(block)
-    return {"sha256": h.hexdigest(), "size": size}
 
 
 def record_problem(path: Path, record: dict) -> str | None:

@@ -21,6 +21,7 @@ from mirage_cli.backbone.lean_forward import use_lean_forward
 from mirage_cli.backbone.text import build_byte_tokenizer
 from mirage_cli.backbone.vace import VACE_IN_CHANNELS, VACE_PREFIXES, vace_layers
 from mirage_cli.base.errors import InputError
+from mirage_cli.base.hub import cached_file
 from mirage_cli.base.options import DEFAULT_DEPTH_MODEL, DEFAULT_MODEL, BackboneOptions
 from mirage_cli.depth.providers import TransformersDepth, is_no_model
 from mirage_cli.depth.scene_scale import DEFAULT_METRIC_DEPTH_MODEL
@@ -59,15 +60,8 @@ def _cached_dir(model: str, probe: str) -> Path | None:
     local = Path(model).expanduser()
     if local.is_dir():
         return local
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(model, probe)
-    except Exception:  # an id the cache cannot even parse: not cached
-        return None
-    if isinstance(found, str):
-        return Path(found).parents[len(Path(probe).parts) - 1]
-    return None
+    found = cached_file(model, probe)
+    return None if found is None else found.parents[len(Path(probe).parts) - 1]
 
 
 def _read_json(path: Path) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from mirage_cli.backbone import resolve_device, resolve_dtype
 from mirage_cli.backbone.loading import check_backbone_options
 from mirage_cli.base.atomic import atomic_write_json
 from mirage_cli.base.errors import InputError
+from mirage_cli.base.files import cache_folder
 from mirage_cli.base.options import BackboneOptions
 from mirage_cli.vram.meta_models import meta_components
 from mirage_cli.vram.predict import GIB, RenderShape, Transients, VramPrediction, predict_vram, trace_transients
@@ -73,7 +73,7 @@ def flags(offload: str, tiling: bool) -> str:
 
 
 @dataclass
-class MemoryPlan:
+class VramPlan:
     """What a render runs with and why: ``offload``, ``vae_tiling``, the budget (bytes or None) and
     where it came from, the chosen plan's prediction (None with ``--vram-budget none`` or on the CPU)."""
 
@@ -121,9 +121,9 @@ def _allowed(options: BackboneOptions, recorded_tiling: bool | None) -> list[tup
     return out
 
 
-def choose_plan(model: str, options: BackboneOptions, depth_model: str, shape: RenderShape, *, budget: str | float,
+def choose_vram_plan(model: str, options: BackboneOptions, depth_model: str, shape: RenderShape, *, budget: str | float,
                 free: tuple[int, str] | None, recorded_tiling: bool | None = None, vace: Path | None = None,
-                predict: bool = False) -> MemoryPlan:
+                predict: bool = False) -> VramPlan:
     """The plan a CUDA render of ``shape`` runs with (see the module docstring).
 
     ``free``: ``device_budget(device)`` of the GPU the render will use, or None where there is none
@@ -135,7 +135,7 @@ def choose_plan(model: str, options: BackboneOptions, depth_model: str, shape: R
     if budget == "none":
         own = (options.offload, bool(options.vae_tiling))
         prediction = _predict_candidates(model, options, depth_model, shape, [own], vace)[0][1] if predict else None
-        return MemoryPlan(*own, None, "--vram-budget none", prediction, "the options as given")
+        return VramPlan(*own, None, "--vram-budget none", prediction, "the options as given")
     if budget == "auto":
         assumed = (int(ASSUMED_FREE_GIB * GIB), f"no GPU here: a 24 GiB card assumed ({ASSUMED_FREE_GIB:g} GiB free)")
         budget_bytes, source = free if free is not None else assumed
@@ -156,7 +156,7 @@ def choose_plan(model: str, options: BackboneOptions, depth_model: str, shape: R
                 first = predictions[0][1]
                 reason = (f"{flags(*own)} would need {needed_bytes(first) / GIB:.1f} GiB ({first.peak_stage}); "
                           f"{flags(offload, tiling)} needs {needed_bytes(prediction) / GIB:.1f} GiB")
-            return MemoryPlan(offload, tiling, budget_bytes, source, prediction, reason)
+            return VramPlan(offload, tiling, budget_bytes, source, prediction, reason)
     smallest_plan, smallest = min(predictions, key=lambda item: item[1].peak)
     raise InputError(
         f"the render does not fit the VRAM budget of {budget_bytes / GIB:.1f} GiB ({source}): the smallest plan, "
@@ -177,10 +177,6 @@ def _predict_candidates(model, options, depth_model, shape, candidates, vace=Non
         parts, transients = by_tiling[tiling]
         out.append(((offload, tiling), predict_vram(parts, shape, offload=offload, transients=transients)))
     return out
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mirage" / "vram"
 
 
 def _trace_key(parts, shape: RenderShape) -> str:
@@ -208,7 +204,7 @@ def _is_fp8(module: torch.nn.Module) -> bool:
 
 def cached_transients(parts, shape: RenderShape) -> Transients:
     """``trace_transients``, read from / written to the trace cache."""
-    path = _cache_dir() / f"{_trace_key(parts, shape)}.json"
+    path = cache_folder("vram") / f"{_trace_key(parts, shape)}.json"
     try:
         data = json.loads(path.read_text())
         return {stage: (int(v[0]), int(v[1])) for stage, v in data.items()}
@@ -223,7 +219,7 @@ def cached_transients(parts, shape: RenderShape) -> Transients:
     return transients
 
 
-def describe_plan(plan: MemoryPlan) -> str:
+def describe_vram_plan(plan: VramPlan) -> str:
     """The plan and its per-stage prediction as text (``mirage validate --vram``)."""
     lines = [f"memory plan:     {flags(plan.offload, plan.vae_tiling)}", f"  budget:        {plan.budget_source}",
              f"  why:           {plan.reason}"]
@@ -240,22 +236,22 @@ def describe_plan(plan: MemoryPlan) -> str:
     return "\n".join(lines)
 
 
-def plan_for_render(plan, options: BackboneOptions, recorded_tiling: bool | None = None) -> MemoryPlan | None:
+def vram_plan_for_render(plan, options: BackboneOptions, recorded_tiling: bool | None = None) -> VramPlan | None:
     """The memory plan of a render of ``plan`` (a ``mirage_cli.spec.plan.Plan``) with ``options`` on the
     device it names; None when that device is not a GPU (nothing to plan)."""
     budget = parse_budget(options.vram_budget)
     device = resolve_device(options.device)
     if device.type != "cuda":
         return None
-    return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget,
+    return choose_vram_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget,
                        free=device_budget(device), recorded_tiling=recorded_tiling, vace=plan.conditioning.vace)
 
 
-def plan_for_validate(plan, options: BackboneOptions) -> MemoryPlan:
+def vram_plan_for_validate(plan, options: BackboneOptions) -> VramPlan:
     """The memory plan ``mirage validate --vram`` shows: a GPU render of ``plan`` on this machine's GPU,
     else on a 24 GiB card; the backbone options are checked as a render would check them."""
     budget = parse_budget(options.vram_budget)
     check_backbone_options(replace(options, device="cpu", offload="none", dtype="float32" if options.dtype == "auto" else options.dtype))
     free = device_budget(torch.device("cuda")) if torch.cuda.is_available() else None
-    return choose_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget, free=free,
+    return choose_vram_plan(plan.model, options, plan.depth_model, RenderShape.of_plan(plan), budget=budget, free=free,
                        vace=plan.conditioning.vace, predict=True)
