@@ -41,7 +41,6 @@ def make_rollout(setup, mode: str) -> Rollout:
     backbone, scene = setup
     plan = load_plan(scene, overrides={"steps": 2, "memory.mode": mode})
     rollout = Rollout.for_plan(plan, backbone, depth_provider=MemoryPropagatedDepth(), profiler=Profiler("cpu"))
-    rollout.encode_prompt()
     return rollout
 
 

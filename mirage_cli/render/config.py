@@ -1,16 +1,39 @@
 """The run's configuration: everything that changes the rendered output, as a JSON-able dict whose
-fingerprint (``run_dir.fingerprint``) a resumed render must match (``run.json``'s ``config``)."""
+fingerprint (``mirage_cli.rundir.layout.fingerprint``) a resumed render must match (``run.json``'s ``config``)."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mirage_cli.base.files import file_record
 from mirage_cli.base.options import RenderOptions
+from mirage_cli.rundir.layout import fingerprint
 from mirage_cli.spec.plan import Plan
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A render's settings, decided once before anything is written (the session's stage 0).
+
+    ``options``: the options the render runs with (dtype resolved, the VRAM plan applied).
+    ``config``: what changes the output (``render_config``); ``fingerprint``: its hash, which a resumed
+    render and every rank of a parallel one must match. ``vram_plan``: the ``--vram-budget`` choice
+    for the report (``mirage_cli.vram.plan``), None when none was made.
+    """
+
+    options: RenderOptions
+    config: dict
+    fingerprint: str
+    vram_plan: dict | None = None
+
+    @classmethod
+    def of(cls, plan: Plan, options: RenderOptions, vram_plan: dict | None = None) -> RunSettings:
+        config = render_config(plan, options)
+        return cls(options, config, fingerprint(config), vram_plan)
 
 
 def _sha256_file(path: Path | None) -> str | None:

@@ -30,15 +30,15 @@ machines. Ring attention needs an attention backend that returns log-sum-exp (no
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from mirage_cli.base.errors import InputError, Interrupted, Problem
 from mirage_cli.denoise.loop import DenoiseState, denoise_chunk
-from mirage_cli.render.config import render_config
+from mirage_cli.render.config import RunSettings
+from mirage_cli.render.prepare import estimate_intrinsics
 from mirage_cli.render.session import load_backbone_for, render
-from mirage_cli.rundir.layout import fingerprint
 
 KINDS = ("ulysses", "ring")
 EXIT_CODES = {"done": 0, "failed": 1, "input": 2, "stopped": 75}
@@ -211,16 +211,16 @@ def follow(team: Team, backbone, stop) -> int:
 def parallel_render(plan, options, events, stop):
     """``mirage render --parallel KIND`` on this rank: the leader's ``RenderResult``, or a follower's
     exit code (an int)."""
-    from dataclasses import replace
-
+    plan = estimate_intrinsics(plan)  # the settings are computed here, from the camera path the render uses
     team = join(options.parallel, options.backbone.device)
     try:
         if plan.conditioning.method != "pin" or plan.step_cache.enabled:
             raise InputError("runs with conditioning.method pin and no step cache (the VACE branch and the caches' skip "
                              "decisions are not split over ranks yet)", field="--parallel")
-        team.agree("settings (the run fingerprint)", fingerprint(render_config(plan, options)))
+        options = replace(options, backbone=replace(options.backbone, device=str(team.device)).resolved())
+        settings = RunSettings.of(plan, options)  # computed once: the render goes on with it
+        team.agree("settings (the run fingerprint)", settings.fingerprint)
         team.agree("output directory", str((options.out or plan.output).expanduser().resolve()))
-        options = replace(options, backbone=replace(options.backbone, device=str(team.device)))
         backbone = load_backbone_for(plan, options.backbone)
         _check_plan_split(team, plan, backbone, options.backbone.attention_backend)
         enable(backbone.transformer, team)
@@ -229,7 +229,8 @@ def parallel_render(plan, options, events, stop):
                 return follow(team, backbone, stop)
         outcome = "failed"
         try:
-            result = render(plan, options, events, stop=stop, backbone=backbone, denoise=lead_denoise(team, denoise_chunk))
+            result = render(plan, options, events, stop=stop, backbone=backbone, denoise=lead_denoise(team, denoise_chunk),
+                            settings=settings)
             outcome = "done"
             return result
         except Interrupted:

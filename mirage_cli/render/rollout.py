@@ -63,6 +63,16 @@ class ChunkResult:
         return self.denoise_state is None
 
 
+def embed_prompts(plan: Plan, backbone) -> tuple[dict[str, Tensor], Tensor]:
+    """Every prompt the plan's chunks use, embedded once each (prompt -> [1, L, D]), and the negative
+    prompt's embedding [1, L, D]."""
+    prompts = list(dict.fromkeys([plan.prompt, *plan.chunk_prompts]))  # distinct, in order
+    embeds, negative = {}, None
+    for prompt in prompts:
+        embeds[prompt], negative = backbone.encode_prompt(prompt, plan.negative_prompt)
+    return embeds, negative
+
+
 class Rollout:
     """Runs a plan chunk by chunk. See the module docstring for the stages.
 
@@ -76,7 +86,7 @@ class Rollout:
     """
 
     def __init__(self, plan: Plan, backbone, conditioner: Conditioner, depth: DepthAligner, cameras: CameraTensors, *, profiler,
-                 recipe=None):
+                 prompt_embeds: dict[str, Tensor], negative_embeds: Tensor, recipe=None):
         self.plan = plan
         self.recipe = recipe if recipe is not None else make_recipe(plan, backbone, conditioner)
         self.backbone = backbone
@@ -85,27 +95,23 @@ class Rollout:
         self.depth = depth
         self.cameras = cameras
         self.prof = profiler
-        self.prompt_embeds: dict[str, Tensor] = {}  # prompt -> [1, L, D], every prompt of the plan's chunks
-        self.negative_embeds: Tensor | None = None  # [1, L, D]
-        self.last_latent: Tensor | None = None  # [C, h, w] conditioning latent of the next chunk
+        self.prompt_embeds = prompt_embeds  # prompt -> [1, L, D], every prompt of the plan's chunks
+        self.negative_embeds = negative_embeds  # [1, L, D]
+        self.last_latent: Tensor | None = None  # [C, h, w] conditioning latent of the next chunk (start / load_state_tensors)
         self.context_latents: Tensor | None = None  # [C, k, h, w] latent frames before last_latent (decode context)
 
     @classmethod
     def for_plan(cls, plan: Plan, backbone, *, depth_provider, profiler, denoise=denoise_chunk) -> Rollout:
         """The rollout of ``plan``: the conditioner of ``plan.memory.mode``, depth from ``depth_provider``,
-        the recipe of ``plan.conditioning.method`` running ``denoise`` (``make_recipe``)."""
+        the recipe of ``plan.conditioning.method`` running ``denoise`` (``make_recipe``), and the
+        embeddings of every prompt it uses (``embed_prompts``)."""
         cameras = CameraTensors.from_trajectory(plan.trajectory, backbone.device)
         conditioner = make_conditioner(plan.memory.mode, backbone=backbone, cameras=cameras, settings=plan.memory, profiler=profiler)
         depth = DepthAligner(depth_provider, (plan.height, plan.width))
-        return cls(plan, backbone, conditioner, depth, cameras, profiler=profiler,
-                   recipe=make_recipe(plan, backbone, conditioner, denoise))
-
-    def encode_prompt(self) -> None:
-        """Embed every prompt the plan's chunks use (once each) and the negative prompt."""
-        prompts = list(dict.fromkeys([self.plan.prompt, *self.plan.chunk_prompts]))  # distinct, in order
-        with self.prof.stage("text_encoding"):
-            for prompt in prompts:
-                self.prompt_embeds[prompt], self.negative_embeds = self.backbone.encode_prompt(prompt, self.plan.negative_prompt)
+        with profiler.stage("text_encoding"):
+            prompt_embeds, negative_embeds = embed_prompts(plan, backbone)
+        return cls(plan, backbone, conditioner, depth, cameras, profiler=profiler, prompt_embeds=prompt_embeds,
+                   negative_embeds=negative_embeds, recipe=make_recipe(plan, backbone, conditioner, denoise))
 
     def start(self, image: Tensor, depth: Tensor | None, keep_out: Tensor | None) -> None:
         """Encode the start image and put it into the memory.

@@ -33,6 +33,9 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from mirage_cli.backbone import check_attention_backend, load_backbone, resolve_device, resolve_dtype
 from mirage_cli.backbone.loading import check_backbone_options
@@ -45,14 +48,14 @@ from mirage_cli.denoise.loop import DenoiseState, denoise_chunk
 from mirage_cli.denoise.step_cache import diffusers_config, use_step_cache
 from mirage_cli.depth.providers import MemoryPropagatedDepth, make_depth_provider
 from mirage_cli.profiling.profiler import Profiler, trace_chunk
-from mirage_cli.render.config import render_config
+from mirage_cli.render.config import RunSettings
 from mirage_cli.render.inputs import StartInputs, preflight
 from mirage_cli.render.outputs import RenderOutputs
 from mirage_cli.render.prepare import estimate_intrinsics
 from mirage_cli.render.rollout import Rollout
 from mirage_cli.report import build_report, describe_device
 from mirage_cli.rundir.checkpoint import Checkpoint
-from mirage_cli.rundir.layout import RunDir, fingerprint
+from mirage_cli.rundir.layout import RunDir
 from mirage_cli.rundir.meta import meta_problem
 from mirage_cli.spec.plan import Chunk, Plan
 from mirage_cli.spec.step_cache import check_calibration_fits
@@ -109,7 +112,7 @@ class RenderEvents:
 
 
 def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvents | None = None, *, backbone=None,
-           stop: GracefulStop | None = None, denoise=denoise_chunk) -> RenderResult:
+           stop: GracefulStop | None = None, denoise=denoise_chunk, settings: RunSettings | None = None) -> RenderResult:
     """Render ``plan`` into its run directory, resuming when a checkpoint exists.
 
     ``backbone``: already loaded components to reuse (``mirage bench`` renders several times in one
@@ -118,6 +121,8 @@ def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvent
     its own for its duration.
     ``denoise``: the denoising loop the chunks run (a parallel render's leader passes one that runs it
     on the whole team, ``mirage_cli.render.parallel.lead_denoise``).
+    ``settings``: stage 0's result when the caller already computed it (a parallel render agrees on its
+    fingerprint before loading anything); it must come from ``RunSettings.of(plan, options)``.
 
     Raises:
         InputError: bad input or a changed configuration (exit 2).
@@ -126,7 +131,7 @@ def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvent
     """
     plan = estimate_intrinsics(plan)  # a plan handed over with intrinsics: auto unresolved
     session = RenderSession(plan, options or RenderOptions(), events or RenderEvents(), backbone=backbone, stop=stop,
-                            denoise=denoise)
+                            denoise=denoise, settings=settings)
     return session.run()
 
 
@@ -137,8 +142,42 @@ def load_backbone_for(plan: Plan, options: BackboneOptions):
     return load_backbone(plan.model, options, trained=trained)
 
 
+@dataclass
+class ResumePoint:
+    """Stage 1's result: where the render goes on from.
+
+    ``checkpoint``: the newest usable checkpoint, None to start afresh. ``records``: the outputs
+    written so far by relative path (``mirage_cli.render.outputs``); the later stages add to it.
+    ``to_rebuild``: chunks whose damaged segments stage 4 decodes again from their latents.
+    """
+
+    checkpoint: Checkpoint | None
+    records: dict[str, dict] = field(default_factory=dict)
+    to_rebuild: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Components:
+    """Stage 3's result: what renders the chunks."""
+
+    backbone: Any  # mirage_cli.backbone.Backbone
+    profiler: Profiler
+    outputs: RenderOutputs
+    rollout: Rollout
+
+
+@dataclass(frozen=True)
+class Restored:
+    """Stage 4's result: the chunk the loop starts at and, mid-chunk, the denoising state to go on from."""
+
+    resumed_from: int | None  # None: a fresh start at chunk 0
+    denoise_state: DenoiseState | None = None
+
+
 class RenderSession:
-    """One render of ``plan`` into its run directory; ``run()`` runs the stages of the module docstring.
+    """One render of ``plan`` into its run directory; ``run()`` runs the stages of the module docstring,
+    each handing what it produces to the next (``RunSettings`` -> ``ResumePoint`` -> ``StartInputs`` ->
+    ``Components`` -> ``Restored``). The session itself holds only what it was given.
 
     Args:
         plan: the validated scene.
@@ -147,82 +186,72 @@ class RenderSession:
         backbone: already loaded components to reuse, or None to load them in stage 3.
         stop: installed stop handlers to obey, or None to install a ``GracefulStop`` for ``run()``.
         denoise: the denoising loop the chunks run (``render``).
+        settings: stage 0's result computed by the caller (``render``), or None.
     """
 
     def __init__(self, plan: Plan, options: RenderOptions, events: RenderEvents, *, backbone=None,
-                 stop: GracefulStop | None = None, denoise=denoise_chunk):
+                 stop: GracefulStop | None = None, denoise=denoise_chunk, settings: RunSettings | None = None):
         self.plan = plan
         self.options = replace(options, backbone=options.backbone.resolved())
         self.events = events
         self.run_dir = RunDir(self.options.out or plan.output)
-        self.config: dict = {}  # what changes the output, set in stage 0 once the memory plan is chosen
-        self.fingerprint = ""
-        self.vram_plan: dict | None = None  # the --vram-budget choice (mirage_cli.vram.plan), for the report
         self.store = self.run_dir.checkpoints()
-        self.outputs = None
-        self.backbone = backbone
-        self.rollout = None
-        self.prof = None
-        self.resumed_from: int | None = None
-        self.traced = False
-        self.stop = stop
+        self.given_backbone = backbone
+        self.given_settings = settings
+        self.own_stop = stop is None
+        self.stop = GracefulStop() if stop is None else stop
         self.denoise = denoise
-        self.records: dict[str, dict] = {}  # outputs written, by relative path (mirage_cli.render.outputs)
-        self.to_rebuild: list[int] = []  # chunks whose damaged segments stage 4 decodes again (stage 1 found them)
         self.t0 = time.perf_counter()
 
     def run(self) -> RenderResult:
         """Render (or resume) the plan; see the module docstring for the stages."""
-        if self.stop is None:
-            with GracefulStop() as self.stop:
-                return self._run()
-        return self._run()
+        with self.stop if self.own_stop else nullcontext():
+            return self._run()
 
     def _run(self) -> RenderResult:
-        self.check_options()  # 0
+        settings = self.check_options()  # 0
         self.run_dir.create()
         with crash.reports_into(self.run_dir.path), self.run_dir.lock() as lock, self.stop.deferred():
             if lock.take_over_message:
                 self.events.warning(lock.take_over_message)
-            ckpt = self.resume_point()  # 1
-            self.events.run_started(self._start_summary(ckpt))
-            if ckpt is not None and ckpt.meta["done"]:
-                finished = self.finished_result(ckpt)
-                if finished is not None:
+            resume = self.resume_point(settings)  # 1
+            self.events.run_started(self._start_summary(resume.checkpoint))
+            if resume.checkpoint is not None and resume.checkpoint.meta["done"]:
+                finished = self.finished_result(resume)
+                if isinstance(finished, RenderResult):
                     return finished
+                resume = finished  # segments to decode again: the model is needed
             self.stop.check("before rendering")
             with self.stop.at_once("while checking the inputs"):
-                start = self.check_inputs(ckpt)  # 2
+                start = self.check_inputs(settings, resume.checkpoint)  # 2
             with self.stop.at_once("while loading the model"):
                 test_hooks.pause("model_load")  # tests stop the render here (mirage_cli.testing.pauses)
-                self.load_components()  # 3
-            resume_state = self.restore_or_start(ckpt, start)  # 4
-            self.render_chunks(resume_state)  # 5
-            return self.finish()  # 6
+                parts = self.load_components(settings)  # 3
+            restored = self.restore_or_start(resume, start, parts)  # 4
+            self.render_chunks(settings, parts, resume.records, restored)  # 5
+            return self.finish(settings, parts, resume.records, restored)  # 6
 
     # --- 0. check options --------------------------------------------------------------------------
 
-    def check_options(self) -> None:
+    def check_options(self) -> RunSettings:
         """The command-line options (video settings, output directories), before anything is written;
-        then the memory plan, and the configuration it decides (the VAE tiling is in the fingerprint)."""
+        then the VRAM plan, and the configuration it decides (the VAE tiling is in the fingerprint)."""
         problems = self.options.problems()
         if problems:
             raise InputError([Problem(file=None, field=flag, message=message) for flag, message in problems])
-        if self.backbone is None:
+        if self.given_backbone is None:
             check_backbone_options(self.options.backbone)  # a refused flag combination leaves no run directory behind
-        self.choose_vram_plan()
-        self.config = render_config(self.plan, self.options)
-        self.fingerprint = fingerprint(self.config)
+        parse_budget(self.options.backbone.vram_budget)  # a bad value is refused on every device
+        settings = self.given_settings or self.choose_vram_plan()
+        check_calibration_fits(self.plan.step_cache, settings.config["model"], f"{self.plan.width}x{self.plan.height}")
+        return settings
 
-        check_calibration_fits(self.plan.step_cache, self.config["model"], f"{self.plan.width}x{self.plan.height}")
-
-    def choose_vram_plan(self) -> None:
+    def choose_vram_plan(self) -> RunSettings:
         """On a GPU, the offload mode and VAE tiling that fit ``--vram-budget`` (``mirage_cli.vram.plan``);
         a render that cannot fit is refused here, before anything loads (exit 2)."""
         options = self.options.backbone
-        parse_budget(options.vram_budget)  # a bad value is refused on every device
-        if self.backbone is not None:
-            return  # components given by the caller (bench plans them itself)
+        if self.given_backbone is not None:
+            return RunSettings.of(self.plan, self.options)  # components given by the caller (bench plans them itself)
         recorded = None
         if not self.options.restart:
             config, _ = self.run_dir.read_config()
@@ -230,16 +259,15 @@ class RenderSession:
                 recorded = bool(config.get("vae_tiling", False))
         plan = vram_plan_for_render(self.plan, options, recorded)
         if plan is None:
-            return
-        self.options = replace(self.options, backbone=plan.apply(options))
-        self.vram_plan = plan.to_dict()
+            return RunSettings.of(self.plan, self.options)
         if (plan.offload, plan.vae_tiling) != (options.offload, bool(options.vae_tiling)):
             self.events.warning(f"memory plan: {flags(plan.offload, plan.vae_tiling)} ({plan.reason}; {plan.budget_source})")
+        return RunSettings.of(self.plan, replace(self.options, backbone=plan.apply(options)), vram_plan=plan.to_dict())
 
     # --- 1. resume point ---------------------------------------------------------------------------
 
-    def resume_point(self) -> Checkpoint | None:
-        """Prepare the run directory and return its newest usable checkpoint (None: start afresh).
+    def resume_point(self, settings: RunSettings) -> ResumePoint:
+        """Prepare the run directory and find its newest usable checkpoint (none: start afresh).
 
         Raises:
             InputError: the directory holds another configuration (without ``restart``), or the
@@ -250,54 +278,57 @@ class RenderSession:
             run.clear()
         for path in run.remove_leftovers():
             self.events.setup(f"removed {path.relative_to(run.path)}, left by an interrupted write")
-        run_json_problem = run.check_config(self.config)
-        ckpt = self.store.load_latest(accept=self._usable)
+        run_json_problem = run.check_config(settings.config)
+        ckpt = self.store.load_latest(accept=lambda manifest: self._usable(manifest, settings.fingerprint))
         for warning in self.store.warnings:
             self.events.warning(warning)
-        if ckpt is not None and ckpt.meta["spec_fingerprint"] != self.fingerprint:
-            raise run.different_settings(ckpt.meta.get("config"), self.config, str(ckpt.path / "manifest.json"))
+        if ckpt is not None and ckpt.meta["spec_fingerprint"] != settings.fingerprint:
+            raise run.different_settings(ckpt.meta.get("config"), settings.config, str(ckpt.path / "manifest.json"))
         if run_json_problem:
             source = f"the checkpoint {ckpt.name}" if ckpt is not None else "this render's settings"
             self.events.warning(f"{run.run_json} {run_json_problem}; rewritten from {source}")
-        run.write_config(self.config)
+        run.write_config(settings.config)
         run.write_resolved_spec(self.plan.summary())
         run.write_camera(self.plan.trajectory.subset(range(self.plan.frames)))  # a bench's trimmed plan renders fewer frames
-        if ckpt is not None:
-            self.records = dict(ckpt.meta.get("outputs", {}))
-            if not ckpt.meta["done"]:  # a finished run checks its segments only if its video needs them
-                self.check_outputs(ckpt.meta["chunk"])
-        return ckpt
+        if ckpt is None:
+            return ResumePoint(None)
+        records = dict(ckpt.meta.get("outputs", {}))
+        if ckpt.meta["done"]:  # a finished run checks its segments only if its video needs them
+            return ResumePoint(ckpt, records)
+        return ResumePoint(ckpt, records, self.damaged_chunks(records, ckpt.meta["chunk"]))
 
-    def _usable(self, manifest: dict) -> str | None:
+    def _usable(self, manifest: dict, fingerprint: str) -> str | None:
         """``CheckpointStore``'s accept check: this plan's meta contract (another configuration's
         checkpoint passes here and is refused by name in ``resume_point``)."""
-        if manifest["spec_fingerprint"] != self.fingerprint:
+        if manifest["spec_fingerprint"] != fingerprint:
             return meta_problem(manifest)
         return meta_problem(manifest, num_chunks=len(self.plan.chunks), steps=self.plan.steps)
 
-    def check_outputs(self, chunks_done: int) -> None:
-        """Verify the files of the finished chunks; say what will be rebuilt, refuse what cannot be."""
+    def damaged_chunks(self, records: dict, chunks_done: int) -> list[int]:
+        """Verify the files of the finished chunks; say what will be rebuilt (returned), refuse what cannot be."""
         outputs = RenderOutputs(self.run_dir, self.plan, self.options.video)
-        self.to_rebuild, warnings = outputs.repair_plan(outputs.check_chunks(self.records, chunks_done))
+        to_rebuild, warnings = outputs.repair_plan(outputs.check_chunks(records, chunks_done))
         for warning in warnings:
             self.events.warning(warning)
+        return to_rebuild
 
-    def finished_result(self, ckpt: Checkpoint) -> RenderResult | None:
+    def finished_result(self, resume: ResumePoint) -> RenderResult | ResumePoint:
         """The result of a finished run after verifying its video (and rebuilding it, or the report,
-        from the segments and the checkpoint when damaged); None when segments must be decoded again
-        (the model is needed: the caller goes through stages 2 to 6)."""
+        from the segments and the checkpoint when damaged); or, when segments must be decoded again
+        (the model is needed), the resume point the caller goes through stages 2 to 6 with."""
+        ckpt, records = resume.checkpoint, resume.records
         outputs = RenderOutputs(self.run_dir, self.plan, self.options.video)
-        problems = outputs.final_problems(self.records)
+        problems = outputs.final_problems(records)
         report = self.run_dir.read_report()
         if not problems and report is not None:
-            return self._result(self.plan.frames, report, already_complete=True)
+            return self._result(self.plan.frames, report, None, already_complete=True)
         for problem in problems:
             self.events.warning(f"{problem}; joining it again from the segments")
         if problems:
-            self.check_outputs(len(self.plan.chunks))
-            if self.to_rebuild:
-                return None
-            self.records.update(outputs.assemble()[1])
+            to_rebuild = self.damaged_chunks(records, len(self.plan.chunks))
+            if to_rebuild:
+                return ResumePoint(ckpt, records, to_rebuild)
+            records.update(outputs.assemble()[1])
         if report is None:
             report = ckpt.meta.get("report") or {}
             if report:
@@ -307,8 +338,8 @@ class RenderSession:
                 self.events.warning(f"{self.run_dir.report_json.name} is missing or unreadable, and {ckpt.name} "
                                     "predates saved reports; the video is complete (--restart renders a new report)")
         if problems:
-            self.store.save(ckpt.tensors, {**ckpt.meta, "outputs": self.records})
-        return self._result(self.plan.frames, report)
+            self.store.save(ckpt.tensors, {**ckpt.meta, "outputs": records})
+        return self._result(self.plan.frames, report, None)
 
     def _start_summary(self, ckpt: Checkpoint | None) -> dict:
         plan = self.plan
@@ -328,11 +359,11 @@ class RenderSession:
 
     # --- 2. check inputs ---------------------------------------------------------------------------
 
-    def check_inputs(self, ckpt: Checkpoint | None) -> StartInputs:
+    def check_inputs(self, settings: RunSettings, ckpt: Checkpoint | None) -> StartInputs:
         """The pre-flight ``mirage validate`` runs too (``inputs.preflight``): a bad file fails
         here, before any weights load."""
         start = preflight(self.plan)
-        backbone = self.options.backbone
+        backbone = settings.options.backbone
         if backbone.attention_backend:
             check_attention_backend(backbone.attention_backend, resolve_device(backbone.device), resolve_dtype(backbone.dtype))
         if ckpt is not None and "denoise" in ckpt.tensors:
@@ -342,8 +373,6 @@ class RenderSession:
     def _check_mid_chunk_device(self, ckpt: Checkpoint, device) -> None:
         """A mid-chunk checkpoint continues bit-exactly only on the kind of device that saved it (the
         state of its noise generator is the device's own)."""
-        import torch
-
         saved = ckpt.tensors["denoise"]["generator_state"]
         saved_type = "cpu" if saved.numel() == torch.Generator().get_state().numel() else "cuda"
         if saved_type != device.type:
@@ -357,131 +386,129 @@ class RenderSession:
 
     # --- 3. load components ------------------------------------------------------------------------
 
-    def load_components(self) -> None:
+    def load_components(self, settings: RunSettings) -> Components:
         """The backbone (unless given), the profiler, the depth provider and the rollout."""
         load_seconds = 0.0
-        own_backbone = self.backbone is None
-        if own_backbone:
-            preset = self.options.backbone.preset
+        backbone = self.given_backbone
+        if backbone is None:
+            preset = settings.options.backbone.preset
             self.events.setup("loading model" + (f" (preset {preset})" if preset else f" {self.plan.model}"))
             t_load = time.perf_counter()
-            self.backbone = load_backbone_for(self.plan, self.options.backbone)
+            backbone = load_backbone_for(self.plan, settings.options.backbone)
             load_seconds = time.perf_counter() - t_load
 
-        use_step_cache(self.backbone.transformer, diffusers_config(self.plan.step_cache, self.plan.steps))  # none: no cache
-        self.prof = Profiler(self.backbone.device)
-        self.prof.add_setup_seconds("model_load", load_seconds)
-        self.outputs = RenderOutputs(self.run_dir, self.plan, self.options.video, self.prof)
+        use_step_cache(backbone.transformer, diffusers_config(self.plan.step_cache, self.plan.steps))  # none: no cache
+        profiler = Profiler(backbone.device)
+        profiler.add_setup_seconds("model_load", load_seconds)
         if CONDITIONERS[self.plan.memory.mode].stores_frames:
-            depth_provider = make_depth_provider(self.plan.depth_model, self.backbone.device)
+            depth_provider = make_depth_provider(self.plan.depth_model, backbone.device)
         else:
             depth_provider = MemoryPropagatedDepth()  # never asked: nothing is remembered
-        self.rollout = Rollout.for_plan(self.plan, self.backbone, depth_provider=depth_provider, profiler=self.prof,
-                                        denoise=self.denoise)
-        self.rollout.encode_prompt()
-        if own_backbone:  # the prompts are embedded for the whole render: the text encoder's memory goes back
-            self.backbone.release_text_encoder()
+        rollout = Rollout.for_plan(self.plan, backbone, depth_provider=depth_provider, profiler=profiler, denoise=self.denoise)
+        if self.given_backbone is None:  # the prompts are embedded for the whole render: the text encoder's memory goes back
+            backbone.release_text_encoder()
+        return Components(backbone, profiler, RenderOutputs(self.run_dir, self.plan, self.options.video, profiler), rollout)
 
     # --- 4. restore or start -----------------------------------------------------------------------
 
-    def restore_or_start(self, ckpt: Checkpoint | None, start: StartInputs) -> DenoiseState | None:
-        """Load the checkpoint into the rollout (returns its mid-chunk state, if any), or start afresh."""
+    def restore_or_start(self, resume: ResumePoint, start: StartInputs, parts: Components) -> Restored:
+        """Load the checkpoint into the rollout (with its mid-chunk state, if any), or start afresh."""
+        ckpt = resume.checkpoint
         if ckpt is None:
-            self.rollout.start(start.image, start.depth, start.keep_out)
-            return None
+            parts.rollout.start(start.image, start.depth, start.keep_out)
+            return Restored(None)
         meta = ckpt.meta
-        self.repair_outputs()
-        self.rollout.load_state_tensors(ckpt.tensors)
+        self.repair_outputs(resume, parts)
+        parts.rollout.load_state_tensors(ckpt.tensors)
         if meta.get("profiler"):
             try:
-                type(self.prof)(self.backbone.device).load_state_dict(meta["profiler"])  # all or nothing
-                self.prof.load_state_dict(meta["profiler"])
+                Profiler(parts.backbone.device).load_state_dict(meta["profiler"])  # all or nothing
+                parts.profiler.load_state_dict(meta["profiler"])
             except (ValueError, TypeError, KeyError, AttributeError) as e:
                 self.events.warning(f"{ckpt.name}: the profile of the chunks before could not be read ({e}); "
                                     "the report covers the chunks rendered from now on")
-        self.resumed_from = int(meta["chunk"])
+        resumed_from = int(meta["chunk"])
         step = meta.get("mid_chunk_step")
-        where = f"resuming at chunk {self.resumed_from + 1}/{len(self.plan.chunks)}"
+        where = f"resuming at chunk {resumed_from + 1}/{len(self.plan.chunks)}"
         self.events.setup(where + (f", step {step}/{self.plan.steps}" if step else ""))
-        return DenoiseState.from_tensors(ckpt.tensors["denoise"]) if "denoise" in ckpt.tensors else None
+        state = DenoiseState.from_tensors(ckpt.tensors["denoise"]) if "denoise" in ckpt.tensors else None
+        return Restored(resumed_from, state)
 
-    def repair_outputs(self) -> None:
-        """Rebuild the damaged segments found in stage 1 from their saved latents."""
-        if not self.to_rebuild:
+    def repair_outputs(self, resume: ResumePoint, parts: Components) -> None:
+        """Rebuild the damaged segments found in stage 1 from their saved latents (into ``resume.records``)."""
+        if not resume.to_rebuild:
             return
-        self.events.setup(f"rebuilding {len(self.to_rebuild)} damaged segment(s) from their latents")
-        self.records.update(self.outputs.rebuild_segments(self.to_rebuild, self.backbone, should_stop=lambda: self.stop.requested))
+        self.events.setup(f"rebuilding {len(resume.to_rebuild)} damaged segment(s) from their latents")
+        rebuilt = parts.outputs.rebuild_segments(resume.to_rebuild, parts.backbone, should_stop=lambda: self.stop.requested)
+        resume.records.update(rebuilt)
         self.stop.check("while rebuilding damaged segments (the ones rebuilt are kept)")
-        self.to_rebuild = []
 
     # --- 5. the chunk loop -------------------------------------------------------------------------
 
-    def render_chunks(self, resume_state: DenoiseState | None) -> None:
-        """Render every chunk not done yet: chunk -> segment -> checkpoint; stop cleanly on a signal."""
-        first = 0 if self.resumed_from is None else self.resumed_from
+    def render_chunks(self, settings: RunSettings, parts: Components, records: dict, restored: Restored) -> None:
+        """Render every chunk not done yet: chunk -> segment -> checkpoint (``records`` gains the files
+        written); stop cleanly on a signal."""
+        first = restored.resumed_from or 0
         total = len(self.plan.chunks)
+        resume_state = restored.denoise_state
         for chunk in self.plan.chunks[first:]:
             if self.stop.requested:
-                self.save_checkpoint(chunk.index)
+                self.save_checkpoint(settings, parts, records, chunk.index)
                 raise Interrupted(f"stopped by {self.stop.signal_name}; checkpoint saved at chunk {chunk.index + 1}/{total}")
-            self._render_chunk(chunk, resume_state, self.stop)
+            self._render_chunk(settings, parts, records, chunk, resume_state, trace=chunk.index == first)
             resume_state = None
 
-    def _render_chunk(self, chunk: Chunk, resume_state: DenoiseState | None, stop) -> None:
-        """One chunk of the loop (raises ``Interrupted`` after a mid-chunk checkpoint)."""
-        total, steps = len(self.plan.chunks), self.plan.steps
+    def _render_chunk(self, settings: RunSettings, parts: Components, records: dict, chunk: Chunk,
+                      resume_state: DenoiseState | None, *, trace: bool) -> None:
+        """One chunk of the loop (raises ``Interrupted`` after a mid-chunk checkpoint); ``trace``: the
+        first chunk this process renders, traced with ``--trace``."""
+        total, steps, stop = len(self.plan.chunks), self.plan.steps, self.stop
         self.events.chunk_started(chunk.index, total, steps, resume_state.step if resume_state is not None else 0)
-        self.prof.begin_chunk(chunk.index)
+        parts.profiler.begin_chunk(chunk.index)
 
         def on_step(i: int, _state: DenoiseState) -> bool:
             self.events.step_done(chunk.index, i + 1, steps)
             test_hooks.pause("denoise_step")  # tests stop the render here (mirage_cli.testing.pauses)
             return stop.requested
 
-        with self._maybe_trace(chunk):
-            result = self.rollout.run_chunk(chunk, resume_state=resume_state, on_step=on_step)
+        tracing = self.options.trace_dir is not None and trace
+        with trace_chunk(self.options.trace_dir, chunk_index=chunk.index, device=parts.backbone.device) if tracing else nullcontext():
+            result = parts.rollout.run_chunk(chunk, resume_state=resume_state, on_step=on_step)
         if not result.completed:
-            state = result.denoise_state
-            self.save_checkpoint(chunk.index, denoise_state=state)
+            self.save_checkpoint(settings, parts, records, chunk.index, denoise_state=result.denoise_state)
             raise Interrupted(
                 f"stopped by {stop.signal_name or 'a stop on another rank'} during chunk {chunk.index + 1}/{total}; "
                 "checkpoint saved, run the same command again to resume"
             )
-        self.records.update(self.outputs.write_chunk(chunk, result.latents, result.pixels))
+        records.update(parts.outputs.write_chunk(chunk, result.latents, result.pixels))
         new_frames = chunk.num_frames if chunk.index == 0 else chunk.num_frames - 1
         stats = {"start": chunk.start, "end": chunk.end, "frames": new_frames, **result.stats}
-        self.prof.end_chunk(dict(stats))
-        self.prof.add_chunk_seconds(chunk.index, "checkpoint_write", self.save_checkpoint(chunk.index + 1))
+        parts.profiler.end_chunk(dict(stats))
+        seconds = self.save_checkpoint(settings, parts, records, chunk.index + 1)
+        parts.profiler.add_chunk_seconds(chunk.index, "checkpoint_write", seconds)
         self.events.chunk_done(chunk.index, total, stats)
 
-    def _maybe_trace(self, chunk: Chunk):
-        """A torch.profiler trace around the first chunk rendered, with ``--trace``."""
-        if self.options.trace_dir is None or self.traced:
-            return nullcontext()
-
-        self.traced = True
-        return trace_chunk(self.options.trace_dir, chunk_index=chunk.index, device=self.backbone.device)
-
-    def save_checkpoint(self, next_chunk: int, *, denoise_state: DenoiseState | None = None, report: dict | None = None) -> float:
+    def save_checkpoint(self, settings: RunSettings, parts: Components, records: dict, next_chunk: int, *,
+                        denoise_state: DenoiseState | None = None, report: dict | None = None) -> float:
         """Write a checkpoint that resumes at chunk ``next_chunk`` (mid-chunk with ``denoise_state``;
         the final one, ``done``, with the ``report``); returns the seconds it took. Meta keys:
         ``mirage_cli.rundir.meta``."""
         done = report is not None
-        tensors = self.rollout.state_tensors()
+        tensors = parts.rollout.state_tensors()
         if denoise_state is not None:
             tensors["denoise"] = denoise_state.to_tensors()
         meta = {
-            "spec_fingerprint": self.fingerprint,
+            "spec_fingerprint": settings.fingerprint,
             "chunk": next_chunk,
             "num_chunks": len(self.plan.chunks),
             "frames_written": self.plan.chunks[next_chunk - 1].end + 1 if next_chunk > 0 else 0,
             "frames_total": self.plan.frames,
             "mid_chunk_step": None if denoise_state is None else denoise_state.step,
             "done": done,
-            "config": self.config,
-            "outputs": dict(self.records),
-            "profiler": self.prof.state_dict(),
-            **self.rollout.memory_stats(),
+            "config": settings.config,
+            "outputs": dict(records),
+            "profiler": parts.profiler.state_dict(),
+            **parts.rollout.memory_stats(),
         }
         if done:
             meta["report"] = report
@@ -495,35 +522,35 @@ class RenderSession:
 
     # --- 6. assemble, report, final checkpoint -----------------------------------------------------
 
-    def finish(self) -> RenderResult:
+    def finish(self, settings: RunSettings, parts: Components, records: dict, restored: Restored) -> RenderResult:
         """Join the segments into ``video.mp4`` (and ``video.mkv``), write the report and the final checkpoint."""
         test_hooks.pause("assemble")  # tests stop the render here (mirage_cli.testing.pauses)
-        frames, records = self.outputs.assemble()
-        self.records.update(records)
+        frames, assembled = parts.outputs.assemble()
+        records.update(assembled)
         self.stop.check("while assembling the video (every chunk is saved)")
         wall = time.perf_counter() - self.t0
-        backbone = self.options.backbone
+        backbone = settings.options.backbone
         report = build_report(
-            config={**self.config, "device": str(self.backbone.device), "offload": backbone.offload, "preset": backbone.preset,
-                    "memory_plan": self.vram_plan, "conditioning_files": self.plan.conditioning.summary(),
-                    "intrinsics_estimate": self.plan.intrinsics_estimate},
-            device_info=describe_device(self.backbone.device),
+            config={**settings.config, "device": str(parts.backbone.device), "offload": backbone.offload,
+                    "preset": backbone.preset, "memory_plan": settings.vram_plan,
+                    "conditioning_files": self.plan.conditioning.summary(), "intrinsics_estimate": self.plan.intrinsics_estimate},
+            device_info=describe_device(parts.backbone.device),
             trajectory=self.plan.trajectory,
             frames=self.plan.frames,
             wall_seconds=wall,
-            **self.prof.report_inputs(),
+            **parts.profiler.report_inputs(),
         )
         self.run_dir.write_report(report)
-        self.save_checkpoint(len(self.plan.chunks), report=report)
-        return self._result(frames, report)
+        self.save_checkpoint(settings, parts, records, len(self.plan.chunks), report=report)
+        return self._result(frames, report, restored.resumed_from)
 
-    def _result(self, frames: int, report: dict, already_complete: bool = False) -> RenderResult:
+    def _result(self, frames: int, report: dict, resumed_from: int | None, already_complete: bool = False) -> RenderResult:
         return RenderResult(
             self.run_dir.path,
             self.run_dir.video,
             frames,
             len(self.plan.chunks),
-            self.resumed_from,
+            resumed_from,
             time.perf_counter() - self.t0,
             report,
             already_complete=already_complete,
