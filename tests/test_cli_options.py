@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import typer
 import typer.main
 
 from mirage_cli.base.options import BackboneOptions, MemoryMode, PinMode
@@ -30,3 +31,33 @@ def test_memory_and_pin_flags_are_the_shared_enums():
     render = _options("render")
     assert render["--memory"].type_descriptor.annotation is MemoryMode
     assert render["--pin"].type_descriptor.annotation is PinMode
+
+
+def test_a_flag_group_reaches_the_command_as_one_value():
+    from typer.testing import CliRunner
+
+    from mirage_cli.cli.flags import BACKBONE, MODEL_FLAGS, STEP_CACHE_FLAGS
+
+    received = {}
+    probe = typer.Typer()
+
+    @probe.command()
+    @MODEL_FLAGS(without=("compile_",))
+    @STEP_CACHE_FLAGS
+    def show(name: str = typer.Argument(...), backbone: BackboneOptions = BACKBONE, step_cache: dict | None = None) -> None:
+        received.update(name=name, backbone=backbone, step_cache=step_cache)
+
+    result = CliRunner().invoke(probe, ["x", "--device", "cpu", "--offload", "model", "--fp8", "--cache", "mag",
+                                        "--cache-threshold", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert received["name"] == "x"
+    assert received["backbone"] == dataclasses.replace(BACKBONE, device="cpu", offload="model", fp8=True)
+    assert received["step_cache"] == {"step_cache.method": "mag", "step_cache.threshold": 0.1, "step_cache.interval": None,
+                                      "step_cache.calibration": None}
+    assert CliRunner().invoke(probe, ["x", "--compile"]).exit_code == 2  # left out of this command: not a flag
+
+
+def test_validate_offers_the_model_flags_that_change_its_vram_prediction_only():
+    validate = _options("validate")
+    assert {"--preset", "--dtype", "--offload", "--vae-tiling", "--fp8", "--vram-budget"} <= set(validate)
+    assert not {"--device", "--attention-backend", "--compile"} & set(validate)

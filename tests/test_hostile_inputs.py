@@ -36,7 +36,7 @@ class WeightsWouldLoad(Exception):
     """Raised where the render would load the model's weights: its input checks have all run."""
 
 
-def _stop_before_weights(self):
+def _stop_before_weights(self, settings):
     raise WeightsWouldLoad
 
 

@@ -1,4 +1,7 @@
-"""Pinhole intrinsics K in pixels, pixel centres at integer coordinates (docs/CONVENTIONS.md).
+"""Pinhole intrinsics K in pixels, pixel centres at integer coordinates (docs/CONVENTIONS.md): built
+from a field of view or from fx/fy/cx/cy, from the spec's ``intrinsics`` mapping (``intrinsics_override``),
+checked, rescaled and cropped with an image. The latent grid's K is ``mirage_cli.geometry.projection.latent_intrinsics``;
+``intrinsics: auto`` is estimated by ``mirage_cli.depth.field_of_view``.
 
 Sources that put the origin at the image corner (COLMAP, nerfstudio, RealEstate10K) are converted
 with cx = cx_corner - 0.5 (``from_corner_origin``).
@@ -9,6 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from mirage_cli.base.errors import ProblemList
+from mirage_cli.base.values import as_number, unknown_keys
 
 DEFAULT_VERTICAL_FOV_DEG = 60.0
 
@@ -119,3 +125,46 @@ def center_crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int
     h = max(1, round(src_w / dst_aspect))
     top = (src_h - h) // 2
     return 0, top, src_w, top + h
+
+
+def intrinsics_override(intrinsics: dict | None, width: int, height: int, problems: ProblemList) -> np.ndarray | None:
+    """K (float64 [3, 3], pixels at width x height) from the spec's ``intrinsics`` mapping, or None.
+
+    ``{fov: vertical degrees}`` or ``{fx, fy, cx, cy}`` (pixels, integer pixel centres).
+    Problems are named ``intrinsics.<key>`` in ``problems`` (whose prefix must be "").
+    """
+    if intrinsics is None:
+        return None
+    if not isinstance(intrinsics, dict):
+        problems.add("intrinsics", "expected a mapping: {fov: degrees} or {fx, fy, cx, cy} in pixels, or auto")
+        return None
+    valid = ("fov", "fx", "fy", "cx", "cy")
+    start = len(problems.items)
+    unknown_keys(intrinsics, valid, problems, "intrinsics")
+    pixel_keys = [k for k in ("fx", "fy", "cx", "cy") if k in intrinsics]
+    if "fov" in intrinsics and pixel_keys:
+        problems.add("intrinsics", "give either fov or fx/fy/cx/cy, not both")
+    if "fov" in intrinsics:
+        why = fov_problem(intrinsics["fov"])
+        if why:
+            problems.add("intrinsics.fov", why)
+    if pixel_keys and "fov" not in intrinsics:
+        missing = [k for k in ("fx", "fy", "cx", "cy") if k not in intrinsics]
+        if missing:
+            problems.add("intrinsics", f"missing {', '.join(missing)} (give all of fx, fy, cx, cy in pixels)")
+        for k in pixel_keys:
+            _, why = as_number(intrinsics[k])
+            if why:
+                problems.add(f"intrinsics.{k}", why)
+    if not pixel_keys and "fov" not in intrinsics and len(problems.items) == start:
+        problems.add("intrinsics", "expected {fov: degrees} or {fx, fy, cx, cy} in pixels")
+    if len(problems.items) > start:
+        return None
+    if "fov" in intrinsics:
+        return K_from_vertical_fov(float(intrinsics["fov"]), width, height)
+    K = K_from_params(*(float(intrinsics[k]) for k in ("fx", "fy", "cx", "cy")))
+    why = K_problem(K)
+    if why:
+        problems.add("intrinsics", why)
+        return None
+    return K

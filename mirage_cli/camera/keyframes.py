@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from mirage_cli.base.errors import ProblemList, did_you_mean
+from mirage_cli.base.errors import ProblemList
 from mirage_cli.base.limits import MAX_COORDINATE, MAX_KEYFRAMES
-from mirage_cli.base.yaml_lines import text_number_hint
+from mirage_cli.base.values import as_number, describe_value, unknown_keys
 from mirage_cli.camera.intrinsics import K_problem, fov_problem
 from mirage_cli.camera.rotations import (
     DEFAULT_UP,
@@ -83,36 +83,10 @@ class Keyframes:
         return replace(self, **changes)
 
 
-def unknown_keys(mapping: dict, valid, problems: ProblemList, where: str) -> None:
-    """Add a problem for every key of ``mapping`` that is not in ``valid``."""
-    for key in mapping:
-        if key not in valid:
-            name = f"{where}.{key}" if where else str(key)
-            problems.add(name, f"unknown key '{key}'{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}")
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
-
-
-def as_number(value: Any) -> tuple[float | None, str | None]:
-    """(float, None) for a finite number, else (None, why)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"expected a number, got {_describe(value)}{text_number_hint(value)}"
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float's range
-        return None, f"is an integer of {len(str(abs(value)))} digits: too large"
-    if not math.isfinite(number):
-        return None, f"is {value} (NaN or inf)"
-    return number, None
-
-
 def as_vector(value: Any, n: int) -> tuple[np.ndarray | None, str | None]:
     """(float64 [n], None) for a list of n finite numbers, else (None, why)."""
     if not isinstance(value, (list, tuple)) or len(value) != n:
-        return None, f"expected a list of {n} numbers, got {_describe(value)}"
+        return None, f"expected a list of {n} numbers, got {describe_value(value)}"
     out = []
     for i, v in enumerate(value):
         x, why = as_number(v)
@@ -128,7 +102,7 @@ def as_matrix(value: Any, rows: int, cols: int) -> tuple[np.ndarray | None, str 
         flat, why = as_vector(value, rows * cols)
         return (flat.reshape(rows, cols), None) if why is None else (None, why)
     if not isinstance(value, (list, tuple)) or len(value) != rows:
-        return None, f"expected {rows} rows of {cols} numbers, got {_describe(value)}"
+        return None, f"expected {rows} rows of {cols} numbers, got {describe_value(value)}"
     out = []
     for i, row in enumerate(value):
         r, why = as_vector(row, cols)
@@ -203,7 +177,7 @@ def _rotation_of(item: dict, name: str, position: np.ndarray | None, problems: P
     if given[0] == "quaternion":
         q = item["quaternion"]
         if not isinstance(q, (list, tuple)) or len(q) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in q):
-            problems.add(f"{name}.quaternion", f"expected 4 numbers [w, x, y, z], got {_describe(q)}")
+            problems.add(f"{name}.quaternion", f"expected 4 numbers [w, x, y, z], got {describe_value(q)}")
             return None
         why = quaternion_problem(q)
         if why:
@@ -235,7 +209,7 @@ def _keyframe_time(item: dict, kf: str, problems: ProblemList) -> tuple[float | 
     if "frame" in item:
         v = item["frame"]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            problems.add(f"{kf}.frame", f"expected a frame index (integer >= 0), got {_describe(v)}")
+            problems.add(f"{kf}.frame", f"expected a frame index (integer >= 0), got {describe_value(v)}")
             return None, "frame", True
         return float(v), "frame", True
     if "time" in item:
@@ -304,7 +278,7 @@ def parse_keyframe(item: Any, kf: str, problems: ProblemList, size: tuple[int, i
     """One keyframe item (schema in the module docstring), named ``kf`` in problems; None when it is
     not a mapping."""
     if not isinstance(item, dict):
-        problems.add(kf, f"expected a mapping with position and rotation, got {_describe(item)}")
+        problems.add(kf, f"expected a mapping with position and rotation, got {describe_value(item)}")
         return None
     unknown_keys(item, KEYFRAME_KEYS, problems, kf)
     time, unit, timing_known = _keyframe_time(item, kf, problems)
@@ -330,7 +304,7 @@ def parse_keyframes(items: Any, problems: ProblemList, *, name: str = "keyframes
         Keyframes (kind "keyframes") or None when any problem was found.
     """
     if not isinstance(items, list) or not items:
-        problems.add(name, f"expected a non-empty list of keyframes, got {_describe(items)}")
+        problems.add(name, f"expected a non-empty list of keyframes, got {describe_value(items)}")
         return None
     if len(items) > MAX_KEYFRAMES:
         problems.add(name, f"{len(items):,} keyframes: more than the limit of {MAX_KEYFRAMES:,}")

@@ -19,7 +19,8 @@ import numpy as np
 
 from mirage_cli.base.errors import did_you_mean
 from mirage_cli.base.limits import MAX_COORDINATE, MAX_KEYFRAMES
-from mirage_cli.camera.keyframes import as_number, as_vector
+from mirage_cli.base.values import as_number
+from mirage_cli.camera.keyframes import as_vector
 
 
 def _kf(position, **rotation) -> dict:

@@ -28,19 +28,13 @@ import numpy as np
 from mirage_cli.base.errors import InputError, Problem, ProblemList
 from mirage_cli.base.files import read_text
 from mirage_cli.base.limits import MAX_FPS, MAX_KEYFRAMES, MAX_NESTING, MAX_TEXT_BYTES, MAX_YAML_BYTES, MIN_FPS
+from mirage_cli.base.values import as_number, unknown_keys
 from mirage_cli.base.yaml_lines import load_yaml_with_lines
 from mirage_cli.camera.colmap import read_colmap
 from mirage_cli.camera.conventions import opengl_to_opencv, realestate10k_row_to_camera
 from mirage_cli.camera.interpolate import INTERPOLATIONS, TIMINGS
 from mirage_cli.camera.intrinsics import K_from_params, K_problem, fov_problem, from_corner_origin, rescale_K
-from mirage_cli.camera.keyframes import (
-    Keyframes,
-    as_matrix,
-    as_number,
-    parse_keyframes,
-    pose_problem,
-    unknown_keys,
-)
+from mirage_cli.camera.keyframes import Keyframes, as_matrix, parse_keyframes, pose_problem
 from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_parameters
 from mirage_cli.camera.spatia import W2C_NAME, read_spatia
 

@@ -35,16 +35,15 @@ import numpy as np
 from mirage_cli.base.errors import InputError, ProblemList
 from mirage_cli.base.limits import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS
 from mirage_cli.base.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
+from mirage_cli.base.values import unknown_keys
 from mirage_cli.camera.interpolate import INTERPOLATIONS, TIMINGS, resample
 from mirage_cli.camera.intrinsics import (
     DEFAULT_VERTICAL_FOV_DEG,
-    K_from_params,
     K_from_vertical_fov,
-    K_problem,
-    fov_problem,
+    intrinsics_override,
     rescale_K,
 )
-from mirage_cli.camera.keyframes import Keyframes, as_number, parse_keyframes, unknown_keys
+from mirage_cli.camera.keyframes import Keyframes, parse_keyframes
 from mirage_cli.camera.presets import PRESETS, preset_keyframes, preset_parameters
 from mirage_cli.camera.readers import check_choice, read_camera_file
 from mirage_cli.camera.scale import check_scale_options, path_scale
@@ -54,49 +53,6 @@ SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "
 OPTION_KEYS = ("order", "timing", "interpolation", "units", "scale")
 _FILE_KIND = {"trajectory": "trajectory", "colmap": "colmap", "realestate10k": "realestate10k",
               "nerfstudio": "nerfstudio", "json": "json", "spatia": "spatia"}
-
-
-def intrinsics_override(intrinsics: dict | None, width: int, height: int, problems: ProblemList) -> np.ndarray | None:
-    """K (float64 [3, 3], pixels at width x height) from the spec's ``intrinsics`` mapping, or None.
-
-    ``{fov: vertical degrees}`` or ``{fx, fy, cx, cy}`` (pixels, integer pixel centres).
-    Problems are named ``intrinsics.<key>`` in ``problems`` (whose prefix must be "").
-    """
-    if intrinsics is None:
-        return None
-    if not isinstance(intrinsics, dict):
-        problems.add("intrinsics", "expected a mapping: {fov: degrees} or {fx, fy, cx, cy} in pixels, or auto")
-        return None
-    valid = ("fov", "fx", "fy", "cx", "cy")
-    start = len(problems.items)
-    unknown_keys(intrinsics, valid, problems, "intrinsics")
-    pixel_keys = [k for k in ("fx", "fy", "cx", "cy") if k in intrinsics]
-    if "fov" in intrinsics and pixel_keys:
-        problems.add("intrinsics", "give either fov or fx/fy/cx/cy, not both")
-    if "fov" in intrinsics:
-        why = fov_problem(intrinsics["fov"])
-        if why:
-            problems.add("intrinsics.fov", why)
-    if pixel_keys and "fov" not in intrinsics:
-        missing = [k for k in ("fx", "fy", "cx", "cy") if k not in intrinsics]
-        if missing:
-            problems.add("intrinsics", f"missing {', '.join(missing)} (give all of fx, fy, cx, cy in pixels)")
-        for k in pixel_keys:
-            _, why = as_number(intrinsics[k])
-            if why:
-                problems.add(f"intrinsics.{k}", why)
-    if not pixel_keys and "fov" not in intrinsics and len(problems.items) == start:
-        problems.add("intrinsics", "expected {fov: degrees} or {fx, fy, cx, cy} in pixels")
-    if len(problems.items) > start:
-        return None
-    if "fov" in intrinsics:
-        return K_from_vertical_fov(float(intrinsics["fov"]), width, height)
-    K = K_from_params(*(float(intrinsics[k]) for k in ("fx", "fy", "cx", "cy")))
-    why = K_problem(K)
-    if why:
-        problems.add("intrinsics", why)
-        return None
-    return K
 
 
 def _key_and_sample_times(keys: Keyframes, frames: int, fps: float, problems: ProblemList,

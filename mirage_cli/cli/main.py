@@ -18,8 +18,8 @@ from mirage_cli.base.files import check_output
 from mirage_cli.base.options import (
     DEFAULT_FPS,
     DEFAULT_RESOLUTION,
+    BackboneOptions,
     MemoryMode,
-    Offload,
     PinMode,
     Progress,
     RenderOptions,
@@ -28,25 +28,10 @@ from mirage_cli.base.options import (
 from mirage_cli.cli.app import app, cache_app, err, print_json, run_body
 from mirage_cli.cli.flags import (
     BACKBONE,
+    MODEL_FLAGS,
+    STEP_CACHE_FLAGS,
     VIDEO,
-    AttentionBackend,
-    CacheCalibration,
-    CacheInterval,
-    CacheThreshold,
-    Compile,
-    Device,
-    Dtype,
-    Fp8,
-    OffloadFlag,
-    Preset,
-    RandomTextEncoder,
-    RandomWeights,
-    StepCache,
     Steps,
-    VaeTiling,
-    VramBudget,
-    backbone_options,
-    step_cache_overrides,
 )
 from mirage_cli.testing import pauses as test_hooks
 
@@ -54,20 +39,14 @@ from mirage_cli.testing import pauses as test_hooks
 
 
 @app.command()
+@MODEL_FLAGS(without=("device", "attention_backend", "compile_"))
 def validate(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
     json_out: bool = typer.Option(False, "--json", help="Print the resolved plan as one JSON object."),
     vram: bool = typer.Option(False, "--vram", help="Also predict the peak GPU memory of each stage (meta-device traces of "
                               "the real modules at the scene's size) and the memory plan a render would choose."),
     model: str | None = typer.Option(None, "--model", help="With --vram: diffusers model id or local directory (overrides the spec)."),
-    preset: Preset = BACKBONE.preset,
-    random_weights: RandomWeights = BACKBONE.random_weights,
-    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
-    dtype: Dtype = BACKBONE.dtype,
-    offload: OffloadFlag = Offload(BACKBONE.offload),
-    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
-    fp8: Fp8 = BACKBONE.fp8,
-    vram_budget: VramBudget = BACKBONE.vram_budget,
+    backbone: BackboneOptions = BACKBONE,  # the model flags (MODEL_FLAGS)
     depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
 ) -> None:
     """Check a scene spec and its files as a render would, and print the resolved plan (and, with
@@ -87,11 +66,9 @@ def validate(
         summary["scale"] = scale_report(plan.scale, plan.trajectory, plan.chunks, load_start_depth(plan))
         vram_plan = None
         if vram:
-            options = backbone_options(preset, random_weights, "auto", dtype, offload, vae_tiling, fp8, None, False,
-                                        random_text_encoder, vram_budget)
             from mirage_cli.vram.plan import vram_plan_for_validate
 
-            vram_plan = vram_plan_for_validate(plan, options)
+            vram_plan = vram_plan_for_validate(plan, backbone)
             summary["vram"] = vram_plan.to_dict()
         if json_out:
             print_json(summary)
@@ -172,21 +149,13 @@ def trajectory(
 
 
 @app.command()
+@MODEL_FLAGS
+@STEP_CACHE_FLAGS
 def render(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else runs/<spec stem>)."),
     model: str | None = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
-    preset: Preset = BACKBONE.preset,
-    random_weights: RandomWeights = BACKBONE.random_weights,
-    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
-    device: Device = BACKBONE.device,
-    dtype: Dtype = BACKBONE.dtype,
-    offload: OffloadFlag = Offload(BACKBONE.offload),
-    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
-    fp8: Fp8 = BACKBONE.fp8,
-    attention_backend: AttentionBackend = BACKBONE.attention_backend,
-    compile_: Compile = BACKBONE.compile,
-    vram_budget: VramBudget = BACKBONE.vram_budget,
+    backbone: BackboneOptions = BACKBONE,  # the model flags (MODEL_FLAGS)
     memory: MemoryMode | None = typer.Option(None, "--memory", help="What conditions each chunk (overrides the spec)."),
     pin: PinMode | None = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
     pin_until: float | None = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
@@ -196,10 +165,7 @@ def render(
     vace: Path | None = typer.Option(None, "--vace", help="VACE weights (.safetensors from the official training code)."),
     lora: Path | None = typer.Option(None, "--lora", help="DiT LoRA (.safetensors from the official training code)."),
     lora_scale: float | None = typer.Option(None, "--lora-scale", help="Weight of the LoRA's update (default 1)."),
-    cache: StepCache = None,
-    cache_threshold: CacheThreshold = None,
-    cache_interval: CacheInterval = None,
-    cache_calibration: CacheCalibration = None,
+    step_cache: dict | None = None,  # the step-cache flags (STEP_CACHE_FLAGS)
     steps: Steps = None,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
     crf: int = typer.Option(VIDEO.crf, "--crf", help="x264 quality of video.mp4: 0-51, lower is better."),
@@ -236,10 +202,8 @@ def render(
             "conditioning.vace": None if vace is None else str(vace.expanduser().resolve()),
             "conditioning.lora": None if lora is None else str(lora.expanduser().resolve()),
             "conditioning.lora_scale": lora_scale,
-            **step_cache_overrides(cache, cache_threshold, cache_interval, cache_calibration),
+            **step_cache,
         }
-        backbone = backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                                     random_text_encoder, vram_budget)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
         return estimate_intrinsics(load_plan(scene, overrides=overrides)), options

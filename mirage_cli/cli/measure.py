@@ -8,28 +8,13 @@ from pathlib import Path
 import typer
 
 from mirage_cli.base.errors import InputError
-from mirage_cli.base.options import Offload
+from mirage_cli.base.options import BackboneOptions
 from mirage_cli.cli.app import app, err, print_json, run_body
 from mirage_cli.cli.flags import (
     BACKBONE,
-    AttentionBackend,
-    CacheCalibration,
-    CacheInterval,
-    CacheThreshold,
-    Compile,
-    Device,
-    Dtype,
-    Fp8,
-    OffloadFlag,
-    Preset,
-    RandomTextEncoder,
-    RandomWeights,
-    StepCache,
+    MODEL_FLAGS,
+    STEP_CACHE_FLAGS,
     Steps,
-    VaeTiling,
-    VramBudget,
-    backbone_options,
-    step_cache_overrides,
 )
 
 
@@ -81,6 +66,8 @@ def evaluate(
 
 
 @app.command()
+@MODEL_FLAGS
+@STEP_CACHE_FLAGS
 def bench(
     scene: Path | None = typer.Argument(None, help="Scene spec (default: the bundled example)."),
     chunks: int | None = typer.Option(None, "--chunks", help="Render only the first N chunks."),
@@ -89,21 +76,8 @@ def bench(
     resolution: str | None = typer.Option(None, "--resolution", help="WIDTHxHEIGHT, e.g. 1280x704 (overrides the spec)."),
     frames: int | None = typer.Option(None, "--frames", help="Video length, 4k+1 (overrides the spec)."),
     chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk, 4k+1 (overrides the spec)."),
-    preset: Preset = BACKBONE.preset,
-    random_weights: RandomWeights = BACKBONE.random_weights,
-    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
-    device: Device = BACKBONE.device,
-    dtype: Dtype = BACKBONE.dtype,
-    offload: OffloadFlag = Offload(BACKBONE.offload),
-    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
-    fp8: Fp8 = BACKBONE.fp8,
-    attention_backend: AttentionBackend = BACKBONE.attention_backend,
-    compile_: Compile = BACKBONE.compile,
-    vram_budget: VramBudget = BACKBONE.vram_budget,
-    cache: StepCache = None,
-    cache_threshold: CacheThreshold = None,
-    cache_interval: CacheInterval = None,
-    cache_calibration: CacheCalibration = None,
+    backbone: BackboneOptions = BACKBONE,  # the model flags (MODEL_FLAGS)
+    step_cache: dict | None = None,  # the step-cache flags (STEP_CACHE_FLAGS)
     evaluate_: bool = typer.Option(False, "--eval", help="Also measure each mode's video with `mirage eval` (camera following, "
                                    "3D consistency, revisits, stability, seams)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
@@ -124,21 +98,19 @@ def bench(
         from mirage_cli.measure.bench import bench_overrides
 
         overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
-        plan = load_plan(spec, overrides={**overrides, **step_cache_overrides(cache, cache_threshold, cache_interval, cache_calibration)})
+        plan = load_plan(spec, overrides={**overrides, **step_cache})
         plan = estimate_intrinsics(plan)
-        options = backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                                    random_text_encoder, vram_budget)
 
         def on_run(mode, r):
             err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")
 
-        if cache is not None and cache != "none":
+        if step_cache["step_cache.method"] not in (None, "none"):
             from mirage_cli.measure.step_cache_bench import cache_bench_table, run_cache_bench
 
-            result = run_cache_bench(trim_plan(plan, chunks), options, plan.step_cache, repeat=repeat, on_run=on_run)
+            result = run_cache_bench(trim_plan(plan, chunks), backbone, plan.step_cache, repeat=repeat, on_run=on_run)
             print_json(result) if json_out else _console().print(cache_bench_table(result))
             return
-        result = run_bench(plan, options, chunks=chunks, repeat=repeat, on_run=on_run, evaluate=evaluate_)
+        result = run_bench(plan, backbone, chunks=chunks, repeat=repeat, on_run=on_run, evaluate=evaluate_)
         if json_out:
             print_json(result)
         else:
@@ -155,6 +127,7 @@ def bench(
 
 
 @app.command("calibrate-cache")
+@MODEL_FLAGS
 def calibrate_cache(
     scene: Path = typer.Argument(..., help="Scene spec (YAML): its model, size, steps and first chunk are measured."),
     out: Path = typer.Option(..., "--out", "-o", help="The calibration file to write (JSON; give it to step_cache.calibration)."),
@@ -162,17 +135,7 @@ def calibrate_cache(
     resolution: str | None = typer.Option(None, "--resolution", help="WIDTHxHEIGHT (overrides the spec)."),
     frames: int | None = typer.Option(None, "--frames", help="Video length, 4k+1 (overrides the spec; only the first chunk runs)."),
     chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk, 4k+1 (overrides the spec)."),
-    preset: Preset = BACKBONE.preset,
-    random_weights: RandomWeights = BACKBONE.random_weights,
-    random_text_encoder: RandomTextEncoder = BACKBONE.random_text_encoder,
-    device: Device = BACKBONE.device,
-    dtype: Dtype = BACKBONE.dtype,
-    offload: OffloadFlag = Offload(BACKBONE.offload),
-    vae_tiling: VaeTiling = BACKBONE.vae_tiling,
-    fp8: Fp8 = BACKBONE.fp8,
-    attention_backend: AttentionBackend = BACKBONE.attention_backend,
-    compile_: Compile = BACKBONE.compile,
-    vram_budget: VramBudget = BACKBONE.vram_budget,
+    backbone: BackboneOptions = BACKBONE,  # the model flags (MODEL_FLAGS)
     json_out: bool = typer.Option(False, "--json", help="Print the written calibration on stdout."),
 ) -> None:
     """Measure MagCache's per-step ratios for this model and size (one chunk, nothing skipped) into --out."""
@@ -187,10 +150,8 @@ def calibrate_cache(
         check_output(out, "--out")
         overrides = bench_overrides(scene, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
         plan = estimate_intrinsics(load_plan(scene, overrides={**overrides, "step_cache": {"method": "none"}}))
-        options = backbone_options(preset, random_weights, device, dtype, offload, vae_tiling, fp8, attention_backend, compile_,
-                                   random_text_encoder, vram_budget)
         err(f"calibrate-cache: rendering the first chunk ({plan.chunks[0].end + 1} frames, {plan.steps} steps) without skipping")
-        content = calibrate_mag_cache(plan, options, out)
+        content = calibrate_mag_cache(plan, backbone, out)
         err(f"wrote {out}: {len(content['ratios'])} ratios for {content['model']} at {content['resolution']}")
         if json_out:
             print_json(content)

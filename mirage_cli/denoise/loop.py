@@ -313,6 +313,7 @@ class _PinCells:
     memory_cells: torch.Tensor
     pinned_zero_tokens: torch.Tensor
     clean_cells_pinned: torch.Tensor
+    noised: bool  # pin_mode noised: memory cells are set to the memory noised to the step's sigma
 
     @classmethod
     def build(cls, pin_mask: torch.Tensor, pin_mode: str, device: torch.device) -> _PinCells:
@@ -331,7 +332,18 @@ class _PinCells:
         frame0_cells = token_mask_to_cells(frame0_tokens).view(1, 1, frames, height, width)  # [1, 1, T, h, w]
         memory_cells = memory_cells.view(1, 1, frames, height, width)  # [1, 1, T, h, w]
         clean_cells_pinned = frame0_cells | memory_cells if pin_mode == PinMode.CLEAN else frame0_cells  # [1, 1, T, h, w]
-        return cls(frame0_tokens, frame0_cells, memory_cells, pinned_zero_tokens, clean_cells_pinned)
+        return cls(frame0_tokens, frame0_cells, memory_cells, pinned_zero_tokens, clean_cells_pinned, pin_mode == PinMode.NOISED)
+
+    def pin(self, latents: torch.Tensor, clean_values: torch.Tensor, pinned: bool, sigma: torch.Tensor,
+            generator: torch.Generator) -> torch.Tensor:
+        """The sample a step starts from: held cells set to their ``clean_values``, and while ``pinned``
+        in the noised mode the memory cells set to the memory forward-noised to ``sigma`` (one eps draw
+        from ``generator``). ``latents``, ``clean_values``: [1, C, T, h, w]."""
+        latents = torch.where(self.clean_cells_pinned if pinned else self.frame0_cells, clean_values, latents)
+        if self.noised and pinned:
+            eps = draw_eps(generator, tuple(latents.shape), latents.device)  # [1, C, T, h, w]
+            latents = torch.where(self.memory_cells, forward_noised(clean_values, eps, sigma), latents)
+        return latents
 
 
 def _clean_values(pinned_latents: torch.Tensor, cond_frame0: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -440,13 +452,8 @@ def denoise_chunk(
             t = timesteps[i]
             pinned = is_pinned_step(i, steps, pin_until)
             clean_cells = cells.clean_cells_pinned if pinned else cells.frame0_cells
-            zero_tokens = cells.pinned_zero_tokens if pinned else cells.frame0_tokens
-            latents = torch.where(clean_cells, clean_values, latents)  # [1, C, T, h, w]
-            if pin_mode == PinMode.NOISED and pinned:
-                sigma = scheduler.sigmas[i]
-                eps = draw_eps(generator, tuple(latents.shape), device)  # [1, C, T, h, w]
-                latents = torch.where(cells.memory_cells, forward_noised(clean_values, eps, sigma), latents)
-            timestep = per_token_timestep(t, zero_tokens, batch=1)  # [1, tokens]
+            latents = cells.pin(latents, clean_values, pinned, scheduler.sigmas[i], generator)  # [1, C, T, h, w]
+            timestep = per_token_timestep(t, cells.pinned_zero_tokens if pinned else cells.frame0_tokens, batch=1)  # [1, tokens]
             model_input = latents.to(dtype)  # [1, C, T, h, w]
             velocity = _predict_velocity(transformer, model_input, timestep, prompt_embeds, negative_prompt_embeds, guidance)
             velocity = torch.where(clean_cells, zero, velocity)  # held cells stay on their clean latent

@@ -110,21 +110,8 @@ def run_bench(
                 if evaluate and r == 0:
                     measured[memory.value] = _evaluate_run(Path(tmp) / f"{memory}-{r}")
 
-    runs = {}
-    for memory, rows in samples.items():
-        runs[memory] = {
-            key: statistics.median(row[key] for row in rows)
-            for key in ("end_to_end_seconds", "memory_module_seconds", "cache_bytes", "cache_points", "peak_memory_bytes")
-        }
-        runs[memory]["seconds_per_chunk"] = runs[memory]["end_to_end_seconds"] / len(plan.chunks)
-        runs[memory]["peak_memory_kind"] = rows[0]["peak_memory_kind"]
-        runs[memory]["repeats"] = len(rows)
-    ratios = {
-        "memory_time_rgb_over_latent": _ratio(runs["rgb"]["memory_module_seconds"], runs["latent"]["memory_module_seconds"]),
-        "cache_bytes_rgb_over_latent": _ratio(runs["rgb"]["cache_bytes"], runs["latent"]["cache_bytes"]),
-        "end_to_end_latent_over_none": _ratio(runs["latent"]["end_to_end_seconds"], runs["none"]["end_to_end_seconds"]),
-        "end_to_end_rgb_over_latent": _ratio(runs["rgb"]["end_to_end_seconds"], runs["latent"]["end_to_end_seconds"]),
-    }
+    runs = {memory: _median_run(rows, len(plan.chunks)) for memory, rows in samples.items()}
+    ratios = _ratios(runs)
     return {
         "scene": str(plan.spec_path),
         "frames": plan.frames,
@@ -141,6 +128,28 @@ def run_bench(
         "runs": runs,
         "ratios": ratios,
         **({"eval": measured} if evaluate else {}),
+    }
+
+
+def _median_run(rows: list[dict], chunks: int) -> dict:
+    """One memory mode's measured rounds as their medians (``_run_once``'s keys) and seconds per chunk."""
+    run = {
+        key: statistics.median(row[key] for row in rows)
+        for key in ("end_to_end_seconds", "memory_module_seconds", "cache_bytes", "cache_points", "peak_memory_bytes")
+    }
+    run["seconds_per_chunk"] = run["end_to_end_seconds"] / chunks
+    run["peak_memory_kind"] = rows[0]["peak_memory_kind"]
+    run["repeats"] = len(rows)
+    return run
+
+
+def _ratios(runs: dict[str, dict]) -> dict:
+    """The headline ratios between the memory modes, measured in one run."""
+    return {
+        "memory_time_rgb_over_latent": _ratio(runs["rgb"]["memory_module_seconds"], runs["latent"]["memory_module_seconds"]),
+        "cache_bytes_rgb_over_latent": _ratio(runs["rgb"]["cache_bytes"], runs["latent"]["cache_bytes"]),
+        "end_to_end_latent_over_none": _ratio(runs["latent"]["end_to_end_seconds"], runs["none"]["end_to_end_seconds"]),
+        "end_to_end_rgb_over_latent": _ratio(runs["rgb"]["end_to_end_seconds"], runs["latent"]["end_to_end_seconds"]),
     }
 
 
