@@ -5,6 +5,7 @@ The CUDA-event path is exercised with a fake ``torch.cuda`` (no GPU here); every
 
 from __future__ import annotations
 
+import gc
 import json
 from types import SimpleNamespace
 
@@ -93,13 +94,20 @@ def test_chunk_profile_from_real_stages():
 
 
 def test_peak_rss_sees_a_large_allocation():
-    prof = P.Profiler("cpu")
-    prof.begin_chunk(0)
-    with prof.stage(P.DEPTH_ESTIMATION):
-        before = prof._rss()
-        big = torch.ones(64 * 2**20 // 4 * 4)  # 256 MiB of float32, pages touched
-    chunk = prof.end_chunk(frames=1)
-    del big
+    # On a worker that ran other tests first, a garbage collection in the middle could free their
+    # leftovers and hide the rise: collect first, and none while measuring.
+    gc.collect()
+    gc.disable()
+    try:
+        prof = P.Profiler("cpu")
+        prof.begin_chunk(0)
+        with prof.stage(P.DEPTH_ESTIMATION):
+            before = prof._rss()
+            big = torch.ones(64 * 2**20 // 4 * 4)  # 256 MiB of float32, pages touched
+        chunk = prof.end_chunk(frames=1)
+        del big
+    finally:
+        gc.enable()
     assert chunk.peak_memory_bytes - before > 200 * 2**20
 
 

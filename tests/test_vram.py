@@ -23,14 +23,17 @@ from mirage_cli.profiling.tensor_bytes import LiveTensorBytes
 from mirage_cli.spec.plan import load_plan
 from mirage_cli.vram.meta_models import meta_components
 from mirage_cli.vram.meta_trace import traced_peak, weight_bytes
-from mirage_cli.vram.plan import choose_vram_plan, parse_budget
+from mirage_cli.vram.plan import cached_transients, choose_vram_plan, parse_budget
 from mirage_cli.vram.predict import GIB, STAGES, RenderShape, predict_vram
 
 
-@pytest.fixture(autouse=True)
-def _trace_cache(tmp_path, monkeypatch):
-    """The plan's trace cache goes to a temporary directory, not the user's home."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+@pytest.fixture(scope="module", autouse=True)
+def _trace_cache(tmp_path_factory):
+    """The plan's trace cache goes to a temporary directory, not the user's home; the tests of this
+    module share it, so a real-size stage is traced once (the cache key holds everything traced)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 def _measured_render(tmp_path: Path, depth_dir: Path, **scene):
@@ -115,7 +118,7 @@ def real_size():
 def _real(shape, offload="none", **options):
     parts = meta_components("Wan-AI/Wan2.2-TI2V-5B-Diffusers", BackboneOptions(**options), "depth-anything/Depth-Anything-V2-Small-hf",
                             torch.bfloat16)
-    return parts, predict_vram(parts, shape, offload=offload)
+    return parts, predict_vram(parts, shape, offload=offload, transients=cached_transients(parts, shape))
 
 
 def test_real_size_figures(real_size):

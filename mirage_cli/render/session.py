@@ -225,7 +225,6 @@ class RenderSession:
             with self.stop.at_once("while checking the inputs"):
                 start = self.check_inputs(settings, resume.checkpoint)  # 2
             with self.stop.at_once("while loading the model"):
-                test_hooks.pause("model_load")  # tests stop the render here (mirage_cli.testing.pauses)
                 parts = self.load_components(settings)  # 3
             restored = self.restore_or_start(resume, start, parts)  # 4
             self.render_chunks(settings, parts, resume.records, restored)  # 5
@@ -393,6 +392,7 @@ class RenderSession:
         if backbone is None:
             preset = settings.options.backbone.preset
             self.events.setup("loading model" + (f" (preset {preset})" if preset else f" {self.plan.model}"))
+            test_hooks.pause("model_load")  # tests stop the render here, once it has said so (mirage_cli.testing.pauses)
             t_load = time.perf_counter()
             backbone = load_backbone_for(self.plan, settings.options.backbone)
             load_seconds = time.perf_counter() - t_load
