@@ -18,8 +18,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mirage render examples/room/scene.yaml --preset tiny --out runs/demo
 
+# One pytest worker per core, one torch thread per worker (and per render it starts): the workers
+# fill the cores, and threads that outnumber them only wait on each other.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(VENV)/bin/mirage bench --preset tiny
