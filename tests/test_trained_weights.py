@@ -244,3 +244,27 @@ def test_references_sit_before_the_frames_in_rotary_position(base):
     scores_ours = rotate(q, *ours) @ rotate(k, *ours).T
     scores_plain = rotate(q, *plain) @ rotate(k, *plain).T
     torch.testing.assert_close(scores_ours, scores_plain, rtol=1e-5, atol=1e-5)  # the rotary tables are float32
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_weights_that_are_not_finite_or_absurdly_large_are_refused_naming_the_tensor(tmp_path, base, value):
+    from safetensors.torch import load_file
+
+    vace = tmp_path / "vace.safetensors"
+    write_vace(vace, blocks=2, zero_after=False)
+    tensors = load_file(str(vace))
+    tensors["vace_blocks.1.cross_attn.k.weight"][3, 5] = value
+    save_file(tensors, str(vace))
+    with pytest.raises(InputError) as info:
+        attach_vace(base, vace, field="conditioning.vace")
+    (problem,) = info.value.problems
+    assert problem.file == str(vace) and problem.field == "conditioning.vace"
+    assert "vace_blocks.1.cross_attn.k.weight" in problem.message
+
+    lora = official_lora(blocks=1)
+    lora["pipe.dit.blocks.0.ffn.0.lora_B.weight"][0, 0] = value
+    path = tmp_path / "lora.safetensors"
+    save_file(lora, str(path))
+    with pytest.raises(InputError) as info:
+        apply_lora(copy.deepcopy(base), path, field="conditioning.lora")
+    assert "pipe.dit.blocks.0.ffn.0.lora_B.weight" in str(info.value.problems[0]) and str(path) in str(info.value.problems[0])

@@ -67,6 +67,22 @@ def test_vace_inputs_are_checked_before_anything_renders(tmp_path, weights):
     assert none_memory.exit_code == 2 and "use memory.mode latent or rgb" in none_memory.stderr
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_damaged_weight_values_end_with_exit_2_before_any_denoising(tmp_path, weights, value):
+    from safetensors.torch import load_file
+
+    bad = tmp_path / "vace.safetensors"
+    tensors = load_file(str(weights / "vace.safetensors"))
+    tensors["vace_blocks.0.after_proj.weight"].fill_(value)
+    save_file(tensors, str(bad))
+    scene = write_small_scene(tmp_path / "scene", conditioning={"method": "vace", "vace": str(bad)})
+    result = cli("render", scene, "--out", tmp_path / "run", *SMALL)
+    assert result.exit_code == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {bad}") and "conditioning.vace" in line and "vace_blocks.0.after_proj.weight" in line
+    assert not (tmp_path / "run" / "segments").exists() or not any((tmp_path / "run" / "segments").iterdir())
+
+
 def test_changing_the_trained_weights_is_refused_on_resume(tmp_path, weights):
     scene = vace_scene(tmp_path / "scene", weights)
     run = stopped_render(scene, tmp_path / "run")

@@ -8,7 +8,9 @@ cross-attention's LayerNorm is DiffSynth's ``norm3`` and diffusers' ``norm2``; D
 and ``norm2`` carry no parameters. A VACE block's input and output projections are ``before_proj``
 and ``after_proj`` in DiffSynth, ``proj_in`` and ``proj_out`` in diffusers.
 
-Only safetensors files are read: a pickled torch file can run code when it is loaded.
+Only safetensors files are read: a pickled torch file can run code when it is loaded. Every
+tensor read is checked (``weight_problems``): a value that is not finite, or a magnitude no trained
+layer holds, refuses the file before anything renders.
 """
 
 from __future__ import annotations
@@ -94,10 +96,40 @@ def read_safetensors(path: Path, field: str) -> dict[str, torch.Tensor]:
             "is a pickled torch file; only .safetensors weights are read (loading a pickle can run code). "
             "Convert it once where you trust it: safetensors.torch.save_file(state_dict, 'weights.safetensors')")))
     try:
-        return load_file(str(path), device="cpu")
+        tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         why = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise InputError(Problem(file=str(path), field=field, message=f"is not a readable safetensors file ({why})")) from None
+    problems = weight_problems(tensors, path, field)
+    if problems:
+        raise InputError(problems)
+    return tensors
+
+
+MAX_WEIGHT_MAGNITUDE = 1e4
+"""The largest |value| a trained weight of these layers may hold. Trained Wan2.2 weights, VACE
+branches and LoRA matrices stay far below it (their largest values are in the tens); a value
+beyond it comes from a damaged file or one that holds something other than weights."""
+
+
+def weight_problems(tensors: dict[str, torch.Tensor], path: Path, field: str) -> list[Problem]:
+    """One problem per floating-point tensor of ``tensors`` with a NaN or an infinity, or a value beyond
+    ``MAX_WEIGHT_MAGNITUDE`` (up to five, naming the file, ``field`` and the tensor)."""
+    problems = []
+    for key, value in tensors.items():
+        if not value.is_floating_point() or value.numel() == 0:
+            continue
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            problems.append(f"{key}: {bad} of {value.numel()} values are NaN or infinite")
+            continue
+        largest = float(value.abs().amax())
+        if largest > MAX_WEIGHT_MAGNITUDE:
+            problems.append(f"{key}: holds {largest:.3g}, beyond any trained weight (|value| <= {MAX_WEIGHT_MAGNITUDE:g})")
+    more = [f"and {len(problems) - 5} more tensors"] if len(problems) > 5 else []
+    return [Problem(file=str(path), field=field, message=f"tensor {text}" if not text.startswith("and ") else text)
+            for text in problems[:5] + more]
 
 
 def key_problems(path: Path, field: str, unknown: list[str], missing: list[str], wrong_shape: list[str]) -> InputError | None:
