@@ -223,27 +223,31 @@ def test_vace_forward_is_the_base_forward_and_diffusers_vace_forward(tmp_path, b
         assert with_ref.shape == x.shape and not torch.equal(with_ref, expected)
 
 
-def test_references_sit_before_the_frames_in_rotary_position(base):
-    """References at temporal positions -n..-1: every query-key angle equals the one of a sequence
-    whose positions all start at 0 (RoPE depends on position differences only), so the rotary of
-    n references + f frames scores like the plain rotary of n + f frames."""
+def test_references_take_the_official_rotary_positions(base):
+    """The official DiT (LatentSpatialMemory, wan_video_new.py) gives reference tokens temporal
+    positions -n..-1 (``ref_freqs[0][-n:]``), height rows h..2h-1 (``ref_freqs[1][h : 2 * h]``) and
+    width rows 0..w-1; the frames after them keep the plain rotary from 0. Rows 0..h-1 for the
+    references (this project's convention before) fail the height check."""
     from mirage_cli.backbone.vace_forward import reference_rotary
 
-    x = torch.zeros(1, 48, 5, 8, 8)
-    ours, plain = reference_rotary(base.rope, x, 2), base.rope(x)
-    assert ours[0].shape == plain[0].shape
-    torch.testing.assert_close(reference_rotary(base.rope, x, 2)[0][:, 32:], base.rope(x[:, :, 2:])[0])
-
-    def rotate(v, cos, sin):  # v [L, d]: the rotation apply_rotary_emb performs
-        x1, x2 = v.unflatten(-1, (-1, 2)).unbind(-1)
-        c, s = cos[0, :, 0, 0::2], sin[0, :, 0, 1::2]
-        return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
-
-    gen = torch.Generator().manual_seed(0)
-    q, k = torch.randn(2, 80, CFG["attention_head_dim"], generator=gen, dtype=torch.float64)
-    scores_ours = rotate(q, *ours) @ rotate(k, *ours).T
-    scores_plain = rotate(q, *plain) @ rotate(k, *plain).T
-    torch.testing.assert_close(scores_ours, scores_plain, rtol=1e-5, atol=1e-5)  # the rotary tables are float32
+    n, x = 2, torch.zeros(1, 48, 5, 8, 8)
+    rope = base.rope
+    hh = ww = 8 // rope.patch_size[1]
+    cos, sin = reference_rotary(rope, x, n)
+    assert cos.shape == rope(x)[0].shape
+    torch.testing.assert_close(cos[:, n * hh * ww :], rope(x[:, :, n:])[0])  # the frames: plain, from 0
+    torch.testing.assert_close(sin[:, n * hh * ww :], rope(x[:, :, n:])[1])
+    dims = [rope.t_dim, rope.h_dim, rope.w_dim]
+    ref_cos = cos[0, : n * hh * ww, 0].view(n, hh, ww, -1).split(dims, dim=-1)  # (t, h, w) parts
+    ref_sin = sin[0, : n * hh * ww, 0].view(n, hh, ww, -1).split(dims, dim=-1)
+    table_cos, table_sin = rope.freqs_cos.split(dims, dim=1), rope.freqs_sin.split(dims, dim=1)
+    for j in range(n):  # temporal position -(n - j): cos of row n - j, sine negated
+        assert torch.equal(ref_cos[0][j, 0, 0], table_cos[0][n - j]) and torch.equal(ref_sin[0][j, 0, 0], -table_sin[0][n - j])
+    for y in range(hh):  # height position hh + y
+        assert torch.equal(ref_cos[1][0, y, 0], table_cos[1][hh + y]) and torch.equal(ref_sin[1][0, y, 0], table_sin[1][hh + y])
+        assert not torch.equal(ref_cos[1][0, y, 0], table_cos[1][y])
+    for w in range(ww):  # width position w
+        assert torch.equal(ref_cos[2][0, 0, w], table_cos[2][w]) and torch.equal(ref_sin[2][0, 0, w], table_sin[2][w])
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])

@@ -5,9 +5,10 @@ no trained weights exist here); everything else is the real pipeline."""
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
-from render_helpers import SMALL, cli, file_hash, final_checkpoint_tensors, same_tensors, stopped_render, write_small_scene
+from render_helpers import SMALL, Child, cli, file_hash, final_checkpoint_tensors, same_tensors, step_of, stopped_render, write_small_scene
 from safetensors.torch import save_file
 from test_trained_weights import official_lora, write_vace
 
@@ -50,6 +51,14 @@ def test_a_stopped_vace_render_resumes_to_the_same_bytes(tmp_path, weights):
     assert file_hash(run / "video.mp4") == file_hash(whole / "video.mp4")
     assert same_tensors(final_checkpoint_tensors(run), final_checkpoint_tensors(whole))
 
+    first = tmp_path / "stopped-in-the-first-chunk"  # mid-chunk before any history is recorded
+    child = Child(scene, first, "denoise_step=0.5")
+    child.wait_for(step_of(0))
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.finish() == 75
+    assert cli("render", scene, "--out", first, "--memory", "latent", *SMALL).exit_code == 0
+    assert file_hash(first / "video.mp4") == file_hash(whole / "video.mp4")
+
 
 def test_vace_inputs_are_checked_before_anything_renders(tmp_path, weights):
     scene = write_small_scene(tmp_path / "a")
@@ -65,6 +74,28 @@ def test_vace_inputs_are_checked_before_anything_renders(tmp_path, weights):
     none_memory = cli("render", scene, "--out", tmp_path / "d-run", "--conditioning", "vace", "--vace",
                       weights / "vace.safetensors", "--memory", "none", *SMALL)
     assert none_memory.exit_code == 2 and "use memory.mode latent or rgb" in none_memory.stderr
+
+
+def test_chunk_0_has_no_references_and_the_next_chunk_has_the_official_history(tmp_path, weights, monkeypatch):
+    """As the official inference (mirage_pipeline.py: no references while nothing is generated): chunk 0
+    denoises without references or preceding frames; chunk 1 gets references from chunk 0's frames
+    (the start frame among them) and its 2 preceding latent frames."""
+    import mirage_cli.conditioning.recipes as recipes
+
+    seen = []
+    real = recipes.denoise_vace_chunk
+
+    def recording(*args, references, preceding, **kwargs):
+        seen.append((references, preceding))
+        return real(*args, references=references, preceding=preceding, **kwargs)
+
+    monkeypatch.setattr(recipes, "denoise_vace_chunk", recording)
+    scene = vace_scene(tmp_path / "scene", weights)
+    assert cli("render", scene, "--out", tmp_path / "run", "--memory", "latent", *SMALL).exit_code == 0
+    assert len(seen) == 2
+    assert seen[0] == (None, None)
+    references, preceding = seen[1]
+    assert references is not None and references.shape[2] >= 1 and preceding.shape[2] == 2
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])

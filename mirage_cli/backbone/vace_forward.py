@@ -8,7 +8,7 @@ needs it, which diffusers' own ``forward`` (0.36) does not do:
   attention but not in the VACE branch, whose context covers only the frames after them, and the
   hints are added to those frames only (the official ``VaceWanModel`` is run on ``x[:, ref:]``). As
   in the official DiT, the references sit at temporal rotary positions -n..-1 before the frames
-  after them, which count from 0 (``reference_rotary``).
+  after them, which count from 0, and at height positions hh..2hh-1 (``reference_rotary``).
 
 Everything else is the base transformer's forward step by step (rotary embedding, patch embedding,
 condition embedding, blocks, output head), from the pieces of ``mirage_cli.backbone.lean_forward``
@@ -37,8 +37,10 @@ def _tokens(value, start: int):
 
 def reference_rotary(rope, hidden_states: torch.Tensor, ref_frames: int):
     """``rope(hidden_states)`` ((cos, sin), each [1, L, 1, head_dim]) with the first ``ref_frames``
-    latent frames at temporal positions -n..-1 and the others at 0, 1, ...: cos(-a) = cos(a) and
-    sin(-a) = -sin(a), so a reference at -k takes the table's row k with its temporal sine negated."""
+    latent frames placed as the official DiT places references: temporal positions -n..-1, height
+    positions hh..2hh-1 (below the frames' rows 0..hh-1), width positions 0..ww-1; the others at
+    temporal 0, 1, ... as usual. cos(-a) = cos(a) and sin(-a) = -sin(a), so a reference at -k takes
+    the table's row k with its temporal sine negated."""
     if ref_frames == 0:
         return rope(hidden_states)
     B, C, T, H, W = hidden_states.shape
@@ -51,7 +53,7 @@ def reference_rotary(rope, hidden_states: torch.Tensor, ref_frames: int):
     shape = (ref_frames, hh, ww)
 
     def grid(t, h, w):
-        return torch.cat([t.view(ref_frames, 1, 1, -1).expand(*shape, -1), h[:hh].view(1, hh, 1, -1).expand(*shape, -1),
+        return torch.cat([t.view(ref_frames, 1, 1, -1).expand(*shape, -1), h[hh : 2 * hh].view(1, hh, 1, -1).expand(*shape, -1),
                           w[:ww].view(1, 1, ww, -1).expand(*shape, -1)], dim=-1).reshape(1, ref_frames * hh * ww, 1, -1)
 
     ref_cos = grid(cos_t[rows], cos_h, cos_w)

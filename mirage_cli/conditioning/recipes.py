@@ -82,7 +82,10 @@ class VaceRecipe:
 
     State: ``latents`` [N, C, h, w] and ``scenes`` [N, C, h, w] of every generated latent frame (the
     start image's first), ``visible`` the voxel keys of the memory seen from each (ragged, kept as
-    one int64 vector and N counts).
+    one int64 vector and N counts). As in the official inference, the history is empty until chunk 0
+    is rendered (chunk 0 has no references and no preceding frames), and each chunk's frames are
+    recorded after they went into the memory: all of chunk 0's (its frame 0 is the start image),
+    frames 1..T-1 of the later ones (their frame 0 is the previous chunk's last).
     """
 
     def __init__(self, plan, backbone, conditioner):
@@ -97,7 +100,7 @@ class VaceRecipe:
     # --- history --------------------------------------------------------------------------------
 
     def start(self, latent: Tensor) -> None:
-        self._append(latent.unsqueeze(0), latent.unsqueeze(0), [0])
+        """Nothing is recorded before chunk 0 is rendered (class docstring)."""
 
     def _visible(self, frame: int) -> Tensor:
         """int64 [V] voxel keys of the memory's points inside video frame ``frame``'s view."""
@@ -114,13 +117,19 @@ class VaceRecipe:
             self.visible.append(self._visible(frame))
 
     def remember(self, chunk, latents: Tensor, view) -> None:
-        """After the chunk's frames went into the memory: record latent frames 1..T-1."""
-        self._append(latents[:, 1:].permute(1, 0, 2, 3), view.latents[1:], chunk.latent_camera_frames()[1:])
+        """After the chunk's frames went into the memory: record its latent frames (``latents``
+        [C, T, h, w]; their scenes, the memory warped there, ``view.latents`` [T, C, h, w]), all of them
+        for the first chunk, 1..T-1 after it."""
+        first = 0 if not self.latents else 1
+        self._append(latents[:, first:].permute(1, 0, 2, 3), view.latents[first:], chunk.latent_camera_frames()[first:])
 
     # --- denoise --------------------------------------------------------------------------------
 
     def _references(self, chunk) -> Tensor | None:
-        """[1, C, R, h, w] the generated latent frames whose view overlaps the chunk's, or None."""
+        """[1, C, R, h, w] the generated latent frames whose view overlaps the chunk's, or None (always
+        for chunk 0: nothing is generated yet)."""
+        if not self.latents:
+            return None
         target = torch.unique(torch.cat([self._visible(frame) for frame in chunk.latent_camera_frames()]))
         chosen = select_references(target, list(enumerate(self.visible)))
         if not chosen:
@@ -149,14 +158,19 @@ class VaceRecipe:
 
     def state_tensors(self) -> dict[str, dict[str, Tensor]]:
         counts = torch.tensor([v.numel() for v in self.visible], dtype=torch.int64)
+        if not self.latents:  # before chunk 0 is rendered: an empty history
+            empty = torch.zeros(0, dtype=self.backbone.dtype)
+            return {"vace": {"latents": empty, "scenes": empty.clone(), "visible_keys": torch.zeros(0, dtype=torch.int64),
+                             "visible_counts": counts}}
         return {"vace": {"latents": torch.stack(self.latents).contiguous(), "scenes": torch.stack(self.scenes).contiguous(),
                          "visible_keys": torch.cat(self.visible).contiguous(), "visible_counts": counts}}
 
     def load_state_tensors(self, tensors: dict[str, dict[str, Tensor]]) -> None:
         group = tensors["vace"]
-        self.latents = list(group["latents"].unbind(0))
-        self.scenes = list(group["scenes"].unbind(0))
-        self.visible = list(torch.split(group["visible_keys"], group["visible_counts"].tolist()))
+        counts = group["visible_counts"].tolist()
+        self.latents = list(group["latents"].unbind(0)) if counts else []
+        self.scenes = list(group["scenes"].unbind(0)) if counts else []
+        self.visible = list(torch.split(group["visible_keys"], counts)) if counts else []
 
 
 RECIPES = {"pin": PinRecipe, "vace": VaceRecipe}
