@@ -122,14 +122,14 @@ def weight_problems(tensors: dict[str, torch.Tensor], path: Path, field: str) ->
         finite = torch.isfinite(value)
         if not bool(finite.all()):
             bad = int((~finite).sum())
-            problems.append(f"{key}: {bad} of {value.numel()} values are NaN or infinite")
+            problems.append(f"tensor {key}: {bad} of {value.numel()} values are NaN or infinite")
             continue
         largest = float(value.abs().amax())
         if largest > MAX_WEIGHT_MAGNITUDE:
-            problems.append(f"{key}: holds {largest:.3g}, beyond any trained weight (|value| <= {MAX_WEIGHT_MAGNITUDE:g})")
-    more = [f"and {len(problems) - 5} more tensors"] if len(problems) > 5 else []
-    return [Problem(file=str(path), field=field, message=f"tensor {text}" if not text.startswith("and ") else text)
-            for text in problems[:5] + more]
+            problems.append(f"tensor {key}: holds {largest:.3g}, beyond any trained weight (|value| <= {MAX_WEIGHT_MAGNITUDE:g})")
+    if len(problems) > 5:
+        problems = problems[:5] + [f"and {len(problems) - 5} more tensors"]
+    return [Problem(file=str(path), field=field, message=text) for text in problems]
 
 
 def key_problems(path: Path, field: str, unknown: list[str], missing: list[str], wrong_shape: list[str]) -> InputError | None:

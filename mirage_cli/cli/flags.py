@@ -104,14 +104,14 @@ def _flag(name: str, annotation, default) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default)
 
 
-def _backbone_options(*, preset=BACKBONE.preset, random_weights=BACKBONE.random_weights,
-                      random_text_encoder=BACKBONE.random_text_encoder, device=BACKBONE.device, dtype=BACKBONE.dtype,
-                      offload=Offload(BACKBONE.offload), vae_tiling=BACKBONE.vae_tiling, fp8=BACKBONE.fp8,
-                      attention_backend=BACKBONE.attention_backend, compile_=BACKBONE.compile,
-                      vram_budget=BACKBONE.vram_budget) -> BackboneOptions:
-    return BackboneOptions(preset=preset, random_weights=random_weights, random_text_encoder=random_text_encoder, device=device,
-                           dtype=dtype, offload=Offload(offload).value, vae_tiling=vae_tiling, fp8=fp8,
-                           attention_backend=attention_backend, compile=compile_, vram_budget=vram_budget)
+def _backbone_options(**flags) -> BackboneOptions:
+    """The model flags given (by parameter name) -> ``BackboneOptions``; a flag a command leaves out keeps
+    the dataclass's default."""
+    if "offload" in flags:
+        flags["offload"] = Offload(flags["offload"]).value
+    if "compile_" in flags:
+        flags["compile"] = flags.pop("compile_")
+    return BackboneOptions(**flags)
 
 
 MODEL_FLAGS = FlagGroup(
