@@ -161,7 +161,7 @@ def test_check_fields_fills_defaults_and_reports_types_and_unknown_keys():
     assert values["steps"] is INVALID and values["frames"] == SPEC_FIELDS["frames"].default
     assert [str(p) for p in problems.items] == [
         "s.yaml: seeed: unknown field (did you mean 'seed'?)",
-        "s.yaml: steps: expected integer, got str 'many'",
+        "s.yaml: steps: expected integer or null, got str 'many'",
     ]
     problems = _problems()
     check_fields({"guidance": float("nan"), "fps": True}, SPEC_FIELDS, problems)
@@ -220,3 +220,50 @@ def test_the_example_spec_shows_every_field():
     spec = yaml.safe_load(EXAMPLE.read_text())
     assert set(spec) == set(SPEC_FIELDS)
     assert set(spec["memory"]) == set(MEMORY_FIELDS)
+
+
+def _vace_weights(folder: Path) -> str:
+    from test_trained_weights import write_vace
+
+    path = folder / "vace.safetensors"
+    write_vace(path, blocks=1, zero_after=False)
+    return str(path)
+
+
+def test_each_method_brings_its_authors_defaults_and_validate_says_where_each_setting_comes_from(scene_dir):
+    unset = dict(steps=None, guidance=None, shift=None, negative_prompt=None, chunk_frames=None, frames=121,
+                 camera={"preset": "orbit"})
+    pin = load_plan(edit(scene_dir, **unset))
+    assert (pin.chunk_frames, pin.steps, pin.guidance, pin.shift, pin.negative_prompt) == (121, 50, 5.0, 5.0, None)
+
+    vace = {"method": "vace", "vace": _vace_weights(scene_dir)}
+    spec = edit(scene_dir, **unset, conditioning=vace)
+    plan = load_plan(spec)  # the official Mirage inference: 33-frame chunks, 20 steps, no guidance, empty negative
+    assert (plan.chunk_frames, plan.steps, plan.guidance, plan.shift, plan.negative_prompt) == (33, 20, 1.0, 5.0, "")
+    assert [c.end - c.start + 1 for c in plan.chunks] == [33, 33, 33, 25]
+    assert set(plan.settings_from.values()) == {"method vace default"}
+
+    shown = mirage("validate", str(spec))
+    assert shown.returncode == 0, shown.stderr
+    assert ("defaults    method vace (the official Mirage inference (microsoft/LatentSpatialMemory)): chunk_frames 33, "
+            "steps 20, guidance 1, negative_prompt '', shift 5") in shown.stdout
+    resolved = json.loads(mirage("validate", str(spec), "--json").stdout)
+    assert resolved["negative_prompt"] == "" and resolved["settings_from"]["steps"] == "method vace default"
+
+    # The spec's own values and the command line's win over the method's, and are named as such.
+    spec = edit(scene_dir, **{**unset, "steps": 8, "frames": 17}, conditioning=vace)
+    plan = load_plan(spec, overrides={"guidance": 3.0})
+    assert (plan.steps, plan.guidance, plan.chunk_frames) == (8, 3.0, 17)  # a chunk never longer than the video
+    assert plan.settings_from == {"chunk_frames": "method vace default", "steps": "spec", "guidance": "flag",
+                                  "negative_prompt": "method vace default", "shift": "method vace default"}
+    assert "  set       steps from the spec, guidance from the flag" in plan.describe()
+
+
+def test_the_guidance_flag_reaches_the_render(scene_dir, tmp_path):
+    from render_helpers import SMALL, cli, write_small_scene
+
+    scene = write_small_scene(tmp_path / "scene")
+    result = cli("render", scene, "--out", tmp_path / "run", *SMALL, "--guidance", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["config"]["guidance"] == 1.0

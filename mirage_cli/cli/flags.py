@@ -39,7 +39,9 @@ VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="Decode with VAE t
 Fp8 = Annotated[bool, typer.Option("--fp8", help="Store transformer weights in fp8 (layerwise casting).")]
 AttentionBackend = Annotated[str | None, typer.Option("--attention-backend", help="diffusers attention backend name.")]
 Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation of the repeated transformer blocks.")]
-Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec).")]
+Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec and the method's default).")]
+Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale, 1 = off (overrides the spec "
+                                                "and the method's default).")]
 VramBudget = Annotated[str, typer.Option("--vram-budget", help="auto (the GPU's free memory) | GiB | none: on a GPU, add "
                                          "offload and VAE tiling when the predicted peak needs them; refuse what cannot fit.")]
 

@@ -31,6 +31,7 @@ from mirage_cli.cli.flags import (
     MODEL_FLAGS,
     STEP_CACHE_FLAGS,
     VIDEO,
+    Guidance,
     Steps,
 )
 from mirage_cli.testing import pauses as test_hooks
@@ -167,6 +168,7 @@ def render(
     lora_scale: float | None = typer.Option(None, "--lora-scale", help="Weight of the LoRA's update (default 1)."),
     step_cache: dict | None = None,  # the step-cache flags (STEP_CACHE_FLAGS)
     steps: Steps = None,
+    guidance: Guidance = None,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
     crf: int = typer.Option(VIDEO.crf, "--crf", help="x264 quality of video.mp4: 0-51, lower is better."),
     encoder_preset: str = typer.Option(VIDEO.encoder_preset, "--encoder-preset", help="x264 speed preset of video.mp4."),
@@ -193,6 +195,7 @@ def render(
         overrides = {
             "model": model,
             "steps": steps,
+            "guidance": guidance,
             "seed": seed,
             "depth_model": depth_model,
             "memory.mode": memory,

@@ -93,10 +93,10 @@ def nearest_4k1(n: int) -> tuple[int, int]:
     return lo, lo + 4
 
 
-def check_frames(frames, chunk_frames, problems: ProblemList) -> tuple[int | None, int | None]:
+def check_frames(frames, chunk_frames, problems: ProblemList, default_chunk: int = MAX_CHUNK_FRAMES) -> tuple[int | None, int | None]:
     """``frames`` and ``chunk_frames`` are 4k+1 within the limits (chunks at least 5, at most
     ``frames``); returns (frames, chunk length) or None for each that is unusable
-    (``chunk_frames`` null -> min(MAX_CHUNK_FRAMES, frames))."""
+    (``chunk_frames`` null -> min(default_chunk, frames))."""
     good_frames = None
     if valid(frames):
         if not 1 <= frames <= MAX_FRAMES:
@@ -109,7 +109,7 @@ def check_frames(frames, chunk_frames, problems: ProblemList) -> tuple[int | Non
     if not valid(chunk_frames):
         return good_frames, None
     if chunk_frames is None:
-        return good_frames, None if good_frames is None else min(MAX_CHUNK_FRAMES, good_frames)
+        return good_frames, None if good_frames is None else min(default_chunk, good_frames)
     if not 5 <= chunk_frames <= MAX_CHUNK_FRAMES_LIMIT or (chunk_frames - 1) % 4:
         lo, hi = nearest_4k1(min(max(chunk_frames, 5), MAX_CHUNK_FRAMES_LIMIT))
         nearest = sorted({max(lo, 5), min(hi, MAX_CHUNK_FRAMES_LIMIT)})
@@ -123,19 +123,24 @@ def check_frames(frames, chunk_frames, problems: ProblemList) -> tuple[int | Non
 
 
 def check_numbers(values: dict, problems: ProblemList) -> None:
-    """Ranges of fps, steps, guidance, shift, seed, depth_scale and the prompts' lengths."""
+    """Ranges of fps, steps, guidance, shift, seed, depth_scale and the prompts' lengths (a null, the
+    method's default still to come, is left to ``fill_method_defaults``)."""
+
+    def given(value) -> bool:
+        return valid(value) and value is not None
+
     fps = values["fps"]
-    if valid(fps) and not MIN_FPS <= fps <= MAX_FPS:
+    if given(fps) and not MIN_FPS <= fps <= MAX_FPS:
         problems.add("fps", f"must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {fps:g}")
-    if valid(values["steps"]) and not 1 <= values["steps"] <= MAX_STEPS:
+    if given(values["steps"]) and not 1 <= values["steps"] <= MAX_STEPS:
         problems.add("steps", f"must be between 1 and {MAX_STEPS}, got {values['steps']}")
-    if valid(values["guidance"]) and not 0 <= values["guidance"] <= 100:
+    if given(values["guidance"]) and not 0 <= values["guidance"] <= 100:
         problems.add("guidance", f"must be between 0 and 100, got {values['guidance']}")
-    if valid(values["shift"]) and not 0 < values["shift"] <= 100:
+    if given(values["shift"]) and not 0 < values["shift"] <= 100:
         problems.add("shift", f"must be > 0 and at most 100, got {values['shift']}")
-    if valid(values["seed"]) and not 0 <= values["seed"] < 2**63:
+    if given(values["seed"]) and not 0 <= values["seed"] < 2**63:
         problems.add("seed", f"must be in [0, 2^63), got {values['seed']}")
-    if valid(values["depth_scale"]) and not 0 < values["depth_scale"] <= 1e6:
+    if given(values["depth_scale"]) and not 0 < values["depth_scale"] <= 1e6:
         problems.add("depth_scale", f"must be > 0 and at most 1e6, got {values['depth_scale']}")
     for name in ("prompt", "negative_prompt"):
         text = values[name]

@@ -15,13 +15,74 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirage_cli.base.errors import ProblemList, did_you_mean
+from mirage_cli.base.options import MAX_CHUNK_FRAMES
 from mirage_cli.spec.checks import valid
 from mirage_cli.spec.fields import _NONE, FieldSpec
 
 METHODS = ("pin", "vace")
 
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """The sampling settings a method renders with where the spec and the flags leave them unset: the
+    settings its weights were run with by their authors (``source``)."""
+
+    chunk_frames: int
+    """Frames per chunk (at most the video's ``frames``)."""
+    steps: int
+    guidance: float
+    negative_prompt: str | None
+    """None: Wan2.2's own negative prompt."""
+    shift: float
+    source: str
+    """Whose inference the values are taken from."""
+
+
+METHOD_DEFAULTS: dict[str, MethodDefaults] = {
+    # Wan2.2's TI2V-5B inference settings (its generate.py config for ti2v-5B and diffusers' WanPipeline):
+    # 121 frames, 50 UniPC steps, guidance 5, shift 5, its Chinese negative prompt.
+    "pin": MethodDefaults(MAX_CHUNK_FRAMES, 50, 5.0, None, 5.0, "Wan2.2-TI2V-5B's own inference settings"),
+    # The official Mirage inference (microsoft/LatentSpatialMemory, mirage_pipeline.py): 33 target frames a
+    # chunk as in training, 20 steps, no classifier-free guidance, an empty negative prompt, shift 5.
+    "vace": MethodDefaults(33, 20, 1.0, "", 5.0, "the official Mirage inference (microsoft/LatentSpatialMemory)"),
+}
+"""Each method's defaults for the ``METHOD_DEFAULTED`` spec fields."""
+
+METHOD_DEFAULTED = ("chunk_frames", "steps", "guidance", "negative_prompt", "shift")
+"""The spec fields whose default is the conditioning method's (``METHOD_DEFAULTS``)."""
+
+
+def method_of(section) -> str:
+    """The conditioning method a spec's raw ``conditioning:`` section names (``pin`` when it names none,
+    or names one that does not exist: ``check_conditioning`` reports that)."""
+    method = section.get("method") if isinstance(section, dict) else None
+    return method if isinstance(method, str) and method in METHODS else "pin"
+
+
+def fill_method_defaults(values: dict, given: dict, flags: dict | None) -> tuple[dict, dict, MethodDefaults]:
+    """``values`` (the checked spec fields, overrides applied) with each unset ``METHOD_DEFAULTED`` field
+    but ``chunk_frames`` set to its method's default (``chunk_frames`` stays None: ``check_frames`` takes
+    the default, bounded by ``frames``); where each of those fields' values comes from (``spec``,
+    ``flag`` or ``method <name> default``); the method's defaults. ``given``: the spec file's own
+    fields; ``flags``: the command line's overrides (None values not given)."""
+    method = method_of(values.get("conditioning"))
+    defaults = METHOD_DEFAULTS[method]
+    out = dict(values)
+    origins = {}
+    for name in METHOD_DEFAULTED:
+        if (flags or {}).get(name) is not None:
+            origins[name] = "flag"
+        elif given.get(name) is not None:
+            origins[name] = "spec"
+        else:
+            origins[name] = f"method {method} default"
+            if name != "chunk_frames":
+                out[name] = getattr(defaults, name)
+    return out, origins, defaults
+
 CONDITIONING_FIELDS: dict[str, FieldSpec] = {
-    "method": FieldSpec((str,), "pin", "pin (training-free: memory cells held) | vace (trained VACE branch)"),
+    "method": FieldSpec((str,), "pin", "pin (training-free: memory cells held) | vace (trained VACE branch); each method "
+                        "has its own defaults for chunk_frames, steps, guidance, negative_prompt and shift (METHOD_DEFAULTS)"),
     "vace": FieldSpec((str, _NONE), None, "VACE weights (.safetensors, the official training export); needed by vace"),
     "lora": FieldSpec((str, _NONE), None, "a LoRA of the DiT (.safetensors, the official training export), or null"),
     "lora_scale": FieldSpec((int, float), 1.0, "weight of the LoRA's update"),

@@ -37,7 +37,7 @@ class FieldSpec:
 
 SPEC_FIELDS: dict[str, FieldSpec] = {
     "prompt": FieldSpec((str,), None, "text prompt", required=True),
-    "negative_prompt": FieldSpec((str, _NONE), None, "negative prompt (null: Wan2.2's default)"),
+    "negative_prompt": FieldSpec((str, _NONE), None, "negative prompt (null: the method's: Wan2.2's for pin, empty for vace)"),
     "prompts": FieldSpec((list, str, _NONE), None, "prompts by chunk: a list (one per chunk, the last one continues), "
                          "a list of {frame, prompt} (from that frame on), or a text file with one prompt per line "
                          "(Spatia's prompt.txt); null: `prompt` for every chunk"),
@@ -56,10 +56,12 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "frames": FieldSpec((int,), DEFAULT_FRAMES, "number of output frames, 4k+1"),
     "fps": FieldSpec((int, float), DEFAULT_FPS, "output frame rate"),
     "resolution": FieldSpec((str, list, dict), "{}x{}".format(*DEFAULT_RESOLUTION), "WIDTHxHEIGHT, multiples of 32"),
-    "chunk_frames": FieldSpec((int, _NONE), None, f"frames per chunk, 4k+1 (null: min({MAX_CHUNK_FRAMES}, frames))"),
-    "steps": FieldSpec((int,), 50, "denoising steps per chunk"),
-    "guidance": FieldSpec((int, float), 5.0, "classifier-free guidance scale"),
-    "shift": FieldSpec((int, float), 5.0, "flow shift of the UniPC scheduler"),
+    "chunk_frames": FieldSpec((int, _NONE), None, f"frames per chunk, 4k+1 (null: the method's, at most frames: "
+                              f"{MAX_CHUNK_FRAMES} for pin, 33 for vace)"),
+    "steps": FieldSpec((int, _NONE), None, "denoising steps per chunk (null: the method's: 50 for pin, 20 for vace)"),
+    "guidance": FieldSpec((int, float, _NONE), None, "classifier-free guidance scale, 1 = off (null: the method's: 5 for pin, "
+                          "1 for vace)"),
+    "shift": FieldSpec((int, float, _NONE), None, "flow shift of the UniPC scheduler (null: the method's: 5)"),
     "seed": FieldSpec((int,), 0, "random seed (chunk c draws its noise from (seed, c))"),
     "model": FieldSpec((str,), DEFAULT_MODEL, "diffusers model id or local directory"),
     "memory": FieldSpec((dict, _NONE), None, "memory settings (MEMORY_FIELDS)"),

@@ -47,7 +47,7 @@ from mirage_cli.spec.checks import (
     resolve_output,
     valid,
 )
-from mirage_cli.spec.conditioning import CONDITIONING_FIELDS, ConditioningSettings, check_conditioning
+from mirage_cli.spec.conditioning import CONDITIONING_FIELDS, ConditioningSettings, check_conditioning, fill_method_defaults
 from mirage_cli.spec.fields import MEMORY_FIELDS, SPEC_FIELDS, FieldSpec, MemorySettings
 from mirage_cli.spec.prompts import chunk_prompts
 from mirage_cli.spec.step_cache import STEP_CACHE_FIELDS, StepCacheSettings, check_step_cache
@@ -141,6 +141,11 @@ class Plan:
     """``intrinsics: auto``: the model, the estimated fields of view and focal length (``mirage_cli.depth.field_of_view``)."""
     intrinsics_auto: AutoIntrinsics | None = None
     """``intrinsics: auto`` not estimated yet (then ``trajectory`` and ``scale`` are None; module docstring)."""
+    settings_from: dict = field(default_factory=dict)
+    """Where each of the method-defaulted settings (``METHOD_DEFAULTED``) comes from: ``spec``, ``flag`` or
+    ``method <name> default``."""
+    defaults_source: str = ""
+    """Whose inference the conditioning method's defaults are taken from (``MethodDefaults.source``)."""
     line_of: Callable[[str], int | None] = field(default=lambda name: None, repr=False, compare=False)
     """The spec's line of a field (for problems found later, e.g. by ``inputs.preflight``)."""
 
@@ -162,6 +167,7 @@ class Plan:
             "depth": str(self.depth_path) if self.depth_path else None,
             "mask": str(self.mask_path) if self.mask_path else None,
             "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
             **({"chunk_prompts": list(self.chunk_prompts)} if self.varied_prompts else {}),
             "steps": self.steps,
             "guidance": self.guidance,
@@ -170,6 +176,7 @@ class Plan:
             "model": self.model,
             "memory": self.memory.summary(),
             "conditioning": self.conditioning.summary(),
+            "settings_from": dict(self.settings_from),
             "step_cache": self.step_cache.summary(),
             **({"intrinsics_estimate": self.intrinsics_estimate} if self.intrinsics_estimate else {}),
             "depth_model": self.depth_model,
@@ -185,6 +192,25 @@ class Plan:
         """The prompt chunk ``chunk_index`` is rendered with."""
         return self.chunk_prompts[chunk_index] if self.chunk_prompts else self.prompt
 
+    def _describe_defaults(self) -> list[str]:
+        """The lines saying which of the method's defaults apply, and where the others come from."""
+        if not self.settings_from:
+            return []
+        method = self.conditioning.method
+        shown = {"chunk_frames": str(self.chunk_frames), "steps": str(self.steps), "guidance": f"{self.guidance:g}",
+                 "shift": f"{self.shift:g}",
+                 "negative_prompt": "Wan2.2's" if self.negative_prompt is None else repr(self._short(self.negative_prompt))}
+        defaulted = [f"{name} {shown[name]}" for name, origin in self.settings_from.items() if origin.startswith("method")]
+        set_here = [f"{name} from the {origin}" for name, origin in self.settings_from.items() if not origin.startswith("method")]
+        lines = [f"defaults    method {method} ({self.defaults_source}): " + (", ".join(defaulted) if defaulted else "none used")]
+        if set_here:
+            lines.append(f"  set       {', '.join(set_here)}")
+        return lines
+
+    @staticmethod
+    def _short(text: str, limit: int = 40) -> str:
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+
     def describe(self) -> str:
         """Human-readable plan for ``mirage validate``."""
         s = self.summary()
@@ -198,6 +224,7 @@ class Plan:
             f"  last      {s['last_camera_position']}",
             f"image       {s['image']}" + (f"  (depth {s['depth']})" if s["depth"] else ""),
             f"model       {s['model']}, {s['steps']} steps, guidance {s['guidance']:g}, shift {s['shift']:g}, seed {s['seed']}",
+            *self._describe_defaults(),
             f"memory      {self.memory.mode} (pin {self.memory.pin} until {self.memory.pin_until:g})",
             *([f"conditioning vace {self.conditioning.vace}" + (f", lora {self.conditioning.lora} x{self.conditioning.lora_scale:g}"
                                                                if self.conditioning.lora else "")]
@@ -354,8 +381,9 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     data, line_of = read_spec_yaml(path)
     problems = ProblemList(str(path), "", line_of)
     v = check_fields(apply_overrides(data, overrides), SPEC_FIELDS, problems)
+    v, settings_from, defaults = fill_method_defaults(v, data, overrides)
     memory_values = section_values(v, "memory", MEMORY_FIELDS, problems)
-    frames, chunk_frames = check_frames(v["frames"], v["chunk_frames"], problems)
+    frames, chunk_frames = check_frames(v["frames"], v["chunk_frames"], problems, default_chunk=defaults.chunk_frames)
     check_numbers(v, problems)
     size = check_resolution(v["resolution"], problems)
     memory, conditioning, step_cache = check_sections(v, memory_values, path.parent, problems)
@@ -399,6 +427,8 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         step_cache=step_cache,
         scale=scale,
         intrinsics_auto=auto,
+        settings_from=settings_from,
+        defaults_source=defaults.source,
         line_of=line_of,
     )
 
