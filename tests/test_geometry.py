@@ -302,6 +302,28 @@ def test_splat_matches_reference(T, N, size, tol):
     assert torch.equal(fast[1], slow[1])
 
 
+@pytest.mark.parametrize("T,N,size", [(1, 12, (4, 5)), (2, 60, (5, 6)), (3, 200, (3, 7))])
+def test_nearest_cell_matches_reference(T, N, size):
+    gen = torch.Generator().manual_seed(60 + T)
+    h, w = size
+    uv = torch.rand(T, N, 2, generator=gen) * torch.tensor([w + 2.0, h + 2.0]) - 1.0
+    uv[:, ::3] = torch.round(uv[:, ::3] * 2) / 2  # exact half-cell positions: ties round to even
+    z = torch.round(4 * torch.rand(T, N, generator=gen) - 0.5, decimals=1)  # exact depth ties, and z <= 0
+    valid = torch.rand(T, N, generator=gen) > 0.1
+    fast = SP.nearest_cell(uv, z, valid, size)
+    slow = ref.nearest_cell(uv, z, valid, size)
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
+
+
+def test_nearest_cell_rounds_half_to_even_and_leaves_holes():
+    # u = 0.5 -> column 0, 1.5 -> 2, 2.5 -> 2 (nearer one wins), 3.49 -> 3; -0.5 -> 0 (-0 is in); 4.5 -> 4 (w = 5)
+    uv = torch.tensor([[[0.5, 0.0], [1.5, 0.0], [2.5, 0.0], [3.49, 0.0], [-0.5, 1.0], [4.5, 1.0]]])
+    z = torch.tensor([[1.0, 2.0, 1.5, 1.0, 1.0, 1.0]])
+    winner, depth = SP.nearest_cell(uv, z, torch.ones(1, 6, dtype=torch.bool), (2, 5))
+    assert winner[0].tolist() == [[0, -1, 2, 3, -1], [4, -1, -1, -1, 5]]
+    assert depth[0, 0, 1].item() == float("inf")
+
+
 def test_splat_winner_does_not_depend_on_point_order():
     gen = torch.Generator().manual_seed(7)
     T, N, h, w = 2, 200, 6, 9

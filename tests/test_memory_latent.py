@@ -73,6 +73,26 @@ def test_moves_warp_to_the_target_encoding(name, min_cov, max_err):
     assert err <= max_err
 
 
+def test_the_nearest_projection_puts_each_point_in_its_nearest_cell_and_leaves_the_holes():
+    """``projection=nearest`` is the official ``LatentPointCloud.project`` rule (benchmarks/peer_parity.py
+    runs the official code beside it): compared here with the slow twin on the memory's own points."""
+    from mirage_cli.geometry import twins
+
+    sc = SCENARIOS["dolly-in 1/3"]
+    mem = memory_of(sc.source)
+    target = torch.tensor(sc.target)
+    near = mem.query(K, target, (H, W), projection="nearest", mark_seen=False)
+    wide = mem.query(K, target, (H, W), mark_seen=False)
+    K_lat = G.latent_intrinsics(K, mem.stride).float()
+    pts = G.transform_points(G.invert_rigid(target.double()).float(), mem.cache.xyz)  # [N, 3]
+    uv, z = G.project(pts[None], K_lat[None])
+    winner, depth = twins.nearest_cell(uv, z, torch.ones_like(z, dtype=torch.bool), (H // mem.stride, W // mem.stride))
+    assert torch.equal(near.mask, winner >= 0)
+    assert torch.equal(near.latents[0][:, near.mask[0]], mem.cache.features[winner[winner >= 0]].T)
+    assert torch.equal(near.depth[near.mask], depth[winner >= 0])
+    assert near.coverage < wide.coverage  # moving in: the source's cells are sparser than the target's, holes stay
+
+
 def test_points_sit_on_the_surface_at_block_centres():
     """Every cached point projects (pixel K) to its block centre at the exact rig depth there."""
     cam = S.world_from_cam()

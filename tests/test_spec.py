@@ -242,6 +242,9 @@ def test_each_method_brings_its_authors_defaults_and_validate_says_where_each_se
     assert (plan.chunk_frames, plan.steps, plan.guidance, plan.shift, plan.negative_prompt) == (33, 20, 1.0, 5.0, "")
     assert [c.end - c.start + 1 for c in plan.chunks] == [33, 33, 33, 25]
     assert set(plan.settings_from.values()) == {"method vace default"}
+    assert plan.conditioning.projection == "nearest" and pin.conditioning.projection == "footprint"
+    rgb = load_plan(edit(scene_dir, **unset, conditioning=vace, memory={"mode": "rgb"}))
+    assert rgb.conditioning.projection == "footprint"  # the RGB memory renders pixels with footprints
 
     shown = mirage("validate", str(spec))
     assert shown.returncode == 0, shown.stderr
@@ -257,6 +260,11 @@ def test_each_method_brings_its_authors_defaults_and_validate_says_where_each_se
     assert plan.settings_from == {"chunk_frames": "method vace default", "steps": "spec", "guidance": "flag",
                                   "negative_prompt": "method vace default", "shift": "method vace default"}
     assert "  set       steps from the spec, guidance from the flag" in plan.describe()
+
+    refused = mirage("validate", str(edit(scene_dir, **unset, conditioning={**vace, "projection": "nearest"}, memory={"mode": "rgb"})))
+    assert refused.returncode == 2 and "conditioning.projection: nearest renders the latent memory" in refused.stderr
+    typo = mirage("validate", str(edit(scene_dir, conditioning={"projection": "nearst"})))
+    assert typo.returncode == 2 and "did you mean 'nearest'" in typo.stderr
 
 
 def test_the_guidance_flag_reaches_the_render(scene_dir, tmp_path):

@@ -38,6 +38,13 @@ class MemoryMode(_Choice):
     NONE = "none"  # plain chunked TI2V
 
 
+class Projection(_Choice):
+    """How a point memory is rendered into a view (``mirage_cli.geometry.splatting``)."""
+
+    FOOTPRINT = "footprint"  # each point covers the cells of its footprint: few holes (for pinning)
+    NEAREST = "nearest"  # each point its nearest cell, holes left empty (what the official Mirage code trains with)
+
+
 class PinMode(_Choice):
     """How memory-covered latents are held during denoising (``mirage_cli.denoise.loop``)."""
 

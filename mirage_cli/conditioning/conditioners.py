@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mirage_cli.base.options import MemoryMode, PinMode
+from mirage_cli.base.options import MemoryMode, PinMode, Projection
 from mirage_cli.denoise.loop import token_pin_mask
 from mirage_cli.memory import LatentSpatialMemory, RGBPointMemory
 from mirage_cli.memory.latent import OCCLUSION_THRESHOLD
@@ -205,7 +205,8 @@ class _MemoryConditioner:
 class LatentConditioner(_MemoryConditioner):
     """``--memory latent``: the latent spatial memory, warped into every latent frame's camera."""
 
-    def __init__(self, *, backbone, cameras: CameraTensors, settings: MemorySettings, profiler):
+    def __init__(self, *, backbone, cameras: CameraTensors, settings: MemorySettings, profiler,
+                 projection: Projection = Projection.FOOTPRINT):
         memory = LatentSpatialMemory(
             channels=backbone.z_dim,
             stride=backbone.spatial_scale,
@@ -215,6 +216,9 @@ class LatentConditioner(_MemoryConditioner):
             capacity=settings.capacity,
         )
         super().__init__(memory, backbone=backbone, cameras=cameras, settings=settings, profiler=profiler)
+        self.projection = Projection(projection)
+        if self.projection == Projection.NEAREST:
+            self.occlusion_threshold = None  # the official projection has no occlusion filter
 
     def start(self, latent: Tensor, image: Tensor, depth: Tensor, keep_out: Tensor | None) -> None:
         keep = None if keep_out is None else ~cells_any(keep_out.unsqueeze(0), self.stride)  # [1, h, w]
@@ -231,6 +235,7 @@ class LatentConditioner(_MemoryConditioner):
                 (self.cameras.height, self.cameras.width),
                 occlusion_threshold=self.occlusion_threshold,
                 mark_seen=mark_seen,
+                projection=self.projection,
             )
         covered = v.mask.clone()  # [T, h, w]
         mask = v.confident  # [T, h, w]: depth-edge cells are never pinned
@@ -327,6 +332,12 @@ CONDITIONERS = {
 }
 
 
-def make_conditioner(mode: str, *, backbone, cameras: CameraTensors, settings: MemorySettings, profiler) -> Conditioner:
-    """The conditioner of memory mode ``mode`` (``latent`` | ``rgb`` | ``none``) for one render."""
+def make_conditioner(mode: str, *, backbone, cameras: CameraTensors, settings: MemorySettings, profiler,
+                     projection: Projection = Projection.FOOTPRINT) -> Conditioner:
+    """The conditioner of memory mode ``mode`` (``latent`` | ``rgb`` | ``none``) for one render; ``projection``:
+    how the latent memory is rendered into the views (the other modes take footprint only)."""
+    if MemoryMode(mode) == MemoryMode.LATENT:
+        return LatentConditioner(backbone=backbone, cameras=cameras, settings=settings, profiler=profiler, projection=projection)
+    if Projection(projection) != Projection.FOOTPRINT:
+        raise ValueError(f"projection: {Projection(projection).value} needs memory mode latent, got {mode}")
     return CONDITIONERS[MemoryMode(mode)](backbone=backbone, cameras=cameras, settings=settings, profiler=profiler)

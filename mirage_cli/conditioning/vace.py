@@ -69,15 +69,16 @@ def sequence_timestep(t: Tensor, refs: int, target: int, preceding: int, tokens_
 
 def visible_voxels(xyz: Tensor, K: Tensor, world_from_cam: Tensor, size: tuple[int, int], voxel: float = REFERENCE_VOXEL) -> Tensor:
     """int64 [V] sorted keys of the ``voxel``-sized cells holding points of ``xyz`` [N, 3] that project
-    inside a camera (K [3, 3] at ``size`` (h, w), world_from_cam [4, 4]) in front of it; no occlusion
-    test (as the official selection)."""
+    inside a camera (K [3, 3] at ``size`` (h, w), world_from_cam [4, 4]) in front of it, ``0 <= u < w`` and
+    ``0 <= v < h``; no occlusion test (the official selection's rule; its latent intrinsics are the pixel
+    ones times the cell scale, so the bounds mean the same at pixel size)."""
     cam_from_world = torch.linalg.inv(world_from_cam.to(torch.float64))
     p = xyz.to(torch.float64) @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
     z = p[:, 2]
     u = p[:, 0] * K[0, 0].double() / z + K[0, 2].double()
     v = p[:, 1] * K[1, 1].double() / z + K[1, 2].double()
     h, w = size
-    inside = (z > 0) & (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
+    inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)  # the official bounds
     cells = torch.floor(xyz[inside].to(torch.float64) / voxel).long().clamp(-(1 << 20) + 1, (1 << 20) - 1) + (1 << 20)
     return torch.unique((cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2])
 

@@ -15,6 +15,11 @@ Per cell, the winner is chosen by a z-buffer that does not depend on point order
      pass intrinsic per-point values such as xyz, so the winner is a property of the point set);
   5. finally the lowest point index.
 With ``depth_tolerance=0`` this is the plain z-buffer (nearest depth wins).
+
+Nearest-cell projection (``nearest_cell``) is the rule the official Mirage code trains and runs its
+VACE branch with: each point in front of the camera goes to the one cell its coordinates round to
+(half to even, as ``torch.round``), inside ``0 <= column < w`` and ``0 <= row < h``; per cell the nearest
+depth wins (exact ties: the lowest point index); a cell no point rounds to stays empty.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import Tensor
 
 from mirage_cli.geometry.projection import _check_last
 
-__all__ = ["footprint_radius", "footprint_half_size", "footprint_cells", "zbuffer_winner", "splat", "occlusion_filter"]
+__all__ = ["footprint_radius", "footprint_half_size", "footprint_cells", "zbuffer_winner", "splat", "nearest_cell", "occlusion_filter"]
 
 
 def footprint_radius(z: Tensor, distance: Tensor, focal: Tensor | float) -> Tensor:
@@ -218,6 +223,37 @@ def splat(
     h, w = size
     _, point, cell, depth, dist2 = footprint_cells(uv, z, half_size, valid, size, max_half_size)
     winner = zbuffer_winner(cell, depth, point, T * h * w, dist2, depth_tolerance, tie_keys)  # [T*h*w]
+    frame_of_cell = torch.arange(T * h * w, device=uv.device) // (h * w)
+    has = winner >= 0
+    out_depth = torch.full((T * h * w,), float("inf"), dtype=z.dtype, device=z.device)
+    out_depth[has] = z[frame_of_cell[has], winner[has]]
+    return winner.view(T, h, w), out_depth.view(T, h, w)
+
+
+def nearest_cell(uv: Tensor, z: Tensor, valid: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Nearest-cell projection with a z-buffer (module docstring): no footprint, holes stay empty.
+
+    Args:
+        uv: float [T, N, 2] grid coordinates of N points in T target cameras (u = column, v = row).
+        z: float [T, N] their z-depth in each camera; only z > 0 is projected.
+        valid: bool [T, N].
+        size: (h, w) grid size.
+
+    Returns:
+        winner: long [T, h, w] point index, -1 where empty.
+        depth: float [T, h, w] the winner's z, +inf where empty.
+    """
+    _check_last(uv, 2, "uv", min_ndim=3)
+    T, N = uv.shape[:2]
+    for name, x in (("z", z), ("valid", valid)):
+        if tuple(x.shape) != (T, N):
+            raise ValueError(f"{name}: expected shape [{T}, {N}], got {list(x.shape)}")
+    h, w = size
+    ju, iv = torch.round(uv[..., 0]), torch.round(uv[..., 1])  # [T, N], half to even
+    ok = valid & (z > 0) & (ju >= 0) & (ju < w) & (iv >= 0) & (iv < h)  # NaN coordinates compare False
+    frame, point = ok.nonzero(as_tuple=True)  # [M] each
+    cell = frame * (h * w) + iv[frame, point].long() * w + ju[frame, point].long()
+    winner = zbuffer_winner(cell, z[frame, point], point, T * h * w)  # [T*h*w]
     frame_of_cell = torch.arange(T * h * w, device=uv.device) // (h * w)
     has = winner >= 0
     out_depth = torch.full((T * h * w,), float("inf"), dtype=z.dtype, device=z.device)

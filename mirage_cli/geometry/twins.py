@@ -151,6 +151,23 @@ def splat(
     return winner, out_depth
 
 
+def nearest_cell(uv: Tensor, z: Tensor, valid: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Point by point: round to the nearest cell (ties to even), keep the nearest depth (then the lowest index)."""
+    T, N = z.shape
+    h, w = size
+    winner = torch.full((T, h, w), -1, dtype=torch.long)
+    depth = torch.full((T, h, w), float("inf"), dtype=z.dtype)
+    for t in range(T):
+        for n in range(N):
+            u, v, d = uv[t, n, 0].item(), uv[t, n, 1].item(), z[t, n].item()
+            if not valid[t, n] or not d > 0 or not (math.isfinite(u) and math.isfinite(v)):
+                continue
+            j, i = round(u), round(v)  # Python's round: half to even, as torch.round
+            if 0 <= j < w and 0 <= i < h and d < depth[t, i, j].item():  # strictly nearer: the lower index keeps a tie
+                winner[t, i, j], depth[t, i, j] = n, d
+    return winner, depth
+
+
 def occlusion_filter(depth: Tensor, mask: Tensor, threshold: float) -> Tensor:
     T, h, w = depth.shape
     out = torch.zeros_like(mask)

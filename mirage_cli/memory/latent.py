@@ -23,6 +23,7 @@ import os
 import torch
 from torch import Tensor
 
+from mirage_cli.base.options import Projection
 from mirage_cli.geometry import projection as geometry
 from mirage_cli.memory.ply import pca_colours, write_point_cloud
 from mirage_cli.memory.point_cache import gather_rows
@@ -164,6 +165,7 @@ class LatentSpatialMemory(PointMemory):
         max_half_size: float = MAX_HALF_SIZE,
         occlusion_threshold: float | None = None,
         mark_seen: bool = True,
+        projection: Projection = Projection.FOOTPRINT,
     ) -> MemoryView:
         """Warp the cache into T target cameras.
 
@@ -177,6 +179,9 @@ class LatentSpatialMemory(PointMemory):
             occlusion_threshold: if set, drop cells farther than (1 + threshold) times their 3x3
                 neighbourhood's nearest depth (``splatting.occlusion_filter``).
             mark_seen: record the winners as seen now (eviction order).
+            projection: ``footprint`` splats each point over its footprint (``depth_tolerance`` and
+                ``max_half_size`` apply); ``nearest`` puts it in its nearest cell only, the official
+                Mirage ``LatentPointCloud.project`` (``splatting.nearest_cell``), holes left empty.
 
         Returns:
             ``MemoryView`` with latents [T, C, h, w], mask/depth/confidence [T, h, w].
@@ -188,7 +193,8 @@ class LatentSpatialMemory(PointMemory):
         Kt, wfc = self._cameras(K, world_from_cam)
         K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
         # [T, h, w] each
-        winner, mask, depth = self._render(K_lat, wfc, (h, w), depth_tolerance, max_half_size, occlusion_threshold, mark_seen)
+        winner, mask, depth = self._render(K_lat, wfc, (h, w), depth_tolerance, max_half_size, occlusion_threshold, mark_seen,
+                                           nearest=Projection(projection) == Projection.NEAREST)
         latents = gather_rows(self.cache.features, winner).permute(0, 3, 1, 2).contiguous()  # [T, C, h, w]
         conf = gather_rows(self.cache.extras["confidence"][:, None], winner)[..., 0].to(torch.float32)  # [T, h, w]
         zero = torch.zeros((), dtype=torch.float32, device=self.device)

@@ -129,6 +129,7 @@ class PointCache:
         size: tuple[int, int],
         depth_tolerance: float,
         max_half_size: float,
+        nearest: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Splat every point into T cameras.
 
@@ -136,6 +137,8 @@ class PointCache:
             K_grid: float [T, 3, 3] intrinsics of the target grid (cells or pixels).
             world_from_cam: float [T, 4, 4].
             size: (h, w) of the grid.
+            nearest: each point to its nearest cell only (``splatting.nearest_cell``; the footprint
+                arguments are not used), else footprint splatting (``splatting.splat``).
 
         Returns:
             winner: long [T, h, w] point index (-1 empty); depth: float32 [T, h, w] (+inf empty).
@@ -158,6 +161,11 @@ class PointCache:
             sl = slice(t0, min(T, t0 + per_batch))
             pts = geometry.transform_points(cam_from_world[sl], self.xyz)  # [Tb, N, 3]
             uv, z = geometry.project(pts, K32[sl])  # [Tb, N, 2], [Tb, N]
+            if nearest:
+                wn, dp = splatting.nearest_cell(uv, z, torch.ones_like(z, dtype=torch.bool), size)
+                winners.append(wn)
+                depths.append(dp)
+                continue
             valid = z > 1e-6
             zc = z.clamp(min=1e-6)
             half = splatting.footprint_half_size(self.radius[None, :], zc, pts.norm(dim=-1), focal[sl, None])  # [Tb, N] cells

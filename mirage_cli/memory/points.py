@@ -231,19 +231,20 @@ class PointMemory:
     def _render(
         self, K_grid: Tensor, world_from_cam: Tensor, size: tuple[int, int],
         depth_tolerance: float, max_half_size: float, occlusion_threshold: float | None, mark_seen: bool,
+        nearest: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Splat the cache into T cameras (``PointCache.render``), apply the optional occlusion
         filter and mark the winners seen.
 
         Args:
             K_grid: float64 [T, 3, 3] grid intrinsics; world_from_cam: float64 [T, 4, 4];
-            size: (h, w) of the grid; the rest as the public ``query``.
+            size: (h, w) of the grid; nearest: ``PointCache.render``'s; the rest as the public ``query``.
 
         Returns:
             winner: long [T, h, w] point index (-1 empty); mask: bool [T, h, w];
             depth: float32 [T, h, w] z-depth, 0 where empty.
         """
-        winner, depth = self.cache.render(K_grid, world_from_cam, size, depth_tolerance, max_half_size)  # [T, h, w] x2
+        winner, depth = self.cache.render(K_grid, world_from_cam, size, depth_tolerance, max_half_size, nearest)  # [T, h, w] x2
         mask = winner >= 0
         if occlusion_threshold is not None:
             mask = splatting.occlusion_filter(depth, mask, occlusion_threshold)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mirage_cli.base.files import file_record
-from mirage_cli.base.options import RenderOptions
+from mirage_cli.base.options import Projection, RenderOptions
 from mirage_cli.rundir.layout import fingerprint
 from mirage_cli.spec.plan import Plan
 
@@ -98,9 +98,10 @@ def _step_cache_config(plan: Plan) -> dict:
 
 
 def _conditioning_config(plan: Plan) -> dict:
-    """The conditioning, when it is not the default: its method and its weights by content (sha256)."""
+    """The conditioning, when it is not the default: its method, its weights by content (sha256) and how
+    the memory is projected (pin renders with footprints keep their fingerprint)."""
     c = plan.conditioning
-    if c.method == "pin" and c.lora is None:
+    if c.method == "pin" and c.lora is None and c.projection == Projection.FOOTPRINT:
         return {}
     return {"conditioning": {"method": c.method, "vace_sha256": _sha256_file(c.vace), "lora_sha256": _sha256_file(c.lora),
-                             "lora_scale": c.lora_scale if c.lora is not None else None}}
+                             "lora_scale": c.lora_scale if c.lora is not None else None, "projection": c.projection.value}}

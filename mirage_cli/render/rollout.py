@@ -106,7 +106,8 @@ class Rollout:
         the recipe of ``plan.conditioning.method`` running ``denoise`` (``make_recipe``), and the
         embeddings of every prompt it uses (``embed_prompts``)."""
         cameras = CameraTensors.from_trajectory(plan.trajectory, backbone.device)
-        conditioner = make_conditioner(plan.memory.mode, backbone=backbone, cameras=cameras, settings=plan.memory, profiler=profiler)
+        conditioner = make_conditioner(plan.memory.mode, backbone=backbone, cameras=cameras, settings=plan.memory, profiler=profiler,
+                                       projection=plan.conditioning.projection)
         depth = DepthAligner(depth_provider, (plan.height, plan.width))
         with profiler.stage("text_encoding"):
             prompt_embeds, negative_embeds = embed_prompts(plan, backbone)

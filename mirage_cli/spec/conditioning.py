@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirage_cli.base.errors import ProblemList, did_you_mean
-from mirage_cli.base.options import MAX_CHUNK_FRAMES
+from mirage_cli.base.options import MAX_CHUNK_FRAMES, Projection
 from mirage_cli.spec.checks import valid
 from mirage_cli.spec.fields import _NONE, FieldSpec
 
@@ -34,6 +34,8 @@ class MethodDefaults:
     negative_prompt: str | None
     """None: Wan2.2's own negative prompt."""
     shift: float
+    projection: Projection
+    """How the latent memory is rendered into the chunk's views."""
     source: str
     """Whose inference the values are taken from."""
 
@@ -41,10 +43,11 @@ class MethodDefaults:
 METHOD_DEFAULTS: dict[str, MethodDefaults] = {
     # Wan2.2's TI2V-5B inference settings (its generate.py config for ti2v-5B and diffusers' WanPipeline):
     # 121 frames, 50 UniPC steps, guidance 5, shift 5, its Chinese negative prompt.
-    "pin": MethodDefaults(MAX_CHUNK_FRAMES, 50, 5.0, None, 5.0, "Wan2.2-TI2V-5B's own inference settings"),
+    "pin": MethodDefaults(MAX_CHUNK_FRAMES, 50, 5.0, None, 5.0, Projection.FOOTPRINT, "Wan2.2-TI2V-5B's own inference settings"),
     # The official Mirage inference (microsoft/LatentSpatialMemory, mirage_pipeline.py): 33 target frames a
-    # chunk as in training, 20 steps, no classifier-free guidance, an empty negative prompt, shift 5.
-    "vace": MethodDefaults(33, 20, 1.0, "", 5.0, "the official Mirage inference (microsoft/LatentSpatialMemory)"),
+    # chunk as in training, 20 steps, no classifier-free guidance, an empty negative prompt, shift 5; the
+    # memory rendered by nearest cell (its LatentPointCloud.project), in training and at inference.
+    "vace": MethodDefaults(33, 20, 1.0, "", 5.0, Projection.NEAREST, "the official Mirage inference (microsoft/LatentSpatialMemory)"),
 }
 """Each method's defaults for the ``METHOD_DEFAULTED`` spec fields."""
 
@@ -86,6 +89,10 @@ CONDITIONING_FIELDS: dict[str, FieldSpec] = {
     "vace": FieldSpec((str, _NONE), None, "VACE weights (.safetensors, the official training export); needed by vace"),
     "lora": FieldSpec((str, _NONE), None, "a LoRA of the DiT (.safetensors, the official training export), or null"),
     "lora_scale": FieldSpec((int, float), 1.0, "weight of the LoRA's update"),
+    "projection": FieldSpec((str, _NONE), None, "how the latent memory is rendered into a chunk's views: nearest (each "
+                            "point to its nearest cell, holes left empty: what the official Mirage code trains with) | "
+                            "footprint (splats sized by each point's footprint, few holes) (null: the method's: nearest "
+                            "for vace, footprint for pin; footprint for memory.mode rgb)"),
 }
 """The fields of the spec's ``conditioning:`` section."""
 
@@ -99,10 +106,13 @@ class ConditioningSettings:
     vace: Path | None = None
     lora: Path | None = None
     lora_scale: float = 1.0
+    projection: Projection = Projection.FOOTPRINT
+    """How the latent memory is rendered into a chunk's views (``LatentSpatialMemory.query``)."""
 
     def summary(self) -> dict:
         return {"method": self.method, "vace": None if self.vace is None else str(self.vace),
-                "lora": None if self.lora is None else str(self.lora), "lora_scale": self.lora_scale}
+                "lora": None if self.lora is None else str(self.lora), "lora_scale": self.lora_scale,
+                "projection": self.projection.value}
 
 
 def _path(value, base_dir: Path, name: str, problems: ProblemList) -> Path | None:
@@ -134,9 +144,20 @@ def check_conditioning(values: dict, memory_mode: str | None, base_dir: Path, pr
                                           "(or --conditioning vace)")
     if method == "vace" and memory_mode == "none":
         problems.add("conditioning.method", "vace conditions on the memory: use memory.mode latent or rgb")
+    projection = values["projection"]
+    if valid(projection) and projection is not None and projection not in Projection.values():
+        problems.add("conditioning.projection", f"must be one of {', '.join(Projection.values())}, got {projection!r}"
+                                                f"{did_you_mean(projection, Projection.values())}")
+    if projection is not None and memory_mode == "none":
+        problems.add("conditioning.projection", "memory.mode none has no memory to project: leave projection unset")
+    elif projection == Projection.NEAREST.value and memory_mode == "rgb":
+        problems.add("conditioning.projection", "nearest renders the latent memory; memory.mode rgb renders its points as pixels "
+                                                "with footprints: use memory.mode latent, or projection footprint")
     scale = values["lora_scale"]
     if valid(scale) and not (math.isfinite(float(scale)) and -10.0 <= float(scale) <= 10.0):
         problems.add("conditioning.lora_scale", f"must be between -10 and 10, got {scale}")
     if len(problems.items) > start or not valid(*values.values()):
         return None
-    return ConditioningSettings(method, vace, lora, float(scale))
+    if projection is None:
+        projection = METHOD_DEFAULTS[method].projection if memory_mode == "latent" else Projection.FOOTPRINT
+    return ConditioningSettings(method, vace, lora, float(scale), Projection(projection))

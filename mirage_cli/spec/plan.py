@@ -229,6 +229,9 @@ class Plan:
             *([f"conditioning vace {self.conditioning.vace}" + (f", lora {self.conditioning.lora} x{self.conditioning.lora_scale:g}"
                                                                if self.conditioning.lora else "")]
               if self.conditioning.method == "vace" else []),
+            f"projection  {self.conditioning.projection.value} (the memory into each view: "
+            + ("nearest cell, holes left empty, as the official Mirage code)" if self.conditioning.projection.value == "nearest"
+               else "footprint splats)"),
             *([f"step cache  {self.step_cache.method}" + (f", threshold {self.step_cache.threshold:g}" if self.step_cache.threshold else "")
                + (f", interval {self.step_cache.interval}" if self.step_cache.interval else "")] if self.step_cache.enabled else []),
             *([f"intrinsics  estimated by {e['model']}: horizontal fov {e['horizontal_fov_deg']:.1f} deg, vertical "
