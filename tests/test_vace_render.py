@@ -39,6 +39,7 @@ def test_a_vace_render_runs_and_says_what_it_used(tmp_path, weights, memory):
     assert recorded["lora_sha256"] == file_hash(weights / "lora.safetensors") and recorded["lora_scale"] == 1.0
     # the latent memory is projected as the official code trains with (nearest cell); rgb memory has footprints only
     assert recorded["projection"] == {"latent": "nearest", "rgb": "footprint"}[memory]
+    assert recorded["sigmas"] == "wan"  # the original Wan2.2 timestep grid, as the official inference
     assert report["config"]["conditioning_files"]["vace"] == str(weights / "vace.safetensors")
     shown = cli("inspect", tmp_path / "run")
     assert f"conditioning      vace (vace {weights / 'vace.safetensors'} sha256 {recorded['vace_sha256'][:12]}" in shown.stdout

@@ -10,6 +10,7 @@
 - up to 4 references: past generated latent frames whose visible memory points share at least 4%
   of their 0.1-unit voxels (intersection over union) with the points visible from the target
   cameras, best first (``visible_voxels``, ``voxel_iou``, ``select_references``);
+- the timesteps are the original Wan2.2 scheduler's (``WAN_SIGMAS``), not diffusers' grid;
 - after every step, and before the first, the target's frame 0 is set to the conditioning latent
   (``denoise_vace_chunk``), whose loop state is a ``DenoiseState`` like the training-free loop's,
   so a chunk stopped mid-way continues exactly.
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from mirage_cli.backbone.vace import VACE_IN_CHANNELS
 from mirage_cli.backbone.vace_forward import vace_forward
-from mirage_cli.denoise.loop import PATCH, DenoiseResult, DenoiseState, SchedulerState, _cache_context, _start
+from mirage_cli.denoise.loop import PATCH, WAN_SIGMAS, DenoiseResult, DenoiseState, SchedulerState, _cache_context, _start
 from mirage_cli.profiling.profiler import DENOISE_STEP
 
 MAX_REFERENCES = 4
@@ -118,14 +119,16 @@ def denoise_vace_chunk(
     backbone, model, *, noise: Tensor, cond_frame0: Tensor, references: Tensor | None, preceding: Tensor | None,
     control: Tensor, prompt_embeds: Tensor, negative_prompt_embeds: Tensor | None, guidance: float, steps: int,
     shift: float, generator: torch.Generator, resume_state: DenoiseState | None = None,
-    on_step: Callable[[int, DenoiseState], bool | None] | None = None, profiler=None,
+    on_step: Callable[[int, DenoiseState], bool | None] | None = None, profiler=None, sigmas: str = WAN_SIGMAS,
 ) -> DenoiseResult:
     """Denoise one chunk's target latents with the VACE model ``model`` (``attach_vace``).
 
     ``noise``: [1, C, T, h, w] the initial target sample. ``cond_frame0``: [C, h, w] the conditioning
     latent (target frame 0). ``references``: [1, C, R, h, w] or None; ``preceding``: [1, C, P, h, w] or
-    None. ``control``: [1, 96, T + P, h, w] (``vace_context``). The rest as ``denoise_chunk`` (the
-    generator is kept in the state for symmetry; this recipe draws nothing after the noise).
+    None. ``control``: [1, 96, T + P, h, w] (``vace_context``). ``sigmas``: the timestep grid, the
+    original Wan2.2 one by default as the official inference (``set_sigmas``). The rest as
+    ``denoise_chunk`` (the generator is kept in the state for symmetry; this recipe draws nothing after
+    the noise).
 
     Returns ``DenoiseResult(latents [1, C, T, h, w] float32, completed, state)``.
     """
@@ -135,7 +138,7 @@ def denoise_vace_chunk(
     pre = 0 if preceding is None else preceding.shape[2]
     if control.shape != (1, VACE_IN_CHANNELS, T + pre, h, w):
         raise ValueError(f"control: expected [1, {VACE_IN_CHANNELS}, {T + pre}, {h}, {w}], got {list(control.shape)}")
-    scheduler, latents, first = _start(backbone, noise, steps, shift, generator, 0, resume_state)
+    scheduler, latents, first = _start(backbone, noise, steps, shift, generator, 0, resume_state, sigmas)
     frame0 = cond_frame0.to(device=device, dtype=torch.float32)
     latents = latents.clone()
     latents[:, :, 0] = frame0

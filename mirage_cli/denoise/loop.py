@@ -34,6 +34,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from mirage_cli.base.options import PinMode
@@ -356,13 +357,32 @@ def _clean_values(pinned_latents: torch.Tensor, cond_frame0: torch.Tensor, devic
     return clean_values.unsqueeze(0)  # [1, C, T, h, w]
 
 
-def _start(backbone, noise, steps, shift, generator, start_step, resume_state):
-    """The scheduler with its timesteps set, the starting sample [1, C, T, h, w] and the first step index:
-    a fresh start at ``start_step``, or exactly where ``resume_state`` stopped (step cache included)."""
+DIFFUSERS_SIGMAS = "diffusers"
+"""diffusers' flow sigmas: ``linspace(1, 1/N, steps + 1)[:-1]`` shifted (N: training timesteps), as its WanPipeline."""
+WAN_SIGMAS = "wan"
+"""The original Wan2.2 inference's flow sigmas: ``linspace(1 - 1/N, 0, steps + 1)[:-1]`` shifted (its
+``FlowUniPCMultistepScheduler``, which the official Mirage inference runs): other timesteps from step 7 on."""
+
+
+def set_sigmas(scheduler, steps: int, device, sigmas: str = DIFFUSERS_SIGMAS) -> None:
+    """``scheduler.set_timesteps`` for ``steps`` steps on the ``sigmas`` grid (``DIFFUSERS_SIGMAS`` or ``WAN_SIGMAS``)."""
+    if sigmas == DIFFUSERS_SIGMAS:
+        scheduler.set_timesteps(steps, device=device)
+    elif sigmas == WAN_SIGMAS:
+        train = scheduler.config.num_train_timesteps
+        scheduler.set_timesteps(device=device, sigmas=np.linspace(1.0 - 1.0 / train, 0.0, steps + 1)[:-1])
+    else:
+        raise ValueError(f"sigmas: expected {DIFFUSERS_SIGMAS!r} or {WAN_SIGMAS!r}, got {sigmas!r}")
+
+
+def _start(backbone, noise, steps, shift, generator, start_step, resume_state, sigmas: str = DIFFUSERS_SIGMAS):
+    """The scheduler with its timesteps set (``set_sigmas``), the starting sample [1, C, T, h, w] and the
+    first step index: a fresh start at ``start_step``, or exactly where ``resume_state`` stopped (step
+    cache included)."""
     device = backbone.device
     step_cache.reset_state(backbone.transformer)
     scheduler = backbone.make_scheduler(shift)
-    scheduler.set_timesteps(steps, device=device)
+    set_sigmas(scheduler, steps, device, sigmas)
     if resume_state is None:
         if not 0 <= start_step < steps:
             raise ValueError(f"start_step: expected 0 <= start_step < {steps}, got {start_step}")

@@ -11,6 +11,7 @@ import numpy as np
 
 from mirage_cli.base.files import file_record
 from mirage_cli.base.options import Projection, RenderOptions
+from mirage_cli.denoise.loop import WAN_SIGMAS
 from mirage_cli.rundir.layout import fingerprint
 from mirage_cli.spec.plan import Plan
 
@@ -104,4 +105,6 @@ def _conditioning_config(plan: Plan) -> dict:
     if c.method == "pin" and c.lora is None and c.projection == Projection.FOOTPRINT:
         return {}
     return {"conditioning": {"method": c.method, "vace_sha256": _sha256_file(c.vace), "lora_sha256": _sha256_file(c.lora),
-                             "lora_scale": c.lora_scale if c.lora is not None else None, "projection": c.projection.value}}
+                             "lora_scale": c.lora_scale if c.lora is not None else None, "projection": c.projection.value,
+                             # the timestep grid: the original Wan2.2 scheduler's for vace (its authors' inference)
+                             **({"sigmas": WAN_SIGMAS} if c.method == "vace" else {})}}
