@@ -193,6 +193,17 @@ def zbuffer_winner(
     return torch.where(winner == torch.iinfo(torch.long).max, torch.full_like(winner, -1), winner)
 
 
+def _winner_grid(winner: Tensor, z: Tensor, shape: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+    """The flat per-cell ``winner`` [T*h*w] (-1 empty) as [T, h, w], and the winners' depth from ``z``
+    [T, N] as [T, h, w] (+inf where empty)."""
+    T, h, w = shape
+    frame_of_cell = torch.arange(T * h * w, device=winner.device) // (h * w)
+    has = winner >= 0
+    depth = torch.full((T * h * w,), float("inf"), dtype=z.dtype, device=z.device)
+    depth[has] = z[frame_of_cell[has], winner[has]]
+    return winner.view(T, h, w), depth.view(T, h, w)
+
+
 def splat(
     uv: Tensor,
     z: Tensor,
@@ -223,11 +234,7 @@ def splat(
     h, w = size
     _, point, cell, depth, dist2 = footprint_cells(uv, z, half_size, valid, size, max_half_size)
     winner = zbuffer_winner(cell, depth, point, T * h * w, dist2, depth_tolerance, tie_keys)  # [T*h*w]
-    frame_of_cell = torch.arange(T * h * w, device=uv.device) // (h * w)
-    has = winner >= 0
-    out_depth = torch.full((T * h * w,), float("inf"), dtype=z.dtype, device=z.device)
-    out_depth[has] = z[frame_of_cell[has], winner[has]]
-    return winner.view(T, h, w), out_depth.view(T, h, w)
+    return _winner_grid(winner, z, (T, h, w))
 
 
 def nearest_cell(uv: Tensor, z: Tensor, valid: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -254,11 +261,7 @@ def nearest_cell(uv: Tensor, z: Tensor, valid: Tensor, size: tuple[int, int]) ->
     frame, point = ok.nonzero(as_tuple=True)  # [M] each
     cell = frame * (h * w) + iv[frame, point].long() * w + ju[frame, point].long()
     winner = zbuffer_winner(cell, z[frame, point], point, T * h * w)  # [T*h*w]
-    frame_of_cell = torch.arange(T * h * w, device=uv.device) // (h * w)
-    has = winner >= 0
-    out_depth = torch.full((T * h * w,), float("inf"), dtype=z.dtype, device=z.device)
-    out_depth[has] = z[frame_of_cell[has], winner[has]]
-    return winner.view(T, h, w), out_depth.view(T, h, w)
+    return _winner_grid(winner, z, (T, h, w))
 
 
 def occlusion_filter(depth: Tensor, mask: Tensor, threshold: float) -> Tensor:
