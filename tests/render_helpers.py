@@ -83,16 +83,16 @@ def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and raw(a[k]) == raw(b[k]) for k in a)
 
 
-def render_args(scene: Path, run: Path) -> list[str]:
-    return ["render", str(scene), "--out", str(run), "--memory", "latent", *SMALL]
+def render_args(scene: Path, run: Path, memory: str = "latent") -> list[str]:
+    return ["render", str(scene), "--out", str(run), "--memory", memory, *SMALL]
 
 
 class Child:
     """``mirage render`` in a child process, with progress events read from its stderr."""
 
-    def __init__(self, scene: Path, run: Path, pause: str):
+    def __init__(self, scene: Path, run: Path, pause: str, memory: str = "latent"):
         env = {**os.environ, "MIRAGE_TEST_PAUSE": pause}
-        cmd = [sys.executable, "-m", "mirage_cli", *render_args(scene, run), "--progress", "jsonl"]
+        cmd = [sys.executable, "-m", "mirage_cli", *render_args(scene, run, memory), "--progress", "jsonl"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.events: list[dict] = []
 
@@ -121,10 +121,10 @@ def step_of(chunk: int):
     return lambda e: e["event"] == "step" and e["chunk"] == chunk
 
 
-def stopped_render(scene: Path, run: Path) -> Path:
+def stopped_render(scene: Path, run: Path, memory: str = "latent") -> Path:
     """Render ``scene`` into ``run`` and stop it with SIGTERM inside chunk 1: ckpt-000001 (chunk 1)
     and ckpt-000002 (mid-chunk), chunk 0's segment and latents."""
-    child = Child(scene, run, "denoise_step=0.5")
+    child = Child(scene, run, "denoise_step=0.5", memory)
     child.wait_for(step_of(1))
     child.proc.send_signal(signal.SIGTERM)
     assert child.finish() == 75

@@ -66,7 +66,7 @@ def test_a_stopped_vace_render_resumes_to_the_same_bytes(tmp_path, weights):
 def test_vace_inputs_are_checked_before_anything_renders(tmp_path, weights):
     scene = write_small_scene(tmp_path / "a")
     refused = cli("render", scene, "--out", tmp_path / "a-run", "--vace", weights / "vace.safetensors", *SMALL)
-    assert refused.exit_code == 2 and "conditioning.vace: VACE weights are used by method vace only" in refused.stderr
+    assert refused.exit_code == 2 and "conditioning.vace: VACE weights are used by the trained methods only" in refused.stderr
     missing = cli("render", scene, "--out", tmp_path / "b-run", "--conditioning", "vace", *SMALL)
     assert missing.exit_code == 2 and "method vace needs the VACE weights" in missing.stderr
     bad = tmp_path / "bad.safetensors"

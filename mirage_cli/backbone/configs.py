@@ -16,6 +16,16 @@ WAN_DEFAULT_NEGATIVE_PROMPT = (
 )
 """Wan's default negative prompt (``sample_neg_prompt`` of the Wan2.2 configs), used when none is given."""
 
+SPATIA_NEGATIVE_PROMPT = (
+    "画面切换，画面切出，镜头切换，镜头渐黑，镜头渐亮，最差质量, 节目横幅, 低质量, 正常质量, "
+    "JPEG压缩残留, 噪点, 模糊, 细节缺失, 马赛克, 水印, 文字, 签名, 商标, 丑陋的, 畸形的, 毁容的, "
+    "解剖学错误, 形态糟糕, 多余的肢体, 残缺的肢体, 融合的手指, 画得不好的手, 画得不好的脸, "
+    "僵硬的表情, 杂乱的构图, 不协调的元素, 空旷的画面, 透视错误, 比例失调, 变形的物体, "
+    "融合的物体, 物体穿模, 漂浮的物体, 平淡的光线, 不自然的光源, 单调的色彩, 奇怪的颜色, "
+    "刺眼的颜色, 画面发灰"
+)
+"""The negative prompt Spatia's inference samples its weights with (a setting of theirs, kept as data)."""
+
 SPATIAL_SCALE = 16
 """Pixels per latent cell along x and y (VAE 2x2 patchify, then 8x)."""
 TEMPORAL_SCALE = 4

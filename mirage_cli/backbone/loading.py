@@ -11,7 +11,7 @@ import torch
 
 from mirage_cli.backbone.configs import CPU_PARAMETER_LIMIT, DTYPES, wan22_transformer_config
 from mirage_cli.backbone.lean_forward import use_lean_forward
-from mirage_cli.backbone.lora import apply_lora
+from mirage_cli.backbone.lora import apply_lora, check_lora
 from mirage_cli.backbone.model_dir import resolve_model_dir
 from mirage_cli.backbone.random_components import count_parameters, empty_model, random_weights_backbone, tiny_backbone
 from mirage_cli.backbone.text import TEXT_MAX_LENGTH, UMT5TextEmbedder
@@ -160,10 +160,14 @@ def load_backbone(
 
 def attach_trained(backbone: Backbone, trained) -> None:
     """The VACE branch and the LoRA of ``trained`` (``ConditioningSettings``) on ``backbone.transformer``
-    (``mirage_cli.backbone.vace``, ``mirage_cli.backbone.lora``); every key checked, InputError otherwise."""
+    (``mirage_cli.backbone.vace``, ``mirage_cli.backbone.lora``); every key checked, InputError otherwise.
+    Spatia's LoRA is only checked here: its recipe fuses it from the second chunk on, as Spatia's inference
+    (``mirage_cli.conditioning.recipes.SpatiaRecipe``)."""
     if trained.vace is not None:
         backbone.transformer = attach_vace(backbone.transformer, trained.vace, field="conditioning.vace")
-    if trained.lora is not None:
+    if trained.lora is not None and trained.method == "spatia":
+        check_lora(backbone.transformer, trained.lora, field="conditioning.lora")
+    elif trained.lora is not None:
         apply_lora(backbone.transformer, trained.lora, trained.lora_scale, merge=True, field="conditioning.lora")
 
 

@@ -63,6 +63,13 @@ def lora_state_dict(raw: dict[str, torch.Tensor], transformer: torch.nn.Module, 
     return out, original
 
 
+def check_lora(transformer: torch.nn.Module, path: str | Path, field: str = "lora") -> None:
+    """Every check ``apply_lora`` makes (keys, shapes, values), without touching ``transformer``: for a
+    LoRA fused later in the render (Spatia's, from the second chunk on)."""
+    path = Path(path).expanduser()
+    lora_state_dict(read_safetensors(path, field), transformer, path, field)
+
+
 def apply_lora(transformer: torch.nn.Module, path: str | Path, scale: float = 1.0, *, merge: bool = True,
                field: str = "lora") -> None:
     """Add the LoRA of ``path`` to ``transformer`` (a diffusers Wan transformer, VACE or not) at

@@ -161,8 +161,9 @@ def render(
     pin: PinMode | None = typer.Option(None, "--pin", help="How memory latents are held while denoising (overrides the spec)."),
     pin_until: float | None = typer.Option(None, "--pin-until", help="Fraction of steps with memory pinned."),
     depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
-    conditioning: str | None = typer.Option(None, "--conditioning", help="pin (training-free) | vace (trained VACE branch; "
-                                            "overrides the spec's conditioning.method)."),
+    conditioning: str | None = typer.Option(None, "--conditioning", help="pin (training-free) | vace (trained VACE "
+                                            "branch, Mirage's recipe) | spatia (Spatia's weights and recipe); overrides the "
+                                            "spec's conditioning.method."),
     vace: Path | None = typer.Option(None, "--vace", help="VACE weights (.safetensors from the official training code)."),
     lora: Path | None = typer.Option(None, "--lora", help="DiT LoRA (.safetensors from the official training code)."),
     lora_scale: float | None = typer.Option(None, "--lora-scale", help="Weight of the LoRA's update (default 1)."),

@@ -257,11 +257,12 @@ class LatentConditioner(_MemoryConditioner):
 class RGBConditioner(_MemoryConditioner):
     """``--memory rgb``: the RGB point cloud rendered into every pixel frame, then VAE-encoded."""
 
-    def __init__(self, *, backbone, cameras: CameraTensors, settings: MemorySettings, profiler):
+    def __init__(self, *, backbone, cameras: CameraTensors, settings: MemorySettings, profiler, encode_views: bool = True):
         # The baseline as first measured: footprint-sized voxels, no capacity limit.
         memory = RGBPointMemory(device=cameras.K.device)
         super().__init__(memory, backbone=backbone, cameras=cameras, settings=settings, profiler=profiler)
         self.backbone = backbone
+        self.encode_views = encode_views  # False: the view's latents stay zero (a recipe that encodes its own renders)
         self.last_frame: Tensor | None = None  # [3, H, W] in [0, 1]: frame 0 of the next chunk's render
 
     def start(self, latent: Tensor, image: Tensor, depth: Tensor, keep_out: Tensor | None) -> None:
@@ -276,12 +277,15 @@ class RGBConditioner(_MemoryConditioner):
         frames = torch.arange(chunk.start + 1, chunk.end + 1, device=self.device)  # pixel frames 1..F-1
         K, world_from_cam = self._cameras(frames)
         with self.prof.stage("memory_query"):
-            v = self.memory.query(K, world_from_cam, (H, W), occlusion_threshold=self.occlusion_threshold)
+            v = self.memory.query(K, world_from_cam, (H, W), occlusion_threshold=self.occlusion_threshold, mark_seen=mark_seen)
         rgb = torch.where(v.mask.unsqueeze(1), v.rgb.float(), torch.full_like(v.rgb.float(), HOLE_VALUE))  # [F-1, 3, H, W]
         video = torch.cat([self.last_frame.unsqueeze(0), rgb], 0)  # [F, 3, H, W]
-        with self.prof.stage("vae_encode"):
-            latents = self.backbone.encode_video((video * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0))[0]  # [C, T, h, w]
-        T = latents.shape[1]
+        T = chunk.num_latent_frames
+        if self.encode_views:
+            with self.prof.stage("vae_encode"):
+                latents = self.backbone.encode_video((video * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0))[0]  # [C, T, h, w]
+        else:
+            latents = torch.zeros(self.channels, T, H // s, W // s, device=self.device)
         # Latent frame k >= 1 covers pixel frames 4k-3..4k, i.e. rows 4k-4..4k-1 of the renders.
         cover = F.avg_pool2d(v.mask.float().unsqueeze(1), s).squeeze(1)  # [F-1, h, w]
         cover = cover.view(T - 1, 4, H // s, W // s).amin(1)  # [T-1, h, w]
@@ -333,11 +337,14 @@ CONDITIONERS = {
 
 
 def make_conditioner(mode: str, *, backbone, cameras: CameraTensors, settings: MemorySettings, profiler,
-                     projection: Projection = Projection.FOOTPRINT) -> Conditioner:
+                     projection: Projection = Projection.FOOTPRINT, encode_views: bool = True) -> Conditioner:
     """The conditioner of memory mode ``mode`` (``latent`` | ``rgb`` | ``none``) for one render; ``projection``:
-    how the latent memory is rendered into the views (the other modes take footprint only)."""
+    how the latent memory is rendered into the views (the other modes take footprint only); ``encode_views``
+    False: the RGB memory's renders are not VAE-encoded into the view (Spatia's recipe encodes its own)."""
     if MemoryMode(mode) == MemoryMode.LATENT:
         return LatentConditioner(backbone=backbone, cameras=cameras, settings=settings, profiler=profiler, projection=projection)
     if Projection(projection) != Projection.FOOTPRINT:
         raise ValueError(f"projection: {Projection(projection).value} needs memory mode latent, got {mode}")
+    if MemoryMode(mode) == MemoryMode.RGB:
+        return RGBConditioner(backbone=backbone, cameras=cameras, settings=settings, profiler=profiler, encode_views=encode_views)
     return CONDITIONERS[MemoryMode(mode)](backbone=backbone, cameras=cameras, settings=settings, profiler=profiler)

@@ -60,11 +60,12 @@ def vace_context(scene: Tensor, score: Tensor) -> Tensor:
     return torch.cat([scene, score.to(scene)], dim=0).unsqueeze(0)
 
 
-def sequence_timestep(t: Tensor, refs: int, target: int, preceding: int, tokens_per_frame: int) -> Tensor:
+def sequence_timestep(t: Tensor, refs: int, target: int, preceding: int, tokens_per_frame: int, held: int = 1) -> Tensor:
     """float32 [1, (refs + target + preceding) * tokens]: 0 on references, preceding frames and the
-    target's frame 0; ``t`` on the other target frames."""
+    target's first ``held`` frames (its conditioning frame; Spatia's history frames); ``t`` on the other
+    target frames."""
     per_frame = torch.zeros(refs + target + preceding, dtype=torch.float32, device=t.device)
-    per_frame[refs + 1 : refs + target] = t.to(torch.float32)
+    per_frame[refs + held : refs + target] = t.to(torch.float32)
     return per_frame.repeat_interleave(tokens_per_frame).unsqueeze(0)
 
 
@@ -124,7 +125,8 @@ def denoise_vace_chunk(
     """Denoise one chunk's target latents with the VACE model ``model`` (``attach_vace``).
 
     ``noise``: [1, C, T, h, w] the initial target sample. ``cond_frame0``: [C, h, w] the conditioning
-    latent (target frame 0). ``references``: [1, C, R, h, w] or None; ``preceding``: [1, C, P, h, w] or
+    latent (target frame 0), or [C, k, h, w] the first k target frames (Spatia's history), held at
+    timestep 0 and set again after every step. ``references``: [1, C, R, h, w] or None; ``preceding``: [1, C, P, h, w] or
     None. ``control``: [1, 96, T + P, h, w] (``vace_context``). ``sigmas``: the timestep grid, the
     original Wan2.2 one by default as the official inference (``set_sigmas``). The rest as
     ``denoise_chunk`` (the generator is kept in the state for symmetry; this recipe draws nothing after
@@ -139,9 +141,13 @@ def denoise_vace_chunk(
     if control.shape != (1, VACE_IN_CHANNELS, T + pre, h, w):
         raise ValueError(f"control: expected [1, {VACE_IN_CHANNELS}, {T + pre}, {h}, {w}], got {list(control.shape)}")
     scheduler, latents, first = _start(backbone, noise, steps, shift, generator, 0, resume_state, sigmas)
-    frame0 = cond_frame0.to(device=device, dtype=torch.float32)
+    held = cond_frame0 if cond_frame0.ndim == 4 else cond_frame0.unsqueeze(1)  # [C, k, h, w]
+    held = held.to(device=device, dtype=torch.float32)
+    k = held.shape[1]
+    if not 1 <= k < T:
+        raise ValueError(f"cond_frame0: {k} held frames for a target of {T} latent frames")
     latents = latents.clone()
-    latents[:, :, 0] = frame0
+    latents[:, :, :k] = held
     context = [x.to(device=device, dtype=dtype) for x in (references, preceding) if x is not None]
     control = control.to(device=device, dtype=dtype)
     prompt_embeds = prompt_embeds.to(device=device, dtype=dtype)
@@ -153,11 +159,11 @@ def denoise_vace_chunk(
             t = scheduler.timesteps[i]
             parts = ([context[0]] if refs else []) + [latents.to(dtype)] + ([context[-1]] if pre else [])
             sequence = torch.cat(parts, dim=2)  # [1, C, R+T+P, h, w]
-            timestep = sequence_timestep(t, refs, T, pre, tokens)
+            timestep = sequence_timestep(t, refs, T, pre, tokens, held=k)
             velocity = _velocity(model, sequence, timestep, control, refs, prompt_embeds, negative_prompt_embeds, guidance)
             latents = scheduler.step(velocity[:, :, refs : refs + T], t, latents, return_dict=False)[0]
             latents = latents.clone()
-            latents[:, :, 0] = frame0  # the conditioning frame is re-clamped after every step
+            latents[:, :, :k] = held  # the conditioning frame(s) re-clamped after every step
         if on_step is not None:
             state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state())
             if on_step(i, state) is True and i + 1 < steps:

@@ -61,7 +61,8 @@ def _read_frames(path: Path) -> tuple[np.ndarray, float]:
 def _boundaries(run: Path) -> list[int]:
     try:
         config = json.loads((run / "run.json").read_text())["config"]
-        chunks = plan_chunks(int(config["frames"]), int(config["chunk_frames"]))
+        first = config.get("first_chunk_frames")
+        chunks = plan_chunks(int(config["frames"]), int(config["chunk_frames"]), None if first is None else int(first))
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return [chunk.start for chunk in chunks[1:]]

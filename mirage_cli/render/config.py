@@ -66,6 +66,7 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         "width": plan.width,
         "height": plan.height,
         "chunk_frames": plan.chunk_frames,
+        **({"first_chunk_frames": plan.first_chunk_frames} if plan.first_chunk_frames != plan.chunk_frames else {}),
         "steps": plan.steps,
         "guidance": plan.guidance,
         "shift": plan.shift,
@@ -107,4 +108,4 @@ def _conditioning_config(plan: Plan) -> dict:
     return {"conditioning": {"method": c.method, "vace_sha256": _sha256_file(c.vace), "lora_sha256": _sha256_file(c.lora),
                              "lora_scale": c.lora_scale if c.lora is not None else None, "projection": c.projection.value,
                              # the timestep grid: the original Wan2.2 scheduler's for vace (its authors' inference)
-                             **({"sigmas": WAN_SIGMAS} if c.method == "vace" else {})}}
+                             **({"sigmas": WAN_SIGMAS} if c.method in ("vace", "spatia") else {})}}

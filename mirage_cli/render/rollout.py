@@ -10,7 +10,8 @@ at a time:
 2. Denoise (``mirage_cli.denoise.loop.denoise_chunk``): latent frame 0 pinned (start image latent for
    chunk 0, the previous chunk's last latent after), memory-covered tokens pinned ``clean`` or
    ``noised`` until ``pin_until``; noise from generators seeded by (seed, chunk).
-3. Decode the chunk after the previous chunk's last latent frames (the caller writes the frames).
+3. Decode the chunk after the previous chunk's last latent frames, or as the recipe decodes it (the
+   caller writes the frames).
 4. Depth of the new frames (``mirage_cli.depth.providers.DepthAligner``: a model aligned to the memory, or
    the memory's own depth).
 5. Dynamic-region filter, then the conditioner inserts what the memory did not already explain.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mirage_cli.backbone.decoding import decode_with_context, next_decode_context
+from mirage_cli.backbone.decoding import next_decode_context
 from mirage_cli.conditioning.conditioners import CameraTensors, Conditioner, ConditionView, make_conditioner
 from mirage_cli.conditioning.recipes import make_recipe
 from mirage_cli.denoise.loop import DenoiseState, denoise_chunk
@@ -107,7 +108,8 @@ class Rollout:
         embeddings of every prompt it uses (``embed_prompts``)."""
         cameras = CameraTensors.from_trajectory(plan.trajectory, backbone.device)
         conditioner = make_conditioner(plan.memory.mode, backbone=backbone, cameras=cameras, settings=plan.memory, profiler=profiler,
-                                       projection=plan.conditioning.projection)
+                                       projection=plan.conditioning.projection,
+                                       encode_views=plan.conditioning.method != "spatia")  # spatia renders its own control
         depth = DepthAligner(depth_provider, (plan.height, plan.width))
         with profiler.stage("text_encoding"):
             prompt_embeds, negative_embeds = embed_prompts(plan, backbone)
@@ -136,7 +138,7 @@ class Rollout:
                 depth = self.depth.start_depth(image, self.plan.scale)  # [H, W], in path units (mirage_cli.depth.scene_scale)
         keep_out = None if keep_out is None else keep_out.to(self.device)
         self.conditioner.start(self.last_latent, image, depth.to(self.device), keep_out)
-        self.recipe.start(self.last_latent)
+        self.recipe.start(self.last_latent, image)
 
     # --- one chunk --------------------------------------------------------------------------------
 
@@ -158,9 +160,9 @@ class Rollout:
 
         latents = result.latents  # [1, C, T, h, w]
         with self.prof.stage("decode"):
-            pixels = decode_with_context(self.backbone, latents, self.context_latents)  # [3, F, H, W]
+            pixels = self.recipe.decode(chunk, latents, self.context_latents)  # [3, F, H, W]
         added = self._remember(chunk, latents[0], pixels, view)
-        self.recipe.remember(chunk, latents[0], view)
+        self.recipe.remember(chunk, latents[0], view, pixels)
         self.last_latent = latents[0, :, -1].clone()  # [C, h, w]
         self.context_latents = next_decode_context(latents[0], self.context_latents)  # [C, k, h, w]
         stats["points_added"] = int(added)
@@ -170,7 +172,7 @@ class Rollout:
     def _denoise(self, chunk: Chunk, view: ConditionView, resume_state, on_step):
         """The chunk's denoising loop (the plan's recipe), with noise from generators seeded by (seed, chunk index)."""
         plan, bb = self.plan, self.backbone
-        T = chunk.num_latent_frames
+        T = self.recipe.noise_frames(chunk)
         h, w = plan.height // bb.spatial_scale, plan.width // bb.spatial_scale
         seed = chunk_seed(plan.seed, chunk.index)
         noise_gen = torch.Generator(device="cpu").manual_seed(seed)

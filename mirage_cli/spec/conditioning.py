@@ -5,7 +5,10 @@ their warped values while denoising (``mirage_cli.denoise.loop``). ``method: vac
 trained conditioning: the warped memory goes through a VACE control branch trained with the official
 code (``vace:``, a safetensors file) and the DiT usually carries a LoRA trained with it (``lora:``,
 ``lora_scale:``); see ``mirage_cli.conditioning.recipes``. It needs a memory (``memory.mode`` latent, the paper's;
-or rgb, Spatia's RGB memory encoded by the VAE). Paths are relative to the spec's folder.
+or rgb, Spatia's RGB memory encoded by the VAE). ``method: spatia`` is Spatia's own recipe for its
+weights (``mirage_cli.conditioning.spatia``): the RGB memory (``memory.mode rgb``) rendered on black
+with a hole-score video, history frames and reference images, the LoRA from the second chunk on.
+Paths are relative to the spec's folder.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from mirage_cli.backbone.configs import SPATIA_NEGATIVE_PROMPT
 from mirage_cli.base.errors import ProblemList, did_you_mean
 from mirage_cli.base.options import MAX_CHUNK_FRAMES, Projection
 from mirage_cli.spec.checks import valid
 from mirage_cli.spec.fields import _NONE, FieldSpec
 
-METHODS = ("pin", "vace")
+METHODS = ("pin", "vace", "spatia")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class MethodDefaults:
     """How the latent memory is rendered into the chunk's views."""
     source: str
     """Whose inference the values are taken from."""
+    first_chunk_frames: int | None = None
+    """Frames of chunk 0 when it differs from the later chunks' (None: ``chunk_frames``)."""
 
 
 METHOD_DEFAULTS: dict[str, MethodDefaults] = {
@@ -48,8 +54,17 @@ METHOD_DEFAULTS: dict[str, MethodDefaults] = {
     # chunk as in training, 20 steps, no classifier-free guidance, an empty negative prompt, shift 5; the
     # memory rendered by nearest cell (its LatentPointCloud.project), in training and at inference.
     "vace": MethodDefaults(33, 20, 1.0, "", 5.0, Projection.NEAREST, "the official Mirage inference (microsoft/LatentSpatialMemory)"),
+    # Spatia's inference (ZhaoJingjing713/Spatia, inference.py): a first round of 121 frames, then rounds of
+    # 81 frames whose first 9 are the last generated ones (72 new frames: chunks of 73 frames here, which
+    # share their first frame with the chunk before), 40 UniPC steps, guidance 3.5 with its negative prompt,
+    # shift 5; its memory is an RGB point cloud (memory.mode rgb), rendered with footprints.
+    "spatia": MethodDefaults(73, 40, 3.5, SPATIA_NEGATIVE_PROMPT, 5.0, Projection.FOOTPRINT,
+                             "Spatia's inference (ZhaoJingjing713/Spatia)", first_chunk_frames=121),
 }
 """Each method's defaults for the ``METHOD_DEFAULTED`` spec fields."""
+
+TRAINED_METHODS = ("vace", "spatia")
+"""The methods that run a trained VACE branch (``conditioning.vace`` needed)."""
 
 METHOD_DEFAULTED = ("chunk_frames", "steps", "guidance", "negative_prompt", "shift")
 """The spec fields whose default is the conditioning method's (``METHOD_DEFAULTS``)."""
@@ -84,9 +99,10 @@ def fill_method_defaults(values: dict, given: dict, flags: dict | None) -> tuple
     return out, origins, defaults
 
 CONDITIONING_FIELDS: dict[str, FieldSpec] = {
-    "method": FieldSpec((str,), "pin", "pin (training-free: memory cells held) | vace (trained VACE branch); each method "
+    "method": FieldSpec((str,), "pin", "pin (training-free: memory cells held) | vace (trained VACE branch, the Mirage "
+                        "recipe) | spatia (Spatia's VACE weights with its own recipe, memory.mode rgb); each method "
                         "has its own defaults for chunk_frames, steps, guidance, negative_prompt and shift (METHOD_DEFAULTS)"),
-    "vace": FieldSpec((str, _NONE), None, "VACE weights (.safetensors, the official training export); needed by vace"),
+    "vace": FieldSpec((str, _NONE), None, "VACE weights (.safetensors, the official training export); needed by vace and spatia"),
     "lora": FieldSpec((str, _NONE), None, "a LoRA of the DiT (.safetensors, the official training export), or null"),
     "lora_scale": FieldSpec((int, float), 1.0, "weight of the LoRA's update"),
     "projection": FieldSpec((str, _NONE), None, "how the latent memory is rendered into a chunk's views: nearest (each "
@@ -137,13 +153,16 @@ def check_conditioning(values: dict, memory_mode: str | None, base_dir: Path, pr
         problems.add("conditioning.method", f"must be one of {', '.join(METHODS)}, got {method!r}{did_you_mean(method, METHODS)}")
     vace = _path(values["vace"], base_dir, "vace", problems) if valid(values["vace"]) else None
     lora = _path(values["lora"], base_dir, "lora", problems) if valid(values["lora"]) else None
-    if method == "vace" and values["vace"] is None:
-        problems.add("conditioning.vace", "method vace needs the VACE weights: give conditioning.vace (or --vace PATH)")
+    if method in TRAINED_METHODS and values["vace"] is None:
+        problems.add("conditioning.vace", f"method {method} needs the VACE weights: give conditioning.vace (or --vace PATH)")
     if method == "pin" and values["vace"] is not None:
-        problems.add("conditioning.vace", "VACE weights are used by method vace only: set conditioning.method: vace "
-                                          "(or --conditioning vace)")
+        problems.add("conditioning.vace", "VACE weights are used by the trained methods only: set conditioning.method: vace "
+                                          "or spatia (or --conditioning vace)")
     if method == "vace" and memory_mode == "none":
         problems.add("conditioning.method", "vace conditions on the memory: use memory.mode latent or rgb")
+    if method == "spatia" and memory_mode not in (None, "rgb"):
+        problems.add("conditioning.method", f"spatia renders an RGB point memory as its weights were trained on: use memory.mode "
+                                            f"rgb, got {memory_mode}")
     projection = values["projection"]
     if valid(projection) and projection is not None and projection not in Projection.values():
         problems.add("conditioning.projection", f"must be one of {', '.join(Projection.values())}, got {projection!r}"

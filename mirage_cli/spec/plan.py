@@ -159,6 +159,7 @@ class Plan:
             "width": self.width,
             "height": self.height,
             "chunk_frames": self.chunk_frames,
+            **({"first_chunk_frames": self.first_chunk_frames} if self.first_chunk_frames != self.chunk_frames else {}),
             "chunks": [[c.start, c.end] for c in self.chunks],
             "camera_source": self.camera_source,
             "first_camera_position": [round(float(v), 6) for v in pos[0]],
@@ -184,6 +185,11 @@ class Plan:
         }
 
     @property
+    def first_chunk_frames(self) -> int:
+        """Frames of chunk 0 (more than ``chunk_frames`` where the method's first round is longer)."""
+        return self.chunks[0].num_frames if self.chunks else self.chunk_frames
+
+    @property
     def varied_prompts(self) -> bool:
         """Whether some chunk is rendered with another prompt than ``prompt``."""
         return any(p != self.prompt for p in self.chunk_prompts)
@@ -197,7 +203,8 @@ class Plan:
         if not self.settings_from:
             return []
         method = self.conditioning.method
-        shown = {"chunk_frames": str(self.chunk_frames), "steps": str(self.steps), "guidance": f"{self.guidance:g}",
+        first = f" (the first {self.first_chunk_frames})" if self.first_chunk_frames > self.chunk_frames else ""
+        shown = {"chunk_frames": f"{self.chunk_frames}{first}", "steps": str(self.steps), "guidance": f"{self.guidance:g}",
                  "shift": f"{self.shift:g}",
                  "negative_prompt": "Wan2.2's" if self.negative_prompt is None else repr(self._short(self.negative_prompt))}
         defaulted = [f"{name} {shown[name]}" for name, origin in self.settings_from.items() if origin.startswith("method")]
@@ -226,9 +233,9 @@ class Plan:
             f"model       {s['model']}, {s['steps']} steps, guidance {s['guidance']:g}, shift {s['shift']:g}, seed {s['seed']}",
             *self._describe_defaults(),
             f"memory      {self.memory.mode} (pin {self.memory.pin} until {self.memory.pin_until:g})",
-            *([f"conditioning vace {self.conditioning.vace}" + (f", lora {self.conditioning.lora} x{self.conditioning.lora_scale:g}"
-                                                               if self.conditioning.lora else "")]
-              if self.conditioning.method == "vace" else []),
+            *([f"conditioning {self.conditioning.method}: vace {self.conditioning.vace}"
+               + (f", lora {self.conditioning.lora} x{self.conditioning.lora_scale:g}" if self.conditioning.lora else "")]
+              if self.conditioning.method != "pin" else []),
             f"projection  {self.conditioning.projection.value} (the memory into each view: "
             + ("nearest cell, holes left empty, as the official Mirage code)" if self.conditioning.projection.value == "nearest"
                else "footprint splats)"),
@@ -318,13 +325,14 @@ def with_intrinsics(plan: Plan, intrinsics: dict, estimate: dict) -> Plan:
     return replace(plan, trajectory=trajectory, scale=scale, intrinsics_estimate=estimate, intrinsics_auto=None)
 
 
-def plan_chunks(frames: int, chunk_frames: int) -> tuple[Chunk, ...]:
+def plan_chunks(frames: int, chunk_frames: int, first_chunk_frames: int | None = None) -> tuple[Chunk, ...]:
     """Split ``frames`` (4k+1) into chunks of ``chunk_frames`` (4k+1) sharing one boundary frame.
 
-    Chunk 0 covers [0, chunk_frames-1]; each later chunk starts on the previous chunk's last frame.
-    The last chunk may be shorter; it is still 4k+1 frames because both counts are.
+    Chunk 0 covers [0, first_chunk_frames-1] (``chunk_frames`` when None); each later chunk starts on
+    the previous chunk's last frame. The last chunk may be shorter; it is still 4k+1 frames because
+    all the counts are.
     """
-    chunks = [Chunk(0, 0, min(chunk_frames, frames) - 1)]
+    chunks = [Chunk(0, 0, min(first_chunk_frames or chunk_frames, frames) - 1)]
     while chunks[-1].end < frames - 1:
         start = chunks[-1].end
         chunks.append(Chunk(len(chunks), start, min(start + chunk_frames - 1, frames - 1)))
@@ -345,9 +353,9 @@ def check_sections(v: dict, memory_values: dict, base: Path, problems: ProblemLi
     conditioning = check_conditioning(section_values(v, "conditioning", CONDITIONING_FIELDS, problems),
                                       None if memory is None else memory.mode, base, problems)
     step_cache = check_step_cache(section_values(v, "step_cache", STEP_CACHE_FIELDS, problems), base, problems)
-    if step_cache is not None and step_cache.enabled and conditioning is not None and conditioning.method == "vace":
-        problems.add("step_cache.method", "step caches are not supported with conditioning.method vace (the VACE branch adds "
-                                          "its hints between blocks, which a cache would skip)")
+    if step_cache is not None and step_cache.enabled and conditioning is not None and conditioning.method != "pin":
+        problems.add("step_cache.method", f"step caches are not supported with conditioning.method {conditioning.method} (the "
+                                          "VACE branch adds its hints between blocks, which a cache would skip)")
     return memory, conditioning, step_cache
 
 
@@ -392,7 +400,10 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     memory, conditioning, step_cache = check_sections(v, memory_values, path.parent, problems)
     image, depth, mask = check_files(v, path.parent, problems)
     output = resolve_output(v, path.parent, path.stem, problems)
-    chunks = plan_chunks(frames, chunk_frames) if frames and chunk_frames else ()
+    first_chunk = None
+    if settings_from.get("chunk_frames", "").startswith("method") and defaults.first_chunk_frames and frames:
+        first_chunk = min(defaults.first_chunk_frames, frames)  # the method's first round (spatia: 121 frames)
+    chunks = plan_chunks(frames, chunk_frames, first_chunk) if frames and chunk_frames else ()
     prompts = chunk_prompts(v["prompts"], chunks, v["prompt"], path.parent, problems) if chunks and isinstance(v["prompt"], str) else ()
     depth_model = v["depth_model"]
     if depth_model is None:
