@@ -26,8 +26,14 @@ runs in the functions compared, and the table says which were stood in).
 Stages (issue 26): a. one DiT + VACE forward with reference, target and preceding frames and
 per-token timesteps; b. the VACE context of a chunk; c. reference selection; d. the memory's
 projection into a target camera; e. the whole denoising of one chunk (scheduler included) and the
-next chunk's sequence. Spatia (stage f): its recipe is not implemented here yet (``conditioning.method``
-has no ``spatia``), so ``--spatia-repo`` only checks the checkout and the table says so.
+next chunk's sequence. f. Spatia (``conditioning.method: spatia``): one DiT + VACE forward with its
+layout and a later round's sequence (their ``model_fn_wan_video``), the control and score videos
+(their ``WanVideoUnit_ControlNetAsVACEEmbedder``), the history and reference assembly (their
+``WanVideoUnit_HistVideoEmbedder``, ``WanVideoUnit_RefImageEmbedderFused``), reference selection (their
+``select_reference_frames``), the scheduler at its 40 steps; the LoRA schedule is read, not run.
+Boundaries for Spatia: the VAE is our tiny one behind their ``vae.encode`` on both sides; the point
+renderer (PyTorch3D) is not built, both sides get the same render; the point cloud file (MapAnything's)
+is handed to their script in memory.
 """
 
 from __future__ import annotations
@@ -105,7 +111,15 @@ class _Anything:
         return _Anything()
 
     def __mro_entries__(self, bases):
-        return (object,)
+        return (_AnyBase,)
+
+
+class _AnyBase:
+    """What a class of a stood-in module is as a base class: it takes any arguments (Spatia's pipeline
+    units pass theirs to DiffSynth's ``PipelineUnit``) and does nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
 
 
 class _StandInModule(types.ModuleType):
@@ -421,12 +435,163 @@ def _denoise_rows(official, mp, fake_pipe, model, x) -> list[Row]:
     ]
 
 
-def spatia_rows(repo: Path) -> list[Row]:
-    """Spatia's stage f: skipped, and said so, until the recipe exists."""
-    if not (repo / "wan").is_dir() or not (repo / "inference.py").is_file():
-        return [Row("f. Spatia", None, f"--spatia-repo: {repo} is not a checkout of ZhaoJingjing713/Spatia (no wan/, inference.py)")]
-    return [Row("f. Spatia recipe (control, history, references, LoRA schedule)", None,
-                "not implemented in Mirage CLI yet: conditioning.method has no spatia (issue 26, item 3)")]
+# --- Spatia (stage f) ----------------------------------------------------------------------------------
+
+SPATIA_INFRASTRUCTURE = ("diffsynth", "open3d", "decord", "imageio", "modelscope", "ftfy", "torchvision", "cv2", "pandas")
+"""Modules Spatia's pipeline and inference script import at the top for loading, point clouds and video I/O."""
+HISTORY, NEW, SPATIA_REFS = 3, 2, 2
+"""A later round's window: 3 history latent frames (9 pixel frames), 2 new ones, 2 references."""
+
+
+def import_spatia(repo: Path) -> tuple[types.SimpleNamespace, list[str]]:
+    """Spatia's modules from a checkout of ZhaoJingjing713/Spatia; the stood-in packages."""
+    if not (repo / "wan" / "wan_video_new.py").is_file() or not (repo / "inference.py").is_file():
+        raise SystemExit(f"--spatia-repo: {repo} is not a checkout of ZhaoJingjing713/Spatia (no wan/wan_video_new.py, inference.py)")
+    from diffusers import UniPCMultistepScheduler, WanTransformer3DModel  # noqa: F401  (ours first, as import_official)
+
+    missing = [name for name in SPATIA_INFRASTRUCTURE  # not installed, or stood in already (by import_official)
+               if isinstance(sys.modules.get(name), _StandInModule) or importlib.util.find_spec(name) is None]
+    stand_ins = _StandIns(missing)
+    sys.meta_path.insert(0, stand_ins)
+    sys.path.insert(0, str(repo))
+    modules = {}
+    try:
+        for name in ("wan.wan_video_new", "wan.wan_video_dit", "wan.wan_video_vace", "wan.flow_match", "utils.frustum_culling",
+                     "inference"):
+            modules[name.rsplit(".", 1)[-1]] = importlib.import_module(name)
+    finally:
+        sys.meta_path.remove(stand_ins)
+    return types.SimpleNamespace(**modules), missing
+
+
+def spatia_pipe(spatia, backbone):
+    """What Spatia's pipeline units use of their pipeline: our tiny VAE behind their ``vae.encode``
+    (a list of videos, or a batch, encoded one by one and stacked, as DiffSynth's ``WanVideoVAE``), their
+    own ``preprocess_image``, and DiffSynth's ``preprocess_video`` (its frames' ``preprocess_image``
+    stacked along time: the base class is DiffSynth's, not built here)."""
+    pipe = types.SimpleNamespace(device="cpu", torch_dtype=torch.float32, training=False, load_models_to_device=lambda names: None)
+
+    def encode(videos, device=None, **kwargs):
+        return torch.stack([backbone.encode_video(video.unsqueeze(0).float())[0] for video in videos])
+
+    pipe.vae = types.SimpleNamespace(encode=encode)
+    pipe.preprocess_image = types.MethodType(spatia.wan_video_new.WanVideoPipeline.preprocess_image, pipe)
+    pipe.preprocess_video = lambda video, min_value=-1, max_value=1: torch.stack(
+        [pipe.preprocess_image(frame, min_value=min_value, max_value=max_value) for frame in video], dim=2)
+    return pipe
+
+
+def spatia_rows(spatia) -> list[Row]:
+    from mirage_cli.backbone.random_components import tiny_backbone
+    from mirage_cli.conditioning.spatia import (
+        control_videos,
+        encode_frames,
+        frontmost_visible,
+        history_target,
+        match_references,
+        reference_latents,
+    )
+
+    rows = [_spatia_forward_row(spatia)]
+    backbone = tiny_backbone(torch.device("cpu"), torch.float32)
+    pipe = spatia_pipe(spatia, backbone)
+    gen = torch.Generator().manual_seed(21)
+    H, W = H_LAT * STRIDE, W_LAT * STRIDE
+    frames = 4 * (HISTORY + NEW - 1) + 1
+
+    # control and score videos: the renderer's output (a render on black and its coverage) fed to both
+    rgb = torch.rand(frames, 3, H, W, generator=gen)
+    coverage = (torch.rand(frames, H, W, generator=gen) < 0.6).float()
+    on_black = (rgb * coverage.unsqueeze(1)).permute(0, 2, 3, 1).numpy()
+    render8 = [(f * 255).astype(np.uint8) for f in on_black]  # render_point.py's last step
+    score8 = [255 - np.repeat((c * 255).astype(np.uint8)[..., None], 3, -1) for c in coverage.numpy()]  # inference.py
+    with torch.no_grad():
+        theirs = spatia.wan_video_new.WanVideoUnit_ControlNetAsVACEEmbedder().process(
+            pipe, control_video=render8, control_score=score8, vace_scale=1.0, num_frames=frames, height=H, width=W, tiled=False,
+            tile_size=None, tile_stride=None)["vace_context"]
+        control, score = control_videos(rgb, coverage)
+        ours = vace_context(backbone.encode_video(control)[0], backbone.encode_video(score)[0])
+    rows.append(Row("f. control and score videos", _max_diff(ours, theirs),
+                    f"{frames} frames rendered on black and their coverage, 8-bit, 255 - coverage as the score, both encoded by "
+                    f"the same tiny VAE (their renderer, PyTorch3D, and the mp4 round trip between their scripts not built)"))
+
+    # history and references: the sequence before the denoising loop
+    history8 = torch.randint(0, 256, (9, H, W, 3), generator=gen, dtype=torch.uint8)
+    refs8 = torch.randint(0, 256, (SPATIA_REFS, H, W, 3), generator=gen, dtype=torch.uint8)
+    noise = torch.randn(1, C, HISTORY + NEW, H_LAT, W_LAT, generator=gen)
+    with torch.no_grad():
+        their_hist = spatia.wan_video_new.WanVideoUnit_HistVideoEmbedder(num_hist_frames=9).process(
+            pipe, input_video=[f.numpy() for f in history8], noise=noise.clone(), tiled=False, tile_size=None, tile_stride=None)["latents"]
+        their_seq = spatia.wan_video_new.WanVideoUnit_RefImageEmbedderFused().process(
+            pipe, latents=their_hist, height=H, width=W, tiled=False, tile_size=None, tile_stride=None,
+            ref_images=[f.numpy() for f in refs8])["latents"]
+        our_target = history_target(encode_frames(backbone, history8.permute(3, 0, 1, 2)), noise[:, :, HISTORY - 1 :])
+        our_seq = torch.cat([reference_latents(backbone, list(refs8.permute(0, 3, 1, 2))), our_target], dim=2)
+    rows.append(Row("f. history assembly", _max_diff(our_target, their_hist),
+                    "the last 9 frames (8-bit) encoded again into 3 latent frames before the new frames' noise"))
+    rows.append(Row("f. references + history sequence", _max_diff(our_seq, their_seq),
+                    f"{SPATIA_REFS} reference images, each encoded alone, before the history and the noise"))
+    rows.append(_spatia_selection_row(spatia, frontmost_visible, match_references))
+    sched = spatia.flow_match.FlowUniPCMultistepScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
+    sched.set_timesteps(40, device="cpu", shift=SHIFT)
+    our_sched = _Backbone(None).make_scheduler(SHIFT)
+    set_sigmas(our_sched, 40, "cpu", WAN_SIGMAS)
+    rows.append(Row("f. scheduler timesteps (40 steps)", _max_diff(our_sched.timesteps.double(), sched.timesteps.double()),
+                    "Spatia's FlowUniPCMultistepScheduler, 40 steps, shift 5 (its defaults) vs ours on the Wan2.2 grid"))
+    rows.append(Row("f. LoRA schedule", None,
+                    "read, not run (their generate_video needs MapAnything and PyTorch3D): inference.py unloads the LoRA in round "
+                    "0 and loads it once for the later rounds; ours fuses it once before chunk 1 "
+                    "(tests/test_spatia_recipe.py asserts when, and that a render resumed in chunk 1 fuses it again)"))
+    return rows
+
+
+def _spatia_forward_row(spatia) -> Row:
+    """Stage a for Spatia's layout: 8 VACE blocks on every 4th layer (one on the tiny DiT's 4), a later
+    round's sequence [references | history | new], their ``model_fn_wan_video``."""
+    x = chunk_inputs(seed=4)
+    gen = torch.Generator().manual_seed(9)
+    target = torch.randn(1, C, HISTORY + NEW, H_LAT, W_LAT, generator=gen)
+    control = torch.randn(1, VACE_IN_CHANNELS, HISTORY + NEW, H_LAT, W_LAT, generator=gen)
+    sequence = torch.cat([x["references"], target], dim=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        transformer = our_transformer(Path(tmp))
+        dit, vace = their_models(types.SimpleNamespace(wan_video_dit=spatia.wan_video_dit, wan_video_vace=spatia.wan_video_vace),
+                                 transformer, (0,))
+        model = attach_their_vace(transformer, vace, Path(tmp))
+    per_frame = torch.zeros(REFS + HISTORY + NEW)
+    per_frame[REFS + HISTORY :] = x["t"]
+    with torch.no_grad():
+        theirs = spatia.wan_video_new.model_fn_wan_video(dit=dit, vace=vace, latents=sequence, timestep=per_frame, context=x["text"],
+                                                          vace_context=control, vace_scale=1.0, num_ref_frames=REFS,
+                                                          fuse_vae_embedding_in_latents=True)
+        timestep = sequence_timestep(x["t"], REFS, HISTORY + NEW, 0, tokens_per_frame(), held=HISTORY)
+        ours = vace_forward(model, sequence, timestep, x["text"], control, ref_frames=REFS)
+    return Row("f. DiT + VACE forward (Spatia)", _max_diff(ours, theirs),
+               f"1 VACE block on the tiny DiT's 4 layers (every 4th), {REFS} references, {HISTORY} history and {NEW} new latent "
+               f"frames, history at timestep 0; float32 attention in another order: float tolerance")
+
+
+def _spatia_selection_row(spatia, frontmost_visible, match_references) -> Row:
+    """Reference selection: their ``select_reference_frames`` (inference.py) on the same points and cameras."""
+    xyz, _ = scene_points()
+    poses, _ = cameras()
+    H, W = H_LAT * STRIDE, W_LAT * STRIDE
+    intrinsic = np.array([70.0 / W, 70.0 / H, 0.5, 0.5], np.float32)  # Spatia's normalized, corner-origin
+    fx, fy, cx, cy = (float(intrinsic[0] * W), float(intrinsic[1] * H), float(intrinsic[2] * W), float(intrinsic[3] * H))
+    K = torch.tensor([[fx, 0, cx - 0.5], [0, fy, cy - 0.5], [0, 0, 1]], dtype=torch.float64)  # ours: centre origin
+    cam_from_world = torch.linalg.inv(torch.as_tensor(poses).double()).float()
+    candidates, targets = [0, 1, 2, 3, 4, 5], [6, 7, 8]
+    spatia.inference.o3d = types.SimpleNamespace(io=types.SimpleNamespace(
+        read_point_cloud=lambda path: types.SimpleNamespace(points=xyz.double().numpy(), colors=np.zeros((len(xyz), 3)))))
+    args = types.SimpleNamespace(width=W, height=H, point_retrieval_batch_size=10_000_000, ref_num=7)
+    theirs = spatia.inference.select_reference_frames(
+        pipe=types.SimpleNamespace(device="cpu"), points_path="points.ply", all_exist_cam_w2cs=cam_from_world[candidates].numpy(),
+        new_cam_w2c=cam_from_world[targets].numpy(), intrinsic=intrinsic, all_ref_frames=candidates, args=args)
+    visible = frontmost_visible(xyz.double().float(), cam_from_world[candidates + targets], K.float().expand(9, 3, 3), (H, W))
+    ours = [candidates[i] for i in match_references(visible[:6], visible[6:])]
+    return Row("f. reference selection", 0.0 if ours == theirs else float("inf"),
+               f"chosen frames: ours {ours}, theirs {theirs} (z-buffer visibility of {len(xyz)} points, Hungarian matching; the "
+               f"point cloud handed to their script in place of its MapAnything file)")
 
 
 def table(rows: list[Row], stood_in: list[str]) -> str:
@@ -451,8 +616,13 @@ def main(argv=None) -> int:
         official, stood_in = import_official(args.mirage_repo.resolve())
         with contextlib.redirect_stdout(sys.stderr):  # their pipeline prints shapes
             rows += mirage_rows(official, "Mirage", (0, 2))
-    if args.spatia_repo is not None:
-        rows += spatia_rows(args.spatia_repo.resolve())
+    if args.spatia_repo is None:
+        rows.append(Row("f (Spatia)", None, "no --spatia-repo given"))
+    else:
+        spatia, spatia_stood_in = import_spatia(args.spatia_repo.resolve())
+        stood_in = sorted(set(stood_in) | set(spatia_stood_in))
+        with contextlib.redirect_stdout(sys.stderr):  # their loaders print
+            rows += spatia_rows(spatia)
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     else:

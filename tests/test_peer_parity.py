@@ -61,6 +61,22 @@ def test_our_side_of_every_stage_runs_and_holds_its_own_invariants(tmp_path, cap
     out = P.ours_denoise(model, x, noise, steps=3)
     assert torch.equal(out[0, :, 0], x["target"][0, :, 0])
 
+    # f: Spatia's control and score videos and its sequence, on the tiny VAE
+    from mirage_cli.backbone.random_components import tiny_backbone
+    from mirage_cli.conditioning.spatia import control_videos, encode_frames, history_target, reference_latents
+
+    backbone = tiny_backbone(torch.device("cpu"), torch.float32)
+    H, W = P.H_LAT * P.STRIDE, P.W_LAT * P.STRIDE
+    rgb, coverage = torch.rand(17, 3, H, W), (torch.rand(17, H, W) < 0.5).float()
+    control, score = control_videos(rgb, coverage)
+    assert backbone.encode_video(control).shape == backbone.encode_video(score).shape == (1, P.C, 5, P.H_LAT, P.W_LAT)
+    history = encode_frames(backbone, torch.randint(0, 256, (3, 9, H, W), dtype=torch.uint8))
+    target = history_target(history, torch.randn(1, P.C, 3, P.H_LAT, P.W_LAT))
+    assert target.shape == (1, P.C, 5, P.H_LAT, P.W_LAT) and torch.equal(target[0, :, :3], history)
+    refs = reference_latents(backbone, [torch.zeros(3, H, W, dtype=torch.uint8), torch.full((3, H, W), 255, dtype=torch.uint8)])
+    assert refs.shape == (1, P.C, 2, P.H_LAT, P.W_LAT)
+
     # without the repositories the harness names what it skipped
     assert P.main([]) == 0
-    assert "| a-e (Mirage) | skipped | no --mirage-repo given |" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "| a-e (Mirage) | skipped | no --mirage-repo given |" in shown and "| f (Spatia) | skipped | no --spatia-repo given |" in shown

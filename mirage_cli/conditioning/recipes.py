@@ -32,12 +32,14 @@ from mirage_cli.conditioning.spatia import (
     HISTORY_FRAMES,
     REFERENCE_CAMERA_RATE,
     control_videos,
+    encode_frames,
     frame_stride,
-    from_uint8,
     frontmost_visible,
     history_length,
+    history_target,
     match_references,
     reference_candidates,
+    reference_latents,
     to_uint8,
     window_frames,
 )
@@ -259,11 +261,6 @@ class SpatiaRecipe(_ChunkRecipe):
         nominal = self.plan.first_chunk_frames if chunk.index == 0 else self.plan.chunk_frames
         return max(chunk.num_latent_frames, (nominal - 1) // 4 + 1)
 
-    def _encode_frames(self, frames: list[int]) -> Tensor:
-        """[C, T, h, w] the 8-bit ``frames`` encoded as one video."""
-        pixels = torch.stack([self.frames[f] for f in frames], dim=1)  # [3, F, H, W]
-        return self.backbone.encode_video(from_uint8(pixels).unsqueeze(0).to(self.backbone.device))[0]
-
     def _control(self, frames: list[int]) -> Tensor:
         """[1, 96, T, h, w]: the memory rendered into video ``frames`` on black, and its hole score, encoded."""
         c = self.conditioner
@@ -289,7 +286,7 @@ class SpatiaRecipe(_ChunkRecipe):
         chosen = match_references(visible[: len(candidates)], visible[len(candidates) :])
         if not chosen:
             return None
-        return torch.cat([self._encode_frames([candidates[i]]) for i in chosen], dim=1).unsqueeze(0)
+        return reference_latents(self.backbone, [self.frames[candidates[i]] for i in chosen])
 
     def _fuse_lora(self, chunk) -> None:
         """Spatia's LoRA schedule: off in the first round, fused before the first later one."""
@@ -306,9 +303,9 @@ class SpatiaRecipe(_ChunkRecipe):
             self._history, window_start, held, target, references = None, chunk.start, cond_frame0, noise, None
         else:
             window_start = chunk.start - (history_length(chunk.start) - 1)
-            self._history = self._encode_frames(list(range(window_start, chunk.start + 1)))  # [C, n, h, w]
-            held = self._history
-            target = torch.cat([held.unsqueeze(0).to(noise), noise[:, :, 1:]], dim=2)  # [1, C, n + L - 1, h, w]
+            history = torch.stack([self.frames[f] for f in range(window_start, chunk.start + 1)], dim=1)  # uint8 [3, n, H, W]
+            self._history = held = encode_frames(self.backbone, history)  # [C, n', h, w]
+            target = history_target(held, noise)
         frames = window_frames(window_start, 4 * (target.shape[2] - 1) + 1, self.plan.frames - 1)
         if chunk.index > 0:
             references = self._references(window_start, frames)

@@ -80,6 +80,23 @@ def control_videos(rgb: Tensor, coverage: Tensor) -> tuple[Tensor, Tensor]:
     return control, score
 
 
+def encode_frames(backbone, frames: Tensor) -> Tensor:
+    """float32 [C, T, h, w]: 8-bit ``frames`` uint8 [3, F, H, W] read back to [-1, 1] and encoded as one video."""
+    return backbone.encode_video(from_uint8(frames).unsqueeze(0).to(backbone.device))[0]
+
+
+def reference_latents(backbone, frames: list[Tensor]) -> Tensor:
+    """[1, C, R, h, w]: each 8-bit reference frame (uint8 [3, H, W]) encoded alone into one latent frame."""
+    return torch.cat([encode_frames(backbone, frame.unsqueeze(1)) for frame in frames], dim=1).unsqueeze(0)
+
+
+def history_target(history: Tensor, noise: Tensor) -> Tensor:
+    """[1, C, n + L - 1, h, w]: a later chunk's target sequence, the history's latent frames ``history``
+    [C, n, h, w] then the chunk's new latent frames' noise (``noise`` [1, C, L, h, w] without its frame 0,
+    which the history's last frame stands for)."""
+    return torch.cat([history.unsqueeze(0).to(noise), noise[:, :, 1:]], dim=2)
+
+
 def history_length(chunk_start: int) -> int:
     """Generated frames a chunk starting at frame ``chunk_start`` takes as history: the last
     ``HISTORY_FRAMES`` of frames 0..chunk_start (fewer early on; always 4k+1)."""
