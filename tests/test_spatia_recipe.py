@@ -243,3 +243,16 @@ def test_a_stopped_spatia_render_resumes_to_the_same_bytes(tmp_path, weights, ch
     assert cli("render", scene, "--out", run, "--memory", "rgb", *SMALL).exit_code == 0
     assert file_hash(run / "video.mp4") == file_hash(whole / "video.mp4")
     assert same_tensors(final_checkpoint_tensors(run), final_checkpoint_tensors(whole))
+
+
+def test_spatias_late_lora_refuses_storage_that_cannot_take_it(weights):
+    """The LoRA is fused after the first chunk: fp8 storage and split offloading are refused up front."""
+    from mirage_cli.backbone.loading import load_backbone
+    from mirage_cli.base.errors import InputError
+    from mirage_cli.base.options import BackboneOptions
+    from mirage_cli.spec.conditioning import ConditioningSettings
+
+    trained = ConditioningSettings("spatia", weights / "vace.safetensors", weights / "lora.safetensors")
+    with pytest.raises(InputError, match="leave --fp8 off"):
+        load_backbone("unused", BackboneOptions(preset="tiny", fp8=True), trained=trained)
+    # --offload group / sequential are refused the same way, but only exist on CUDA (refused earlier here)

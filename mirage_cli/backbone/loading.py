@@ -132,6 +132,8 @@ def load_backbone(
 
     options = (options or BackboneOptions()).resolved()
     torch_device, torch_dtype = check_backbone_options(options)
+    if trained is not None and trained.method == "spatia" and trained.lora is not None:
+        _check_late_lora(options)
     if options.preset == "tiny":
         backbone = tiny_backbone(torch_device, torch_dtype)  # on the CPU
     elif options.random_weights:
@@ -169,6 +171,17 @@ def attach_trained(backbone: Backbone, trained) -> None:
         check_lora(backbone.transformer, trained.lora, field="conditioning.lora")
     elif trained.lora is not None:
         apply_lora(backbone.transformer, trained.lora, trained.lora_scale, merge=True, field="conditioning.lora")
+
+
+def _check_late_lora(options: BackboneOptions) -> None:
+    """Spatia's LoRA is fused into the DiT after the first chunk: into weights that are whole and stored
+    as they compute (not fp8, not split into offloaded groups or layers)."""
+    if options.fp8:
+        raise InputError("Spatia's LoRA is fused into the DiT after the first chunk; fp8 storage would fuse it lossily: "
+                         "leave --fp8 off", field="fp8")
+    if options.offload in (Offload.GROUP, Offload.SEQUENTIAL):
+        raise InputError(f"Spatia's LoRA is fused into the DiT after the first chunk, which --offload {options.offload} splits "
+                         f"across devices: use --offload model or none", field="offload")
 
 
 def check_backbone_options(options: BackboneOptions) -> tuple[torch.device, torch.dtype]:
