@@ -62,6 +62,7 @@ from mirage_cli.conditioning.vace import (
     REFERENCE_IOU_THRESHOLD,
     REFERENCE_VOXEL,
     denoise_vace_chunk,
+    preceding_span,
     select_references,
     sequence_timestep,
     vace_context,
@@ -69,6 +70,7 @@ from mirage_cli.conditioning.vace import (
 )
 from mirage_cli.denoise.loop import WAN_SIGMAS, set_sigmas
 from mirage_cli.memory.point_cache import PointCache, gather_rows
+from mirage_cli.spec.plan import plan_chunks
 
 LAYERS = 4
 """Tiny DiT depth: VACE blocks on layers 0 and 2 (Mirage's every 2nd layer), or 0 (Spatia's every 4th)."""
@@ -424,6 +426,7 @@ def _denoise_rows(official, mp, fake_pipe, model, x) -> list[Row]:
     our_sched = _Backbone(model).make_scheduler(SHIFT)
     set_sigmas(our_sched, STEPS, "cpu", WAN_SIGMAS)
     return [
+        _next_chunk_row(mp),
         Row("e. scheduler timesteps", _max_diff(our_sched.timesteps.double(), sched.timesteps.double()),
             f"UniPC, {STEPS} steps, shift {SHIFT:g}: ours (diffusers' UniPC on the Wan2.2 grid, WAN_SIGMAS) vs "
             f"their FlowUniPCMultistepScheduler"),
@@ -433,6 +436,35 @@ def _denoise_rows(official, mp, fake_pipe, model, x) -> list[Row]:
             f"{STEPS} steps from the same noise, guidance 1, frame 0 re-clamped after every step; the forward's float "
             f"differences carried through the steps"),
     ]
+
+
+def _next_chunk_row(mp) -> Row:
+    """The next chunks' sequences: each chunk's latent cameras (their ``compute_iteration_plan`` and
+    ``build_target_pose_indices``) and preceding frames (their ``select_preceding_context``) over the
+    history each side records (chunk 0's latent frames all, the later chunks' from their frame 1)."""
+    worst, checked = 0.0, 0
+    for frames in (97, 81, 33, 17):
+        chunks = plan_chunks(frames, 33)
+        plan = mp.compute_iteration_plan(frames)  # mirage.inference.utils's, imported by their pipeline
+        history = []
+        if len(plan) != len(chunks):
+            return Row("e. next chunk's sequence", float("inf"), f"{frames} frames: {len(chunks)} chunks here, {len(plan)} theirs")
+        for i, (chunk, (start, _, model_frames)) in enumerate(zip(chunks, plan, strict=True)):
+            theirs_cams = mp.build_target_pose_indices(start_frame=0, output_start=start, model_frames=model_frames, temporal_stride=4,
+                                                       iter_idx=i)
+            if theirs_cams != chunk.latent_camera_frames():
+                return Row("e. next chunk's sequence", float("inf"), f"chunk {i}: cameras {chunk.latent_camera_frames()} vs {theirs_cams}")
+            theirs, _ = mp.select_preceding_context(generated_latents=history, generated_scene_latents=history, num_frames=2)
+            span = preceding_span(len(history))
+            ours = torch.stack(history[span], dim=1).unsqueeze(0) if span.stop > span.start else None
+            if (ours is None) != (theirs is None):
+                return Row("e. next chunk's sequence", float("inf"), f"chunk {i}: preceding frames given by one side only")
+            if ours is not None:
+                worst, checked = max(worst, _max_diff(ours, theirs)), checked + 1
+            new = torch.randn(C, chunk.num_latent_frames, 1, 1).unbind(1)
+            history.extend(new if i == 0 else new[1:])
+    return Row("e. next chunk's sequence", worst, f"latent cameras and the 2 preceding latent frames of every chunk of 97, 81, 33 "
+                                                  f"and 17-frame videos ({checked} chunks with preceding frames)")
 
 
 # --- Spatia (stage f) ----------------------------------------------------------------------------------

@@ -44,9 +44,9 @@ from mirage_cli.conditioning.spatia import (
     window_frames,
 )
 from mirage_cli.conditioning.vace import (
-    PRECEDING_LATENT_FRAMES,
     ScoreLatents,
     denoise_vace_chunk,
+    preceding_span,
     select_references,
     vace_context,
     visible_voxels,
@@ -184,7 +184,7 @@ class VaceRecipe(_ChunkRecipe):
     def denoise(self, chunk, view, *, noise, cond_frame0, prompt_embeds, negative_prompt_embeds, generator, resume_state, on_step,
                 profiler) -> DenoiseResult:
         device = self.backbone.device
-        before = slice(max(0, len(self.latents) - 1 - PRECEDING_LATENT_FRAMES), len(self.latents) - 1)
+        before = preceding_span(len(self.latents))
         preceding = torch.stack(self.latents[before], dim=1).unsqueeze(0) if before.stop > before.start else None
         scene = view.latents.permute(1, 0, 2, 3).to(device=device, dtype=torch.float32)  # [C, T, h, w]
         if preceding is not None:

@@ -60,6 +60,13 @@ def vace_context(scene: Tensor, score: Tensor) -> Tensor:
     return torch.cat([scene, score.to(scene)], dim=0).unsqueeze(0)
 
 
+def preceding_span(recorded: int, count: int = PRECEDING_LATENT_FRAMES) -> slice:
+    """Which of the ``recorded`` generated latent frames a chunk takes as its preceding frames: the
+    ``count`` before the last one (the last is the chunk's conditioning frame 0); empty before there are two."""
+    stop = max(0, recorded - 1)
+    return slice(max(0, stop - count), stop)
+
+
 def sequence_timestep(t: Tensor, refs: int, target: int, preceding: int, tokens_per_frame: int, held: int = 1) -> Tensor:
     """float32 [1, (refs + target + preceding) * tokens]: 0 on references, preceding frames and the
     target's first ``held`` frames (its conditioning frame; Spatia's history frames); ``t`` on the other
