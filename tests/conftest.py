@@ -77,3 +77,16 @@ fixtures are built once); the longest files start first so no core is left with 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """A folder with ``vace.safetensors`` (1 VACE block, trained-like non-zero outputs) and ``lora.safetensors``
+    (the tiny preset's 2 layers), in the official names, random values: the trained-conditioning renders' files."""
+    from safetensors.torch import save_file
+    from test_trained_weights import official_lora, write_vace
+
+    folder = tmp_path_factory.mktemp("weights")
+    write_vace(folder / "vace.safetensors", blocks=1, zero_after=False)
+    save_file(official_lora(blocks=2), str(folder / "lora.safetensors"))
+    return folder

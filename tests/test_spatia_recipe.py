@@ -14,8 +14,6 @@ import pytest
 import torch
 import yaml
 from render_helpers import SMALL, Child, cli, file_hash, final_checkpoint_tensors, same_tensors, step_of, write_small_scene
-from safetensors.torch import save_file
-from test_trained_weights import official_lora, write_vace
 
 from mirage_cli.conditioning.spatia import (
     control_videos,
@@ -29,9 +27,6 @@ from mirage_cli.conditioning.spatia import (
     window_frames,
 )
 from mirage_cli.spec.plan import load_plan
-
-TINY_LAYERS = 2
-
 
 # --- the pieces ------------------------------------------------------------------------------------
 
@@ -131,14 +126,6 @@ def test_eight_bit_frames_window_and_strides():
 
 
 # --- the plan ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    write_vace(folder / "vace.safetensors", blocks=1, zero_after=False)
-    save_file(official_lora(blocks=TINY_LAYERS), str(folder / "lora.safetensors"))
-    return folder
 
 
 def spatia_scene(folder, weights, **changes):

@@ -10,17 +10,7 @@ import signal
 import pytest
 from render_helpers import SMALL, Child, cli, file_hash, final_checkpoint_tensors, same_tensors, step_of, stopped_render, write_small_scene
 from safetensors.torch import save_file
-from test_trained_weights import official_lora, write_vace
-
-TINY_LAYERS = 2  # the tiny preset's transformer
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    write_vace(folder / "vace.safetensors", blocks=1, zero_after=False)
-    save_file(official_lora(blocks=TINY_LAYERS), str(folder / "lora.safetensors"))
-    return folder
+from test_trained_weights import write_vace
 
 
 def vace_scene(folder, weights, **changes):

@@ -300,15 +300,14 @@ class SpatiaRecipe(_ChunkRecipe):
                 profiler) -> DenoiseResult:
         self._fuse_lora(chunk)
         if chunk.index == 0:
-            self._history, window_start, held, target, references = None, chunk.start, cond_frame0, noise, None
+            self._history, window_start, held, target = None, chunk.start, cond_frame0, noise
         else:
             window_start = chunk.start - (history_length(chunk.start) - 1)
             history = torch.stack([self.frames[f] for f in range(window_start, chunk.start + 1)], dim=1)  # uint8 [3, n, H, W]
             self._history = held = encode_frames(self.backbone, history)  # [C, n', h, w]
             target = history_target(held, noise)
         frames = window_frames(window_start, 4 * (target.shape[2] - 1) + 1, self.plan.frames - 1)
-        if chunk.index > 0:
-            references = self._references(window_start, frames)
+        references = None if chunk.index == 0 else self._references(window_start, frames)
         plan = self.plan
         result = denoise_vace_chunk(
             self.backbone, self.backbone.transformer, noise=target, cond_frame0=held, references=references, preceding=None,
@@ -324,11 +323,7 @@ class SpatiaRecipe(_ChunkRecipe):
     def decode(self, chunk, latents: Tensor, context: Tensor | None) -> Tensor:
         """As Spatia decodes a round: its window alone (the history latents before the chunk's), the
         history's frames dropped; chunk 0 alone."""
-        if self._history is None:
-            return self.backbone.decode(latents)[0]
-        before = self._history[:, :-1]  # [C, n - 1, h, w]
-        pixels = self.backbone.decode(torch.cat([before.unsqueeze(0).to(latents), latents], dim=2))[0]
-        return pixels[:, 4 * before.shape[1] :]
+        return decode_with_context(self.backbone, latents, None if self._history is None else self._history[:, :-1])
 
     # --- state ----------------------------------------------------------------------------------
 
