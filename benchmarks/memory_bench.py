@@ -23,8 +23,10 @@ is not included either. Each timing is the minimum over runs: 3 for the (cheap) 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mirage_cli.geometry import projection as geometry
+from mirage_cli.geometry import splatting
 from mirage_cli.memory import LatentSpatialMemory, RGBPointMemory
+from mirage_cli.memory.points import UNEXPLAINED_DEPTH_MARGIN
 from mirage_cli.testing import synthetic_room as S
 
 
@@ -173,8 +178,6 @@ def append_only_insert(lat: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, 
     """The append-only way to grow a latent point cloud (what the official Mirage code does per
     chunk): lift every latent cell with valid depth to one world point and append it; no voxel
     fusion, no plane test, no query. Returns (xyz [M, 3], latents [M, C])."""
-    from mirage_cli.geometry import projection as geometry
-
     z = geometry.cell_centre_depth(depth, stride)  # [T, h, w]
     ok = geometry.valid_depth(z)
     xyz = geometry.backproject(torch.where(ok, z, torch.ones_like(z)), geometry.latent_intrinsics(K.double(), stride), wfc.double())
@@ -182,9 +185,11 @@ def append_only_insert(lat: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, 
 
 
 def insertion_runs(lat: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, wfc: torch.Tensor, frames: torch.Tensor) -> dict:
-    """The three ways to put one chunk's latent frames into an empty memory, by name."""
+    """The ways to put one chunk's latent frames into an empty memory, by name (the chunk-wide rule:
+    the rollout's insertion before the next-chunk table, for its transient memory)."""
     return {
         "voxel-fused insert_unexplained": lambda: LatentSpatialMemory().insert_unexplained(lat, depth, K, wfc, frame_index=frames),
+        "chunk-wide rule (before)": lambda: chunk_wide_rule(lat, depth, K, wfc, frames),
         "voxel-fused insert": lambda: LatentSpatialMemory().insert(lat, depth, K, wfc, frame_index=frames),
         "append-only": lambda: append_only_insert(lat, depth, K, wfc),
     }
@@ -253,6 +258,205 @@ def print_fused_vs_append(res: dict, height: int, width: int) -> None:
     print("(transient: growth of the peak RSS over one run, in a fresh process that holds the chunk and ran once on its first frame)")
 
 
+# --- what the memory keeps: the next chunk's views ---------------------------------------------------
+
+
+def rollout_views(height: int, width: int, frames: int, log) -> dict:
+    """One chunk and the next on one path (``chunk_cameras`` over both): the chunk's latent frames
+    (pixel frames 0, 4, .., frames - 1) with exact depth, and the next chunk's latent views (pixel
+    frames frames + 3, .., 2 frames + 2) with their linear encodings, the targets."""
+    K = torch.tensor(S.intrinsics(height, width))
+    cams = chunk_cameras(2 * frames + 3)
+    chunk, after = np.arange(0, frames, 4), np.arange(frames + 3, 2 * frames + 3, 4)
+    log(f"ray-casting {chunk.size} + {after.size} latent frames at {width}x{height} (not timed) ...")
+    rgb, depth = S.render_views(K, cams[chunk], height, width)
+    rgb_next, _ = S.render_views(K, cams[after], height, width)
+    return {
+        "K": K, "latents": S.linear_encoder(rgb), "depth": depth, "world_from_cam": torch.tensor(cams[chunk]),
+        "frames": torch.tensor(chunk), "targets": torch.tensor(cams[after]), "target_latents": S.linear_encoder(rgb_next),
+    }
+
+
+def per_frame_rule(lat, depth, K, wfc, frames, stride: int = 16) -> LatentSpatialMemory:
+    """The rollout's insertion until c5c6df9, rebuilt from the memory's public calls: frame after
+    frame, a query of the memory so far at the frame's camera, then insert the cells it leaves empty
+    or renders clearly behind the new depth."""
+    mem = LatentSpatialMemory(stride=stride)
+    size = tuple(depth.shape[-2:])
+    for t in range(lat.shape[0]):
+        z = geometry.cell_centre_depth(depth[t], stride)  # [h, w]
+        v = mem.query(K, wfc[t], size, mark_seen=False)
+        explained = v.mask[0] & (z >= v.depth[0] * (1.0 - UNEXPLAINED_DEPTH_MARGIN))
+        mem.insert(lat[t], depth[t], K, wfc[t], keep=~explained, frame_index=int(frames[t]))
+    return mem
+
+
+def chunk_wide_rule(lat, depth, K, wfc, frames, stride: int = 16) -> LatentSpatialMemory:
+    """The rollout's insertion from c5c6df9 until the next-chunk table, into an empty memory: a cell
+    the previous frame saw (lifted, projected into camera t - 1, a depth there within the margin)
+    is not inserted, whatever the footprint that frame left."""
+    T = lat.shape[0]
+    z = geometry.cell_centre_depth(depth, stride)  # [T, h, w]
+    h, w = z.shape[-2:]
+    K_grid = geometry.latent_intrinsics(K.double().expand(T, 3, 3), stride)
+    valid = geometry.valid_depth(z)
+    lifted = torch.where(valid, z, torch.ones_like(z))
+    seen = torch.zeros_like(valid)
+    prev_from_next = geometry.invert_rigid(wfc[:-1].double()) @ wfc[1:].double()
+    uv, there = geometry.reproject(lifted[1:], K_grid[1:], K_grid[:-1], prev_from_next)
+    u, v = torch.round(uv[..., 0]).long(), torch.round(uv[..., 1]).long()
+    inside = (there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    held = z[:-1].flatten(1).gather(1, (v.clamp(0, h - 1) * w + u.clamp(0, w - 1)).flatten(1)).view(T - 1, h, w)
+    seen[1:] = inside & geometry.valid_depth(held) & ((there - held).abs() <= UNEXPLAINED_DEPTH_MARGIN * held) & valid[1:]
+    mem = LatentSpatialMemory(stride=stride)
+    mem.insert(lat, depth, K, wfc, keep=~seen, frame_index=frames)
+    return mem
+
+
+def official_cloud(module, lat, depth, K, wfc):
+    """The official ``LatentPointCloud`` of one chunk, built as its pipeline does: the first frame,
+    then ``update`` with the rest (every cell appended)."""
+    cloud = module.LatentPointCloud.from_geometry(depth[0], K.float(), wfc[0].float(), lat[0][:, None], device="cpu")
+    cloud.update(depth[1:], K.float().expand(lat.shape[0] - 1, 3, 3), wfc[1:].float(), lat[1:])
+    return cloud
+
+
+def load_official(repo: Path):
+    """``src/mirage/latent_point_cloud.py`` of a LatentSpatialMemory checkout, imported as it is."""
+    path = repo / "src" / "mirage" / "latent_point_cloud.py"
+    if not path.is_file():
+        raise SystemExit(f"--mirage-repo: {repo} is not a checkout of microsoft/LatentSpatialMemory (no {path.relative_to(repo)})")
+    spec = importlib.util.spec_from_file_location("official_latent_point_cloud", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _nearest_query(xyz, latents, K, targets, size, stride: int = 16):
+    """Appended points queried as the official ``project`` does (nearest cell, nearest depth wins),
+    batched: latents [T, C, h, w], mask [T, h, w]."""
+    T = targets.shape[0]
+    h, w = size[0] // stride, size[1] // stride
+    K_lat = geometry.latent_intrinsics(K.double().expand(T, 3, 3), stride).float()
+    pts = geometry.transform_points(geometry.invert_rigid(targets.double()).float(), xyz.float())  # [T, N, 3]
+    uv, z = geometry.project(pts, K_lat)
+    winner, _ = splatting.nearest_cell(uv, z, z > 0, (h, w))  # [T, h, w]
+    mask = winner >= 0
+    out = latents.float()[winner.clamp(min=0)] * mask[..., None]  # [T, h, w, C]
+    return out.permute(0, 3, 1, 2), mask
+
+
+def next_chunk_rows(height: int, width: int, frames: int, rounds: int, log, mirage_repo: Path | None = None) -> dict:
+    """Each way to put the chunk's latent frames into an empty memory, then the next chunk's views:
+    insert time (1 thread, alternating rounds, median), points, bytes, coverage and error of the
+    query at the next chunk's views (error: relative L2 against the targets' encodings, on the
+    covered cells, and on the cells every way covers), the confident cells a render pins, and the
+    order sensitivity (the same frames given reversed, with their indices: cells whose coverage
+    differs, relative difference of the queried latents)."""
+    data = rollout_views(height, width, frames, log)
+    K, targets, size = data["K"], data["targets"], (height, width)
+    forward = (data["latents"], data["depth"], K, data["world_from_cam"], data["frames"])
+    back = torch.arange(forward[0].shape[0] - 1, -1, -1)
+    reverse = tuple(x if x is K else x[back].contiguous() for x in forward)
+
+    def ours(build):
+        def run(args):
+            return build(*args)
+
+        def query(mem):
+            v = mem.query(K, targets, size, mark_seen=False)
+            return v.latents.float(), v.mask, v.confident
+        return run, query, lambda mem: (mem.num_points, mem.nbytes)
+
+    def rollout_rule(lat, depth, K_, wfc, idx):
+        mem = LatentSpatialMemory()
+        mem.insert_unexplained(lat, depth, K_, wfc, frame_index=idx)
+        return mem
+
+    def plain(lat, depth, K_, wfc, idx):
+        mem = LatentSpatialMemory()
+        mem.insert(lat, depth, K_, wfc, frame_index=idx)
+        return mem
+
+    ways = {
+        "insert_unexplained (the rollout's)": ours(rollout_rule),
+        "per-frame rule (until c5c6df9)": ours(per_frame_rule),
+        "chunk-wide rule (c5c6df9 on)": ours(chunk_wide_rule),
+        "insert (every cell, fused)": ours(plain),
+        "append-only": (lambda args: append_only_insert(*args[:4]),
+                        lambda pts: (*_nearest_query(pts[0], pts[1], K, targets, size), None),
+                        lambda pts: (pts[0].shape[0], pts[0].numel() * 4 + pts[1].numel() * 4)),
+    }
+    if mirage_repo is not None:
+        official = load_official(mirage_repo)
+
+        def official_query(cloud):
+            outs = [cloud.project(targets[t].float()) for t in range(targets.shape[0])]
+            return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs]), None
+        ways["official LatentPointCloud (its code)"] = (
+            lambda args: official_cloud(official, *args[:4]), official_query,
+            lambda c: (c.points_world.shape[0], sum(t.numel() * t.element_size() for t in (c.points_world, c.features, c.valid_mask))))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seconds = {name: [] for name in ways}
+        for _ in range(rounds):
+            for name, (run, _, _) in ways.items():
+                t0 = time.perf_counter()
+                run(forward)
+                seconds[name].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    log("querying the next chunk's views ...")
+    truth = data["target_latents"]  # [T, C, h, w]
+    out, views = {}, {}
+    for name, (run, query, size_of) in ways.items():
+        held = run(forward)
+        lat_q, mask, confident = query(held)
+        lat_r, mask_r, _ = query(run(reverse))
+        points, nbytes = size_of(held)
+        views[name] = (lat_q, mask, confident)
+        out[name] = {
+            "seconds": statistics.median(seconds[name]), "points": points, "bytes": nbytes,
+            "coverage": float(mask.float().mean()), "error": _masked_error(lat_q, truth, mask),
+            "pinned": None if confident is None else float(confident.float().mean()),
+            "pinned_error": None if confident is None else _masked_error(lat_q, truth, confident),
+            "reversed_cells": float((mask != mask_r).float().mean()),
+            "reversed_latents": _rel(lat_r, lat_q),
+        }
+    common = torch.stack([m for _, m, _ in views.values()]).all(0)
+    for name, (lat_q, _, _) in views.items():
+        out[name]["common_error"] = _masked_error(lat_q, truth, common)
+    return {"rows": out, "views": int(targets.shape[0]), "frames": int(forward[0].shape[0]), "common": float(common.float().mean())}
+
+
+def _masked_error(latents: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
+    """Relative L2 of ``latents`` against ``truth`` [T, C, h, w] on the cells of ``mask`` [T, h, w]."""
+    if not bool(mask.any()):
+        return float("nan")
+    return _rel(latents.permute(0, 2, 3, 1)[mask], truth.permute(0, 2, 3, 1)[mask])
+
+
+def print_next_chunk(res: dict, height: int, width: int) -> None:
+    rows = res["rows"]
+    base = rows["append-only"]["seconds"]
+
+    def opt(x):
+        return "-" if x is None else f"{x:.3f}"
+    print()
+    print(f"What the memory keeps: {res['frames']} latent frames at {width}x{height} into an empty memory (1 thread, median of the "
+          f"rounds), then a query at the next chunk's {res['views']} views")
+    print("| insertion | insert s | vs append | points | MB | coverage | error | error, common cells | pinned | pinned error "
+          "| reversed: cells differ | reversed: latents differ |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['seconds']:.4f} | {r['seconds'] / base:.2f}x | {r['points']} | {r['bytes'] / 1e6:.2f} | {r['coverage']:.3f} "
+              f"| {r['error']:.4f} | {r['common_error']:.4f} | {opt(r['pinned'])} | {opt(r['pinned_error'])} "
+              f"| {r['reversed_cells']:.4f} | {r['reversed_latents']:.4f} |")
+    print(f"(error: relative L2 against the next views' encodings on the cells each covers; common cells: the {res['common']:.1%} "
+          "every row covers; pinned: confident cells, what a render conditions on; reversed: the same frames given in reverse order)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--skip-accuracy", action="store_true")
@@ -263,6 +467,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="timed runs; the minimum is reported")
     p.add_argument("--only-insertion", action="store_true", help="only the voxel-fused vs append-only table")
     p.add_argument("--rounds", type=int, default=15, help="alternating rounds of the insertion table")
+    p.add_argument("--only-next-chunk", action="store_true", help="only the next-chunk table (what each insertion keeps)")
+    p.add_argument("--next-rounds", type=int, default=5, help="alternating rounds of the next-chunk table")
+    p.add_argument("--mirage-repo", type=Path, help="a LatentSpatialMemory checkout: its LatentPointCloud joins the next-chunk table")
     args = p.parse_args(argv)
     if (args.frames - 1) % 4:
         p.error("--frames must be 4k+1")
@@ -270,6 +477,10 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    if args.only_next_chunk:
+        next_chunk = next_chunk_rows(args.height, args.width, args.frames, args.next_rounds, log, args.mirage_repo)
+        print_next_chunk(next_chunk, args.height, args.width)
+        return 0
     if args.only_insertion:
         print_fused_vs_append(fused_vs_append_rows(args.height, args.width, args.frames, args.rounds, log), args.height, args.width)
         return 0
@@ -279,6 +490,8 @@ def main(argv=None) -> int:
     if not args.skip_speed:
         print_speed(speed_rows(args.height, args.width, args.frames, args.repeat, log), args.height, args.width, args.frames)
         print_fused_vs_append(fused_vs_append_rows(args.height, args.width, args.frames, args.rounds, log), args.height, args.width)
+        next_chunk = next_chunk_rows(args.height, args.width, args.frames, args.next_rounds, log, args.mirage_repo)
+        print_next_chunk(next_chunk, args.height, args.width)
     return 0
 
 

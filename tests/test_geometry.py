@@ -121,12 +121,16 @@ def test_depth_edge_score_matches_reference(shape):
     torch.testing.assert_close(G.depth_edge_score(depth, 16), ref.depth_edge_score(depth, 16))
 
 
-@pytest.mark.parametrize("shape", [(16, 32), (2, 16, 16), (3, 64, 48)])
+@pytest.mark.parametrize("shape", [(16, 32), (2, 16, 16), (3, 64, 48), (2, 2, 32, 16)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_depth_edge_score_at_selected_cells_matches_the_whole_frame(shape, dtype, monkeypatch):
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_depth_edge_score_at_selected_cells_matches_the_whole_frame(shape, dtype, contiguous, monkeypatch):
+    """Both gathers (whole pixel runs of a contiguous depth, or any strided view) score as the whole frame does."""
     gen = torch.Generator().manual_seed(3)
     depth = ((1 + torch.rand(shape, generator=gen, dtype=torch.float64)) * 2).to(dtype)
-    depth.view(-1)[7] = float("nan")
+    if not contiguous:
+        depth = depth.transpose(-1, -2).contiguous().transpose(-1, -2)
+    depth[(0,) * (depth.ndim - 1) + (7,)] = float("nan")
     cells = torch.rand(G.depth_edge_score(depth, 16).shape, generator=gen) < 0.6
     monkeypatch.setattr(G, "EDGE_SCORE_CELLS_PER_BATCH", 2)  # several batches even on small frames
     index = cells.nonzero(as_tuple=True)

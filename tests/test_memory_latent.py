@@ -224,45 +224,98 @@ def test_insert_unexplained_does_not_depend_on_the_grouping(monkeypatch):
         assert torch.equal(states[0][key], states[1][key]), key
 
 
-def _seen_reference(z, K_grid, world_from_cam, margin):
-    """seen_by_previous_frame, one grid element at a time in float64 (the obviously correct version)."""
+def _sweep(n=6):
+    """n frames of a forward move with a pan: their latents, depths and cameras."""
+    cams = [S.world_from_cam((0.08 * k, 0.0, 0.25 * k), 6.0 * k) for k in range(n)]
+    views = [view(c) for c in cams]
+    return torch.stack([v[2] for v in views]), torch.stack([v[1] for v in views]), torch.tensor(np.stack(cams))
+
+
+def test_insert_unexplained_does_not_depend_on_the_order_of_the_frames():
+    """The same frames (with their indices) given forward or reversed: the same memory, bit for bit."""
+    lat, depth, cams = _sweep()
+    states = []
+    for order in (torch.arange(6), torch.arange(5, -1, -1)):
+        mem = memory_of(S.world_from_cam((0.3, 0.0, 0.0), -20.0))  # something held before the call
+        mem.insert_unexplained(lat[order], depth[order], K, cams[order], frame_index=order + 10)
+        states.append(mem.state_dict())
+    for key in ("xyz", "latents", "radius", "confidence", "frame_index"):
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_insert_unexplained_keeps_what_every_frame_saw():
+    """Each frame's own view is covered by what the rule kept as well as by inserting every cell, with
+    a small fraction of the points; the latest (finest) view of a surface is the one kept."""
+    lat, depth, cams = _sweep()
+    rule, plain = LatentSpatialMemory(), LatentSpatialMemory()
+    rule.insert_unexplained(lat, depth, K, cams, frame_index=torch.arange(6))
+    plain.insert(lat, depth, K, cams, frame_index=torch.arange(6))
+    covered_rule = rule.query(K, cams, (H, W), mark_seen=False).mask.float().mean()
+    covered_plain = plain.query(K, cams, (H, W), mark_seen=False).mask.float().mean()
+    assert covered_rule >= covered_plain - 0.01, (covered_rule, covered_plain)
+    assert rule.num_points < 0.5 * plain.num_points
+    kept = torch.bincount(rule.cache.frame_index.long(), minlength=6)
+    assert kept[5] == kept.max() and kept[5] >= 0.8 * int(G.valid_depth(G.cell_centre_depth(depth[5], 16)).sum())
+
+
+def test_insert_unexplained_takes_a_surface_again_from_much_closer():
+    """A surface the memory holds is taken again when the new view is more than twice as fine, not
+    when it is a little closer."""
+    far = S.world_from_cam((0.0, 0.0, 0.0))
+    for forward, again in ((0.6, False), (2.8, True)):  # the far wall 1.2x and 2.6x closer
+        mem = memory_of(far)
+        cam = S.world_from_cam((0.0, 0.0, forward))
+        _, depth, lat = view(cam)
+        cells = int(G.valid_depth(G.cell_centre_depth(depth, 16)).sum())
+        added = mem.insert_unexplained(lat, depth, K, torch.tensor(cam))
+        assert (added > 0.9 * cells) if again else (added < 0.1 * cells), (forward, added, cells)
+
+
+def _outranked_reference(z, K_grid, world_from_cam, level, margin):
+    """outranked_by_neighbours, one grid element at a time in float64 (the obviously correct version)."""
     T, h, w = z.shape
-    seen = torch.zeros(T, h, w, dtype=torch.bool)
-    for t in range(1, T):
-        prev_from_world = torch.linalg.inv(world_from_cam[t - 1])
-        for v in range(h):
-            for u in range(w):
-                d = float(z[t, v, u])
-                if not (math.isfinite(d) and d > 0):
-                    continue
-                cam = d * torch.linalg.solve(K_grid[t], torch.tensor([u, v, 1.0], dtype=torch.float64))
-                world = world_from_cam[t, :3, :3] @ cam + world_from_cam[t, :3, 3]
-                p = prev_from_world[:3, :3] @ world + prev_from_world[:3, 3]
-                if p[2] <= 0:
-                    continue
-                uv = K_grid[t - 1] @ (p / p[2])
-                pu, pv = round(float(uv[0])), round(float(uv[1]))
-                if not (0 <= pu < w and 0 <= pv < h):
-                    continue
-                held = float(z[t - 1, pv, pu])
-                seen[t, v, u] = math.isfinite(held) and held > 0 and abs(float(p[2]) - held) <= margin * held
-    return seen
+    out = torch.zeros(T, h, w, dtype=torch.bool)
+    for t in range(T):
+        for s, later in ((t + 1, True), (t - 1, False)):
+            if not 0 <= s < T:
+                continue
+            s_from_world = torch.linalg.inv(world_from_cam[s])
+            for v in range(h):
+                for u in range(w):
+                    d = float(z[t, v, u])
+                    if not (math.isfinite(d) and d > 0):
+                        continue
+                    cam = d * torch.linalg.solve(K_grid[t], torch.tensor([u, v, 1.0], dtype=torch.float64))
+                    world = world_from_cam[t, :3, :3] @ cam + world_from_cam[t, :3, 3]
+                    p = s_from_world[:3, :3] @ world + s_from_world[:3, 3]
+                    if p[2] <= 0:
+                        continue
+                    uv = K_grid[s] @ (p / p[2])
+                    pu, pv = round(float(uv[0])), round(float(uv[1]))
+                    if not (0 <= pu < w and 0 <= pv < h):
+                        continue
+                    held = float(z[s, pv, pu])
+                    same = math.isfinite(held) and held > 0 and abs(float(p[2]) - held) <= margin * held
+                    finer = level[s, pv, pu] <= level[t, v, u] if later else level[s, pv, pu] < level[t, v, u]
+                    out[t, v, u] |= bool(same and finer)
+    return out
 
 
 @pytest.mark.parametrize(("frames", "h", "w"), [(2, 3, 5), (3, 4, 6), (4, 2, 7)])
-def test_seen_by_previous_frame_matches_the_reference(frames, h, w):
-    from mirage_cli.memory.points import seen_by_previous_frame
+def test_outranked_by_neighbours_matches_the_reference(frames, h, w):
+    from mirage_cli.memory.points import outranked_by_neighbours
 
     g = torch.Generator().manual_seed(frames * 100 + h * 10 + w)
     z = 1.0 + 2.0 * torch.rand(frames, h, w, generator=g, dtype=torch.float64)
     z[0, 0, 0] = float("nan")
     z[-1, -1, -1] = 0.0
+    level = torch.randint(-3, -1, (frames, h, w), generator=g).double()  # ties and strict orders both occur
     K_grid = torch.tensor([[4.0, 0.0, (w - 1) / 2], [0.0, 4.0, (h - 1) / 2], [0.0, 0.0, 1.0]], dtype=torch.float64).expand(frames, 3, 3)
     cams = np.stack([S.world_from_cam((0.03 * t, -0.01 * t, 0.02 * t), 2.0 * t, 1.0 * t) for t in range(frames)])
     wfc = torch.tensor(cams)
-    fast = seen_by_previous_frame(z, K_grid, wfc, 0.1)
-    assert torch.equal(fast, _seen_reference(z, K_grid, wfc, 0.1))
-    assert not fast[0].any() and fast[1:].any()  # frame 0 has no previous frame; small moves keep surfaces
+    fast = outranked_by_neighbours(z, K_grid, wfc, level, 0.1)
+    assert torch.equal(fast, _outranked_reference(z, K_grid, wfc, level, 0.1))
+    assert fast.any() and not fast.all()
 
 
 def test_keep_restricts_insertion():
@@ -461,6 +514,34 @@ def test_memory_bench_insertion_table_runs_small(capsys):
     finally:
         sys.path.pop(0)
     assert memory_bench.main(["--only-insertion", "--height", "64", "--width", "112", "--frames", "9", "--rounds", "1"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| voxel") or line.startswith("| append")]
-    assert [row.split("|")[1].strip() for row in rows] == ["voxel-fused insert_unexplained", "voxel-fused insert", "append-only"]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| voxel", "| append", "| chunk"))]
+    names = ["voxel-fused insert_unexplained", "chunk-wide rule (before)", "voxel-fused insert", "append-only"]
+    assert [row.split("|")[1].strip() for row in rows] == names
     assert all(row.rstrip(" |").split("|")[-1].strip().isdigit() for row in rows)  # transient MiB, measured
+
+
+def test_memory_bench_next_chunk_table_runs_small(capsys):
+    """benchmarks/memory_bench.py --only-next-chunk at a small size: every way to insert a chunk is
+    queried at the next chunk's views, and the rollout's insertion covers them about as well as
+    inserting every cell (within 0.02 of its coverage) with a fraction of the points, and does not
+    depend on the order of the frames."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import memory_bench
+    finally:
+        sys.path.pop(0)
+    res = memory_bench.next_chunk_rows(176, 320, 33, 1, lambda msg: None)
+    rows = res["rows"]
+    assert list(rows) == ["insert_unexplained (the rollout's)", "per-frame rule (until c5c6df9)", "chunk-wide rule (c5c6df9 on)",
+                          "insert (every cell, fused)", "append-only"]
+    ours, plain = rows["insert_unexplained (the rollout's)"], rows["insert (every cell, fused)"]
+    assert ours["coverage"] >= plain["coverage"] - 0.02, (ours, plain)
+    assert ours["coverage"] >= rows["chunk-wide rule (c5c6df9 on)"]["coverage"]
+    assert ours["points"] < 0.3 * plain["points"]
+    assert ours["reversed_cells"] == 0.0 and ours["reversed_latents"] == 0.0
+    memory_bench.print_next_chunk(res, 176, 320)
+    printed = capsys.readouterr().out
+    assert all(f"| {name} |" in printed for name in rows)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mirage_cli.geometry import projection as geometry
-from mirage_cli.memory.latent import DEPTH_TOLERANCE, MAX_HALF_SIZE
 from mirage_cli.memory.point_cache import PointCache
+from mirage_cli.memory.points import DEPTH_TOLERANCE, MAX_HALF_SIZE
 from mirage_cli.rundir.layout import RunDir
 
 SMALLEST_CELL_PX, LARGEST_CELL_PX = 2, 32

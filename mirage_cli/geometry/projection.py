@@ -220,10 +220,22 @@ def depth_edge_score_at(depth: Tensor, stride: int, index: tuple[Tensor, ...]) -
     n = int(index[0].numel())
     dt = torch.promote_types(depth.dtype, torch.float32)
     out = torch.empty(n, dtype=dt, device=depth.device)
+    if depth.is_contiguous():  # each block is s runs of s pixels: gathered as whole rows of a [L*H*w, s] view
+        frame = torch.zeros_like(index[-1])
+        for size, i in zip(depth.shape[:-2], index[:-2]):  # row-major over the leading dims
+            frame = frame * size + i
+        H, w = depth.shape[-2], blocks.shape[-3]
+        runs = depth.view(-1, stride)  # [L*H*w, s]
+        within = torch.arange(stride, device=depth.device)
     for start in range(0, n, EDGE_SCORE_CELLS_PER_BATCH):
-        part = tuple(i[start:start + EDGE_SCORE_CELLS_PER_BATCH] for i in index)
-        rows = blocks[part].to(dt).flatten(1)  # [m, s*s] a fresh copy (gathered)
-        out[start:start + EDGE_SCORE_CELLS_PER_BATCH] = _edge_score_of_rows(rows, stride)  # [m]
+        batch = slice(start, start + EDGE_SCORE_CELLS_PER_BATCH)
+        if depth.is_contiguous():
+            first_row = frame[batch] * H + index[-2][batch] * stride  # [m] the block's top pixel row
+            run = (first_row[:, None] + within) * w + index[-1][batch][:, None]  # [m, s]
+            rows = runs.index_select(0, run.flatten()).view(-1, stride * stride).to(dt)  # [m, s*s] a fresh copy
+        else:
+            rows = blocks[tuple(i[batch] for i in index)].to(dt).flatten(1)  # [m, s*s] a fresh copy (gathered)
+        out[batch] = _edge_score_of_rows(rows, stride)  # [m]
     return out
 
 

@@ -27,15 +27,12 @@ from mirage_cli.base.options import Projection
 from mirage_cli.geometry import projection as geometry
 from mirage_cli.memory.ply import pca_colours, write_point_cloud
 from mirage_cli.memory.point_cache import gather_rows
-from mirage_cli.memory.points import PointMemory
+from mirage_cli.memory.points import DEPTH_TOLERANCE, MAX_HALF_SIZE, UNEXPLAINED_DEPTH_MARGIN, PointMemory
 from mirage_cli.memory.state import check_state, save_state
 from mirage_cli.memory.view import MemoryView
 
 FORMAT = "mirage.latent_memory.v1"
 EDGE_THRESHOLD = 0.05
-DEPTH_TOLERANCE = 0.05
-MAX_HALF_SIZE = 2.0
-UNEXPLAINED_DEPTH_MARGIN = 0.1
 # A reasonable ``occlusion_threshold`` for ``query`` when the spec turns the filter on: on the
 # synthetic room it only removes one-cell gaps between objects (1.3% of a same-view query).
 OCCLUSION_THRESHOLD = 0.25
@@ -117,13 +114,6 @@ class LatentSpatialMemory(PointMemory):
         K_lat = geometry.latent_intrinsics(Kt, self.stride)  # [T, 3, 3]
         return self._add(lat, z, K_lat, wfc, cells, frame_index, extras={"confidence": confidence})
 
-    def _coverage(self, K: Tensor, world_from_cam: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        # what ``query`` renders (same defaults), without gathering the latents
-        K_lat = geometry.latent_intrinsics(K, self.stride)
-        _, mask, depth = self._render(K_lat, world_from_cam, (size[0] // self.stride, size[1] // self.stride),
-                                      DEPTH_TOLERANCE, MAX_HALF_SIZE, None, False)
-        return mask, depth
-
     def insert_unexplained(
         self,
         latents: Tensor,
@@ -135,16 +125,18 @@ class LatentSpatialMemory(PointMemory):
         depth_margin: float = UNEXPLAINED_DEPTH_MARGIN,
         edge_threshold: float = EDGE_THRESHOLD,
     ) -> int:
-        """Insert the frames' cells that neither the memory nor the previous frame explains.
+        """Insert the frames' cells that neither the memory nor a neighbouring frame explains.
 
-        A cell of frame t is explained when a query of the memory as it was before the call (one
-        batched query at every camera) fills it with a point no farther than ``depth_margin``
-        (relative) in front of the new depth, or when frame t - 1 saw the same surface there
-        (``memory.points.seen_by_previous_frame``: the cell projected into camera t - 1 lands on a
-        depth within ``depth_margin``). A cell whose new depth is clearly nearer than the rendered
-        one, or that frame t - 1 could not see (a disocclusion), is new surface and is inserted. This
-        keeps the cache growing with explored surface, not with the number of frames that saw it.
-        Queries made here do not mark points seen. Arguments as ``insert``.
+        The frames are a stretch of path (taken in ``frame_index`` order). A cell is explained when
+        a query of the memory as it was before the call (one batched query at every camera) fills it
+        with a point no farther than ``depth_margin`` (relative) in front of the new depth and no more
+        than ``COARSER_HELD`` (2) times coarser, or when frame t - 1 or t + 1 saw the same surface (the cell
+        projected there lands on a depth within ``depth_margin``) at least as finely: the later
+        frame keeps a surface two frames see at the same level, the finer one otherwise
+        (``memory.points.outranked_by_neighbours``). So the cache keeps each explored surface once,
+        from its finest and latest view, whatever order the frames are given in; a cell whose new
+        depth is clearly nearer than the rendered one, or that no neighbour sees (a disocclusion), is
+        new surface and is inserted. Queries made here do not mark points seen. Arguments as ``insert``.
 
         Returns:
             The number of points added.

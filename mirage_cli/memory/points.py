@@ -21,45 +21,83 @@ from torch import Tensor
 
 from mirage_cli.geometry import projection as geometry
 from mirage_cli.geometry import splatting
-from mirage_cli.memory import checks
+from mirage_cli.memory import checks, voxel
 from mirage_cli.memory.point_cache import PointCache
 from mirage_cli.memory.state import Schema, load_state
 
 GRID_ELEMENTS_PER_GROUP = 1 << 22
 """Grid elements decided and inserted together by ``insert_unexplained`` (bounds its transient memory:
 all 31 latent frames of a 121-frame chunk at 1280x704 are one group, its pixel frames 4 at a time)."""
+DEPTH_TOLERANCE = 0.05
+"""Relative depth band a query's z-buffer treats as one surface."""
+MAX_HALF_SIZE = 2.0
+"""Cap on a point's footprint half-size in a query, in grid elements."""
+UNEXPLAINED_DEPTH_MARGIN = 0.1
+"""Relative depth difference within which ``insert_unexplained`` calls two depths one surface."""
+COARSER_HELD = 2.0
+"""``insert_unexplained`` takes a surface the memory holds again when the new view's points are
+more than this many times finer (world half-size) than the held point: getting twice as close
+refines the memory, passing by at about the same distance adds nothing."""
 
 
-def seen_by_previous_frame(z: Tensor, K_grid: Tensor, world_from_cam: Tensor, margin: float) -> Tensor:
-    """bool [T, h, w]: grid element (v, u) of frame t >= 1 lies on the surface frame t - 1 saw.
+def element_radius(z: Tensor, K_grid: Tensor) -> Tensor:
+    """float32 [T, h, w]: the world half-size of the point each grid element lifts to
+    (``splatting.footprint_radius``, the radius an insert stores), computed on the grid.
 
-    Each element of frame t is lifted to the world, projected into camera t - 1 and compared with the
-    depth frame t - 1 holds at the nearest element there: the same surface when the two depths differ
-    by at most ``margin`` (relative). A point hidden behind what frame t - 1 saw (a disocclusion) or in
-    front of it (new surface), outside its view or without valid depth is not seen. Frame 0: False.
-    Chained over a chunk's frames, a surface seen by every frame since it appeared counts as seen.
+    Args:
+        z: float [T, h, w] z-depth per grid element (invalid values give meaningless radii).
+        K_grid: float [T, 3, 3] intrinsics of the grid.
+    """
+    h, w = z.shape[-2:]
+    uv1 = torch.cat([geometry.pixel_grid(h, w, torch.float32, z.device), torch.ones(h, w, 1, device=z.device)], -1)  # [h, w, 3]
+    shared = bool((K_grid == K_grid[:1]).all())  # one camera model for every frame (the rollout's case): one grid of rays
+    K_inv = torch.linalg.inv(K_grid[:1] if shared else K_grid).to(torch.float32)
+    rays = torch.einsum("tij,hwj->thwi", K_inv, uv1)  # [T or 1, h, w, 3], z = 1
+    ray_length = rays.square().sum(-1).sqrt()  # [T or 1, h, w] per unit of z
+    focal = torch.sqrt(K_grid[:, 0, 0] * K_grid[:, 1, 1]).to(torch.float32)[:, None, None]  # [T, 1, 1]
+    zf = z.to(torch.float32)
+    return splatting.footprint_radius(zf, zf * ray_length, focal)
+
+
+def outranked_by_neighbours(z: Tensor, K_grid: Tensor, world_from_cam: Tensor, level: Tensor, margin: float) -> Tensor:
+    """bool [T, h, w]: grid element (v, u) of frame t lies on a surface that a neighbouring frame saw
+    at least as finely, so that frame keeps it.
+
+    Each element of frame t is lifted to the world, projected into cameras t - 1 and t + 1 and
+    compared with the depth each holds at the nearest element there: the same surface when the two
+    depths differ by at most ``margin`` (relative). Frame t + 1 outranks t there when its element is
+    of the same or a finer ``level`` (the later view wins a tie); frame t - 1 when its level is
+    strictly finer. Each step from an element to the one outranking it lowers (level, -frame), so
+    following them ends at an element that is kept: the finest view of the surface, the latest among
+    equals, and dropping the outranked elements leaves every surface in the cache. The rule reads
+    both neighbours alike. Elements without valid depth are not outranked.
 
     Args:
         z: float [T, h, w] z-depth per grid element (invalid: <= 0, nan, inf).
         K_grid: float64 [T, 3, 3] intrinsics of the grid; world_from_cam: float64 [T, 4, 4].
+        level: float [T, h, w] voxel level of each element (``voxel.footprint_level`` of its
+            ``element_radius``).
         margin: relative depth tolerance.
     """
     T, h, w = z.shape
-    seen = torch.zeros(T, h, w, dtype=torch.bool, device=z.device)
+    valid = geometry.valid_depth(z)
+    out = torch.zeros(T, h, w, dtype=torch.bool, device=z.device)
     if T < 2:
-        return seen
-    valid = geometry.valid_depth(z)  # [T, h, w]
-    later = torch.where(valid[1:], z[1:], torch.ones_like(z[1:]))  # frames 1..T-1
-    previous_from_later = geometry.invert_rigid(world_from_cam[:-1]) @ world_from_cam[1:]  # [T-1, 4, 4]
-    uv, depth_there = geometry.reproject(later, K_grid[1:], K_grid[:-1], previous_from_later)  # [T-1, h, w, 2], [T-1, h, w]
-    cell = torch.round(uv).long()
-    u, v = cell[..., 0], cell[..., 1]
-    inside = (depth_there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    held = z[:-1].flatten(1).gather(1, (v.clamp(0, h - 1) * w + u.clamp(0, w - 1)).flatten(1))  # [T-1, h*w] what t-1 saw there
-    held = held.view(T - 1, h, w)
-    same = inside & geometry.valid_depth(held) & ((depth_there - held).abs() <= margin * held)
-    seen[1:] = same & valid[1:]
-    return seen
+        return out
+    lifted = torch.where(valid, z, torch.ones_like(z))
+    for src, dst, later in ((slice(0, T - 1), slice(1, T), True), (slice(1, T), slice(0, T - 1), False)):
+        dst_from_src = geometry.invert_rigid(world_from_cam[dst]) @ world_from_cam[src]  # [T-1, 4, 4]
+        uv, depth_there = geometry.reproject(lifted[src], K_grid[src], K_grid[dst], dst_from_src)  # [T-1, h, w, 2], [T-1, h, w]
+        cell = torch.round(uv).long()
+        u, v = cell[..., 0], cell[..., 1]
+        inside = (depth_there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        nearest = (v.clamp(0, h - 1) * w + u.clamp(0, w - 1)).flatten(1)  # [T-1, h*w]
+        held = z[dst].flatten(1).gather(1, nearest).view(T - 1, h, w)  # what the neighbour saw there
+        held_level = level[dst].flatten(1).gather(1, nearest).view(T - 1, h, w)
+        same = inside & geometry.valid_depth(held) & ((depth_there - held).abs() <= margin * held)
+        finer = held_level <= level[src] if later else held_level < level[src]
+        out[src] |= same & finer
+    return out & valid
 
 
 class PointMemory:
@@ -171,23 +209,22 @@ class PointMemory:
         already taken from ``depth``; each subclass lifts its own grid."""
         raise NotImplementedError
 
-    def _coverage(self, K: Tensor, world_from_cam: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """mask bool [T, h, w] and depth float32 [T, h, w] (0 where empty) of a query at T cameras
-        that marks nothing seen; what ``_insert_unexplained`` compares new frames with. Subclasses
-        may answer it without gathering the features."""
-        view = self.query(K, world_from_cam, size, mark_seen=False)
-        return view.mask, view.depth
-
     def _insert_unexplained(
         self, features: Tensor, z: Tensor, depth: Tensor, K: Tensor, world_from_cam: Tensor,
         keep: Tensor | None, frame_index, depth_margin: float, **insert_args,
     ) -> int:
-        """The rule behind both ``insert_unexplained``: a grid element is explained, and not inserted,
-        when the memory as it was before the call renders it no more than ``depth_margin`` (relative)
-        behind the new depth (one batched query at every camera), or when the previous frame saw the
-        same surface there (``seen_by_previous_frame``). What is left is inserted voxel-fused, earlier
-        frames first, in groups of at most ``GRID_ELEMENTS_PER_GROUP`` elements (a chunk's latent
-        frames are one group, its pixel frames 4 at a time): the result does not depend on the grouping.
+        """The rule behind both ``insert_unexplained``: a grid element is not inserted when the memory
+        as it was before the call explains it, or when a neighbouring frame of the path outranks it.
+
+        The frames are taken in the order of their ``frame_index`` (the path; equal or no indices keep
+        the given order). The memory explains an element when a query at its camera (one batched
+        query per group, marking nothing seen) fills it with a point no more than ``depth_margin``
+        (relative) behind the new depth and at most ``COARSER_HELD`` times coarser than the element: a
+        surface seen much coarser before is taken again from the finer view. ``outranked_by_neighbours``
+        drops what frame t - 1 or t + 1 saw as finely. What is left is inserted voxel-fused in path
+        order, in groups of at most ``GRID_ELEMENTS_PER_GROUP`` elements (a chunk's latent frames are one
+        group, its pixel frames 4 at a time): the result depends neither on the grouping nor on the
+        order the frames are given in.
 
         Args:
             features: [T, C, h, w]; z: float [T, h, w] depth per grid element; depth: float
@@ -198,21 +235,31 @@ class PointMemory:
         T, H, W = depth.shape
         h, w = z.shape[-2:]
         frames = checks.frame_indices(frame_index, T, self.device)  # [T]
+        order = torch.sort(frames, stable=True).indices  # [T] the path
+        if not torch.equal(order, torch.arange(T, device=self.device)):  # frames given out of order: a copy in order
+            features, z, depth, K, world_from_cam, frames = (x[order] for x in (features, z, depth, K, world_from_cam, frames))
+            keep = None if keep is None else keep[order]
         K_grid = geometry.latent_intrinsics(K, H // h)  # [T, 3, 3]
+        radius = element_radius(z, K_grid)  # [T, h, w]
+        level = voxel.footprint_level(radius).to(torch.float32)  # [T, h, w] small integers
         per_group = max(1, GRID_ELEMENTS_PER_GROUP // (h * w))
         groups = [slice(start, min(T, start + per_group)) for start in range(0, T, per_group)]
         by_memory = torch.zeros(z.shape, dtype=torch.bool, device=self.device)  # [T, h, w]
         if len(self.cache):
             for group in groups:  # all before anything of this call goes in
-                mask, rendered = self._coverage(K[group], world_from_cam[group], (H, W))  # [Tg, h, w] each
-                by_memory[group] = mask & (z[group] >= rendered * (1.0 - depth_margin))
+                winner, mask, rendered = self._render(K_grid[group], world_from_cam[group], (h, w), DEPTH_TOLERANCE, MAX_HALF_SIZE,
+                                                      None, False)  # [Tg, h, w] each
+                held = self.cache.radius[winner.clamp(min=0)]  # [Tg, h, w] world half-size of each winner
+                by_memory[group] = mask & (z[group] >= rendered * (1.0 - depth_margin)) & (held <= COARSER_HELD * radius[group])
         added = 0
         for group in groups:
-            start = group.start
-            with_previous = slice(max(0, start - 1), group.stop)
-            explained = seen_by_previous_frame(z[with_previous], K_grid[with_previous], world_from_cam[with_previous],
-                                               depth_margin)[start - with_previous.start:] | by_memory[group]  # [Tg, h, w]
-            keep_new = ~explained if keep is None else (~explained & keep[group])
+            around = slice(max(0, group.start - 1), min(T, group.stop + 1))  # with the neighbours
+            first = group.start - around.start
+            outranked = outranked_by_neighbours(z[around], K_grid[around], world_from_cam[around], level[around],
+                                                depth_margin)[first:first + group.stop - group.start]  # [Tg, h, w]
+            keep_new = ~(outranked | by_memory[group])
+            if keep is not None:
+                keep_new &= keep[group]
             added += self._insert_checked(features[group], z[group], depth[group], K[group], world_from_cam[group], keep_new,
                                           frames[group], **insert_args)
         return added

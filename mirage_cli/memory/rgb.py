@@ -14,10 +14,9 @@ import os
 import torch
 from torch import Tensor
 
-from mirage_cli.memory.latent import DEPTH_TOLERANCE, MAX_HALF_SIZE, UNEXPLAINED_DEPTH_MARGIN
 from mirage_cli.memory.ply import write_point_cloud
 from mirage_cli.memory.point_cache import gather_rows
-from mirage_cli.memory.points import PointMemory
+from mirage_cli.memory.points import DEPTH_TOLERANCE, MAX_HALF_SIZE, UNEXPLAINED_DEPTH_MARGIN, PointMemory
 from mirage_cli.memory.state import check_state, save_state
 from mirage_cli.memory.view import RGBView
 

@@ -23,6 +23,12 @@ _AXIS_HALF = 1 << (_AXIS_BITS - 1)
 _LEVEL_OFFSET = 32
 
 
+def footprint_level(radius: Tensor) -> Tensor:
+    """float64 [...]: ``floor(log2(2 * radius))``, the voxel level of points of world half-size
+    ``radius`` [...] (one level per factor 2 of footprint; smaller is finer)."""
+    return torch.floor(torch.log2((2.0 * radius.double()).clamp(min=1e-30)))
+
+
 def voxel_keys(xyz: Tensor, radius: Tensor, voxel_size: float | None = None) -> Tensor:
     """int64 [N] voxel key of each point.
 
@@ -36,7 +42,7 @@ def voxel_keys(xyz: Tensor, radius: Tensor, voxel_size: float | None = None) -> 
     if radius.shape != xyz.shape[:1]:
         raise ValueError(f"radius: expected shape [{xyz.shape[0]}], got {list(radius.shape)}")
     if voxel_size is None:
-        level = torch.floor(torch.log2((2.0 * radius.double()).clamp(min=1e-30)))  # [N]
+        level = footprint_level(radius)  # [N]
         size = VOXEL_PER_FOOTPRINT * torch.exp2(level)  # [N]
         level = (level.long() + _LEVEL_OFFSET).clamp(0, 63)
     else:
