@@ -397,18 +397,22 @@ def next_chunk_rows(height: int, width: int, frames: int, rounds: int, log, mira
             lambda args: official_cloud(official, *args[:4]), official_query,
             lambda c: (c.points_world.shape[0], sum(t.numel() * t.element_size() for t in (c.points_world, c.features, c.valid_mask))))
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # timings on one thread; the official project's overlapping writes are ordered only on one
     try:
-        seconds = {name: [] for name in ways}
-        for _ in range(rounds):
-            for name, (run, _, _) in ways.items():
-                t0 = time.perf_counter()
-                run(forward)
-                seconds[name].append(time.perf_counter() - t0)
+        return _next_chunk_measured(ways, forward, reverse, data["target_latents"], rounds, log)
     finally:
         torch.set_num_threads(threads)
+
+
+def _next_chunk_measured(ways: dict, forward: tuple, reverse: tuple, truth: torch.Tensor, rounds: int, log) -> dict:
+    """``next_chunk_rows`` once its ways and inputs are set up: alternating timed rounds, then the queries."""
+    seconds = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, (run, _, _) in ways.items():
+            t0 = time.perf_counter()
+            run(forward)
+            seconds[name].append(time.perf_counter() - t0)
     log("querying the next chunk's views ...")
-    truth = data["target_latents"]  # [T, C, h, w]
     out, views = {}, {}
     for name, (run, query, size_of) in ways.items():
         held = run(forward)
@@ -427,7 +431,7 @@ def next_chunk_rows(height: int, width: int, frames: int, rounds: int, log, mira
     common = torch.stack([m for _, m, _ in views.values()]).all(0)
     for name, (lat_q, _, _) in views.items():
         out[name]["common_error"] = _masked_error(lat_q, truth, common)
-    return {"rows": out, "views": int(targets.shape[0]), "frames": int(forward[0].shape[0]), "common": float(common.float().mean())}
+    return {"rows": out, "views": int(truth.shape[0]), "frames": int(forward[0].shape[0]), "common": float(common.float().mean())}
 
 
 def _masked_error(latents: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:

@@ -302,8 +302,11 @@ def _outranked_reference(z, K_grid, world_from_cam, level, margin):
 
 
 @pytest.mark.parametrize(("frames", "h", "w"), [(2, 3, 5), (3, 4, 6), (4, 2, 7)])
-def test_outranked_by_neighbours_matches_the_reference(frames, h, w):
+@pytest.mark.parametrize("pairs_per_batch", [8, 1])
+def test_outranked_by_neighbours_matches_the_reference(frames, h, w, pairs_per_batch, monkeypatch):
     from mirage_cli.memory.points import outranked_by_neighbours
+
+    monkeypatch.setattr("mirage_cli.memory.points.NEIGHBOUR_PAIRS_PER_BATCH", pairs_per_batch)
 
     g = torch.Generator().manual_seed(frames * 100 + h * 10 + w)
     z = 1.0 + 2.0 * torch.rand(frames, h, w, generator=g, dtype=torch.float64)

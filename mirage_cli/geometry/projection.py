@@ -196,8 +196,8 @@ def depth_edge_score(depth: Tensor, stride: int) -> Tensor:
     return block_edge_score(_blocks(depth, stride))
 
 
-EDGE_SCORE_CELLS_PER_BATCH = 4096
-"""Cells scored at once by ``depth_edge_score_at``: bounds its transient memory (a few MiB per
+EDGE_SCORE_CELLS_PER_BATCH = 2048
+"""Cells scored at once by ``depth_edge_score_at``: bounds its transient memory (2 MiB per
 temporary at stride 16), not its results."""
 
 
@@ -356,7 +356,8 @@ def reproject(depth: Tensor, K_src: Tensor, K_dst: Tensor, dst_from_src: Tensor)
     backproject(depth, K_src))`` with ``K_dst``, without forming the world points.
 
     Computed as ``z * M [u, v, 1] + K_dst t`` with ``M = K_dst R K_src^-1`` (R, t of ``dst_from_src``):
-    the camera matrices are combined once per frame in float64, then two operations per element.
+    the camera matrices are combined once per frame in float64, then applied to every element in the
+    depth's precision (float32 at least).
 
     Args:
         depth: float [..., h, w] z-depth in the source camera.
@@ -376,8 +377,8 @@ def reproject(depth: Tensor, K_src: Tensor, K_dst: Tensor, dst_from_src: Tensor)
     K_dst64, pose = K_dst.to(torch.float64), dst_from_src.to(torch.float64)
     M = K_dst64 @ pose[..., :3, :3] @ torch.linalg.inv(K_src.to(torch.float64))  # [..., 3, 3]
     offset = (K_dst64 @ pose[..., :3, 3:])[..., 0]  # [..., 3]
-    uv1 = _homogeneous_grid(depth)  # [h, w, 3]
-    rays = torch.einsum("...ij,hwj->...hwi", M, uv1).to(dt)  # [..., h, w, 3]
+    uv1 = _homogeneous_grid(depth).to(dt)  # [h, w, 3]
+    rays = torch.einsum("...ij,hwj->...hwi", M.to(dt), uv1)  # [..., h, w, 3] in the depth's precision
     q = rays * depth.to(dt)[..., None] + offset.to(dt)[..., None, None, :]  # [..., h, w, 3]
     z = q[..., 2]
     safe = torch.where(z.abs() > 1e-12, z, torch.full_like(z, 1e-12))

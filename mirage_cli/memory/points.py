@@ -34,6 +34,8 @@ MAX_HALF_SIZE = 2.0
 """Cap on a point's footprint half-size in a query, in grid elements."""
 UNEXPLAINED_DEPTH_MARGIN = 0.1
 """Relative depth difference within which ``insert_unexplained`` calls two depths one surface."""
+NEIGHBOUR_PAIRS_PER_BATCH = 8
+"""Frame pairs ``outranked_by_neighbours`` projects at once (bounds its temporaries, not its result)."""
 COARSER_HELD = 2.0
 """``insert_unexplained`` takes a surface the memory holds again when the new view's points are
 more than this many times finer (world half-size) than the held point: getting twice as close
@@ -85,18 +87,21 @@ def outranked_by_neighbours(z: Tensor, K_grid: Tensor, world_from_cam: Tensor, l
     if T < 2:
         return out
     lifted = torch.where(valid, z, torch.ones_like(z))
-    for src, dst, later in ((slice(0, T - 1), slice(1, T), True), (slice(1, T), slice(0, T - 1), False)):
-        dst_from_src = geometry.invert_rigid(world_from_cam[dst]) @ world_from_cam[src]  # [T-1, 4, 4]
-        uv, depth_there = geometry.reproject(lifted[src], K_grid[src], K_grid[dst], dst_from_src)  # [T-1, h, w, 2], [T-1, h, w]
-        cell = torch.round(uv).long()
-        u, v = cell[..., 0], cell[..., 1]
-        inside = (depth_there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        nearest = (v.clamp(0, h - 1) * w + u.clamp(0, w - 1)).flatten(1)  # [T-1, h*w]
-        held = z[dst].flatten(1).gather(1, nearest).view(T - 1, h, w)  # what the neighbour saw there
-        held_level = level[dst].flatten(1).gather(1, nearest).view(T - 1, h, w)
-        same = inside & geometry.valid_depth(held) & ((depth_there - held).abs() <= margin * held)
-        finer = held_level <= level[src] if later else held_level < level[src]
-        out[src] |= same & finer
+    for start in range(0, T - 1, NEIGHBOUR_PAIRS_PER_BATCH):  # frame pairs (t, t + 1), a few at a time: bounded temporaries
+        stop = min(T - 1, start + NEIGHBOUR_PAIRS_PER_BATCH)
+        earlier, later = slice(start, stop), slice(start + 1, stop + 1)
+        for src, dst, towards_later in ((earlier, later, True), (later, earlier, False)):
+            n = stop - start
+            dst_from_src = geometry.invert_rigid(world_from_cam[dst]) @ world_from_cam[src]  # [n, 4, 4]
+            uv, depth_there = geometry.reproject(lifted[src], K_grid[src], K_grid[dst], dst_from_src)  # [n, h, w, 2], [n, h, w]
+            u, v = torch.round(uv[..., 0]).long(), torch.round(uv[..., 1]).long()
+            inside = (depth_there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+            nearest = (v.clamp_(0, h - 1) * w + u.clamp_(0, w - 1)).flatten(1)  # [n, h*w]
+            held = z[dst].flatten(1).gather(1, nearest).view(n, h, w)  # what the neighbour saw there
+            held_level = level[dst].flatten(1).gather(1, nearest).view(n, h, w)
+            same = inside & geometry.valid_depth(held) & ((depth_there - held).abs() <= margin * held)
+            finer = held_level <= level[src] if towards_later else held_level < level[src]
+            out[src] |= same & finer
     return out & valid
 
 
@@ -241,7 +246,7 @@ class PointMemory:
             keep = None if keep is None else keep[order]
         K_grid = geometry.latent_intrinsics(K, H // h)  # [T, 3, 3]
         radius = element_radius(z, K_grid)  # [T, h, w]
-        level = voxel.footprint_level(radius).to(torch.float32)  # [T, h, w] small integers
+        level = voxel.footprint_level(radius, torch.float32)  # [T, h, w]
         per_group = max(1, GRID_ELEMENTS_PER_GROUP // (h * w))
         groups = [slice(start, min(T, start + per_group)) for start in range(0, T, per_group)]
         by_memory = torch.zeros(z.shape, dtype=torch.bool, device=self.device)  # [T, h, w]

@@ -23,10 +23,11 @@ _AXIS_HALF = 1 << (_AXIS_BITS - 1)
 _LEVEL_OFFSET = 32
 
 
-def footprint_level(radius: Tensor) -> Tensor:
-    """float64 [...]: ``floor(log2(2 * radius))``, the voxel level of points of world half-size
-    ``radius`` [...] (one level per factor 2 of footprint; smaller is finer)."""
-    return torch.floor(torch.log2((2.0 * radius.double()).clamp(min=1e-30)))
+def footprint_level(radius: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """[...] in ``dtype``: ``floor(log2(2 * radius))``, the voxel level of points of world half-size
+    ``radius`` [...] (one level per factor 2 of footprint; smaller is finer). Voxel keys take it in
+    float64; a comparison of levels can take float32, which may differ only at exact powers of 2."""
+    return torch.floor(torch.log2((2.0 * radius.to(dtype)).clamp(min=1e-30)))
 
 
 def voxel_keys(xyz: Tensor, radius: Tensor, voxel_size: float | None = None) -> Tensor:
