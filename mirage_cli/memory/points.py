@@ -94,9 +94,9 @@ def outranked_by_neighbours(z: Tensor, K_grid: Tensor, world_from_cam: Tensor, l
             n = stop - start
             dst_from_src = geometry.invert_rigid(world_from_cam[dst]) @ world_from_cam[src]  # [n, 4, 4]
             uv, depth_there = geometry.reproject(lifted[src], K_grid[src], K_grid[dst], dst_from_src)  # [n, h, w, 2], [n, h, w]
-            u, v = torch.round(uv[..., 0]).long(), torch.round(uv[..., 1]).long()
+            u, v = torch.round(uv[..., 0]), torch.round(uv[..., 1])  # [n, h, w] whole numbers (finite: lifted depth is)
             inside = (depth_there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-            nearest = (v.clamp_(0, h - 1) * w + u.clamp_(0, w - 1)).flatten(1)  # [n, h*w]
+            nearest = (v.clamp_(0, h - 1) * w + u.clamp_(0, w - 1)).long().flatten(1)  # [n, h*w]
             held = z[dst].flatten(1).gather(1, nearest).view(n, h, w)  # what the neighbour saw there
             held_level = level[dst].flatten(1).gather(1, nearest).view(n, h, w)
             same = inside & geometry.valid_depth(held) & ((depth_there - held).abs() <= margin * held)
