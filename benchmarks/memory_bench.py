@@ -359,14 +359,12 @@ def next_chunk_rows(height: int, width: int, frames: int, rounds: int, log, mira
     back = torch.arange(forward[0].shape[0] - 1, -1, -1)
     reverse = tuple(x if x is K else x[back].contiguous() for x in forward)
 
-    def ours(build):
-        def run(args):
-            return build(*args)
+    def query(mem):
+        v = mem.query(K, targets, size, mark_seen=False)
+        return v.latents.float(), v.mask, v.confident
 
-        def query(mem):
-            v = mem.query(K, targets, size, mark_seen=False)
-            return v.latents.float(), v.mask, v.confident
-        return run, query, lambda mem: (mem.num_points, mem.nbytes)
+    def ours(build):
+        return (lambda args: build(*args)), query, lambda mem: (mem.num_points, mem.nbytes)
 
     def rollout_rule(lat, depth, K_, wfc, idx):
         mem = LatentSpatialMemory()

@@ -501,21 +501,28 @@ def test_cuda_matches_cpu():
     assert agree.float().mean() >= 0.98
 
 
-def test_memory_bench_insertion_table_runs_small(capsys):
-    """benchmarks/memory_bench.py --only-insertion at a small size: the three ways to insert, their
-    ratio to the append and their transient memory (each measured in a fresh process) are printed."""
-    import os
+@pytest.fixture(scope="module")
+def memory_bench():
+    """benchmarks/memory_bench.py, imported as a module."""
     import sys
     from pathlib import Path
-
-    if not os.access("/proc/self/clear_refs", os.W_OK):
-        pytest.skip("the transient memory is measured by resetting the peak RSS (/proc/self/clear_refs, Linux)")
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
         import memory_bench
     finally:
         sys.path.pop(0)
+    return memory_bench
+
+
+def test_memory_bench_insertion_table_runs_small(capsys, memory_bench):
+    """benchmarks/memory_bench.py --only-insertion at a small size: the four ways to insert, their
+    ratio to the append and their transient memory (each measured in a fresh process) are printed."""
+    import os
+
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("the transient memory is measured by resetting the peak RSS (/proc/self/clear_refs, Linux)")
+
     assert memory_bench.main(["--only-insertion", "--height", "64", "--width", "112", "--frames", "9", "--rounds", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| voxel", "| append", "| chunk"))]
     names = ["voxel-fused insert_unexplained", "chunk-wide rule (before)", "voxel-fused insert", "append-only"]
@@ -523,19 +530,11 @@ def test_memory_bench_insertion_table_runs_small(capsys):
     assert all(row.rstrip(" |").split("|")[-1].strip().isdigit() for row in rows)  # transient MiB, measured
 
 
-def test_memory_bench_next_chunk_table_runs_small(capsys):
+def test_memory_bench_next_chunk_table_runs_small(capsys, memory_bench):
     """benchmarks/memory_bench.py --only-next-chunk at a small size: every way to insert a chunk is
     queried at the next chunk's views, and the rollout's insertion covers them about as well as
     inserting every cell (within 0.02 of its coverage) with a fraction of the points, and does not
     depend on the order of the frames."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import memory_bench
-    finally:
-        sys.path.pop(0)
     res = memory_bench.next_chunk_rows(176, 320, 33, 1, lambda msg: None)
     rows = res["rows"]
     assert list(rows) == ["insert_unexplained (the rollout's)", "per-frame rule (until c5c6df9)", "chunk-wide rule (c5c6df9 on)",
