@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from render_helpers import Child, cli, file_hash, final_checkpoint_tensors, render_args, same_tensors, step_of
 
+from mirage_cli.rundir.checkpoint import MANIFEST
+
 
 def checkpoints(run: Path) -> list[str]:
     state = run / "state"
@@ -133,3 +135,49 @@ def test_unwritable_output_is_exit_2_before_anything_is_written(tmp_path, small_
     assert result.exit_code == 2, "an --out that cannot be written is bad usage"
     assert result.stderr.startswith("error: --out: ")
     assert not run.exists()
+
+
+def test_latents_that_stop_being_finite_end_the_render_resumably(tmp_path, small_scene, reference, monkeypatch):
+    """A step whose velocity is NaN in chunk 2 stops the render with exit 1 naming the chunk and the
+    step; chunk 1's checkpoint stays the newest, nothing is marked finished, and the same command
+    resumes to the reference bytes. The NaN is injected by wrapping the real velocity prediction
+    (a model that overflows in one chunk only cannot be built on a tiny CPU model; this is the one
+    mock, and it only replaces the transformer's output at one step)."""
+    from mirage_cli.denoise import loop
+
+    real, calls = loop._predict_velocity, []
+
+    def nan_in_chunk_2_step_2(*args, **kwargs):
+        velocity = real(*args, **kwargs)
+        calls.append(1)
+        return velocity * float("nan") if len(calls) == 5 else velocity  # SMALL: 3 steps a chunk
+
+    monkeypatch.setattr(loop, "_predict_velocity", nan_in_chunk_2_step_2)
+    run = tmp_path / "run"
+    result = cli(*render_args(small_scene, run))
+    assert result.exit_code == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "chunk 2/2, step 2/3: the latents are not finite" in errors[0], result.stderr
+    assert "resumes from the start of chunk 2" in errors[0]
+    assert checkpoints(run) and json.loads((run / "state" / checkpoints(run)[-1] / MANIFEST).read_text())["meta"]["chunk"] == 1
+    assert not (run / "video.mp4").exists() and not list(run.glob("crash-*"))
+    monkeypatch.setattr(loop, "_predict_velocity", real)
+    resume_and_compare(small_scene, run, reference)
+
+
+def test_the_finite_watch_names_the_first_bad_step_a_step_late_and_at_flush():
+    import torch
+
+    from mirage_cli.denoise.loop import FiniteWatch, NonFiniteLatents
+
+    watch = FiniteWatch(steps=4)
+    watch.after_step(0, torch.zeros(3))
+    watch.after_step(1, torch.tensor([0.0, float("inf"), 0.0]))  # read at the next step
+    with pytest.raises(NonFiniteLatents) as e:
+        watch.after_step(2, torch.zeros(3))
+    assert (e.value.step, e.value.steps) == (1, 4)
+    last = FiniteWatch(steps=2)
+    last.after_step(0, torch.zeros(3))
+    last.after_step(1, torch.tensor([float("nan")]))
+    with pytest.raises(NonFiniteLatents, match="step 2/2"):
+        last.flush()

@@ -26,7 +26,16 @@ from torch import Tensor
 
 from mirage_cli.backbone.vace import VACE_IN_CHANNELS
 from mirage_cli.backbone.vace_forward import vace_forward
-from mirage_cli.denoise.loop import PATCH, WAN_SIGMAS, DenoiseResult, DenoiseState, SchedulerState, _cache_context, _start
+from mirage_cli.denoise.loop import (
+    PATCH,
+    WAN_SIGMAS,
+    DenoiseResult,
+    DenoiseState,
+    FiniteWatch,
+    SchedulerState,
+    _cache_context,
+    _start,
+)
 from mirage_cli.profiling.profiler import DENOISE_STEP
 
 MAX_REFERENCES = 4
@@ -161,6 +170,7 @@ def denoise_vace_chunk(
     if guidance > 1.0:
         negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
     tokens = (h // PATCH) * (w // PATCH)
+    watch = FiniteWatch(steps)  # NaN or inf stops the chunk (mirage_cli.denoise.loop)
     for i in range(first, steps):
         with profiler.stage(DENOISE_STEP) if profiler is not None else nullcontext():
             t = scheduler.timesteps[i]
@@ -171,8 +181,11 @@ def denoise_vace_chunk(
             latents = scheduler.step(velocity[:, :, refs : refs + T], t, latents, return_dict=False)[0]
             latents = latents.clone()
             latents[:, :, :k] = held  # the conditioning frame(s) re-clamped after every step
+            watch.after_step(i, latents)
         if on_step is not None:
             state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state())
             if on_step(i, state) is True and i + 1 < steps:
+                watch.flush()
                 return DenoiseResult(latents=latents, completed=False, state=state)
+    watch.flush()
     return DenoiseResult(latents=latents, completed=True, state=None)

@@ -22,10 +22,12 @@ unaffected (the scheduler update is elementwise).
 Classifier-free guidance: one forward with the prompt and one with the negative prompt (each in its
 own ``cache_context`` so diffusers' step caches keep them apart), ``uncond + g * (cond - uncond)``.
 
-The loop never moves tensors to the CPU and never reads a device value on the host; the scheduler's
-sigma table is a CPU tensor by diffusers' design. A ``DenoiseState`` taken after any step holds
-everything needed to continue bit-exactly (latents, UniPC's multistep state, the generator state, the step
-cache's state when one is on: ``mirage_cli.denoise.step_cache``); ``to_tensors`` / ``from_tensors`` make it a safetensors-compatible dict.
+The loop never moves tensors to the CPU and reads one device value on the host a step late: whether
+the latents are still finite (``FiniteWatch``; a NaN or inf stops the chunk with ``NonFiniteLatents``
+instead of rendering noise to the end). The scheduler's sigma table is a CPU tensor by diffusers'
+design. A ``DenoiseState`` taken after any step holds everything needed to continue bit-exactly
+(latents, UniPC's multistep state, the generator state, the step cache's state when one is on:
+``mirage_cli.denoise.step_cache``); ``to_tensors`` / ``from_tensors`` make it a safetensors-compatible dict.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from mirage_cli.base.errors import RenderError
 from mirage_cli.base.options import PinMode
 from mirage_cli.denoise import step_cache
 from mirage_cli.profiling.profiler import DENOISE_STEP
@@ -276,6 +279,54 @@ def _check_inputs(
             raise ValueError(f"negative_prompt_embeds: expected shape {expected}, got {list(negative_prompt_embeds.shape)}")
 
 
+class NonFiniteLatents(RenderError):
+    """The latents held NaN or inf after denoising step ``step`` (0-based) of ``steps``; the caller names
+    the chunk (``mirage_cli.render.session``)."""
+
+    def __init__(self, step: int, steps: int):
+        self.step, self.steps = step, steps
+        super().__init__(f"step {step + 1}/{steps}: the latents are not finite (NaN or inf)")
+
+
+class FiniteWatch:
+    """Checks after every step that the latents are finite, without stalling the device.
+
+    Each step's flag (one bool reduced on the device) is copied to the host asynchronously and read
+    one step later, when the device is already busy with the next step; ``flush`` reads the last
+    one (before a state is handed out or the chunk ends). On the CPU the copy is immediate. Raises
+    ``NonFiniteLatents`` naming the first step whose latents were not finite.
+    """
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.pending: tuple[int, torch.Tensor, torch.cuda.Event | None] | None = None
+
+    def after_step(self, step: int, latents: torch.Tensor) -> None:
+        flag = torch.isfinite(latents).all()  # [] bool, on the latents' device
+        event = None
+        if flag.device.type == "cuda":
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            flag = host
+        previous, self.pending = self.pending, (step, flag, event)
+        if previous is not None:
+            self._check(previous)
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self._check(pending)
+
+    def _check(self, pending: tuple[int, torch.Tensor, torch.cuda.Event | None]) -> None:
+        step, flag, event = pending
+        if event is not None:
+            event.synchronize()
+        if not bool(flag):
+            raise NonFiniteLatents(step, self.steps)
+
+
 def _predict_velocity(transformer, hidden_states, timestep, prompt_embeds, negative_prompt_embeds, guidance):
     """The transformer's flow velocity with classifier-free guidance: [1, C, T, h, w] float32."""
     with _cache_context(transformer, "cond"):
@@ -452,6 +503,8 @@ def denoise_chunk(
     ``profiler``: a ``mirage_cli.profiling.profiler.Profiler``; each step is timed as stage ``denoise_step``.
 
     Returns ``DenoiseResult(latents [1, C, T, h, w] float32 on the device, completed, state)``.
+    Raises ``NonFiniteLatents`` when a step leaves NaN or inf in the latents (found a step late, at
+    the latest before a state is handed out or the chunk ends).
     """
     _check_inputs(
         noise, cond_frame0, pinned_latents, pin_mask, pin_mode, pin_until, steps, prompt_embeds, negative_prompt_embeds, guidance
@@ -466,6 +519,7 @@ def denoise_chunk(
         negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
     zero = torch.zeros((), device=device, dtype=torch.float32)
     timesteps = scheduler.timesteps
+    watch = FiniteWatch(steps)
 
     for i in range(first, steps):
         with profiler.stage(DENOISE_STEP) if profiler is not None else nullcontext():
@@ -478,10 +532,13 @@ def denoise_chunk(
             velocity = _predict_velocity(transformer, model_input, timestep, prompt_embeds, negative_prompt_embeds, guidance)
             velocity = torch.where(clean_cells, zero, velocity)  # held cells stay on their clean latent
             latents = scheduler.step(velocity, t, latents, return_dict=False)[0]  # [1, C, T, h, w]
+            watch.after_step(i, latents)
         if on_step is not None:
             state = DenoiseState(latents, i + 1, steps, float(shift), SchedulerState.capture(scheduler), generator.get_state())
             if on_step(i, state) is True and i + 1 < steps:
+                watch.flush()  # a stop never saves latents that are not finite
                 return DenoiseResult(latents=latents, completed=False, state=_with_cache_state(state, transformer))
+    watch.flush()
 
     final_clean = cells.clean_cells_pinned if is_pinned_step(steps - 1, steps, pin_until) else cells.frame0_cells
     latents = torch.where(final_clean, clean_values, latents)  # [1, C, T, h, w]

@@ -40,11 +40,11 @@ import torch
 from mirage_cli.backbone import check_attention_backend, load_backbone, resolve_device, resolve_dtype
 from mirage_cli.backbone.loading import check_backbone_options
 from mirage_cli.base import crash
-from mirage_cli.base.errors import InputError, Interrupted, Problem
+from mirage_cli.base.errors import InputError, Interrupted, Problem, RenderError
 from mirage_cli.base.options import BackboneOptions, RenderOptions
 from mirage_cli.base.signals import GracefulStop
 from mirage_cli.conditioning.conditioners import CONDITIONERS
-from mirage_cli.denoise.loop import DenoiseState, denoise_chunk
+from mirage_cli.denoise.loop import DenoiseState, NonFiniteLatents, denoise_chunk
 from mirage_cli.denoise.step_cache import diffusers_config, use_step_cache
 from mirage_cli.depth.providers import MemoryPropagatedDepth, make_depth_provider
 from mirage_cli.profiling.profiler import Profiler, trace_chunk
@@ -140,6 +140,19 @@ def load_backbone_for(plan: Plan, options: BackboneOptions):
     trained conditioning weights of ``plan.conditioning``."""
     trained = plan.conditioning if (plan.conditioning.vace or plan.conditioning.lora) else None
     return load_backbone(plan.model, options, trained=trained)
+
+
+def non_finite_message(chunk_index: int, total: int, error: NonFiniteLatents, *, mid_chunk: bool) -> str:
+    """What to tell the user when a chunk's latents stopped being finite: where, the likely causes,
+    and that the run resumes from its last checkpoint (the chunk is rendered again from its start,
+    or from the mid-chunk checkpoint it resumed from)."""
+    start = f"chunk {chunk_index + 1}'s mid-chunk checkpoint" if mid_chunk else f"the start of chunk {chunk_index + 1}"
+    return (
+        f"chunk {chunk_index + 1}/{total}, step {error.step + 1}/{error.steps}: the latents are not finite (NaN or inf), "
+        "so the render stopped; likely causes: trained weights (conditioning.vace / conditioning.lora) or a model "
+        "whose values overflow, --dtype float16 on a model trained in bfloat16, a step cache skipping too many steps "
+        f"(--cache); nothing of this chunk was kept, and the same command resumes from {start} once the cause is fixed"
+    )
 
 
 @dataclass
@@ -473,7 +486,10 @@ class RenderSession:
 
         tracing = self.options.trace_dir is not None and trace
         with trace_chunk(self.options.trace_dir, chunk_index=chunk.index, device=parts.backbone.device) if tracing else nullcontext():
-            result = parts.rollout.run_chunk(chunk, resume_state=resume_state, on_step=on_step)
+            try:
+                result = parts.rollout.run_chunk(chunk, resume_state=resume_state, on_step=on_step)
+            except NonFiniteLatents as e:
+                raise RenderError(non_finite_message(chunk.index, total, e, mid_chunk=resume_state is not None)) from None
         if not result.completed:
             self.save_checkpoint(settings, parts, records, chunk.index, denoise_state=result.denoise_state)
             raise Interrupted(
