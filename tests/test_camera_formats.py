@@ -126,6 +126,115 @@ def test_colmap_models_written_by_pycolmap(tmp_path, binary):
     assert len(read_camera_file(tmp_path / "scan")) == 4
 
 
+def every_model_reconstruction(seed: int = 0):
+    """A pycolmap Reconstruction with one camera of every model our reader accepts (perspective
+    ones, random distortion), all 640x352, and one image per camera: every other image without 2D
+    points (an empty POINTS2D line), the others with points at whole pixels (lines that start like
+    image lines), two of them seen by a 3D point."""
+    from mirage_cli.camera.colmap import camera_models
+
+    rng = np.random.default_rng(seed)
+    rec = pycolmap.Reconstruction()
+    models = [name for name in camera_models() if name != "EQUIRECTANGULAR"]
+    for i, name in enumerate(models, start=1):
+        cam = pycolmap.Camera.create_from_model_id(i, getattr(pycolmap.CameraModelId, name), 300.0 + 10 * i, W, H)
+        params = np.asarray(cam.params, dtype=np.float64)  # focal lengths and principal point, then distortion
+        cam.params = [p + (rng.uniform(-1e-3, 1e-3) if p == 0.0 else rng.uniform(-5, 5)) for p in params]
+        rec.add_camera_with_trivial_rig(cam)
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        points = [] if i % 2 else [pycolmap.Point2D(np.array([200.0 + j, 100.0 + i])) for j in range(4)]
+        image = pycolmap.Image(name=f"frame_{i}.png", camera_id=i, image_id=10 * i, points2D=points)
+        rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(q), rng.uniform(-3, 3, 3)))
+    track = pycolmap.Track()
+    track.add_element(20, 0)
+    track.add_element(40, 2)
+    rec.add_point3D(np.array([0.0, 0.0, 5.0]), track, np.zeros(3, dtype=np.uint8))
+    return rec, models
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_colmap_models_of_every_camera_model_with_and_without_points(tmp_path, binary):
+    rec, models = every_model_reconstruction()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (rec.write_binary if binary else rec.write_text)(str(folder))
+    if not binary:
+        assert "\n\n" in (folder / "images.txt").read_text()  # images without points: empty POINTS2D lines
+    keys = read_colmap(folder, order="id")
+    back = pycolmap.Reconstruction(str(folder))  # what pycolmap itself reads from the same files
+    images = sorted(back.images.values(), key=lambda im: im.image_id)
+    assert keys.names == [im.name for im in images] and len(keys) == len(models)
+    for got, K, im in zip(keys.world_from_cam, keys.K, images):
+        cam_from_world = np.eye(4)
+        cam_from_world[:3] = im.cam_from_world().matrix()
+        np.testing.assert_allclose(got, np.linalg.inv(cam_from_world), atol=1e-9)
+        expected_K = np.asarray(back.cameras[im.camera_id].calibration_matrix())
+        expected_K[:2, 2] -= 0.5  # COLMAP's corner origin -> pixel centres
+        np.testing.assert_allclose(K, expected_K, atol=1e-9)
+    assert keys.size == (W, H)
+
+
+def test_colmap_bad_quaternion_after_an_image_without_points_names_its_line(tmp_path):
+    from mirage_cli.base.errors import InputError
+
+    rec, _ = every_model_reconstruction()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    rec.write_text(str(folder))
+    lines = (folder / "images.txt").read_text().split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("20 "))  # image 20 follows image 10's empty line
+    fields = lines[at].split()
+    fields[1:5] = ["2", "0", "0", "0"]
+    lines[at] = " ".join(fields)
+    (folder / "images.txt").write_text("\n".join(lines))
+    with pytest.raises(InputError) as info:
+        read_colmap(folder)
+    assert [str(p) for p in info.value.problems] == [
+        f"{folder / 'images.txt'}:{at + 1}: image 20 (frame_2.png): quaternion [w, x, y, z] must have unit norm, got norm 2"]
+    # a deleted POINTS2D line shifts the pairing: the image line taken as points, the points as an image
+    del lines[at + 1]
+    lines[at] = lines[at].replace(" 2 0 0 0 ", " 1 0 0 0 ")
+    (folder / "images.txt").write_text("\n".join(lines))
+    with pytest.raises(InputError) as info:
+        read_colmap(folder)
+    assert [str(p) for p in info.value.problems] == [
+        f"{folder / 'images.txt'}:{at + 2}: the POINTS2D line of image 20 holds 10 values, not (X, Y, POINT3D_ID) "
+        "triples: each image takes two lines, its image line and then its POINTS2D line (empty when it has no "
+        "points); is a line missing?"]
+
+
+def test_colmap_equirectangular_camera_is_refused(tmp_path):
+    from mirage_cli.base.errors import InputError
+
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera.create_from_model_id(1, pycolmap.CameraModelId.EQUIRECTANGULAR, 1.0, W, H))
+    rec.add_image_with_trivial_frame(pycolmap.Image(name="a.png", camera_id=1, image_id=1), pycolmap.Rigid3d())
+    (tmp_path / "m").mkdir()
+    rec.write_text(str(tmp_path / "m"))
+    with pytest.raises(InputError, match="camera 1: camera model EQUIRECTANGULAR is not a perspective camera"):
+        read_colmap(tmp_path / "m")
+
+
+def test_colmap_text_lines_are_bounded(tmp_path):
+    from mirage_cli.base.errors import InputError
+
+    rec, _ = every_model_reconstruction()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    rec.write_text(str(folder))
+    images = folder / "images.txt"
+    lines = images.read_text().split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("20 "))
+    lines[at + 1] = "200 100 -1 " * 200_000  # a 2.2 MB POINTS2D line is skipped unread
+    images.write_text("\n".join(lines))
+    assert len(read_colmap(folder)) == len(rec.images)
+    with open(folder / "cameras.txt", "a") as f:
+        f.write("7" * 100_000 + "\n")
+    with pytest.raises(InputError, match=r"cameras.txt:\d+: line longer than 65,536 characters"):
+        read_colmap(folder)
+
+
 @pytest.mark.parametrize("path", RE10K, ids=[p.stem for p in RE10K])
 def test_real_realestate10k_files(tmp_path, path):
     keys = read_realestate10k(path)
@@ -221,3 +330,53 @@ def test_spatia_bad_lines_name_the_line(tmp_path):
     (tmp_path / "ok" / "intrinsics.txt").write_text("[0.8 1.4 0.5]")
     with pytest.raises(InputError, match="expected 4 finite numbers"):
         read_camera_file(tmp_path / "ok")
+
+
+def test_spatia_matrices_must_be_rigid_and_bounded(tmp_path):
+    from mirage_cli.base.errors import InputError
+
+    folder = tmp_path / "case"
+    write_spatia(folder, random_trajectory(4, centred_K=True), True)
+    good = (folder / "w2c.txt").read_text().splitlines()
+    for line, message in [
+        ("[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [5, 5, 5, 9]]",
+         "the bottom row of a 4x4 world-to-camera matrix must be [0, 0, 0, 1], got [5, 5, 5, 9]"),
+        ("[[3, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]", "the 3x3 rotation part of the world-to-camera matrix is not a rotation"),
+        ("[" * 2000 + "]" * 2000, "nested deeper than 64 levels"),
+        ("[" * 100_000 + "]" * 100_000, "line longer than 4,096 characters"),
+        ("[[true, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]", "expected a JSON list of 3 or 4 rows of 4 numbers (a 3x4 or 4x4 "
+         "world-to-camera matrix), got a value that is not a number"),
+    ]:
+        (folder / "w2c.txt").write_text("\n".join(good[:2] + [line] + good[2:]) + "\n")
+        with pytest.raises(InputError) as info:
+            read_camera_file(folder)
+        (problem,) = info.value.problems
+        assert str(problem).startswith(f"{folder / 'w2c.txt'}:3: {message}"), problem
+    # a bottom row within 1e-6 of [0, 0, 0, 1] is a rounding of it
+    (folder / "w2c.txt").write_text("[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1e-9, 1.0000000001]]\n")
+    assert len(read_camera_file(folder)) == 1
+
+
+def test_spatia_intrinsics_are_normalized_and_a_regular_file(tmp_path):
+    import os
+
+    from mirage_cli.base.errors import InputError
+
+    folder = tmp_path / "case"
+    traj = random_trajectory(4, centred_K=False)
+    write_spatia(folder, traj, False)
+    intrinsics = folder / "intrinsics.txt"
+    fx, fy, cx, cy = (float(v) for v in intrinsics.read_text().strip("[]").split())
+    for text in (f"{fx}, {fy}, {cx}, {cy}", f"{fx} {fy} {cx} {cy}\n", f"[{fx},{fy},{cx},{cy}]"):  # separators Spatia's files use
+        intrinsics.write_text(text)
+        np.testing.assert_allclose(load_trajectory(folder, width=W, height=H).K, traj.K, atol=1e-6)
+    intrinsics.write_text("500 500 320 176")
+    with pytest.raises(InputError, match=r"intrinsics.txt: \[500 500 320 176\] look like pixels"):
+        read_camera_file(folder)
+    intrinsics.unlink()
+    for make, what in ((os.mkdir, "is a directory"), (os.mkfifo, r"is a named pipe \(FIFO\)")):
+        make(intrinsics)
+        with pytest.raises(InputError, match=f"intrinsics.txt: {what}, expected a regular file"):
+            read_camera_file(folder)
+        os.rmdir(intrinsics) if intrinsics.is_dir() else intrinsics.unlink()
+    assert read_camera_file(folder).K is None  # no intrinsics.txt: the spec's intrinsics or the default apply

@@ -150,3 +150,40 @@ def test_single_camera_and_single_frame(tmp_path):
     np.testing.assert_allclose(traj.positions, np.tile([1, 2, 3.0], (9, 1)))
     np.testing.assert_allclose(traj.world_from_cam[:, :3, :3], np.broadcast_to(np.eye(3), (9, 3, 3)), atol=1e-12)
     assert len(resolve(EXAMPLE, tmp_path, frames=1)) == 1
+
+
+def write_spatia_cameras(folder: Path, count: int) -> None:
+    """A Spatia folder of ``count`` cameras moving along +z (world-to-camera 4x4 per line)."""
+    import json
+
+    folder.mkdir()
+    lines = [json.dumps([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -0.1 * i], [0, 0, 0, 1]]) for i in range(count)]
+    (folder / "w2c.txt").write_text("\n".join(lines) + "\n")
+    (folder / "intrinsics.txt").write_text("[0.62 1.1 0.5 0.5]")
+
+
+def test_spatia_needs_one_camera_per_frame(tmp_path):
+    write_spatia_cameras(tmp_path / "case", 3)
+    spec = tmp_path / "scene.yaml"
+    for frames in (9, 2):
+        got = problems("camera:\n  spatia: case\n", tmp_path, frames=frames)
+        assert got == [f"{spec}:2: camera.spatia: {tmp_path / 'case' / 'w2c.txt'} has 3 cameras but frames is {frames}: "
+                       "Spatia gives exactly one camera per frame; set frames: 3, give "
+                       f"{frames} lines in the file, or set resample: true in the camera section to spread the 3 "
+                       f"cameras evenly over {frames} frames"]
+    traj = resolve("camera:\n  spatia: case\n", tmp_path, frames=3)
+    np.testing.assert_allclose(traj.positions[:, 2], [0.0, 0.1, 0.2], atol=1e-12)
+    # asked for, the cameras are spread over the frames
+    traj = resolve("camera:\n  spatia: case\n  resample: true\n", tmp_path, frames=9)
+    np.testing.assert_allclose(traj.positions[[0, 4, 8], 2], [0.0, 0.1, 0.2], atol=1e-12)
+    assert len(resolve("camera:\n  spatia: case\n  resample: false\n", tmp_path, frames=3)) == 3
+
+
+def test_resample_is_a_bool_for_spatia_only(tmp_path):
+    write_spatia_cameras(tmp_path / "case", 3)
+    spec = tmp_path / "scene.yaml"
+    assert problems("camera:\n  spatia: case\n  resample: 1\n", tmp_path, frames=3) == [
+        f"{spec}:3: camera.resample: expected true or false, got int 1"]
+    assert problems(EXAMPLE + "  resample: true\n", tmp_path) == [
+        f"{spec}:14: camera.resample: 'resample' only applies to a spatia source (one camera per frame); other sources "
+        "are always sampled at the render's frames"]

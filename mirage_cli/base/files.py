@@ -39,6 +39,8 @@ def file_problem(path: str | os.PathLike, max_bytes: int) -> str | None:
         return "file not found"
     except OSError as e:
         return f"cannot read: {e.strerror or e}"
+    except ValueError:  # a NUL byte in the name: no file can have it
+        return "is not a usable file name (it holds a NUL byte)"
     kind = _kind(st.st_mode)
     if kind is not None:
         return f"is {kind}, expected a regular file"

@@ -78,13 +78,55 @@ def natural_key(name: str) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
 
 
+MAX_LINE_CHARS = 1 << 16
+"""Longest camera or image line of a text model read (an image name is at most 4,096 bytes); the
+POINTS2D line after an image line is only counted, whatever its length."""
+
+
+def _fields(f):
+    """(line number, fields, count) of every line of the open text file ``f``: ``fields`` the
+    whitespace-separated fields, and ``count`` their number. A line longer than ``MAX_LINE_CHARS`` is
+    read in pieces, never held whole: its fields are None, or only its first when it is a comment."""
+    lineno = 0
+    while True:
+        text = f.readline(MAX_LINE_CHARS + 1)
+        if not text:
+            return
+        lineno += 1
+        if len(text) <= MAX_LINE_CHARS or text.endswith("\n"):
+            fields = text.split()
+            yield lineno, fields, len(fields)
+            continue
+        first = text.split(None, 1)[:1]
+        count, after_space = 0, True
+        while text:
+            count += len(text.split()) - (0 if after_space or text[0].isspace() else 1)  # a field cut in two counts once
+            after_space = text[-1].isspace()
+            text = "" if text.endswith("\n") else f.readline(MAX_LINE_CHARS)
+        yield lineno, first if first and first[0].startswith("#") else None, count
+
+
 def _data_lines(path: Path):
-    """(line number, fields) of every non-comment, non-empty line of a COLMAP text file."""
+    """(line number, fields) of every data line of a COLMAP text file, as COLMAP reads it: a line
+    that is neither empty nor a comment (``#``); fields None for a line longer than ``MAX_LINE_CHARS``."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            text = line.strip()
-            if text and not text.startswith("#"):
-                yield lineno, text.split()
+        for lineno, fields, count in _fields(f):
+            if count and not (fields is not None and fields[0].startswith("#")):
+                yield lineno, fields
+
+
+def _image_lines(path: Path):
+    """(line number, fields, POINTS2D line number, its number of values) of every image of
+    images.txt, paired as COLMAP pairs them: an image line is a data line (``_data_lines``), and
+    the line right after it, whatever it holds, is its POINTS2D line (empty for an image without
+    2D points, as COLMAP writes it; None at the end of the file)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = _fields(f)
+        for lineno, fields, count in lines:
+            if not count or (fields is not None and fields[0].startswith("#")):
+                continue
+            points_lineno, _, points = next(lines, (None, None, 0))
+            yield lineno, fields, points_lineno, points
 
 
 def _numbers(fields: list[str]) -> list[float] | None:
@@ -95,13 +137,24 @@ def _numbers(fields: list[str]) -> list[float] | None:
     return values if all(math.isfinite(v) for v in values) else None
 
 
-def _check_cameras_txt(path: Path, problems: list[Problem]) -> None:
+def _check_cameras_txt(path: Path, problems: list[Problem]) -> set[int]:
+    """Every camera line; returns the ids of the cameras."""
     models = camera_models()
+    cameras = 0
+    ids: set[int] = set()
     for lineno, fields in _data_lines(path):
         def bad(message: str, lineno: int = lineno) -> None:
             problems.append(Problem(file=str(path), field=None, line=lineno, message=message))
 
-        if len(fields) < 4 or not fields[0].isdigit():
+        cameras += 1
+        if cameras > MAX_KEYFRAMES:
+            bad(f"more than {MAX_KEYFRAMES:,} cameras")
+            return ids
+        if fields is not None and fields[0].isdigit():
+            ids.add(int(fields[0]))
+        if fields is None:
+            bad(f"line longer than {MAX_LINE_CHARS:,} characters: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...")
+        elif len(fields) < 4 or not fields[0].isdigit():
             bad("expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...")
         elif fields[1] not in models:
             bad(f"unknown camera model {fields[1][:40]!r}")
@@ -112,27 +165,51 @@ def _check_cameras_txt(path: Path, problems: list[Problem]) -> None:
             bad(f"width and height must be whole numbers of pixels between 1 and {MAX_CAMERA_SIDE:,}, got {fields[2]} {fields[3]}")
         elif _numbers(fields[4:]) is None:
             bad("camera parameters must be finite numbers")
+    return ids
 
 
-def _check_images_txt(path: Path, problems: list[Problem]) -> None:
-    """Image lines (``IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME``) and the points line after each.
+IMAGE_LINE = "IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME"
 
-    COLMAP writes an empty points line for an image without 2D points; only image lines are
-    checked, recognised as the lines with 10 or more fields whose first is an integer id.
-    """
+
+def _image_line_problem(fields: list[str] | None) -> str | None:
+    """Why one image line of images.txt (``IMAGE_LINE``) cannot be read, or None."""
+    if fields is None:
+        return f"line longer than {MAX_LINE_CHARS:,} characters: expected {IMAGE_LINE}"
+    if len(fields) < 10 or not fields[0].isdigit():
+        return (f"expected {IMAGE_LINE}, got {len(fields)} fields starting {' '.join(fields[:3])[:60]!r} "
+                "(each image takes two lines: this one, then its POINTS2D line, empty when it has none)")
+    numbers = _numbers(fields[1:8])
+    if numbers is None or not fields[8].isdigit():
+        why = f"expected {IMAGE_LINE} with finite numbers and a whole CAMERA_ID"
+    else:
+        why = quaternion_problem(np.array(numbers[:4]))
+    return None if why is None else f"image {fields[0]} ({fields[9][:80]}): {why}"
+
+
+def _check_images_txt(path: Path, problems: list[Problem], camera_ids: set[int]) -> None:
+    """Every image line (``IMAGE_LINE``), and that the POINTS2D line after each holds triples (its
+    values are not read: the camera path needs no points)."""
     images = 0
-    for lineno, fields in _data_lines(path):
-        if len(fields) < 10 or not fields[0].isdigit():
-            continue  # a POINTS2D line
+    missing: dict[int, list[tuple[int, str]]] = {}  # camera id -> (line, image) of the images that use it
+    for lineno, fields, points_lineno, points in _image_lines(path):
         images += 1
         if images > MAX_KEYFRAMES:
             problems.append(Problem(file=str(path), field=None, line=lineno, message=f"more than {MAX_KEYFRAMES:,} images"))
             return
-        numbers = _numbers(fields[1:8])
-        why = ("expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME with finite numbers"
-               if numbers is None or not fields[8].isdigit() else quaternion_problem(np.array(numbers[:4])))
+        why = _image_line_problem(fields)
         if why:
-            problems.append(Problem(file=str(path), field=None, line=lineno, message=f"image {fields[0]} ({fields[9]}): {why}"))
+            problems.append(Problem(file=str(path), field=None, line=lineno, message=why))
+        elif int(fields[8]) not in camera_ids:
+            missing.setdefault(int(fields[8]), []).append((lineno, f"image {fields[0]} ({fields[9][:80]})"))
+        elif points % 3:
+            problems.append(Problem(file=str(path), field=None, line=points_lineno, message=(
+                f"the POINTS2D line of image {fields[0]} holds {points:,} values, not (X, Y, POINT3D_ID) triples: each "
+                "image takes two lines, its image line and then its POINTS2D line (empty when it has no points); "
+                "is a line missing?")))
+    for camera_id, users in missing.items():  # one problem per missing camera, however many images use it
+        more = f" and {len(users) - 1:,} more image{'s' if len(users) > 2 else ''}" if len(users) > 1 else ""
+        problems.append(Problem(file=str(path), field=None, line=users[0][0], message=(
+            f"{users[0][1]}{more}: CAMERA_ID {camera_id} is not in cameras.txt")))
 
 
 def _is_binary(model: Path) -> bool:
@@ -151,8 +228,9 @@ def check_model_files(model: Path) -> None:
         if why is not None:
             problems.append(Problem(file=str(path), field=None, message=why))
     if not problems and suffix == ".txt":
-        _check_cameras_txt(model / "cameras.txt", problems)
-        _check_images_txt(model / "images.txt", problems)
+        camera_ids = _check_cameras_txt(model / "cameras.txt", problems)
+        if not problems:
+            _check_images_txt(model / "images.txt", problems, camera_ids)
     elif not problems:
         problems = binary_model_problems(model, {model_id: n for model_id, n in camera_models().values()})
     if problems:
@@ -255,10 +333,16 @@ def _keyframes(rec, images: list, model: Path, problems: ProblemList) -> Keyfram
             continue
         cam = rec.cameras[im.camera_id]
         model_name = str(cam.model).split(".")[-1]
+        try:
+            K = from_corner_origin(np.asarray(cam.calibration_matrix(), dtype=np.float64))
+        except (ValueError, RuntimeError):  # pycolmap defines K for perspective models only
+            grouped.setdefault(("cameras", f"camera model {model_name} is not a perspective camera (it has no focal "
+                                           "length and principal point): give a pinhole or lens-distortion model"),
+                               []).append(f"camera {im.camera_id}")
+            continue
         if model_name not in ("SIMPLE_PINHOLE", "PINHOLE") and model_name not in warned:
             warned.add(model_name)
             log.warning("%s: camera model %s: lens distortion is ignored (pinhole part only)", model, model_name)
-        K = from_corner_origin(np.asarray(cam.calibration_matrix(), dtype=np.float64))
         why = K_problem(K)
         if not (0 < int(cam.width) <= MAX_CAMERA_SIDE and 0 < int(cam.height) <= MAX_CAMERA_SIDE):
             why = f"width and height must be between 1 and {MAX_CAMERA_SIDE:,} pixels, got {int(cam.width)}x{int(cam.height)}"

@@ -443,7 +443,7 @@ def detect_kind(path: str | Path) -> str | None:
     """Which reader fits ``path``: by extension, and for .json by content. None if unknown."""
     path = Path(path)
     if os.path.isdir(path):
-        return "spatia" if os.path.isfile(path / W2C_NAME) else "colmap"
+        return "spatia" if os.path.lexists(path / W2C_NAME) else "colmap"  # a w2c.txt of any kind: the reader says what is wrong
     if path.name == W2C_NAME:
         return "spatia"
     suffix = path.suffix.lower()
@@ -456,7 +456,7 @@ def detect_kind(path: str | Path) -> str | None:
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return "json"  # the canonical reader reports the exact problem
         if isinstance(data, dict):
             if "camera_path" in data:

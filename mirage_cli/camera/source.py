@@ -18,6 +18,9 @@ and options: ``order: name|id`` (COLMAP), ``timing: even|constant_speed``,
 (``mirage_cli.depth.scene_scale``; a number S multiplies the path's positions). Relative paths resolve
 against the spec's folder.
 
+A Spatia folder holds exactly one camera per frame: its number of cameras must equal the render's
+``frames`` unless ``resample: true`` (spatia only) asks to spread them evenly over the frames.
+
 Intrinsics: the spec's top-level ``intrinsics`` (``{fov}`` vertical degrees, or ``{fx, fy, cx, cy}``
 pixels at the render size) override the source's; otherwise the source's own intrinsics are
 rescaled to the render size (``intrinsics.rescale_K``); with neither, a vertical fov of 60 degrees.
@@ -50,7 +53,7 @@ from mirage_cli.camera.scale import check_scale_options, path_scale
 from mirage_cli.camera.trajectory import Trajectory
 
 SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json", "spatia")
-OPTION_KEYS = ("order", "timing", "interpolation", "units", "scale")
+OPTION_KEYS = ("order", "timing", "interpolation", "units", "scale", "resample")
 _FILE_KIND = {"trajectory": "trajectory", "colmap": "colmap", "realestate10k": "realestate10k",
               "nerfstudio": "nerfstudio", "json": "json", "spatia": "spatia"}
 
@@ -170,6 +173,10 @@ def resolve_camera(section: dict, *, spec_file: str, base_dir: Path, width: int,
             problems.add("intrinsics", "both top-level intrinsics and per-keyframe fov are given; remove one")
         else:
             src = next(k for k in SOURCE_KEYS if k in section)
+            why = _frame_count_problem(keys, frames, section.get("resample") is True)
+            if why:
+                problems.add(f"camera.{src}", why)
+                raise InputError(problems.items)
             trajectory = build_trajectory(keys, frames=frames, fps=fps, width=width, height=height,
                                           K_override=K_override, timing=section.get("timing"),
                                           interpolation=section.get("interpolation"), problems=problems,
@@ -182,6 +189,15 @@ def resolve_camera(section: dict, *, spec_file: str, base_dir: Path, width: int,
                     trajectory = Trajectory(moved, trajectory.K, trajectory.width, trajectory.height, trajectory.fps)
                 return trajectory
     raise InputError(problems.items)
+
+
+def _frame_count_problem(keys: Keyframes, frames: int, resample: bool) -> str | None:
+    """Why a source of one camera per frame (Spatia) does not fit ``frames``, or None."""
+    if keys.kind != "spatia" or resample or len(keys) == frames:
+        return None
+    return (f"{keys.file} has {len(keys):,} cameras but frames is {frames:,}: Spatia gives exactly one camera per "
+            f"frame; set frames: {len(keys)}, give {frames} lines in the file, or set resample: true in the camera "
+            f"section to spread the {len(keys):,} cameras evenly over {frames:,} frames")
 
 
 def _camera_keys(section, base_dir: Path, problems: ProblemList) -> Keyframes | None:
@@ -210,6 +226,11 @@ def _camera_keys(section, base_dir: Path, problems: ProblemList) -> Keyframes | 
         return None
     if "order" in section and sources[0] != "colmap":
         problems.add("order", "'order' only applies to a colmap source")
+    if "resample" in section and not isinstance(section["resample"], bool):
+        problems.add("resample", f"expected true or false, got {type(section['resample']).__name__} {section['resample']!r:.40}")
+    elif "resample" in section and sources[0] != "spatia":
+        problems.add("resample", "'resample' only applies to a spatia source (one camera per frame); other sources "
+                                 "are always sampled at the render's frames")
     return _read_source(section, sources[0], params, base_dir, problems)
 
 
