@@ -192,6 +192,12 @@ def scaled_quaternion(fields: list[str]) -> list[str]:
     return fields[:1] + [str(2 * float(v)) for v in fields[1:5]] + fields[5:]
 
 
+def fifo_argv(path: Path, argv: list[str]) -> list[str]:
+    """Make ``path`` a named pipe; ``argv`` the command that reads it."""
+    os.mkfifo(path)
+    return argv
+
+
 NAMED_CASES: list[CommandCase] = [
     # Spatia: one camera per frame
     CommandCase("cameras-spatia-500-cameras-for-17-frames", validate(count=500),
@@ -315,6 +321,8 @@ NAMED_CASES: list[CommandCase] = [
     CommandCase("cameras-colmap-equirectangular", colmap_case(lambda m: (m / "cameras.txt").write_text(
         (m / "cameras.txt").read_text().replace("2 SIMPLE_RADIAL 224 128 118 112 64 0.01", "2 EQUIRECTANGULAR 224 128 112 64"))),
         "camera 2: camera model EQUIRECTANGULAR is not a perspective camera"),
+    CommandCase("cameras-trajectory-json-fifo", lambda folder: fifo_argv(folder / "path.json", ["trajectory", str(folder / "path.json")]),
+                "path.json: is a named pipe (FIFO), expected a regular file"),
 ]
 
 

@@ -455,8 +455,8 @@ def detect_kind(path: str | Path) -> str | None:
         return "colmap"
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            data = json.loads(read_text(path, MAX_TEXT_BYTES))  # a FIFO or a device is refused, never opened
+        except (InputError, json.JSONDecodeError, RecursionError):
             return "json"  # the canonical reader reports the exact problem
         if isinstance(data, dict):
             if "camera_path" in data:
