@@ -4,6 +4,7 @@ then the same video damaged the ways the metrics exist to catch. Real OpenCV, re
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -102,7 +103,7 @@ def test_the_command_on_a_video_and_its_bad_inputs(tmp_path, scene):
     corrupt.write_bytes(video.read_bytes()[:200])
     single = tmp_path / "single.mkv"
     write_lossless(single, frames[:1], FPS)
-    cases = [((video, "--camera", short), f"{short}: has {len(cams) - 1} cameras for a video of {len(cams)} frames"),
+    cases = [((video, "--camera", short), f"{short}: --camera: has {len(cams) - 1} cameras for a video of more than {len(cams) - 1}"),
              ((video, "--camera", other_fps), "is at 24 fps, the video at 8 fps"),
              ((corrupt, "--camera", camera), f"{corrupt}:"),
              ((single, "--camera", camera), "it needs at least 2"),
@@ -130,7 +131,10 @@ def test_against_reference_frames(tmp_path, scene):
 
     from mirage_cli.base.errors import InputError
     from mirage_cli.evaluation.document import _against_reference
-    from mirage_cli.evaluation.inputs import _reference
+    from mirage_cli.evaluation.reference import check_reference, read_reference
+
+    def _reference(folder, frames):
+        return read_reference(folder, check_reference(folder, frames.shape[:3]), frames.shape[:3])
 
     frames, cams, K, _ = scene
     folder = tmp_path / "gt"
@@ -144,7 +148,7 @@ def test_against_reference_frames(tmp_path, scene):
     worse = _against_reference(EvalInputs(frames, FPS, cams, K, "v", "c", reference=noisy), None, [])
     assert worse["reference_psnr"]["value"] < 30 and worse["reference_ssim"]["value"] < 0.9
     (folder / "0000.png").unlink()
-    with pytest.raises(InputError, match="holds 32 frames"):
+    with pytest.raises(InputError, match="holds 32 images; the video has 33 frames"):
         _reference(folder, frames)
 
 
@@ -247,3 +251,39 @@ def test_the_3d_check_with_a_metric_depth_model(tmp_path, scene, tiny_depth_dir)
     (relative / "config.json").write_text(json.dumps({**config, "depth_estimation_type": "relative"}))
     refused = cli("eval", video, "--camera", camera, "--depth-model", relative)
     assert refused.exit_code == 2 and "is a relative depth model" in refused.stderr
+
+
+def test_run_json_gives_the_chunk_boundaries_and_refuses_what_would_loop(tmp_path):
+    from mirage_cli.base.errors import InputError
+    from mirage_cli.evaluation.run_config import run_chunks
+
+    def boundaries(config):
+        (tmp_path / "run.json").write_text(json.dumps({"fingerprint": "0", "config": config}))
+        return run_chunks(tmp_path).boundaries
+
+    assert boundaries({"frames": 17, "chunk_frames": 9}) == [8]
+    assert boundaries({"frames": 33, "chunk_frames": 9, "first_chunk_frames": 13}) == [12, 20, 28]
+    assert boundaries({"frames": 9, "chunk_frames": 9}) == []
+    for config, message in [({"frames": 17, "chunk_frames": 1}, "config.chunk_frames: must be 4k+1"),
+                            ({"frames": 1e12, "chunk_frames": 9}, "config.frames: must be a whole number"),
+                            ({"frames": 10**12 + 1, "chunk_frames": 9}, "config.frames: must be between 1 and"),
+                            ({"frames": 17, "chunk_frames": 9, "first_chunk_frames": 0}, "config.first_chunk_frames")]:
+        with pytest.raises(InputError, match=re.escape(message)):
+            boundaries(config)
+
+
+def test_a_depth_file_keeps_only_its_usable_values(tmp_path):
+    from mirage_cli.base.errors import InputError
+    from mirage_cli.evaluation.depth_file import read_depth
+
+    depth = np.full((2, 32, 32), 2.0, np.float32)
+    depth[0, :16], depth[1, :8], depth[1, 8:16] = np.nan, -1.0, 1e9  # half of every map unusable
+    np.save(tmp_path / "d.npy", np.asfortranarray(depth.astype(np.float64)))
+    kept, share = read_depth(tmp_path / "d.npy", (2, 32, 32))
+    assert share == pytest.approx(0.5) and kept.dtype == np.float32
+    assert np.isnan(kept[:, :16]).all() and (kept[:, 16:] == 2.0).all()
+    depth[:] = np.nan
+    depth[0, 0, 0] = 2.0  # one usable value of 2,048: under 1%
+    np.save(tmp_path / "d.npy", depth)
+    with pytest.raises(InputError, match=r"--depth: has usable depth .* at 0\.0% of its values; at least 1% is needed"):
+        read_depth(tmp_path / "d.npy", (2, 32, 32))

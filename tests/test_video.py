@@ -18,8 +18,11 @@ import pytest
 import torch
 
 from mirage_cli.base.video import (
+    VideoBoundError,
+    VideoHeader,
     concat_segments,
     probe_video,
+    read_header,
     read_video,
     write_lossless,
     write_mp4,
@@ -129,3 +132,19 @@ def test_joined_segments_decode_to_the_segments_frames(tmp_path, suffix, write):
     first = sha(tmp_path / f"video{suffix}")
     concat_segments(segments, tmp_path / f"video{suffix}")
     assert sha(tmp_path / f"video{suffix}") == first  # joining is reproducible too
+
+
+def test_the_header_states_size_rate_and_count_without_decoding(tmp_path):
+    """MP4 records its frame count, Matroska does not; ``read_video`` bounds what it decodes."""
+    video = frames(9, 64, 96)
+    write_mp4(tmp_path / "a.mp4", video, 8, preset="ultrafast")
+    write_lossless(tmp_path / "a.mkv", video, 8)
+    assert read_header(tmp_path / "a.mp4") == VideoHeader(width=96, height=64, fps=8.0, frames=9)
+    assert read_header(tmp_path / "a.mkv") == VideoHeader(width=96, height=64, fps=8.0, frames=None)
+    first, _ = read_video(tmp_path / "a.mkv", max_frames=4, size=(96, 64))
+    assert np.array_equal(first, video[:4])  # only the first frames are decoded
+    with pytest.raises(VideoBoundError, match="frame 0 is 96x64, not the 64x64 of the stream's header"):
+        read_video(tmp_path / "a.mkv", size=(64, 64))
+    (tmp_path / "garbage.mp4").write_bytes(b"\0" * 1000)
+    with pytest.raises(ValueError):  # PyAV's errors are ValueErrors
+        read_header(tmp_path / "garbage.mp4")

@@ -46,3 +46,18 @@ MIN_DEPTH, MAX_DEPTH = 1e-6, 1e6
 """Usable z-depth values of a start depth map, in scene units; others are invalid pixels."""
 MIN_VALID_DEPTH_SHARE = 0.01
 """At least this share of a start depth map's pixels must hold usable depth."""
+MAX_WEIGHTS_BYTES = 64 << 30
+"""Size of a safetensors weights file (64 GiB: a Wan2.2-14B VACE branch in float32 is about 11 GiB)."""
+MAX_SAFETENSORS_HEADER_BYTES = 16 << 20
+"""Size of a safetensors file's JSON header (16 MiB; a whole 14B model's header is a few hundred KiB)."""
+MAX_WEIGHT_MAGNITUDE = 1e4
+"""The largest |value| a trained weight (a VACE branch, a LoRA matrix) may hold. Trained Wan2.2 weights,
+VACE branches and LoRA matrices stay far below it (their largest values are in the tens); a value beyond
+it comes from a damaged file or one holding something other than weights, and renders flat colour."""
+MAX_VRAM_BUDGET_GIB = 1 << 20
+"""``--vram-budget`` in GiB (1 PiB: far above any GPU, far below a float overflow)."""
+MAX_EVAL_PIXELS = 1 << 30
+"""Pixels of all the frames ``mirage eval`` holds at once (frames x height x width): 3.2 GB of RGB, 1,191
+frames at 1280x704. Its reference frames and depth maps are bounded with them (they must match)."""
+MAX_CALIBRATION_BYTES = 1 << 20
+"""Size of a MagCache calibration file (1 MiB; one of 1,000 steps with both CFG branches is about 80 KiB)."""

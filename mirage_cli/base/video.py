@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -165,12 +166,58 @@ def _copy_packets(segment, out, out_stream, offset: int) -> tuple[int, int]:
     return end, frames
 
 
-def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """Decode a video file to uint8 [T, H, W, 3] RGB frames and its fps."""
+@dataclass(frozen=True)
+class VideoHeader:
+    """What a video file states about its first video stream, from the container's and the stream's
+    headers (no frame decoded): ``width`` x ``height`` in pixels, ``fps`` (0.0 where none is stated)
+    and ``frames``, the frame count the container records (None where it records none, as Matroska
+    does). A damaged or hostile file may state anything: ``read_video`` checks what it decodes."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int | None
+
+
+class VideoBoundError(ValueError):
+    """A decoded frame is not of the size ``read_video`` was told to expect."""
+
+
+def read_header(path: str | os.PathLike) -> VideoHeader:
+    """The ``VideoHeader`` of a video file. Raises PyAV's errors (ValueError subclasses) for a file
+    that is no video container, ValueError for one without a video stream."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("holds no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.base_rate
+        return VideoHeader(width=int(stream.codec_context.width or 0), height=int(stream.codec_context.height or 0),
+                           fps=float(rate) if rate else 0.0, frames=int(stream.frames) if stream.frames else None)
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None,
+               size: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video file to uint8 [T, H, W, 3] RGB frames and its fps (0.0 where the file states none).
+
+    ``max_frames``: only the first ``max_frames`` frames are decoded (ask for one more than wanted to
+    tell a longer file). ``size`` (W, H): every frame must have it, else ``VideoBoundError`` at the
+    first that does not. With both, the frames held never take more than max_frames x W x H x 3
+    bytes, whatever the file's header says.
+    """
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.base_rate)
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        rate = stream.average_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        frames = []
+        for frame in container.decode(stream):
+            if size is not None and (frame.width, frame.height) != tuple(size):
+                raise VideoBoundError(f"frame {len(frames)} is {frame.width}x{frame.height}, not the {size[0]}x{size[1]} "
+                                      "of the stream's header")
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if max_frames is not None and len(frames) == max_frames:
+                break
+    if not frames:
+        raise ValueError("holds no frames")
     return np.stack(frames), fps
 
 

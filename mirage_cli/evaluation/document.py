@@ -10,7 +10,7 @@ import numpy as np
 from mirage_cli.evaluation.camera_following import camera_following
 from mirage_cli.evaluation.frames import psnr, seams, ssim, temporal_stability
 from mirage_cli.evaluation.inputs import EvalInputs
-from mirage_cli.evaluation.lpips import find_weights, load_lpips, lpips_distances
+from mirage_cli.evaluation.lpips import LPIPS, find_weights, load_lpips, lpips_distances
 from mirage_cli.evaluation.reprojection import reprojection
 from mirage_cli.evaluation.revisit import finite_median, revisits
 from mirage_cli.evaluation.trajectory_error import absolute_trajectory_error
@@ -27,9 +27,10 @@ def _percentile(values, q):
     return float(np.percentile(values, q)) if values else None
 
 
-def evaluate(inputs: EvalInputs, lpips_folder: Path | None = None) -> dict:
-    """Every metric of ``inputs`` (see the package docstring); ``lpips_folder``: where LPIPS's weights
-    are (else they are looked for where ``evaluation.lpips`` says)."""
+def evaluate(inputs: EvalInputs, lpips_folder: Path | None = None, lpips_metric: LPIPS | None = None) -> dict:
+    """Every metric of ``inputs`` (see the package docstring); ``lpips_metric``: LPIPS already loaded
+    (``mirage eval`` loads and checks it before measuring), else its weights are looked for in
+    ``lpips_folder`` or where ``evaluation.lpips`` says."""
     notes: list[str] = []
     metrics, details = {}, {}
     for part in (_camera_following, _consistency, _revisits, _stability):
@@ -37,7 +38,7 @@ def evaluate(inputs: EvalInputs, lpips_folder: Path | None = None) -> dict:
         metrics.update(found)
         details.update(detail)
     if inputs.reference is not None:
-        metrics.update(_against_reference(inputs, lpips_folder, notes))
+        metrics.update(_against_reference(inputs, lpips_folder, notes, lpips_metric))
     return {
         "schema": SCHEMA,
         "video": str(inputs.video), "camera": str(inputs.camera), "frames": int(len(inputs.frames)), "fps": inputs.fps,
@@ -115,7 +116,7 @@ def _stability(inputs: EvalInputs, notes: list[str]) -> tuple[dict, dict]:
     return metrics, {"temporal_stability": stability, "seams": seam}
 
 
-def _against_reference(inputs: EvalInputs, lpips_folder: Path | None, notes: list[str]) -> dict:
+def _against_reference(inputs: EvalInputs, lpips_folder: Path | None, notes: list[str], lpips_metric: LPIPS | None = None) -> dict:
     """Mean PSNR and SSIM (and LPIPS where its weights are here) of every frame against its ground-truth frame."""
     every = [[i, i] for i in range(len(inputs.frames))]
     values = [(psnr(f, r), ssim(f, r)) for f, r in zip(inputs.frames, inputs.reference, strict=True)]
@@ -123,13 +124,13 @@ def _against_reference(inputs: EvalInputs, lpips_folder: Path | None, notes: lis
         "reference_psnr": _metric(float(np.mean([v[0] for v in values])), "dB", "higher", every, "mean PSNR against the reference frames"),
         "reference_ssim": _metric(float(np.mean([v[1] for v in values])), "1", "higher", every, "mean SSIM against the reference frames"),
     }
-    files = find_weights(lpips_folder)
+    files = find_weights(lpips_folder) if lpips_metric is None else lpips_metric.files
     if files is None:
         where = f"in {lpips_folder}" if lpips_folder is not None else "in torch's hub cache and the lpips/torchmetrics packages"
         notes.append(f"reference: LPIPS skipped: its weights (alexnet-owt-7be5be79.pth and alex.pth) are not {where}; "
                      "mirage eval never downloads them")
         return metrics
-    distances = lpips_distances(load_lpips(files), inputs.frames, inputs.reference)
+    distances = lpips_distances(lpips_metric or load_lpips(files), inputs.frames, inputs.reference)
     metrics["reference_lpips"] = _metric(float(distances.mean()), "1", "lower", every,
                                          f"mean LPIPS (AlexNet, v0.1) against the reference frames ({files[0]}, {files[1]})")
     return metrics
