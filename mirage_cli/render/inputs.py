@@ -27,6 +27,7 @@ from PIL import Image
 from mirage_cli.base.errors import InputError, ProblemList
 from mirage_cli.base.files import read_bytes
 from mirage_cli.base.limits import MAX_DEPTH, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_DEPTH, MIN_VALID_DEPTH_SHARE
+from mirage_cli.base.npy import read_npy_data, read_npy_header
 from mirage_cli.camera.intrinsics import center_crop_box
 from mirage_cli.conditioning.conditioners import CONDITIONERS
 from mirage_cli.depth.providers import depth_model_problem, is_no_model
@@ -112,36 +113,20 @@ def _read_depth_array(path: Path, depth_scale: float) -> np.ndarray:
 
 def read_npy_depth(path: Path) -> np.ndarray:
     """A ``.npy`` z-depth map as float32 [H, W]: the header (shape, dtype, byte count) is checked
-    before any array memory is allocated, and nothing is unpickled."""
-    import io
+    before any array memory is allocated, and nothing is unpickled (``mirage_cli.base.npy``)."""
 
     def refuse(message: str) -> InputError:
         return InputError(message, file=str(path), field="depth")
 
-    data = read_bytes(path, MAX_IMAGE_BYTES, field="depth")
-    stream = io.BytesIO(data)
-    if data[:2] == b"PK":
-        raise refuse("is an .npz archive, not a .npy array: save the depth map alone with numpy.save(path, depth)")
-    try:
-        version = np.lib.format.read_magic(stream)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ValueError(f"format version {version[0]}.{version[1]} is not supported; save with numpy.save")
-        shape, fortran_order, dtype = read_header(stream, max_header_size=10_000)
-    except Exception as e:  # numpy raises ValueError (or SyntaxError from the header dict) for a broken header
-        raise refuse(f"not a .npy array: {' '.join(str(e).split())[:200]}") from None
+    header = read_npy_header(path, field="depth", max_bytes=MAX_IMAGE_BYTES)
+    shape = header.shape
     if len(shape) != 2 or 0 in shape:
         raise refuse(f"expected a non-empty 2-D z-depth array [H, W], got shape {list(shape)}")
-    if shape[0] * shape[1] > MAX_IMAGE_PIXELS:
+    if header.count > MAX_IMAGE_PIXELS:
         raise refuse(f"shape {list(shape)} is beyond the limit of {MAX_IMAGE_PIXELS:,} pixels")
-    if dtype.hasobject or not np.issubdtype(dtype, np.floating):
-        raise refuse(f"expected float z-depth (float16/32/64), got dtype {dtype}")
-    expected = shape[0] * shape[1] * dtype.itemsize
-    body = data[stream.tell():]
-    if len(body) != expected:
-        raise refuse(f"holds {len(body):,} bytes of array data; shape {list(shape)} of {dtype} needs {expected:,} (truncated?)")
-    arr = np.frombuffer(body, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
-    return arr.astype(np.float32)
+    if not np.issubdtype(header.dtype, np.floating):
+        raise refuse(f"expected float z-depth (float16/32/64), got dtype {header.dtype}")
+    return read_npy_data(path, header, field="depth").astype(np.float32)
 
 
 def load_depth(path: Path, width: int, height: int, depth_scale: float = 0.001, image_size: tuple[int, int] | None = None) -> torch.Tensor:
