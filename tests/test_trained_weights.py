@@ -9,6 +9,8 @@ here; nothing is mocked.
 from __future__ import annotations
 
 import copy
+import math
+import struct
 
 import pytest
 import torch
@@ -24,20 +26,20 @@ DIM = CFG["num_attention_heads"] * CFG["attention_head_dim"]
 FFN = CFG["ffn_dim"]
 
 
-def official_vace_names(blocks: int) -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes of the official VaceWanModel with ``blocks`` blocks (tiny sizes)."""
-    names = {"vace_patch_embedding.weight": (DIM, VACE_IN_CHANNELS, 1, 2, 2), "vace_patch_embedding.bias": (DIM,)}
+def official_vace_names(blocks: int, dim: int = DIM, ffn: int = FFN) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of the official VaceWanModel with ``blocks`` blocks (default: tiny sizes)."""
+    names = {"vace_patch_embedding.weight": (dim, VACE_IN_CHANNELS, 1, 2, 2), "vace_patch_embedding.bias": (dim,)}
     for n in range(blocks):
         p = f"vace_blocks.{n}."
         linears = [f"{a}.{m}" for a in ("self_attn", "cross_attn") for m in "qkvo"] + ["after_proj"] + (["before_proj"] if n == 0 else [])
         for name in linears:
-            names[p + name + ".weight"], names[p + name + ".bias"] = (DIM, DIM), (DIM,)
+            names[p + name + ".weight"], names[p + name + ".bias"] = (dim, dim), (dim,)
         for a in ("self_attn", "cross_attn"):
-            names[f"{p}{a}.norm_q.weight"] = names[f"{p}{a}.norm_k.weight"] = (DIM,)
-        names[p + "norm3.weight"] = names[p + "norm3.bias"] = (DIM,)
-        names[p + "ffn.0.weight"], names[p + "ffn.0.bias"] = (FFN, DIM), (FFN,)
-        names[p + "ffn.2.weight"], names[p + "ffn.2.bias"] = (DIM, FFN), (DIM,)
-        names[p + "modulation"] = (1, 6, DIM)
+            names[f"{p}{a}.norm_q.weight"] = names[f"{p}{a}.norm_k.weight"] = (dim,)
+        names[p + "norm3.weight"] = names[p + "norm3.bias"] = (dim,)
+        names[p + "ffn.0.weight"], names[p + "ffn.0.bias"] = (ffn, dim), (ffn,)
+        names[p + "ffn.2.weight"], names[p + "ffn.2.bias"] = (dim, ffn), (dim,)
+        names[p + "modulation"] = (1, 6, dim)
     return names
 
 
@@ -137,8 +139,8 @@ def test_pickles_truncated_and_missing_files_are_refused(tmp_path, base):
     write_vace(good)
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    for path, words in ((pickle, "pickled"), (renamed, "pickled"), (truncated, "not a readable safetensors"),
-                        (tmp_path / "absent.safetensors", "no such file")):
+    for path, words in ((pickle, "pickled"), (renamed, "pickled"), (truncated, "truncated"),
+                        (tmp_path / "absent.safetensors", "file not found")):
         with pytest.raises(InputError) as info:
             attach_vace(base, path)
         assert str(path) in str(info.value.problems[0]) and words in str(info.value.problems[0])
@@ -272,3 +274,135 @@ def test_weights_that_are_not_finite_or_absurdly_large_are_refused_naming_the_te
     with pytest.raises(InputError) as info:
         apply_lora(copy.deepcopy(base), path, field="conditioning.lora")
     assert "pipe.dit.blocks.0.ffn.0.lora_B.weight" in str(info.value.problems[0]) and str(path) in str(info.value.problems[0])
+
+
+def test_the_guarded_reader_reads_what_safetensors_writes_block_by_block(tmp_path, monkeypatch):
+    """``open_safetensors`` reads every dtype as safetensors' own loader does, and checks values across
+    the blocks it reads them in (a NaN in the last block of a tensor is found, nothing is kept)."""
+    from safetensors.torch import load_file
+
+    from mirage_cli.base import safetensors_file
+    from mirage_cli.base.safetensors_file import open_safetensors
+
+    monkeypatch.setattr(safetensors_file, "BLOCK_BYTES", 64)  # many blocks per tensor
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"f32": torch.randn(7, 9, generator=gen), "bf16": torch.randn(33, generator=gen).bfloat16(),
+               "f16": torch.randn(3, 2, 2, generator=gen).half(), "i64": torch.arange(5), "flag": torch.tensor([True, False]),
+               "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4)}
+    path = tmp_path / "all.safetensors"
+    save_file(tensors, str(path), metadata={"format": "test"})
+    file = open_safetensors(path, field="x")
+    assert file.metadata == {"format": "test"} and set(file.tensors) == set(tensors)
+    expected = load_file(str(path))
+    for name, value in file.read_all(max_magnitude=10.0).items():
+        assert value.dtype == expected[name].dtype and torch.equal(value, expected[name]), name
+    assert file.value_problem(10.0) is None
+    tensors["f32"][6, 8] = float("nan")  # the last value: in the last block
+    save_file(tensors, str(path))
+    file = open_safetensors(path, field="x")
+    assert file.value_problem() == ("tensor f32: 1 of 63 values are NaN or infinite; the file is damaged or was saved "
+                                    "from a diverged training run")
+    with pytest.raises(InputError) as info:
+        file.read("f32")
+    assert str(info.value) == f"{path}: x: {file.value_problem()}"
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: struct.pack("<Q", 2**62) + b"{}", "header claims 4,611,686,018,427,387,904 bytes"),
+    (lambda: _header('{"a": ' + "[" * 200 + "]" * 200 + "}"), "nested 201 levels deep"),
+    (lambda: _header('{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\0" * 4), "truncated"),
+    (lambda: _header('{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], "x": 1}}', b"\0" * 8), "exactly dtype, shape"),
+    (lambda: b"\x80\x04\x95" + b"\0" * 20, "is a pickled torch file"),
+], ids=["length-2^62", "nested", "truncated", "extra-entry-field", "pickle"])
+def test_the_guarded_reader_refuses_a_damaged_header_in_one_problem(tmp_path, make, words):
+    from mirage_cli.base.safetensors_file import open_safetensors
+
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(make())
+    with pytest.raises(InputError) as info:
+        open_safetensors(path, field="conditioning.vace")
+    (problem,) = info.value.problems
+    assert problem.file == str(path) and problem.field == "conditioning.vace" and words in problem.message, problem
+
+
+def _header(text: str, data: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(text)) + text.encode() + data
+
+
+def write_sparse_safetensors(path, shapes: dict[str, tuple[int, ...]], dtype: str = "BF16") -> None:
+    """A valid safetensors file of zeros with these tensor shapes, its data a hole in the file (no disk
+    used): real-size headers for the checks that read headers only."""
+    import json
+
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 2 * math.prod(shape)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        f.truncate(8 + len(text) + offset)
+
+
+@pytest.mark.parametrize("dtype, name", [(torch.int32, "I32"), (torch.bool, "BOOL")])
+def test_integer_and_boolean_tensors_are_one_problem_naming_the_tensor_and_dtype(tmp_path, base, dtype, name):
+    path = tmp_path / "vace.safetensors"
+    tensors = write_vace(path, blocks=2)
+    tensors["vace_blocks.1.ffn.0.weight"] = tensors["vace_blocks.1.ffn.0.weight"].to(dtype)
+    save_file(tensors, str(path))
+    with pytest.raises(InputError) as info:
+        attach_vace(base, path, field="conditioning.vace")
+    (problem,) = info.value.problems
+    assert problem.message.startswith(f"tensor vace_blocks.1.ffn.0.weight ({name}): trained weights are stored as F16, BF16")
+
+
+def test_a_lora_of_rank_0_or_of_two_ranks_is_refused_from_its_header(tmp_path, base):
+    for name, tensors, words in (
+        ("zero", {k: v[:0] if "lora_A" in k else v[:, :0] for k, v in official_lora(blocks=1).items()}, "rank 0: a LoRA needs rank 1"),
+        ("two", {**official_lora(blocks=1), "pipe.dit.blocks.0.ffn.2.lora_B.weight": torch.zeros(DIM, 3)}, "(A rank 4, B rank 3)"),
+    ):
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path))
+        model = copy.deepcopy(base)
+        with pytest.raises(InputError) as info:
+            apply_lora(model, path, field="conditioning.lora")
+        (problem,) = info.value.problems
+        assert "wrong rank" in problem.message and words in problem.message, problem
+        assert not any("lora" in n for n, _ in model.named_parameters())  # refused before PEFT made a layer
+
+
+def test_the_model_free_check_refuses_what_loading_refuses(tmp_path, base):
+    """``check_trained_weights`` (``validate``, a render's first stage) on the transformer's config, on the
+    meta device, gives the problem ``attach_vace`` / ``apply_lora`` give on the real model."""
+    from types import SimpleNamespace
+
+    from mirage_cli.backbone.trained import check_trained_weights
+    from mirage_cli.backbone.vace import transformer_config
+
+    config = transformer_config(base)
+    good_vace, good_lora = tmp_path / "vace.safetensors", tmp_path / "lora.safetensors"
+    write_vace(good_vace, blocks=2, zero_after=False)
+    save_file(official_lora(), str(good_lora))
+    check_trained_weights(SimpleNamespace(vace=good_vace, lora=good_lora), config, values=True)
+    cases = {
+        "vace": (write_vace, {"extra": {"vace_blocks.0.self_attn.k_img.weight": torch.zeros(2, 2)}}),
+        "vace-shape": (write_vace, {"reshape": ("vace_blocks.0.after_proj.weight", (DIM, DIM + 1))}),
+        "lora": (None, {**official_lora(), "pipe.dit.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, DIM + 3)}),
+    }
+    for name, (writer, change) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        if writer is None:
+            save_file(change, str(path))
+            trained = SimpleNamespace(vace=None, lora=path)
+        else:
+            writer(path, blocks=2, **change)
+            trained = SimpleNamespace(vace=path, lora=None)
+        with pytest.raises(InputError) as checked:
+            check_trained_weights(trained, config, values=False)
+        with pytest.raises(InputError) as loaded:
+            if writer is None:
+                apply_lora(copy.deepcopy(base), path, field="conditioning.lora")
+            else:
+                attach_vace(base, path, field="conditioning.vace")
+        assert checked.value.problems == loaded.value.problems, name

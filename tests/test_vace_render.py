@@ -112,3 +112,16 @@ def test_changing_the_trained_weights_is_refused_on_resume(tmp_path, weights):
     run = stopped_render(scene, tmp_path / "run")
     changed = cli("render", scene, "--out", run, "--memory", "latent", "--lora-scale", "0.5", *SMALL)
     assert changed.exit_code == 2 and "conditioning" in changed.stderr
+
+
+def test_a_lora_of_rank_0_is_refused_before_the_run_directory_exists(tmp_path, weights):
+    from safetensors.torch import load_file
+
+    lora = {k: v[:0] if "lora_A" in k else v[:, :0] for k, v in load_file(str(weights / "lora.safetensors")).items()}
+    save_file(lora, str(tmp_path / "lora.safetensors"))
+    scene = write_small_scene(tmp_path / "scene", conditioning={"method": "vace", "vace": str(weights / "vace.safetensors"),
+                                                                 "lora": str(tmp_path / "lora.safetensors")})
+    result = cli("render", scene, "--out", tmp_path / "run", *SMALL)
+    (line,) = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and "conditioning.lora: wrong ranks:" in line and "rank 0: a LoRA needs rank 1 or more" in line
+    assert not (tmp_path / "run").exists()  # no run directory, no crash file in it

@@ -143,10 +143,10 @@ def test_the_vace_branch_is_counted(tmp_path, real_size):
     """A VACE file's layout comes from its header (15 blocks: every 2nd of 30 layers); the branch adds
     about 4.9 GiB of weights and the recipe's longer sequence (4 references, 2 preceding frames) more
     activations: an auto plan on a 24 GiB card then offloads the model and tiles the decode (19.1 GiB)."""
-    from safetensors.torch import save_file
+    from test_trained_weights import official_vace_names, write_sparse_safetensors
 
-    header = tmp_path / "vace.safetensors"  # only the keys are read: tiny tensors under the real names
-    save_file({f"vace_blocks.{n}.after_proj.weight": torch.zeros(1) for n in range(15)}, str(header))
+    header = tmp_path / "vace.safetensors"  # only the header is read: the 5B branch's names and shapes, its data a hole
+    write_sparse_safetensors(header, official_vace_names(15, dim=3072, ffn=14336))
     model, depth = "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "depth-anything/Depth-Anything-V2-Small-hf"
     parts = meta_components(model, BackboneOptions(vae_tiling=True), depth, torch.bfloat16, vace=header)
     assert parts.transformer.config.vace_layers == list(range(0, 30, 2))
@@ -195,3 +195,21 @@ def test_render_refuses_a_bad_budget(tmp_path, small_scene):
     result = cli("render", small_scene, "--out", tmp_path / "run", "--vram-budget", "-1", *SMALL)
     assert result.exit_code == 2 and "vram-budget" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_validate_vram_budget_implies_vram_and_is_range_checked(small_scene):
+    """``--vram-budget`` on ``validate`` asks for the plan it names (as ``--vram`` does); a value that is
+    not a budget, or one beyond any float's GiB, is one line naming the flag, with or without ``--vram``."""
+    from render_helpers import cli
+
+    implied = cli("validate", small_scene, "--preset", "tiny", "--vram-budget", "4")
+    assert implied.exit_code == 0, implied.stderr
+    assert "memory plan:" in implied.stdout and "--vram-budget 4" in implied.stdout
+    assert "memory plan:" not in cli("validate", small_scene, "--preset", "tiny").stdout
+    for args in (("--vram-budget", "abc"), ("--vram", "--vram-budget", "1e308"), ("--vram-budget", "inf")):
+        refused = cli("validate", small_scene, "--preset", "tiny", *args)
+        (line,) = refused.stderr.strip().splitlines()
+        assert refused.exit_code == 2 and line.startswith("error: --vram-budget: must be auto, none or a number of GiB"), line
+    assert parse_budget("1048576") == 1048576.0
+    with pytest.raises(InputError):
+        parse_budget("1048577")

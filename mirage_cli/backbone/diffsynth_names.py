@@ -8,9 +8,10 @@ cross-attention's LayerNorm is DiffSynth's ``norm3`` and diffusers' ``norm2``; D
 and ``norm2`` carry no parameters. A VACE block's input and output projections are ``before_proj``
 and ``after_proj`` in DiffSynth, ``proj_in`` and ``proj_out`` in diffusers.
 
-Only safetensors files are read: a pickled torch file can run code when it is loaded. Every
-tensor read is checked (``weight_problems``): a value that is not finite, or a magnitude no trained
-layer holds, refuses the file before anything renders.
+Only safetensors files are read, through the guarded reader (``mirage_cli.base.safetensors_file``): a
+pickled torch file can run code when it is loaded. Every tensor must be floating point, and is checked
+as it is read: a value that is not finite, or a magnitude no trained layer holds
+(``limits.MAX_WEIGHT_MAGNITUDE``), refuses the file before anything renders.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 import torch
 
 from mirage_cli.base.errors import InputError, Problem
+from mirage_cli.base.limits import MAX_WEIGHT_MAGNITUDE
+from mirage_cli.base.safetensors_file import FLOAT_DTYPES, SafetensorsFile, open_safetensors
 
 # (DiffSynth name, diffusers name) of the modules inside one DiT or VACE block.
 BLOCK_MODULES = (
@@ -79,65 +82,35 @@ def strip_prefixes(key: str, prefixes: tuple[str, ...]) -> str:
 BLOCK_KEY = re.compile(r"^(?P<group>blocks|vace_blocks)\.(?P<index>\d+)\.(?P<rest>.+)$")
 
 
-def read_safetensors(path: Path, field: str) -> dict[str, torch.Tensor]:
-    """Every tensor of the safetensors file ``path`` on the CPU; an InputError naming the file and
-    ``field`` (the option or spec field that gave it) when it is missing, not safetensors (a pickle is
-    refused, and said so), truncated or unreadable."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(Problem(file=str(path), field=field, message="no such file"))
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl") or head[:2] in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04"):
-        raise InputError(Problem(file=str(path), field=field, message=(
-            "is a pickled torch file; only .safetensors weights are read (loading a pickle can run code). "
-            "Convert it once where you trust it: safetensors.torch.save_file(state_dict, 'weights.safetensors')")))
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        why = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise InputError(Problem(file=str(path), field=field, message=f"is not a readable safetensors file ({why})")) from None
-    problems = weight_problems(tensors, path, field)
-    if problems:
-        raise InputError(problems)
-    return tensors
+def open_weights(path: Path, field: str) -> SafetensorsFile:
+    """The checked header of a trained-weights file (``mirage_cli.base.safetensors_file``: regular file,
+    size, header, dtypes and offsets; a pickle is refused, never unpickled), whose tensors are all floating
+    point; an InputError naming the file, ``field`` (the option or spec field that gave it) and the tensor."""
+    file = open_safetensors(path, field)
+    if not file.tensors:
+        raise file.error("holds no tensors")
+    wrong = [f"{name} ({entry.dtype})" for name, entry in file.tensors.items() if not entry.is_float]
+    if wrong:
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise file.error(f"tensor{'s' if len(wrong) > 1 else ''} {', '.join(wrong[:3])}{more}: trained weights are stored "
+                         f"as {', '.join(FLOAT_DTYPES)}, not as integers, booleans or fp8")
+    return file
 
 
-MAX_WEIGHT_MAGNITUDE = 1e4
-"""The largest |value| a trained weight of these layers may hold. Trained Wan2.2 weights, VACE
-branches and LoRA matrices stay far below it (their largest values are in the tens); a value
-beyond it comes from a damaged file or one that holds something other than weights."""
+def read_weights(file: SafetensorsFile) -> dict[str, torch.Tensor]:
+    """Every tensor of ``file`` on the CPU, each refused as it is read when it holds a NaN, an infinity or a
+    magnitude beyond ``MAX_WEIGHT_MAGNITUDE`` (InputError naming the file, the field and the tensor)."""
+    return file.read_all(MAX_WEIGHT_MAGNITUDE)
 
 
-def weight_problems(tensors: dict[str, torch.Tensor], path: Path, field: str) -> list[Problem]:
-    """One problem per floating-point tensor of ``tensors`` with a NaN or an infinity, or a value beyond
-    ``MAX_WEIGHT_MAGNITUDE`` (up to five, naming the file, ``field`` and the tensor)."""
-    problems = []
-    for key, value in tensors.items():
-        if not value.is_floating_point() or value.numel() == 0:
-            continue
-        finite = torch.isfinite(value)
-        if not bool(finite.all()):
-            bad = int((~finite).sum())
-            problems.append(f"tensor {key}: {bad} of {value.numel()} values are NaN or infinite")
-            continue
-        largest = float(value.abs().amax())
-        if largest > MAX_WEIGHT_MAGNITUDE:
-            problems.append(f"tensor {key}: holds {largest:.3g}, beyond any trained weight (|value| <= {MAX_WEIGHT_MAGNITUDE:g})")
-    if len(problems) > 5:
-        problems = problems[:5] + [f"and {len(problems) - 5} more tensors"]
-    return [Problem(file=str(path), field=field, message=text) for text in problems]
-
-
-def key_problems(path: Path, field: str, unknown: list[str], missing: list[str], wrong_shape: list[str]) -> InputError | None:
-    """One InputError naming (up to five of) each kind of bad key, or None when there are none."""
-    problems = []
-    for what, keys in (("unknown key", unknown), ("missing key", missing), ("wrong shape", wrong_shape)):
+def key_problems(path: Path, field: str, unknown: list[str], missing: list[str], wrong_shape: list[str],
+                 wrong_rank: list[str] = ()) -> InputError | None:
+    """One InputError with one problem (one line) naming up to five keys of each kind that is wrong, or
+    None when nothing is."""
+    parts = []
+    for what, keys in (("unknown key", unknown), ("missing key", missing), ("wrong shape", wrong_shape),
+                       ("wrong rank", wrong_rank)):
         if keys:
             more = f" (and {len(keys) - 5} more)" if len(keys) > 5 else ""
-            problems.append(Problem(file=str(path), field=field, message=f"{what}{'s' if len(keys) > 1 else ''}: "
-                                    f"{', '.join(keys[:5])}{more}"))
-    return InputError(problems) if problems else None
+            parts.append(f"{what}{'s' if len(keys) > 1 else ''}: {', '.join(keys[:5])}{more}")
+    return InputError(Problem(file=str(path), field=field, message="; ".join(parts))) if parts else None

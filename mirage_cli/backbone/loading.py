@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from mirage_cli.backbone.configs import CPU_PARAMETER_LIMIT, DTYPES, wan22_transformer_config
+from mirage_cli.backbone.diffsynth_names import open_weights, read_weights
 from mirage_cli.backbone.lean_forward import use_lean_forward
 from mirage_cli.backbone.lora import apply_lora, check_lora
 from mirage_cli.backbone.model_dir import resolve_model_dir
@@ -18,7 +19,7 @@ from mirage_cli.backbone.text import TEXT_MAX_LENGTH, UMT5TextEmbedder
 from mirage_cli.backbone.vace import attach_vace
 from mirage_cli.backbone.wan import Backbone
 from mirage_cli.base.errors import InputError, Problem
-from mirage_cli.base.options import BACKBONE_PRESETS, DEFAULT_MODEL, BackboneOptions, Offload
+from mirage_cli.base.options import BACKBONE_PRESETS, DEFAULT_MODEL, BackboneOptions, Offload, parse_vram_budget
 
 
 def resolve_device(device: str) -> torch.device:
@@ -134,6 +135,7 @@ def load_backbone(
     torch_device, torch_dtype = check_backbone_options(options)
     if trained is not None and trained.method == "spatia" and trained.lora is not None:
         _check_late_lora(options)
+    read = read_trained(trained) if trained is not None else {}  # before the model loads: bad weights cost no load
     if options.preset == "tiny":
         backbone = tiny_backbone(torch_device, torch_dtype)  # on the CPU
     elif options.random_weights:
@@ -153,24 +155,33 @@ def load_backbone(
                 _refuse_real_size_on_cpu(size, f"the model in {directory}")
         backbone = _load_from_dir(directory, torch_device, torch_dtype, stage_on_cpu=torch_device.type == "cuda")
     if trained is not None:
-        attach_trained(backbone, trained)
+        attach_trained(backbone, trained, read)
     if options.offload == Offload.NONE and torch_device.type != "cpu":
         backbone.waiting = {name: module for name, module in _offloadable_modules(backbone).items()
                             if any(p.device != torch_device for p in module.parameters())}
     return apply_options(backbone, options)
 
 
-def attach_trained(backbone: Backbone, trained) -> None:
+def read_trained(trained) -> dict[str, dict[str, torch.Tensor]]:
+    """The tensors of ``trained``'s VACE file and of the LoRA fused at load (not Spatia's, fused later), by
+    ``vace`` / ``lora``; each file's header checked and every value checked as it is read (InputError)."""
+    files = {"vace": trained.vace, "lora": trained.lora if trained.method != "spatia" else None}
+    return {name: read_weights(open_weights(path, f"conditioning.{name}")) for name, path in files.items() if path is not None}
+
+
+def attach_trained(backbone: Backbone, trained, read: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
     """The VACE branch and the LoRA of ``trained`` (``ConditioningSettings``) on ``backbone.transformer``
     (``mirage_cli.backbone.vace``, ``mirage_cli.backbone.lora``); every key checked, InputError otherwise.
     Spatia's LoRA is only checked here: its recipe fuses it from the second chunk on, as Spatia's inference
-    (``mirage_cli.conditioning.recipes.SpatiaRecipe``)."""
+    (``mirage_cli.conditioning.recipes.SpatiaRecipe``). ``read``: the files' tensors already read (``read_trained``)."""
+    read = read or {}
     if trained.vace is not None:
-        backbone.transformer = attach_vace(backbone.transformer, trained.vace, field="conditioning.vace")
+        backbone.transformer = attach_vace(backbone.transformer, trained.vace, field="conditioning.vace", tensors=read.get("vace"))
     if trained.lora is not None and trained.method == "spatia":
         check_lora(backbone.transformer, trained.lora, field="conditioning.lora")
     elif trained.lora is not None:
-        apply_lora(backbone.transformer, trained.lora, trained.lora_scale, merge=True, field="conditioning.lora")
+        apply_lora(backbone.transformer, trained.lora, trained.lora_scale, merge=True, field="conditioning.lora",
+                   tensors=read.get("lora"))
 
 
 def _check_late_lora(options: BackboneOptions) -> None:
@@ -194,6 +205,7 @@ def check_backbone_options(options: BackboneOptions) -> tuple[torch.device, torc
         raise InputError("--random-text-encoder goes with --random-weights (real weights bring their own)", field="random-text-encoder")
     if options.offload not in Offload.values():
         raise InputError(f"unknown offload mode {options.offload!r} (use {', '.join(Offload.values())})", field="offload")
+    parse_vram_budget(options.vram_budget)  # checked by every command that takes it, before anything loads
     torch_dtype = resolve_dtype(options.dtype)
     torch_device = resolve_device(options.device)
     if options.offload != Offload.NONE and torch_device.type != "cuda":

@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from mirage_cli.base.errors import InputError
 from mirage_cli.base.files import output_problem
+from mirage_cli.base.limits import MAX_VRAM_BUDGET_GIB
 
 
 class _Choice(str, Enum):
@@ -82,6 +85,22 @@ DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 """The transformers depth model for generated frames (the spec's ``depth_model`` default)."""
 BACKBONE_PRESETS = ("tiny",)
 """``--preset`` values: ``tiny`` = tiny random Wan2.2 components, seconds on a CPU."""
+
+
+def parse_vram_budget(text: str) -> str | float:
+    """``--vram-budget``: ``auto`` | ``none`` | a number of GiB above 0 and at most ``MAX_VRAM_BUDGET_GIB``
+    (``22``, ``22g``, ``22GiB``); else an InputError naming ``--vram-budget``."""
+    value = str(text).strip().lower()
+    if value in ("auto", "none"):
+        return value
+    try:
+        gib = float(value.removesuffix("gib").removesuffix("g"))
+    except ValueError:
+        gib = float("nan")
+    if not (math.isfinite(gib) and 0 < gib <= MAX_VRAM_BUDGET_GIB):
+        raise InputError(f"must be auto, none or a number of GiB above 0 and at most {MAX_VRAM_BUDGET_GIB:,} (e.g. 22), "
+                         f"got {str(text)[:40]!r}", field="--vram-budget")
+    return gib
 
 
 @dataclass(frozen=True)

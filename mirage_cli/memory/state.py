@@ -11,11 +11,12 @@ import os
 from collections.abc import Mapping, Sequence
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from mirage_cli.base.atomic import atomic_path
+from mirage_cli.base.errors import InputError
+from mirage_cli.base.safetensors_file import open_safetensors
 
 Dim = int | str
 Schema = Mapping[str, tuple[Sequence[torch.dtype], Sequence[Dim]]]
@@ -78,13 +79,11 @@ def load_state(path: str | os.PathLike, fmt: str, device) -> dict[str, Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        with safe_open(path, framework="pt", device="cpu") as f:
-            found = (f.metadata() or {}).get("format")
-            if found != fmt:
-                raise ValueError(f"{path}: expected a {fmt} file, found format {found!r}")
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except ValueError:
-        raise
-    except Exception as e:  # safetensors' own errors: corrupt or foreign file
-        raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+        file = open_safetensors(path, field=None)  # the guarded reader: header, offsets and dtypes checked first
+        found = file.metadata.get("format")
+        if found != fmt:
+            raise ValueError(f"{path}: expected a {fmt} file, found format {found!r}")
+        state = file.read_all(finite=False)  # a memory's tensors may hold inf (e.g. an unset voxel size)
+    except InputError as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e.problems[0].message})") from None
     return {k: v.to(device) for k, v in state.items()}

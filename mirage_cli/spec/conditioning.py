@@ -19,6 +19,8 @@ from pathlib import Path
 
 from mirage_cli.backbone.configs import SPATIA_NEGATIVE_PROMPT
 from mirage_cli.base.errors import ProblemList, did_you_mean
+from mirage_cli.base.files import file_problem
+from mirage_cli.base.limits import MAX_WEIGHTS_BYTES
 from mirage_cli.base.options import MAX_CHUNK_FRAMES, Projection
 from mirage_cli.spec.checks import valid
 from mirage_cli.spec.fields import _NONE, FieldSpec
@@ -136,8 +138,9 @@ def _path(value, base_dir: Path, name: str, problems: ProblemList) -> Path | Non
         return None
     path = Path(value).expanduser()
     path = path if path.is_absolute() else base_dir / path
-    if not path.is_file():
-        problems.add(f"conditioning.{name}", f"not found (or not a file): {path}")
+    why = file_problem(path, MAX_WEIGHTS_BYTES)
+    if why is not None:
+        problems.add(f"conditioning.{name}", f"{path}: {why}")
         return None
     if path.suffix != ".safetensors":
         problems.add(f"conditioning.{name}", f"expected a .safetensors file (pickled weights are refused), got {path.name}")

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from mirage_cli.backbone import configs
-from mirage_cli.backbone.diffsynth_names import BLOCK_KEY, strip_prefixes
+from mirage_cli.backbone.diffsynth_names import open_weights
 from mirage_cli.backbone.lean_forward import use_lean_forward
 from mirage_cli.backbone.text import build_byte_tokenizer
-from mirage_cli.backbone.vace import VACE_IN_CHANNELS, VACE_PREFIXES, vace_layers
+from mirage_cli.backbone.vace import VACE_IN_CHANNELS, check_vace_file
 from mirage_cli.base.errors import InputError
 from mirage_cli.base.hub import cached_file
 from mirage_cli.base.options import DEFAULT_DEPTH_MODEL, DEFAULT_MODEL, BackboneOptions
@@ -124,14 +124,25 @@ def _depth_config(depth_model: str, notes: list[str]) -> tuple[object | None, ob
     return None, None
 
 
-def _vace_layers_of(path: Path, num_layers: int) -> list[int]:
-    """The VACE layout of a weights file, from its header (no tensor is read)."""
-    from safetensors import safe_open
+def _vace_layers_of(path: Path, config: dict) -> list[int]:
+    """The VACE layout of a weights file, from its checked header (no tensor is read): the file goes
+    through the same checks a render makes (``check_vace_file``)."""
+    _, model = check_vace_file(open_weights(path, "conditioning.vace"), config)
+    return list(model.config.vace_layers)
 
-    with safe_open(str(path), framework="pt") as handle:
-        keys = [strip_prefixes(k, VACE_PREFIXES) for k in handle.keys()]
-    blocks = {int(m["index"]) for m in map(BLOCK_KEY.match, keys) if m and m["group"] == "vace_blocks"}
-    return vace_layers(num_layers, max(blocks, default=-1) + 1)
+
+def render_transformer_config(model: str, options: BackboneOptions) -> dict | None:
+    """The constructor arguments of the transformer a render of ``model`` with ``options`` loads (as
+    ``meta_components`` finds them), or None when its config is not on this machine (the default
+    model's published configuration stands in for it)."""
+    if options.preset == "tiny":
+        return configs.tiny_transformer_config()
+    if options.random_weights:
+        return configs.wan22_transformer_config()
+    directory = _cached_dir(model, "transformer/config.json")
+    if directory is None:
+        return configs.wan22_transformer_config() if model == DEFAULT_MODEL else None
+    return _init_kwargs(_read_json(directory / "transformer" / "config.json"))
 
 
 def meta_components(model: str, options: BackboneOptions, depth_model: str, dtype: torch.dtype,
@@ -146,7 +157,7 @@ def meta_components(model: str, options: BackboneOptions, depth_model: str, dtyp
     if vace is None:
         transformer = meta_module(WanTransformer3DModel, transformer_config, dtype)
     else:
-        layers = _vace_layers_of(vace, int(transformer_config["num_layers"]))
+        layers = _vace_layers_of(vace, transformer_config)
         transformer = meta_module(WanVACETransformer3DModel, {**transformer_config, "vace_layers": layers,
                                                                "vace_in_channels": VACE_IN_CHANNELS}, dtype)
     use_lean_forward(transformer)  # as apply_options does for a render

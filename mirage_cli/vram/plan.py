@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from mirage_cli.base.atomic import atomic_write_json
 from mirage_cli.base.errors import InputError
 from mirage_cli.base.files import cache_folder
 from mirage_cli.base.options import BackboneOptions
+from mirage_cli.base.options import parse_vram_budget as parse_budget
 from mirage_cli.vram.meta_models import meta_components
 from mirage_cli.vram.predict import GIB, RenderShape, Transients, VramPrediction, predict_vram, trace_transients
 
@@ -45,20 +45,6 @@ ASSUMED_FREE_GIB = 23.5
 CANDIDATES = (("none", False), ("model", False), ("none", True), ("model", True), ("group", True), ("sequential", True))
 TRACE_CACHE_VERSION = 2
 """Part of every trace cache key: raise it when the traced code changes what it allocates (2: lean blocks)."""
-
-
-def parse_budget(text: str) -> str | float:
-    """``auto`` | ``none`` | a positive number of GiB; else an InputError naming ``--vram-budget``."""
-    value = str(text).strip().lower()
-    if value in ("auto", "none"):
-        return value
-    try:
-        gib = float(value.removesuffix("gib").removesuffix("g"))
-    except ValueError:
-        gib = float("nan")
-    if not math.isfinite(gib) or gib <= 0:
-        raise InputError(f"must be auto, none or a number of GiB (e.g. 22), got {text!r}", field="vram-budget")
-    return gib
 
 
 def needed_bytes(prediction: VramPrediction) -> int:
@@ -163,7 +149,7 @@ def choose_vram_plan(model: str, options: BackboneOptions, depth_model: str, sha
         f"{flags(*smallest_plan)}, needs {needed_bytes(smallest) / GIB:.1f} GiB (peak {smallest.peak / GIB:.1f} GiB in "
         f"{smallest.peak_stage}, plus headroom). Free memory on the GPU, use a larger one, or render smaller chunks "
         "(chunk_frames) or a lower resolution",
-        field="vram-budget",
+        field="--vram-budget",
     )
 
 
