@@ -182,7 +182,7 @@ def test_failure_reason_is_the_childs_last_error_line(tmp_path, child):
     assert bad.reason == "error: scene.yaml:3: seed: must be an integer"
     assert good.status == "done"
     assert summary.exit_code == 1
-    assert summary.to_dict()["counts"] == {"done": 1, "resumed": 0, "interrupted": 0, "failed": 1, "running": 0}
+    assert summary.to_dict()["counts"] == {"done": 1, "resumed": 0, "interrupted": 0, "failed": 1, "running": 0, "invalid": 0}
 
 
 def test_retry_limit_for_a_child_that_always_stops(tmp_path):
@@ -244,9 +244,14 @@ def test_gpu_slots_and_local_gpus():
     assert local_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
     assert local_gpus({}, count=2) == ["0", "1"]
     assert gpu_slots(["3", "5", "6", "7", "9"], 2) == ["3,5", "6,7"]
-    assert gpu_slots(["0"], 0) == [""] and gpu_slots([], 1) == [None]
+    assert gpu_slots(["0"], 0) == [""] and gpu_slots([], None) == [None] and gpu_slots([], 0) == [""]
+    assert gpu_slots(["3", "5"], None) == ["3", "5"]  # not given: one GPU per job
     with pytest.raises(InputError, match="asks for 4 GPUs per job, but only 2 are visible"):
         gpu_slots(["0", "1"], 4)
+    with pytest.raises(InputError, match="asks for 1 GPUs per job, but this machine shows none"):
+        gpu_slots([], 1)  # no GPU here: a count that is asked for is refused, never run on the CPU instead
+    with pytest.raises(InputError, match="must be >= 0"):
+        gpu_slots(["0"], -1)
 
 
 def test_local_jobs_each_get_their_own_gpus(tmp_path, child, monkeypatch):
@@ -312,6 +317,95 @@ def test_cli_batch_bad_input_is_exit_2(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "'auto' needs SLURM_ARRAY_TASK_ID" in result.stderr
     result = runner.invoke(app, ["batch", str(spec), "--out-root", str(tmp_path), "--executor", "pbs"])
     assert result.exit_code == 2 and "expected local or slurm" in result.stderr
+
+
+# --- every spec checked before anything is submitted ------------------------------------------------------
+
+RAN = ["{python}", "-c", "import pathlib, sys; d = pathlib.Path(sys.argv[2]); d.mkdir(parents=True); (d / 'ran').write_text('1')",
+       "{spec}", "{run_dir}"]
+"""A child that only records that it ran (the render itself is not what these tests are about)."""
+
+
+def _small_specs(tmp_path: Path, **bad) -> tuple[Path, Path]:
+    from render_helpers import write_small_scene
+
+    return write_small_scene(tmp_path / "good"), write_small_scene(tmp_path / "bad", **bad)
+
+
+def test_cli_batch_refuses_a_bad_spec_before_submitting_anything(tmp_path):
+    good, bad = _small_specs(tmp_path, prompts=[{"frame": 5, "prompt": "a storm"}])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(good), str(bad), "--out-root", str(out), "--", "--preset", "tiny", "--steps", "1"])
+    assert result.exit_code == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{bad}:" in errors[0] and "prompts[0].frame: frame 5 does not start a chunk" in errors[0]
+    assert "nothing was submitted: fix them, or add --skip-invalid to render the 1 valid one(s)" in result.stderr
+    assert not out.exists()  # no job, no log, no submitit folder
+
+
+def test_batch_checks_the_specs_with_the_render_arguments(tmp_path):
+    """The arguments after `--` are the render's: they replace spec fields in the checks too (a spec with
+    steps 0 is fine with --steps 2), and an argument the render would refuse stops the batch at once."""
+    from mirage_cli.batch.check import spec_problems
+    from mirage_cli.cli.main import render_flag_values, render_overrides
+
+    good, zero_steps = _small_specs(tmp_path, steps=0)
+    values = render_flag_values(["--preset", "tiny", "--steps", "2", "--memory", "none", "--cache", "taylorseer"])
+    assert values["backbone"].preset == "tiny" and values["steps"] == 2
+    overrides = render_overrides(**{k: values[k] for k in ("model", "steps", "guidance", "seed", "depth_model", "memory", "pin",
+                                                           "pin_until", "conditioning", "vace", "lora", "lora_scale", "step_cache")})
+    assert overrides["steps"] == 2 and overrides["memory.mode"] == "none" and overrides["step_cache.method"] == "taylorseer"
+    assert spec_problems(zero_steps, overrides, values["backbone"]) == []
+    assert [p.field for p in spec_problems(zero_steps, {}, values["backbone"])] == ["steps"]
+    with pytest.raises(InputError, match="RENDER_ARGS: No such option: --stepz"):
+        render_flag_values(["--stepz", "2"])
+    with pytest.raises(InputError, match="RENDER_ARGS: No such option: --help"):
+        render_flag_values(["--help"])
+
+
+def test_skip_invalid_renders_the_valid_specs_and_reports_the_others(tmp_path):
+    from mirage_cli.base.options import BackboneOptions
+    from mirage_cli.batch.check import spec_problems
+
+    good, bad = _small_specs(tmp_path, frames=10)
+    out = tmp_path / "out"
+    lines = []
+    options = BatchOptions(out_root=out, executor="local", command=RAN, skip_invalid=True)
+    summary = run_batch([bad, good], options, on_start=lines.append,
+                        check_spec=lambda spec: spec_problems(spec, {}, BackboneOptions(preset="tiny")))
+    assert [s.status for s in summary.scenes] == ["invalid", "done"], summary.to_dict()
+    assert "frames: must be 4k+1" in summary.scenes[0].reason and summary.exit_code == 1
+    assert summary.to_dict()["counts"]["invalid"] == 1
+    assert (out / "good-scene" / "ran").is_file() and not (out / "bad-scene").exists()
+    assert any(line.startswith("scene bad-scene: skipped, refused before submission:") for line in lines)
+    # nothing valid: refused even with skip_invalid, nothing submitted
+    with pytest.raises(InputError, match="frames: must be 4k\\+1"):
+        run_batch([bad], BatchOptions(out_root=tmp_path / "out2", command=RAN, skip_invalid=True), on_start=lines.append,
+                  check_spec=lambda spec: spec_problems(spec, {}, BackboneOptions(preset="tiny")))
+    assert "fix them (no spec is valid)" in lines[-1] and not (tmp_path / "out2").exists()
+
+
+def test_gpu_counts_the_executor_cannot_give_are_refused(tmp_path, monkeypatch):
+    spec = _spec(tmp_path, "a.yaml", "ok")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a machine without GPUs
+    with pytest.raises(InputError, match="asks for 2 GPUs per job, but this machine shows none"):
+        run_batch([spec], BatchOptions(out_root=tmp_path / "out", command=RAN, gpus_per_job=2))
+    summary = run_batch([spec], BatchOptions(out_root=tmp_path / "out", command=RAN))  # not given: CPU jobs
+    assert summary.exit_code == 0 and (tmp_path / "out" / "a" / "ran").is_file()
+    # SLURM nodes have GPUs the submitting machine does not: asked for, within what a node holds
+    assert slurm_parameters(BatchOptions(out_root=tmp_path, executor="slurm", gpus_per_job=8))["gpus_per_node"] == 8
+    assert slurm_parameters(BatchOptions(out_root=tmp_path, executor="slurm"))["gpus_per_node"] == 1
+    with pytest.raises(InputError, match="no node has more than 64"):
+        run_batch([spec], BatchOptions(out_root=tmp_path / "out", executor="slurm", gpus_per_job=100_000))
+    with pytest.raises(InputError, match="--shard renders in this process"):
+        run_batch([spec], BatchOptions(out_root=tmp_path / "out", shard="0/1", gpus_per_job=1))
+
+
+def test_a_spec_that_is_not_a_regular_file_is_refused_by_name(tmp_path):
+    fifo = tmp_path / "scene.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="is a named pipe \\(FIFO\\), expected a regular file"):
+        plan_scenes([fifo], tmp_path / "out")
 
 
 # --- SLURM (mocked where it cannot exist) -----------------------------------------------------------------
@@ -416,11 +510,14 @@ def test_batch_end_to_end_with_mirage_render(tmp_path):
     src = write_small_scene(tmp_path / "room")
     other = write_small_scene(tmp_path / "room2", seed=1)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "mirage_cli", "batch", str(src), str(other), "--executor", "local",
+    bad = write_small_scene(tmp_path / "bad", seed=-1)  # refused by the checks: skipped with --skip-invalid
+    cmd = [sys.executable, "-m", "mirage_cli", "batch", str(src), str(bad), str(other), "--executor", "local", "--skip-invalid",
            "--out-root", str(out), "--json", "--", "--preset", "tiny", "--steps", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # not every scene is done: the skipped one
     summary = json.loads(proc.stdout)
-    assert [s["status"] for s in summary["scenes"]] == ["done", "done"]
-    for s in summary["scenes"]:
+    assert [s["status"] for s in summary["scenes"]] == ["done", "invalid", "done"]
+    assert "seed: must be in [0, 2^63), got -1" in summary["scenes"][1]["reason"]
+    for s in (summary["scenes"][0], summary["scenes"][2]):
         assert (Path(s["run_dir"]) / "video.mp4").is_file()
+    assert not Path(summary["scenes"][1]["run_dir"]).exists()

@@ -18,12 +18,35 @@ from mirage_cli.spec.plan import load_plan
     (["one"], ["one", "one"]),
     (["one", "two"], ["one", "two"]),
     ([{"frame": 8, "prompt": "later"}], ["base", "later"]),
-    ([{"frame": 0, "prompt": "first"}, {"frame": 5, "prompt": "mid"}], ["first", "mid"]),
-], ids=["none", "one-continues", "one-each", "by-frame", "by-frame-two"])
+    ([{"frame": 0, "prompt": "first"}, {"frame": 8, "prompt": "second"}], ["first", "second"]),
+    ([{"frame": 0, "prompt": "first"}], ["first", "first"]),
+], ids=["none", "one-continues", "one-each", "by-frame", "by-frame-two", "by-frame-continues"])
 def test_prompts_by_chunk(tmp_path, prompts, expected):
     plan = load_plan(write_small_scene(tmp_path, prompt="base", prompts=prompts))
     assert [plan.prompt_of(c.index) for c in plan.chunks] == expected
     assert plan.varied_prompts == any(p != "base" for p in expected)
+
+
+def test_a_refused_frame_is_reported_once(tmp_path):
+    """A frame outside the video is one problem: the entry after it is not compared with it."""
+    with pytest.raises(InputError) as info:
+        load_plan(write_small_scene(tmp_path, prompt="base", prompts=[{"frame": 99, "prompt": "x"}, {"frame": 8, "prompt": "y"}]))
+    assert [p.field for p in info.value.problems] == ["prompts[0].frame"]
+
+
+def test_validate_shows_the_chunks_of_each_prompt(tmp_path):
+    scene = write_small_scene(tmp_path, prompt="a quiet room", prompts=[{"frame": 8, "prompt": "a storm outside"}])
+    shown = cli("validate", scene)
+    assert shown.exit_code == 0, shown.stderr
+    assert "  chunk 0 (frames 0-8): 'a quiet room'" in shown.stdout
+    assert "  chunk 1 (frames 8-16): 'a storm outside'" in shown.stdout
+
+
+def test_validate_groups_chunks_that_share_a_prompt(tmp_path):
+    scene = write_small_scene(tmp_path, prompt="one", chunk_frames=5, prompts=[{"frame": 8, "prompt": "two"}])
+    shown = cli("validate", scene)
+    assert shown.exit_code == 0, shown.stderr
+    assert "  chunks 0-1 (frames 0-8): 'one'" in shown.stdout and "  chunks 2-3 (frames 8-16): 'two'" in shown.stdout
 
 
 def test_spatia_prompt_file(tmp_path):
@@ -39,7 +62,17 @@ def test_spatia_prompt_file(tmp_path):
     ([{"frame": 0}], "prompts[0]: expected {frame: N, prompt: text}"),
     ([], "prompts: is an empty list"),
     ("missing.txt", "missing.txt"),
-], ids=["too-many", "empty", "decreasing", "no-prompt", "empty-list", "missing-file"])
+    ([{"frame": 5000, "prompt": "x"}],
+     "prompts[0].frame: frame 5000 is outside the video (frames 0 to 16); the last chunk starts at frame 8"),
+    ([{"frame": 0, "prompt": "x"}, {"frame": 5, "prompt": "y"}],
+     "prompts[1].frame: frame 5 does not start a chunk, and a prompt changes only where one starts: the nearest chunk starts are "
+     "0 (chunk 0) and 8 (chunk 1)"),
+    ([{"frame": 12, "prompt": "x"}], "the nearest chunk start is 8 (chunk 1)"),
+    ([{"frame": 0, "prompt": "x"}, {"frame": 8, "prompt": "y"}, {"frame": 16, "prompt": "z"}],
+     "prompts: 3 {frame, prompt} entries for 2 chunk(s)"),
+    ({"frame": 0, "prompt": "x"}, "prompts: expected list or string or null, got dict"),
+], ids=["too-many", "empty", "decreasing", "no-prompt", "empty-list", "missing-file", "outside-the-video", "inside-a-chunk",
+        "inside-the-last-chunk", "more-entries-than-chunks", "a-mapping"])
 def test_bad_prompts_name_the_field(tmp_path, prompts, message):
     with pytest.raises(InputError) as info:
         load_plan(write_small_scene(tmp_path, prompt="base", prompts=prompts))

@@ -144,7 +144,9 @@ def test_spec_problems(tmp_path):
         ({"method": "mag"}, "mirage calibrate-cache"),
         ({"method": "taylorseer", "threshold": 0.1}, "step_cache.threshold: is a knob of first-block and mag"),
         ({"method": "first-block", "threshold": 2}, "must be in (0, 1]"),
-        ({"method": "mag", "calibration": "nowhere.json"}, "cannot be read"),
+        ({"method": "mag", "calibration": "nowhere.json"}, "step_cache.calibration: " + str(tmp_path / "s4" / "nowhere.json")
+         + ": file not found"),
+        ({"method": "mag", "calibration": "/dev/zero"}, "step_cache.calibration: /dev/zero: is a device, expected a regular file"),
     ]
     for k, (section, message) in enumerate(cases):
         scene = write_small_scene(tmp_path / f"s{k}", step_cache=section)
@@ -165,6 +167,74 @@ def test_calibrate_cache_then_bench_the_cache(tmp_path, small_scene):
     assert set(result["runs"]) == {"none", "mag"} and 0 < result["blocks_computed_share"] < 1
     assert result["change"]["max_abs"] > 0 and result["change"]["psnr_db"] > 20  # what the speed costs, measured
     moved = write_small_scene(tmp_path / "wide", resolution="256x128")
-    refused = cli("render", moved, "--out", tmp_path / "run", *SMALL, "--cache", "mag", "--cache-calibration", calibration)
-    assert refused.exit_code == 2 and "was measured for resolution '224x128', this render uses '256x128'" in refused.stderr
+    refused = cli("render", moved, "--out", tmp_path / "run", *SMALL, "--steps", "6", "--cache", "mag", "--cache-calibration", calibration)
+    assert refused.exit_code == 2 and "was measured for resolution 224x128, this render uses resolution 256x128" in refused.stderr
+    assert f"run `mirage calibrate-cache {moved} --resolution 256x128 --out FILE`" in refused.stderr
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def _calibration(path, **changes):
+    content = {"format": "mirage-magcache-calibration", "version": 1, "model": "preset:tiny", "resolution": "224x128", "steps": 3,
+               "ratios": [1.0, 0.99, 0.97]}
+    content.update(changes)
+    path.write_text(json.dumps({key: value for key, value in content.items() if value is not None}))  # None: not recorded
+    return path
+
+
+def test_read_calibration_checks_every_field(tmp_path):
+    from mirage_cli.base.errors import InputError
+    from mirage_cli.spec.step_cache import read_calibration
+
+    good = read_calibration(_calibration(tmp_path / "good.json"))
+    assert good.ratios == (1.0, 0.99, 0.97) and good.steps == 3 and good.model == "preset:tiny" and good.resolution == "224x128"
+    assert read_calibration(_calibration(tmp_path / "bare.json", model=None, resolution=None)).model is None
+    cases = [
+        ({"ratios": [-5, -7], "steps": 2}, "ratios[0]: must be > 0"),
+        ({"ratios": [True, False], "steps": 2}, "ratios[0]: expected a number, got bool True"),
+        ({"ratios": [1.0, float("nan"), 1.0]}, "ratios[1]: must be finite, got nan"),
+        ({"ratios": [1.0, 1.0]}, "steps: says 3 steps but the file holds 2 ratios"),
+        ({"steps": 3.0}, "steps: expected the number of denoising steps (an integer), got float 3.0"),
+        ({"format": "other"}, "format: is not a MagCache calibration"),
+        ({"version": 2}, "version: is 2; this mirage reads version 1"),
+        ({"seeds": 1}, "seeds: unknown key (did you mean 'seed'?)"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(InputError) as info:
+            read_calibration(_calibration(tmp_path / "bad.json", **changes))
+        (problem,) = info.value.problems
+        assert problem.file == str(tmp_path / "bad.json") and message in str(problem), (changes, str(problem))
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"ratios": ' + "[" * 200_000 + "]" * 200_000 + "}")  # RecursionError in the parser
+    with pytest.raises(InputError, match="nested deeper than 64 levels"):
+        read_calibration(deep)
+    deep.write_text('{"ratios": ' + "[" * 100 + "]" * 100 + "}")  # parses: the depth is counted after
+    with pytest.raises(InputError, match="nested deeper than 64 levels"):
+        read_calibration(deep)
+
+
+def test_a_calibration_must_fit_the_render(tmp_path):
+    """Another step count (diffusers would stretch the curve over the steps without a word), another
+    size or another model: refused by validate and by render, naming both values and the command."""
+    from mirage_cli.spec.step_cache import StepCacheSettings, calibration_misfit, read_calibration
+
+    measured = read_calibration(_calibration(tmp_path / "mag.json"))
+    cache = StepCacheSettings("mag", threshold=0.06, calibration=measured.path, ratios=measured.ratios, measured=measured)
+    assert calibration_misfit(cache, steps=3, resolution="224x128", model="preset:tiny") is None
+    assert calibration_misfit(cache, steps=3, resolution="224x128") is None  # model not known yet
+    misfit = calibration_misfit(cache, steps=2, resolution="256x128", model="someone/model", scene=tmp_path / "scene.yaml")
+    assert misfit.field == "step_cache.calibration" and misfit.file == str(measured.path)
+    assert misfit.message.startswith("was measured for 3 steps and resolution 224x128 and model 'preset:tiny', this render uses "
+                                     "2 steps and resolution 256x128 and model 'someone/model': run `mirage calibrate-cache "
+                                     f"{tmp_path / 'scene.yaml'} --steps 2 --resolution 256x128 --out FILE`")
+    ten = _calibration(tmp_path / "ten.json", steps=10, ratios=[1.0] * 10)
+    scene = write_small_scene(tmp_path / "scene", steps=3, step_cache={"method": "mag", "calibration": str(ten)})
+    for args in (("validate", scene), ("render", scene, "--out", tmp_path / "run", *SMALL)):
+        refused = cli(*args)
+        assert refused.exit_code == 2 and "was measured for 10 steps, this render uses 3 steps" in refused.stderr, refused.stderr
+        assert len([line for line in refused.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert not (tmp_path / "run").exists()
+    other_model = _calibration(tmp_path / "other.json", model="Wan-AI/Wan2.2-TI2V-5B-Diffusers")
+    scene = write_small_scene(tmp_path / "scene2", steps=3, step_cache={"method": "mag", "calibration": str(other_model)})
+    refused = cli("validate", scene, "--preset", "tiny")  # the model a render with these flags runs is compared too
+    assert refused.exit_code == 2 and "this render uses model 'preset:tiny'" in refused.stderr
+    assert cli("validate", scene).exit_code == 0

@@ -24,8 +24,15 @@ The preemption signal is SIGUSR1 throughout (``SUBMITIT_PREEMPT_SIGNAL=USR1``): 
 ``mirage render`` treats as "checkpoint and exit 75", so a child that receives it directly from
 SLURM behaves exactly like one that gets it forwarded.
 
+Before any job is submitted, every spec this batch renders is checked as ``mirage validate`` checks it,
+with the render's settings (``check_spec``, ``mirage_cli.batch.check``): a bad spec is refused with
+its problems and nothing is submitted (exit 2), unless ``skip_invalid`` renders the valid ones and
+reports the others as "invalid". GPUs per job are checked against what the executor can give: the
+GPUs this machine shows for the local executor, at most ``MAX_GPUS_PER_JOB`` on a SLURM node.
+
 Batch exit code: 0 when every scene is done, 75 when some scene was interrupted by a signal
-(checkpoint saved: run the same command again, or let the script requeue), else 1.
+(checkpoint saved: run the same command again, or let the script requeue), else 1 (a skipped
+invalid scene too).
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from mirage_cli.base.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, InputError, Problem
+from mirage_cli.base.files import file_problem
+from mirage_cli.base.limits import MAX_SPEC_BYTES
 from mirage_cli.base.signals import GracefulStop
 from mirage_cli.batch.scene_task import PREEMPT_SIGNAL, Scene, SceneResult, SceneTask, render_command
 
@@ -49,6 +58,8 @@ log = logging.getLogger(__name__)
 
 LOCAL_TIME_MIN = 7 * 24 * 60  # "no limit" for the local executor
 SLURM_TIME_MIN = 4 * 60
+MAX_GPUS_PER_JOB = 64
+"""GPUs one SLURM job may ask for on its node: more than any node holds (8 is usual, 16 the most)."""
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -63,16 +74,22 @@ def plan_scenes(specs: Sequence[str | os.PathLike], out_root: str | os.PathLike)
     name depends only on the set of paths, not their order, so every shard computes the same plan.
 
     Raises:
-        InputError: a spec does not exist, the same file is given twice, or no spec at all.
+        InputError: a spec is missing or not a readable regular file (a FIFO, a device, too large), the
+            same file is given twice, or no spec at all.
     """
     if not specs:
         raise InputError(Problem(file=None, field="SPEC", message="give at least one scene spec"))
     problems = []
     paths = []
     for s in specs:
-        p = Path(s).expanduser().resolve()
-        if not p.is_file():
-            problems.append(Problem(file=str(s), field=None, message="scene spec not found"))
+        try:
+            p = Path(s).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError) as e:  # a link loop, a NUL byte in the name
+            problems.append(Problem(file=str(s), field=None, message=f"cannot be used as a scene spec: {e}"))
+            continue
+        why = file_problem(p, MAX_SPEC_BYTES)
+        if why is not None:
+            problems.append(Problem(file=str(s), field=None, message="scene spec not found" if why == "file not found" else why))
         paths.append(p)
     seen: dict[Path, str] = {}
     for s, p in zip(specs, paths):
@@ -163,7 +180,7 @@ class BatchSummary:
         return EXIT_FAILURE
 
     def to_dict(self) -> dict:
-        statuses = ("done", "resumed", "interrupted", "failed", "running")
+        statuses = ("done", "resumed", "interrupted", "failed", "running", "invalid")
         return {
             "scenes": [s.to_dict() for s in self.scenes],
             "counts": {k: self.count(k) for k in statuses},
@@ -175,7 +192,7 @@ def summary_table(summary: BatchSummary):
     """A Rich table of the summary (the CLI prints it on stderr)."""
     from rich.table import Table
 
-    colors = {"done": "green", "resumed": "green", "interrupted": "yellow", "failed": "red", "running": "yellow"}
+    colors = {"done": "green", "resumed": "green", "interrupted": "yellow", "failed": "red", "running": "yellow", "invalid": "red"}
     table = Table(title="mirage batch", show_lines=False)
     for col in ("scene", "status", "attempts", "run directory", "reason"):
         table.add_column(col, overflow="fold")
@@ -195,7 +212,7 @@ class BatchOptions:
     out_root: Path
     executor: str = "local"  # "local" | "slurm"
     partition: str | None = None
-    gpus_per_job: int = 1
+    gpus_per_job: int | None = None  # None: local, one per job where there are GPUs (else CPU); slurm, 1
     time_min: float | None = None
     array_parallelism: int | None = None
     shard: str | None = None
@@ -205,17 +222,39 @@ class BatchOptions:
     max_requeues: int = 20
     command: list[str] | None = None  # child argv template (tests); default: mirage render
     poll_s: float = 0.2
+    skip_invalid: bool = False  # render the valid specs when some are refused (else nothing is submitted)
 
 
 def run_batch(specs: Sequence[str | os.PathLike], options: BatchOptions,
-              on_start: Callable[[str], None] | None = None) -> BatchSummary:
+              on_start: Callable[[str], None] | None = None,
+              check_spec: Callable[[Path], list[Problem]] | None = None) -> BatchSummary:
     """Render every spec; returns the summary (its ``exit_code`` is the batch's exit code).
 
-    ``on_start`` gets one progress line per submitted job / started scene (the CLI prints it).
+    ``on_start`` gets one progress line per submitted job / started scene, and the lines saying which
+    specs were refused or skipped (the CLI prints them). ``check_spec(spec)`` lists the problems a
+    spec's render would be refused for (``mirage_cli.batch.check.spec_problems`` with the render's
+    settings); every spec this batch renders is checked before anything is submitted (None: not
+    checked, e.g. a test's injected child command that reads other files).
 
     Raises:
-        InputError: bad specs, bad ``--shard``, bad executor or options, no SLURM for ``slurm``.
+        InputError: bad specs (``check_spec``; unless ``options.skip_invalid`` and some are valid),
+            bad ``--shard``, bad executor or options, GPUs the executor cannot give, no SLURM for ``slurm``.
     """
+    check_options(options)
+    scenes = plan_scenes(specs, options.out_root)
+    share = parse_shard(options.shard) if options.shard is not None else None
+    if share is not None:
+        scenes = select_shard(scenes, *share)
+    slots = gpu_slots(local_gpus(), options.gpus_per_job) if options.executor == "local" and share is None else None
+    if check_spec is None:
+        return _run_scenes(scenes, options, share, slots, on_start)
+    good, invalid = checked_scenes(scenes, check_spec, options.skip_invalid, on_start)
+    rendered = iter(_run_scenes(good, options, share, slots, on_start).scenes)  # in the order of ``good``
+    return BatchSummary([invalid[s.spec] if s.spec in invalid else next(rendered) for s in scenes])
+
+
+def check_options(options: BatchOptions) -> None:
+    """The batch's own options (not the specs), each refused by its flag (exit 2)."""
     if options.executor not in ("local", "slurm"):
         raise InputError(Problem(file=None, field="--executor", message=f"expected local or slurm, got {options.executor!r}"))
     if options.shard is not None and options.executor == "slurm":
@@ -227,7 +266,53 @@ def run_batch(specs: Sequence[str | os.PathLike], options: BatchOptions,
         raise InputError(Problem(file=None, field="--time-min", message="must be > 0"))
     if options.array_parallelism is not None and options.array_parallelism < 1:
         raise InputError(Problem(file=None, field="--array-parallelism", message="must be >= 1"))
-    scenes = plan_scenes(specs, options.out_root)
+    gpus = options.gpus_per_job
+    if gpus is not None and options.shard is not None:
+        raise InputError(Problem(file=None, field="--gpus-per-job", message="--shard renders in this process with the GPUs "
+                                 "its job was given (CUDA_VISIBLE_DEVICES): ask your `sbatch` for them and leave --gpus-per-job out"))
+    if gpus is not None and gpus < 0:
+        raise InputError(Problem(file=None, field="--gpus-per-job", message=f"must be >= 0 (0: CPU jobs), got {gpus}"))
+    if gpus is not None and options.executor == "slurm" and gpus > MAX_GPUS_PER_JOB:
+        raise InputError(Problem(file=None, field="--gpus-per-job", message=f"asks each SLURM job for {gpus} GPUs on one node; "
+                                 f"no node has more than {MAX_GPUS_PER_JOB} (ask for what your partition's nodes hold, "
+                                 "usually 1 to 8)"))
+
+
+def checked_scenes(scenes: list[Scene], check_spec: Callable[[Path], list[Problem]], skip_invalid: bool,
+                   on_start: Callable[[str], None] | None) -> tuple[list[Scene], dict[Path, SceneResult]]:
+    """The scenes whose spec passes ``check_spec``, and a result ("invalid") for each of the others.
+
+    Raises:
+        InputError: every problem of the refused specs, when ``skip_invalid`` is off or no spec is valid
+            (nothing is submitted then; a line through ``on_start`` says how to go on with the valid ones).
+    """
+    good, problems, invalid = [], [], {}
+    for scene in scenes:
+        found = check_spec(scene.spec)
+        if not found:
+            good.append(scene)
+            continue
+        problems += found
+        invalid[scene.spec] = SceneResult(name=scene.name, spec=str(scene.spec), run_dir=str(scene.run_dir), status="invalid",
+                                          reason=f"refused before submission: {found[0]}")
+    if not invalid:
+        return good, {}
+    if skip_invalid and good:
+        for result in invalid.values():
+            if on_start:
+                on_start(f"scene {result.name}: skipped, {result.reason}")
+        return good, invalid
+    if on_start:
+        way_out = (f"fix them, or add --skip-invalid to render the {len(good)} valid one(s)" if good
+                   else "fix them (no spec is valid)")
+        on_start(f"batch: {len(invalid)} of {len(scenes)} specs would be refused by `mirage render` (listed below); "
+                 f"nothing was submitted: {way_out}")
+    raise InputError(problems)
+
+
+def _run_scenes(scenes: list[Scene], options: BatchOptions, share: tuple[int, int] | None,
+                slots: list[str | None] | None, on_start) -> BatchSummary:
+    """Render the checked ``scenes`` here (a share), on the local executor or on SLURM."""
     command = options.command if options.command is not None else render_command(options.extra_args)
     log_dir = Path(options.out_root).expanduser().resolve() / "logs"
 
@@ -235,12 +320,11 @@ def run_batch(specs: Sequence[str | os.PathLike], options: BatchOptions,
         grace = max(1.0, options.signal_delay_s - 10.0)
         return SceneTask(scene, command, max_attempts=options.max_attempts, grace_s=grace, log_dir=log_dir)
 
-    if options.shard is not None:
-        index, count = parse_shard(options.shard)
-        return _run_here([task(s) for s in select_shard(scenes, index, count)], on_start)
+    if share is not None:
+        return _run_here([task(s) for s in scenes], on_start)
     _use_preempt_signal()
     if options.executor == "local":
-        return _run_local([task(s) for s in scenes], options, on_start)
+        return _run_local([task(s) for s in scenes], options, slots, on_start)
     return _run_slurm([task(s) for s in scenes], options, on_start)
 
 
@@ -277,28 +361,34 @@ def local_gpus(environ: Mapping[str, str] | None = None, count: int | None = Non
     return [str(i) for i in range(count)]
 
 
-def gpu_slots(gpus: Sequence[str], per_job: int) -> list[str | None]:
-    """``CUDA_VISIBLE_DEVICES`` of each job that may run at once: disjoint groups of ``per_job``
-    GPUs; ``[""]`` (CPU) for ``per_job`` 0; ``[None]`` (inherit) when there is no GPU.
+def gpu_slots(gpus: Sequence[str], per_job: int | None) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` of each job of a local batch that may run at once: disjoint groups of
+    ``per_job`` of this machine's ``gpus``; ``[""]`` (CPU) for ``per_job`` 0. ``per_job`` None (not
+    given): one GPU per job, or ``[None]`` (inherit: CPU jobs) when there is no GPU.
 
     Raises:
-        InputError: more GPUs per job than there are.
+        InputError: a negative count, or more GPUs per job than this machine shows (none at all included).
     """
-    if per_job < 0:
-        raise InputError(Problem(file=None, field="--gpus-per-job", message="must be >= 0"))
+    if per_job is not None and per_job < 0:
+        raise InputError(Problem(file=None, field="--gpus-per-job", message=f"must be >= 0 (0: CPU jobs), got {per_job}"))
     if per_job == 0:
         return [""]
     if not gpus:
-        return [None]
+        if per_job is None:
+            return [None]
+        raise InputError(Problem(file=None, field="--gpus-per-job", message=f"asks for {per_job} GPUs per job, but this "
+                                 "machine shows none (CUDA_VISIBLE_DEVICES is empty or CUDA finds no GPU) for the local "
+                                 "executor: leave it out or give 0 to render on the CPU, or use --executor slurm"))
+    per_job = 1 if per_job is None else per_job
     if per_job > len(gpus):
         raise InputError(Problem(file=None, field="--gpus-per-job", message=f"asks for {per_job} GPUs per job, "
                                  f"but only {len(gpus)} are visible ({','.join(gpus)})"))
     return [",".join(gpus[i * per_job:(i + 1) * per_job]) for i in range(len(gpus) // per_job)]
 
 
-def _run_local(tasks: list[SceneTask], options: BatchOptions, on_start) -> BatchSummary:
-    """submitit LocalExecutor: each job gets its own GPUs (``gpu_slots``), so at most as many jobs
-    run at once as there are GPU groups (and ``array_parallelism``, when given)."""
+def _run_local(tasks: list[SceneTask], options: BatchOptions, slots: list[str | None], on_start) -> BatchSummary:
+    """submitit LocalExecutor: each job gets its own GPUs (``slots``, from ``gpu_slots``), so at most as
+    many jobs run at once as there are GPU groups (and ``array_parallelism``, when given)."""
     import submitit
 
     folder = Path(options.out_root).expanduser().resolve() / ".submitit" / "%j"
@@ -306,7 +396,6 @@ def _run_local(tasks: list[SceneTask], options: BatchOptions, on_start) -> Batch
     time_min = options.time_min if options.time_min is not None else LOCAL_TIME_MIN
     delay = int(min(options.signal_delay_s, max(1, time_min * 60 / 2)))
     executor.update_parameters(timeout_min=time_min, signal_delay_s=delay)
-    slots = gpu_slots(local_gpus(), options.gpus_per_job)
     many = len(slots) > 1 or slots[0] not in (None, "")
     parallel = min(options.array_parallelism or len(slots), len(slots)) if many else options.array_parallelism or 1
     free = list(slots) * (1 if many else parallel)  # a CPU or inherited "slot" is shared by every job
@@ -382,7 +471,7 @@ def slurm_parameters(options: BatchOptions) -> dict[str, Any]:
     params: dict[str, Any] = {
         "job_name": "mirage",
         "time": int(max(1, round(time_min))),
-        "gpus_per_node": options.gpus_per_job,
+        "gpus_per_node": 1 if options.gpus_per_job is None else options.gpus_per_job,
         "ntasks_per_node": 1,
         "signal_delay_s": options.signal_delay_s,
         "setup": [f"export SUBMITIT_PREEMPT_SIGNAL={PREEMPT_SIGNAL}"],

@@ -59,7 +59,8 @@ class SceneResult:
 
     ``status``: "done" (finished in one go), "resumed" (finished after resuming from a checkpoint),
     "interrupted" (stopped by a signal, checkpoint saved: run again), "failed" (``reason`` says why),
-    "running" (the batch stopped waiting while the cluster job still runs).
+    "running" (the batch stopped waiting while the cluster job still runs), "invalid" (the spec was
+    refused before submission and skipped with ``--skip-invalid``: ``reason`` is its first problem).
     """
 
     name: str

@@ -7,13 +7,18 @@ go to stderr. Exit codes (README, "Commands"): 0 done, 1 runtime failure, 2 bad 
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
+from inspect import signature  # `inspect` is a command here
 from pathlib import Path
 
 import typer
+import typer.main
+from typer.exceptions import TyperException
 
-from mirage_cli.base.errors import EXIT_FAILURE, Interrupted, MirageError
+from mirage_cli.base.errors import EXIT_FAILURE, InputError, Interrupted, MirageError
 from mirage_cli.base.files import check_output
 from mirage_cli.base.options import (
     DEFAULT_FPS,
@@ -24,6 +29,7 @@ from mirage_cli.base.options import (
     Progress,
     RenderOptions,
     VideoOptions,
+    parse_vram_budget,
 )
 from mirage_cli.cli.app import app, cache_app, err, print_json, run_body
 from mirage_cli.cli.flags import (
@@ -40,12 +46,14 @@ from mirage_cli.testing import pauses as test_hooks
 
 
 @app.command()
-@MODEL_FLAGS(without=("device", "attention_backend", "compile_"))
+@MODEL_FLAGS(without=("device", "attention_backend", "compile_", "vram_budget"))
 def validate(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
     json_out: bool = typer.Option(False, "--json", help="Print the resolved plan as one JSON object."),
     vram: bool = typer.Option(False, "--vram", help="Also predict the peak GPU memory of each stage (meta-device traces of "
                               "the real modules at the scene's size) and the memory plan a render would choose."),
+    vram_budget: str | None = typer.Option(None, "--vram-budget", help="auto (the GPU's free memory, else a 24 GiB card) | "
+                                           "GiB | none: the budget the memory plan must fit; implies --vram."),
     model: str | None = typer.Option(None, "--model", help="With --vram: diffusers model id or local directory (overrides the spec)."),
     backbone: BackboneOptions = BACKBONE,  # the model flags (MODEL_FLAGS)
     depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
@@ -54,22 +62,31 @@ def validate(
     --vram, the predicted GPU memory)."""
 
     def body():
+        from mirage_cli.render.config import config_model
         from mirage_cli.render.inputs import preflight
         from mirage_cli.render.prepare import estimate_intrinsics
+        from mirage_cli.render.trained import check_plan_weights
         from mirage_cli.spec.plan import load_plan
+        from mirage_cli.spec.step_cache import check_calibration_fits
 
-        plan = estimate_intrinsics(load_plan(scene, overrides={"model": model, "depth_model": depth_model}))
+        options = backbone if vram_budget is None else replace(backbone, vram_budget=vram_budget)
+        parse_vram_budget(options.vram_budget)
+        plan = load_plan(scene, overrides={"model": model, "depth_model": depth_model})
+        check_calibration_fits(plan.step_cache, steps=plan.steps, resolution=f"{plan.width}x{plan.height}",
+                               model=config_model(plan, backbone), scene=plan.spec_path)  # as the render does
+        plan = estimate_intrinsics(plan)
         preflight(plan)
+        check_plan_weights(plan, options)  # every check a render makes on them, no model loaded
         summary = plan.summary()
         from mirage_cli.depth.scene_scale import describe_scale, scale_report
         from mirage_cli.render.inputs import load_start_depth
 
         summary["scale"] = scale_report(plan.scale, plan.trajectory, plan.chunks, load_start_depth(plan))
         vram_plan = None
-        if vram:
+        if vram or vram_budget is not None:
             from mirage_cli.vram.plan import vram_plan_for_validate
 
-            vram_plan = vram_plan_for_validate(plan, backbone)
+            vram_plan = vram_plan_for_validate(plan, options)
             summary["vram"] = vram_plan.to_dict()
         if json_out:
             print_json(summary)
@@ -190,29 +207,64 @@ def render(
     events = JsonlRenderEvents() if progress == Progress.JSONL else RichRenderEvents(quiet=quiet)
 
     def prepare():
+        from mirage_cli.render.config import config_model
         from mirage_cli.render.prepare import estimate_intrinsics
         from mirage_cli.spec.plan import load_plan
+        from mirage_cli.spec.step_cache import check_calibration_fits
 
-        overrides = {
-            "model": model,
-            "steps": steps,
-            "guidance": guidance,
-            "seed": seed,
-            "depth_model": depth_model,
-            "memory.mode": memory,
-            "memory.pin": pin,
-            "memory.pin_until": pin_until,
-            "conditioning.method": conditioning,
-            "conditioning.vace": None if vace is None else str(vace.expanduser().resolve()),
-            "conditioning.lora": None if lora is None else str(lora.expanduser().resolve()),
-            "conditioning.lora_scale": lora_scale,
-            **step_cache,
-        }
+        overrides = render_overrides(model=model, steps=steps, guidance=guidance, seed=seed, depth_model=depth_model,
+                                     memory=memory, pin=pin, pin_until=pin_until, conditioning=conditioning, vace=vace,
+                                     lora=lora, lora_scale=lora_scale, step_cache=step_cache)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
-        return estimate_intrinsics(load_plan(scene, overrides=overrides)), options
+        plan = load_plan(scene, overrides=overrides)
+        check_calibration_fits(plan.step_cache, steps=plan.steps, resolution=f"{plan.width}x{plan.height}",
+                               model=config_model(plan, backbone), scene=plan.spec_path)  # before the intrinsics model runs
+        return estimate_intrinsics(plan), options
 
     run_body(lambda: _render_under_stop(prepare, events, progress, json_out), quiet_errors=progress == Progress.JSONL)
+
+
+def render_overrides(*, model, steps, guidance, seed, depth_model, memory, pin, pin_until, conditioning, vace, lora,
+                     lora_scale, step_cache: dict) -> dict:
+    """The spec fields ``mirage render``'s flags replace (``load_plan``'s overrides; None: not given)."""
+    return {
+        "model": model,
+        "steps": steps,
+        "guidance": guidance,
+        "seed": seed,
+        "depth_model": depth_model,
+        "memory.mode": memory,
+        "memory.pin": pin,
+        "memory.pin_until": pin_until,
+        "conditioning.method": conditioning,
+        "conditioning.vace": None if vace is None else os.path.abspath(vace.expanduser()),  # a link loop: refused by name
+        "conditioning.lora": None if lora is None else os.path.abspath(lora.expanduser()),  # a link loop: refused by name
+        "conditioning.lora_scale": lora_scale,
+        **step_cache,
+    }
+
+
+def render_flag_values(args: list[str]) -> dict:
+    """The values ``mirage render SPEC ARGS`` would get, by parameter name, its flag groups built
+    (``backbone``, ``step_cache``); ``args`` are parsed by the render command's own options (no render
+    runs). InputError (field ``RENDER_ARGS``) for an argument it would refuse."""
+    values: dict = {}
+
+    def keep(**given):
+        values.update(given)
+
+    keep.__signature__ = signature(render)  # render's flags, the groups' flags expanded
+    keep.__annotations__ = dict(render.__annotations__)
+    parser = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    parser.command(add_help_option=False)(keep)
+    try:
+        typer.main.get_command(parser).main(args=["SPEC", *args], prog_name="mirage render", standalone_mode=False)
+    except TyperException as e:
+        raise InputError(f"{e.format_message()} (the arguments after `--` go to `mirage render`)", field="RENDER_ARGS") from None
+    for group in (MODEL_FLAGS, STEP_CACHE_FLAGS):
+        values[group.keyword] = group.build(**{flag.name: values.pop(flag.name) for flag in group.flags})
+    return values
 
 
 def _render_under_stop(prepare, events, progress: Progress, json_out: bool) -> None:
@@ -313,8 +365,9 @@ def batch(
     out_root: Path = typer.Option(..., "--out-root", help="Each scene renders into OUT_ROOT/<spec stem>."),
     executor: str = typer.Option("local", "--executor", help="local | slurm (submitit)."),
     partition: str | None = typer.Option(None, "--partition", help="SLURM partition."),
-    gpus_per_job: int = typer.Option(1, "--gpus-per-job", help="GPUs per scene job (local: each job gets its own, "
-                                     "from CUDA_VISIBLE_DEVICES or every GPU; 0: CPU jobs)."),
+    gpus_per_job: int | None = typer.Option(None, "--gpus-per-job", help="GPUs per scene job (local: each job gets its "
+                                            "own, from CUDA_VISIBLE_DEVICES or every GPU, default 1, CPU jobs where there is "
+                                            "none; slurm: default 1; 0: CPU jobs)."),
     time_min: float | None = typer.Option(
         None, "--time-min", help="Time limit per job in minutes (slurm default 240; local: none). Jobs are requeued and resume."
     ),
@@ -326,18 +379,25 @@ def batch(
     ),
     signal_delay_s: int = typer.Option(120, "--signal-delay-s", help="Seconds between the warning signal (USR1) and the time limit."),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Re-runs of a scene that stops unexpectedly before it counts as failed."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Render the valid specs when some are refused by the "
+                                      "checks every spec gets before submission (default: submit nothing, exit 2)."),
     json_out: bool = typer.Option(False, "--json", help="Print the batch summary as one JSON object."),
 ) -> None:
     """Render many scenes, one job per scene, resuming across preemption and time limits.
 
-    Everything after `--` is passed to `mirage render` (e.g. `-- --preset tiny --steps 2`).
+    Everything after `--` is passed to `mirage render` (e.g. `-- --preset tiny --steps 2`). Every spec
+    is checked first, as `mirage validate` does with those settings: a refused spec stops the batch
+    before anything is submitted (exit 2), unless --skip-invalid.
     Exit 0 when every scene is done, 75 when some were interrupted with a checkpoint saved, else 1.
     """
 
     def body():
+        from mirage_cli.batch.check import spec_problems
         from mirage_cli.batch.run import BatchOptions, run_batch, split_render_args, summary_table
 
         spec_paths, extra = split_render_args(specs)
+        flag_values = render_flag_values(extra)
+        overrides = render_overrides(**{name: flag_values[name] for name in signature(render_overrides).parameters})
         options = BatchOptions(
             out_root=out_root,
             executor=executor,
@@ -349,8 +409,10 @@ def batch(
             extra_args=extra,
             signal_delay_s=signal_delay_s,
             max_attempts=max_attempts,
+            skip_invalid=skip_invalid,
         )
-        summary = run_batch(spec_paths, options, on_start=lambda line: err(line))
+        summary = run_batch(spec_paths, options, on_start=lambda line: err(line),
+                            check_spec=lambda spec: spec_problems(spec, overrides, flag_values["backbone"]))
         from rich.console import Console
 
         Console(stderr=True).print(summary_table(summary))

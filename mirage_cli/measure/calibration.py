@@ -5,8 +5,9 @@ user's model at the scene's size, written atomically to a JSON file the renders 
 The first chunk of the scene is rendered once with diffusers' MagCache in calibration mode (it skips
 nothing and records, at every step, the mean ratio of the residual's magnitude to the previous
 step's, per CFG branch). The file keeps both branches and the settings it was measured with; a
-render refuses a calibration of another model or size (exit 2). MagCache takes one curve for both
-branches: the prompt branch's is used (``ratios``).
+render (and ``mirage validate``) refuses a calibration of another model, size or step count (exit 2;
+``mirage_cli.spec.step_cache.read_calibration`` checks the file, ``calibration_misfit`` the fit).
+MagCache takes one curve for both branches: the prompt branch's is used (``ratios``).
 
 File (``format`` ``mirage-magcache-calibration``, version 1)::
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mirage_cli.base.files import file_record
-from mirage_cli.base.options import Projection, RenderOptions
+from mirage_cli.base.options import BackboneOptions, Projection, RenderOptions
 from mirage_cli.denoise.loop import WAN_SIGMAS
 from mirage_cli.rundir.layout import fingerprint
 from mirage_cli.spec.plan import Plan
@@ -39,6 +39,12 @@ class RunSettings:
 
 def _sha256_file(path: Path | None) -> str | None:
     return None if path is None else file_record(path)["sha256"]
+
+
+def config_model(plan: Plan, backbone: BackboneOptions) -> str:
+    """The model a render runs, as its configuration (and a MagCache calibration) names it: the spec's
+    model id or folder, or ``preset:NAME`` with ``--preset``."""
+    return plan.model if backbone.preset is None else f"preset:{backbone.preset}"
 
 
 def render_config(plan: Plan, options: RenderOptions) -> dict:
@@ -71,7 +77,7 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         "guidance": plan.guidance,
         "shift": plan.shift,
         "seed": plan.seed,
-        "model": plan.model if backbone.preset is None else f"preset:{backbone.preset}",
+        "model": config_model(plan, backbone),
         "random_weights": backbone.random_weights,
         "dtype": backbone.dtype,
         "fp8": backbone.fp8,

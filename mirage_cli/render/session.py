@@ -53,6 +53,7 @@ from mirage_cli.render.inputs import StartInputs, preflight
 from mirage_cli.render.outputs import RenderOutputs
 from mirage_cli.render.prepare import estimate_intrinsics
 from mirage_cli.render.rollout import Rollout
+from mirage_cli.render.trained import check_plan_weights
 from mirage_cli.report import build_report, describe_device
 from mirage_cli.rundir.checkpoint import Checkpoint
 from mirage_cli.rundir.layout import RunDir
@@ -253,9 +254,11 @@ class RenderSession:
             raise InputError([Problem(file=None, field=flag, message=message) for flag, message in problems])
         if self.given_backbone is None:
             check_backbone_options(self.options.backbone)  # a refused flag combination leaves no run directory behind
+            check_plan_weights(self.plan, self.options.backbone)  # keys, shapes, ranks, values: before anything is written
         parse_budget(self.options.backbone.vram_budget)  # a bad value is refused on every device
         settings = self.given_settings or self.choose_vram_plan()
-        check_calibration_fits(self.plan.step_cache, settings.config["model"], f"{self.plan.width}x{self.plan.height}")
+        check_calibration_fits(self.plan.step_cache, steps=self.plan.steps, resolution=f"{self.plan.width}x{self.plan.height}",
+                               model=settings.config["model"], scene=self.plan.spec_path)
         return settings
 
     def choose_vram_plan(self) -> RunSettings:

@@ -56,6 +56,10 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+LIST_HINT = "; to give a list of one entry, start it with '- ' in YAML or write [{...}]"
+"""Added when a mapping is given where a list is expected (the one-entry list without its ``-``)."""
+
+
 def check_fields(data: dict, fields: dict[str, FieldSpec], problems: ProblemList, prefix: str = "") -> dict:
     """Unknown keys, missing required fields and types of a mapping; returns the values, defaults
     filled in and ``INVALID`` where a value was reported (wrong type, NaN or inf)."""
@@ -72,7 +76,8 @@ def check_fields(data: dict, fields: dict[str, FieldSpec], problems: ProblemList
                 values[name] = INVALID
         elif not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
             problems.add(f"{prefix}{name}", f"expected {_type_name(spec.types)}, got {type(value).__name__} {_shown(value)}"
-                                            f"{text_number_hint(value) if (int in spec.types or float in spec.types) else ''}")
+                                            f"{text_number_hint(value) if (int in spec.types or float in spec.types) else ''}"
+                                            f"{LIST_HINT if isinstance(value, dict) and list in spec.types else ''}")
             values[name] = INVALID
         elif isinstance(value, float) and not math.isfinite(value):
             problems.add(f"{prefix}{name}", f"must be finite, got {value}")

@@ -39,7 +39,7 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "prompt": FieldSpec((str,), None, "text prompt", required=True),
     "negative_prompt": FieldSpec((str, _NONE), None, "negative prompt (null: the method's: Wan2.2's for pin, empty for vace)"),
     "prompts": FieldSpec((list, str, _NONE), None, "prompts by chunk: a list (one per chunk, the last one continues), "
-                         "a list of {frame, prompt} (from that frame on), or a text file with one prompt per line "
+                         "a list of {frame, prompt} (from that frame on, a chunk's first frame), or a text file with one prompt per line "
                          "(Spatia's prompt.txt); null: `prompt` for every chunk"),
     "image": FieldSpec((str,), None, "start image path, relative to the spec file", required=True),
     "depth": FieldSpec((str, _NONE), None, "start-image z-depth (.npy float32 or 16-bit PNG)"),

@@ -50,7 +50,7 @@ from mirage_cli.spec.checks import (
 from mirage_cli.spec.conditioning import CONDITIONING_FIELDS, ConditioningSettings, check_conditioning, fill_method_defaults
 from mirage_cli.spec.fields import MEMORY_FIELDS, SPEC_FIELDS, FieldSpec, MemorySettings
 from mirage_cli.spec.prompts import chunk_prompts
-from mirage_cli.spec.step_cache import STEP_CACHE_FIELDS, StepCacheSettings, check_step_cache
+from mirage_cli.spec.step_cache import STEP_CACHE_FIELDS, StepCacheSettings, calibration_misfit, check_step_cache
 
 __all__ = [
     "MEMORY_FIELDS",
@@ -247,8 +247,29 @@ class Plan:
             f"output      {s['output']}",
         ]
         if self.varied_prompts:
-            lines.insert(-3, f"prompts     {len(set(self.chunk_prompts))} different over {len(self.chunks)} chunks")
+            lines[-3:-3] = self._describe_prompts()
         return "\n".join(lines)
+
+    MAX_PROMPT_LINES = 50
+    """Runs of chunks ``describe`` lists with their prompt (``--json`` has every chunk's)."""
+
+    def _describe_prompts(self) -> list[str]:
+        """One line per run of consecutive chunks with the same prompt: the chunks, their frames and the
+        prompt (shortened)."""
+        runs: list[list[int]] = []
+        for i, text in enumerate(self.chunk_prompts):
+            if runs and self.chunk_prompts[runs[-1][0]] == text:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        lines = [f"prompts     {len(set(self.chunk_prompts))} different over {len(self.chunks)} chunks:"]
+        for first, last in runs[: self.MAX_PROMPT_LINES]:
+            which = f"chunk {first}" if first == last else f"chunks {first}-{last}"
+            frames = f"frames {self.chunks[first].start}-{self.chunks[last].end}"
+            lines.append(f"  {which} ({frames}): {self._short(self.chunk_prompts[first], 60)!r}")
+        if len(runs) > self.MAX_PROMPT_LINES:
+            lines.append(f"  ... and {len(runs) - self.MAX_PROMPT_LINES} more changes of prompt (--json lists every chunk's)")
+        return lines
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -359,6 +380,18 @@ def check_sections(v: dict, memory_values: dict, base: Path, problems: ProblemLi
     return memory, conditioning, step_cache
 
 
+def check_calibration_fit(v: dict, step_cache: StepCacheSettings | None, size, spec_path: Path, problems: ProblemList) -> None:
+    """A MagCache calibration measured for other steps or another resolution than the checked spec's
+    (``mirage_cli.spec.step_cache.calibration_misfit``; the model is compared once the model flags are
+    known: ``mirage validate`` and the render)."""
+    steps_ok = isinstance(v["steps"], int) and not any(p.field == "steps" for p in problems.items)
+    if step_cache is None or not size or not steps_ok:
+        return
+    misfit = calibration_misfit(step_cache, steps=v["steps"], resolution=f"{size[0]}x{size[1]}", scene=spec_path)
+    if misfit is not None:
+        problems.extend([misfit])
+
+
 def resolve_camera(v: dict, size, frames, depth_model: str, base: Path, problems: ProblemList):
     """The camera path sampled at the render's frames and the scene scale, or, with ``intrinsics:
     auto``, the path checked with a stand-in field of view and left to wait for the estimate (module
@@ -404,7 +437,9 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     if settings_from.get("chunk_frames", "").startswith("method") and defaults.first_chunk_frames and frames:
         first_chunk = min(defaults.first_chunk_frames, frames)  # the method's first round (spatia: 121 frames)
     chunks = plan_chunks(frames, chunk_frames, first_chunk) if frames and chunk_frames else ()
-    prompts = chunk_prompts(v["prompts"], chunks, v["prompt"], path.parent, problems) if chunks and isinstance(v["prompt"], str) else ()
+    prompts = (chunk_prompts(v["prompts"], chunks, v["prompt"], path.parent, problems)
+               if chunks and isinstance(v["prompt"], str) and valid(v["prompts"]) else ())
+    check_calibration_fit(v, step_cache, size, path, problems)
     depth_model = v["depth_model"]
     if depth_model is None:
         metric_path = isinstance(v["camera"], dict) and path_units(v["camera"]) == "metres" and v["depth"] is None

@@ -4,14 +4,17 @@ Three forms (``prompt:`` stays the default and the first chunk's prompt when not
 
 - a list of strings, one per chunk in order; when there are fewer than chunks the last one continues
   (more than chunks is a mistake and says so);
-- a list of ``{frame: N, prompt: text}``, frames increasing: a chunk takes the last entry whose frame
-  is at or before its first frame (``prompt:`` before the first entry);
+- a list of ``{frame: N, prompt: text}``, frames increasing, each the first frame of a chunk: that
+  chunk and the ones after it take the prompt, up to the next entry (``prompt:`` before the first
+  entry). A frame outside the video or inside a chunk is refused with the chunk starts nearest to it
+  (a prompt changes only where a chunk starts; nothing is moved to the nearest start silently);
 - a path (relative to the spec) of a text file with one prompt per non-empty line, read as the list
   of strings: Spatia's ``prompt.txt``, one prompt per generation round.
 """
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 
 from mirage_cli.base.errors import InputError, ProblemList
@@ -39,7 +42,12 @@ def _from_file(value: str, base_dir: Path, problems: ProblemList) -> list | None
 
 
 def _by_frame(entries: list, chunks, default: str, problems: ProblemList) -> tuple[str, ...] | None:
-    starts, texts, ok = [], [], True
+    if len(entries) > len(chunks):
+        problems.add("prompts", f"{len(entries)} {{frame, prompt}} entries for {len(chunks)} chunk(s): one per chunk at most")
+        return None
+    chunk_starts, last = [c.start for c in chunks], chunks[-1].end
+    by_start: dict[int, str] = {}
+    previous, ok = None, True  # the last usable frame: a refused one is not compared again
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or set(entry) != {"frame", "prompt"}:
             problems.add(f"prompts[{i}]", "expected {frame: N, prompt: text}")
@@ -49,21 +57,38 @@ def _by_frame(entries: list, chunks, default: str, problems: ProblemList) -> tup
         if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
             problems.add(f"prompts[{i}].frame", f"expected a frame number >= 0, got {frame!r}")
             ok = False
-        elif starts and frame <= starts[-1]:
-            problems.add(f"prompts[{i}].frame", f"frames must increase: {frame} after {starts[-1]}")
+        elif previous is not None and frame <= previous:
+            problems.add(f"prompts[{i}].frame", f"frames must increase: {frame} after {previous}")
             ok = False
+        elif (where := _chunk_start_problem(frame, chunk_starts, last)) is not None:
+            problems.add(f"prompts[{i}].frame", where)
+            ok = False
+        else:
+            previous = frame
+            by_start[frame] = entry["prompt"]
         if why:
             problems.add(f"prompts[{i}].prompt", why)
             ok = False
-        starts.append(frame)
-        texts.append(entry["prompt"])
     if not ok:
         return None
-    out = []
+    out, current = [], default
     for chunk in chunks:
-        earlier = [t for f, t in zip(starts, texts, strict=True) if f <= chunk.start]
-        out.append(earlier[-1] if earlier else default)
+        current = by_start.get(chunk.start, current)
+        out.append(current)
     return tuple(out)
+
+
+def _chunk_start_problem(frame: int, starts: list[int], last: int) -> str | None:
+    """Why a prompt cannot change at video frame ``frame`` (outside the video of frames 0 to ``last``,
+    or not one of the chunks' first frames ``starts``: naming the starts nearest to it), or None."""
+    if frame > last:
+        return f"frame {frame} is outside the video (frames 0 to {last}); the last chunk starts at frame {starts[-1]}"
+    at = bisect.bisect_left(starts, frame)  # starts[at - 1] < frame <= starts[at]
+    if at < len(starts) and starts[at] == frame:
+        return None
+    nearest = [f"{starts[at - 1]} (chunk {at - 1})"] + ([f"{starts[at]} (chunk {at})"] if at < len(starts) else [])
+    return (f"frame {frame} does not start a chunk, and a prompt changes only where one starts: the nearest chunk "
+            f"start{'s are' if len(nearest) > 1 else ' is'} {' and '.join(nearest)}")
 
 
 def chunk_prompts(value, chunks, default: str, base_dir: Path, problems: ProblemList) -> tuple[str, ...] | None:
