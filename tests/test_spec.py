@@ -275,3 +275,10 @@ def test_the_guidance_flag_reaches_the_render(scene_dir, tmp_path):
     assert result.exit_code == 0, result.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["config"]["guidance"] == 1.0
+
+
+@pytest.mark.parametrize("frames, chunk, first", [(17, 1, None), (17, 0, None), (17, 9, 1), (10**12, 9, None), (0, 9, None)])
+def test_plan_chunks_refuses_counts_that_would_never_end(frames, chunk, first):
+    """Counts reach plan_chunks checked (spec, run.json); unchecked ones raise instead of looping."""
+    with pytest.raises(ValueError, match="unchecked counts"):
+        plan_chunks(frames, chunk, first)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mirage_cli.base.errors import InputError, ProblemList
 from mirage_cli.base.files import read_text
-from mirage_cli.base.limits import MAX_SPEC_BYTES
+from mirage_cli.base.limits import MAX_FRAMES, MAX_SPEC_BYTES
 from mirage_cli.base.options import DEFAULT_DEPTH_MODEL
 from mirage_cli.base.yaml_lines import load_yaml_with_lines
 from mirage_cli.camera.scale import path_units
@@ -351,8 +351,13 @@ def plan_chunks(frames: int, chunk_frames: int, first_chunk_frames: int | None =
 
     Chunk 0 covers [0, first_chunk_frames-1] (``chunk_frames`` when None); each later chunk starts on
     the previous chunk's last frame. The last chunk may be shorter; it is still 4k+1 frames because
-    all the counts are.
+    all the counts are. The counts must already be checked (``check_frames``: whole numbers within
+    ``base.limits``); a chunk of fewer than 2 frames or more frames than ``MAX_FRAMES`` would never
+    end, so they raise ValueError here (a programming error, not an input one).
     """
+    if not (2 <= chunk_frames and 2 <= (first_chunk_frames or chunk_frames) and 1 <= frames <= MAX_FRAMES):
+        raise ValueError(f"plan_chunks: unchecked counts frames={frames!r}, chunk_frames={chunk_frames!r}, "
+                         f"first_chunk_frames={first_chunk_frames!r}")
     chunks = [Chunk(0, 0, min(first_chunk_frames or chunk_frames, frames) - 1)]
     while chunks[-1].end < frames - 1:
         start = chunks[-1].end
