@@ -431,7 +431,7 @@ NAMED_CASES: list[CommandCase] = [
     CommandCase("eval-camera-one-camera", with_camera_file(lambda p: write_camera(p, n=1)),
                 "cam.json: --camera: has 1 cameras; eval measures videos of 2 to"),
     CommandCase("eval-camera-nested-json", with_camera_file(lambda p: p.write_text("[" * 100_000 + "]" * 100_000)),
-                "cam.json: --camera: JSON nested too deeply"),
+                "cam.json: --camera: JSON nested deeper than 64 levels"),
     CommandCase("eval-camera-directory", with_camera_file(lambda p: p.mkdir(), "cams"), "cams: --camera: not a COLMAP sparse model"),
     # run directories and their run.json
     CommandCase("eval-run-chunk-frames-1", with_run({"frames": N, "chunk_frames": 1}),
@@ -454,7 +454,7 @@ NAMED_CASES: list[CommandCase] = [
     CommandCase("eval-run-frames-differ", with_run({"frames": 9, "chunk_frames": 5}),
                 "run.json: config.frames: says 9 frames; the run's camera path has 5 cameras"),
     CommandCase("eval-run-json-garbage", with_run("{ not json"), "run.json:1: JSON does not parse"),
-    CommandCase("eval-run-json-nested", with_run("[" * 100_000 + "]" * 100_000), "run.json: JSON nested too deeply"),
+    CommandCase("eval-run-json-nested", with_run("[" * 100_000 + "]" * 100_000), "run.json: JSON nested deeper than 64 levels"),
     CommandCase("eval-run-json-list", with_run("[1, 2]"), "run.json: config: is missing"),
     CommandCase("eval-run-json-fifo", with_run(make_fifo), "run.json: is a named pipe (FIFO)"),
     CommandCase("eval-run-json-missing", with_run(edit=lambda run: (run / "run.json").unlink()), "run.json: file not found"),

@@ -346,9 +346,9 @@ NAMED_CASES: list[Case] = [
     Case("self-referential anchor", with_text(base_yaml().replace("prompt: A quiet room", "prompt: &p [*p]")),
          "an anchor refers to itself"),
     Case("nested nerfstudio JSON", with_camera("nerfstudio-transforms", lambda p: p.write_text("[" * 100_000 + "]" * 100_000)),
-         "nested too deeply"),
+         "JSON nested deeper than 64 levels"),
     Case("nested canonical JSON", with_camera("json", lambda p: p.write_text('{"a": ' * 5_000 + "1" + "}" * 5_000)),
-         "nested too deeply"),
+         "JSON nested deeper than 64 levels"),
     # division by zero and degenerate intrinsics
     Case("COLMAP camera width 0", with_camera("colmap-text", colmap_camera_line("1 PINHOLE 0 128 100 100 112 64")),
          "width and height must be whole numbers of pixels"),

@@ -342,7 +342,7 @@ def test_spatia_matrices_must_be_rigid_and_bounded(tmp_path):
         ("[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [5, 5, 5, 9]]",
          "the bottom row of a 4x4 world-to-camera matrix must be [0, 0, 0, 1], got [5, 5, 5, 9]"),
         ("[[3, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]", "the 3x3 rotation part of the world-to-camera matrix is not a rotation"),
-        ("[" * 2000 + "]" * 2000, "nested deeper than 64 levels"),
+        ("[" * 2000 + "]" * 2000, "JSON nested deeper than 64 levels"),
         ("[" * 100_000 + "]" * 100_000, "line longer than 4,096 characters"),
         ("[[true, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]", "expected a JSON list of 3 or 4 rows of 4 numbers (a 3x4 or 4x4 "
          "world-to-camera matrix), got a value that is not a number"),

@@ -69,7 +69,7 @@ def test_inspect_reports_fallback_and_live_lock(tmp_path):
     info = inspect_run(tmp_path)
     assert info["last_checkpoint"] == "ckpt-000001" and info["chunks_done"] == 1
     assert info["warnings"] == ["checkpoint ckpt-000002 is unusable (manifest.json is unreadable: "
-                                "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+                                "JSON does not parse: Expecting property name enclosed in double quotes (column 2)); "
                                 "resuming from ckpt-000001"]
     with RunDir(tmp_path).lock():
         info = inspect_run(tmp_path)

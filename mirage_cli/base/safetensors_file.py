@@ -22,9 +22,7 @@ where one tensor is at fault, the tensor. Values are checked as they are read, i
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import torch
 
 from mirage_cli.base.errors import InputError, Problem
 from mirage_cli.base.files import check_file
+from mirage_cli.base.json_text import JsonTextError, load_json
 from mirage_cli.base.limits import MAX_SAFETENSORS_HEADER_BYTES, MAX_WEIGHTS_BYTES
 
 DTYPES: dict[str, tuple[str, int]] = {
@@ -54,7 +53,6 @@ MAX_DIMS = 8
 """Dimensions of one tensor (weights have at most 5)."""
 BLOCK_BYTES = 64 << 20
 """Bytes read and checked at a time (bounds the memory of ``value_problem``)."""
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 @dataclass(frozen=True)
@@ -175,21 +173,6 @@ def _values_problem(blocks: Iterable[torch.Tensor], max_magnitude: float | None)
     return None
 
 
-def _nesting(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON ``text`` (brackets inside strings do not count)."""
-    codes = np.frombuffer(_STRING.sub('""', text).encode("utf-8"), dtype=np.uint8)
-    steps = (codes == ord("{")).astype(np.int64) + (codes == ord("[")) - (codes == ord("}")) - (codes == ord("]"))
-    return int(np.cumsum(steps).max(initial=0))
-
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    names = [name for name, _ in pairs]
-    if len(set(names)) != len(names):
-        duplicate = next(name for name in names if names.count(name) > 1)
-        raise ValueError(f"the header names {duplicate!r} twice")
-    return dict(pairs)
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -232,11 +215,12 @@ def open_safetensors(path: str | os.PathLike, field: str | None, *, max_bytes: i
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
-            if head.startswith(PICKLE_MAGIC):
-                raise fail(_pickle_message())
             if len(head) < 8:
                 raise fail(f"is {size} bytes long: not a safetensors file (empty or cut short)")
             (length,) = struct.unpack("<Q", head)
+            if length > MAX_SAFETENSORS_HEADER_BYTES or length > size - 8:
+                if head.startswith(PICKLE_MAGIC):  # judged only now: a valid header length can start with the same bytes
+                    raise fail(_pickle_message())
             if length > MAX_SAFETENSORS_HEADER_BYTES:
                 raise fail(f"not a safetensors file, or a damaged one: its header claims {length:,} bytes, more than the "
                            f"limit of {MAX_SAFETENSORS_HEADER_BYTES:,}")
@@ -254,15 +238,10 @@ def open_safetensors(path: str | os.PathLike, field: str | None, *, max_bytes: i
         raise fail(f"not a safetensors file: its header is not UTF-8 text (byte {e.start})") from None
     if not text.startswith("{"):
         raise fail("not a safetensors file: its header is not a JSON object")
-    depth = _nesting(text)
-    if depth > HEADER_NESTING:
-        raise fail(f"not a safetensors file: its header is nested {depth} levels deep (a safetensors header has {HEADER_NESTING})")
     try:
-        header = json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as e:
-        raise fail(f"not a safetensors file: its header is not JSON ({e.msg} at byte {e.pos})") from None
-    except ValueError as e:
-        raise fail(f"damaged safetensors header: {e}") from None
+        header = load_json(text, max_nesting=HEADER_NESTING)
+    except JsonTextError as e:
+        raise fail(f"not a safetensors file, or a damaged one: its header: {e.message}") from None
     if not isinstance(header, dict):
         raise fail("not a safetensors file: its header is not a JSON object")
     metadata = header.pop("__metadata__", {})

@@ -75,7 +75,9 @@ def find_colmap_model(path: Path) -> Path | None:
 
 
 def natural_key(name: str) -> list:
-    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
+    """Sort key ordering the digit runs of ``name`` by value (frame_2 before frame_10): each run is
+    compared by its length without leading zeros, then its digits, so a run of any length is fine."""
+    return [(len(s.lstrip("0")), s.lstrip("0")) if i % 2 else s for i, s in enumerate(re.split(r"([0-9]+)", name))]
 
 
 MAX_LINE_CHARS = 1 << 16
@@ -137,6 +139,16 @@ def _numbers(fields: list[str]) -> list[float] | None:
     return values if all(math.isfinite(v) for v in values) else None
 
 
+
+ID_PATTERN = re.compile(r"[0-9]{1,18}")
+"""A COLMAP id or size: ASCII digits only, short enough for int64 (``str.isdigit`` also accepts
+superscripts, and Python's ``int`` refuses more than 4,300 digits)."""
+
+
+def _is_id(text: str) -> bool:
+    return ID_PATTERN.fullmatch(text) is not None
+
+
 def _check_cameras_txt(path: Path, problems: list[Problem]) -> set[int]:
     """Every camera line; returns the ids of the cameras."""
     models = camera_models()
@@ -150,17 +162,17 @@ def _check_cameras_txt(path: Path, problems: list[Problem]) -> set[int]:
         if cameras > MAX_KEYFRAMES:
             bad(f"more than {MAX_KEYFRAMES:,} cameras")
             return ids
-        if fields is not None and fields[0].isdigit():
+        if fields is not None and _is_id(fields[0]):
             ids.add(int(fields[0]))
         if fields is None:
             bad(f"line longer than {MAX_LINE_CHARS:,} characters: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...")
-        elif len(fields) < 4 or not fields[0].isdigit():
+        elif len(fields) < 4 or not _is_id(fields[0]):
             bad("expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...")
         elif fields[1] not in models:
             bad(f"unknown camera model {fields[1][:40]!r}")
         elif len(fields) != 4 + models[fields[1]][1]:
             bad(f"camera model {fields[1]} takes {models[fields[1]][1]} parameters, got {len(fields) - 4}")
-        elif not (fields[2].isdigit() and fields[3].isdigit() and 0 < int(fields[2]) <= MAX_CAMERA_SIDE
+        elif not (_is_id(fields[2]) and _is_id(fields[3]) and 0 < int(fields[2]) <= MAX_CAMERA_SIDE
                   and 0 < int(fields[3]) <= MAX_CAMERA_SIDE):
             bad(f"width and height must be whole numbers of pixels between 1 and {MAX_CAMERA_SIDE:,}, got {fields[2]} {fields[3]}")
         elif _numbers(fields[4:]) is None:
@@ -175,11 +187,11 @@ def _image_line_problem(fields: list[str] | None) -> str | None:
     """Why one image line of images.txt (``IMAGE_LINE``) cannot be read, or None."""
     if fields is None:
         return f"line longer than {MAX_LINE_CHARS:,} characters: expected {IMAGE_LINE}"
-    if len(fields) < 10 or not fields[0].isdigit():
+    if len(fields) < 10 or not _is_id(fields[0]):
         return (f"expected {IMAGE_LINE}, got {len(fields)} fields starting {' '.join(fields[:3])[:60]!r} "
                 "(each image takes two lines: this one, then its POINTS2D line, empty when it has none)")
     numbers = _numbers(fields[1:8])
-    if numbers is None or not fields[8].isdigit():
+    if numbers is None or not _is_id(fields[8]):
         why = f"expected {IMAGE_LINE} with finite numbers and a whole CAMERA_ID"
     else:
         why = quaternion_problem(np.array(numbers[:4]))

@@ -16,7 +16,6 @@ Sources:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -27,7 +26,8 @@ import numpy as np
 
 from mirage_cli.base.errors import InputError, Problem, ProblemList
 from mirage_cli.base.files import read_text
-from mirage_cli.base.limits import MAX_FPS, MAX_KEYFRAMES, MAX_NESTING, MAX_TEXT_BYTES, MAX_YAML_BYTES, MIN_FPS
+from mirage_cli.base.json_text import JsonTextError, load_json
+from mirage_cli.base.limits import MAX_FPS, MAX_KEYFRAMES, MAX_TEXT_BYTES, MAX_YAML_BYTES, MIN_FPS
 from mirage_cli.base.values import as_number, unknown_keys
 from mirage_cli.base.yaml_lines import load_yaml_with_lines
 from mirage_cli.camera.colmap import read_colmap
@@ -58,24 +58,12 @@ def _read_text(path: Path, field: str | None = None, max_bytes: int = MAX_TEXT_B
     return read_text(path, max_bytes, field=field)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
-    keys = [k for k, _ in pairs]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate key {duplicates[0]!r}: JSON readers disagree on which one counts")
-    return dict(pairs)
-
-
 def _read_json(path: Path) -> Any:
     text = _read_text(path)
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as e:
-        raise InputError([Problem(file=str(path), field=None, line=e.lineno, message=f"JSON does not parse: {e.msg}")]) from None
-    except RecursionError:
-        raise InputError([Problem(file=str(path), field=None, message=f"JSON nested too deeply (limit {MAX_NESTING} levels)")]) from None
-    except ValueError as e:
-        raise InputError([Problem(file=str(path), field=None, message=str(e))]) from None
+        return load_json(text)
+    except JsonTextError as e:
+        raise InputError([Problem(file=str(path), field=None, line=e.line, message=e.message)]) from None
 
 
 def _is_number(text: str) -> bool:
@@ -455,8 +443,8 @@ def detect_kind(path: str | Path) -> str | None:
         return "colmap"
     if suffix == ".json":
         try:
-            data = json.loads(read_text(path, MAX_TEXT_BYTES))  # a FIFO or a device is refused, never opened
-        except (InputError, json.JSONDecodeError, RecursionError):
+            data = load_json(read_text(path, MAX_TEXT_BYTES))  # a FIFO or a device is refused, never opened
+        except (InputError, JsonTextError):
             return "json"  # the canonical reader reports the exact problem
         if isinstance(data, dict):
             if "camera_path" in data:

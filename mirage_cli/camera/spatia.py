@@ -19,7 +19,6 @@ The camera source is the folder (``camera: {spatia: case_1}``) or its ``w2c.txt`
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -29,7 +28,8 @@ import numpy as np
 
 from mirage_cli.base.errors import InputError, Problem, ProblemList
 from mirage_cli.base.files import read_text
-from mirage_cli.base.limits import MAX_KEYFRAMES, MAX_NESTING, MAX_TEXT_BYTES
+from mirage_cli.base.json_text import JsonTextError, load_json
+from mirage_cli.base.limits import MAX_KEYFRAMES, MAX_TEXT_BYTES
 from mirage_cli.camera.conventions import rigid_inverse
 from mirage_cli.camera.intrinsics import K_problem
 from mirage_cli.camera.keyframes import Keyframes, pose_problem
@@ -60,33 +60,13 @@ def spatia_files(path: str | Path) -> tuple[Path, Path | None]:
     return w2c, intrinsics if os.path.lexists(intrinsics) else None
 
 
-def _nesting(text: str) -> int:
-    """The deepest nesting of JSON lists and objects in ``text`` (brackets inside strings skipped)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            escaped = not escaped and ch == "\\"
-            in_string = escaped or ch != '"'
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
 def _rows(line: str) -> tuple[np.ndarray | None, str | None]:
     """(the [3, 4] or [4, 4] matrix of one ``w2c.txt`` line, None), or (None, why)."""
     expected = "expected a JSON list of 3 or 4 rows of 4 numbers (a 3x4 or 4x4 world-to-camera matrix)"
-    if _nesting(line) > MAX_NESTING:
-        return None, f"nested deeper than {MAX_NESTING} levels: {expected}"
     try:
-        rows = json.loads(line)
-    except (ValueError, RecursionError):
-        return None, f"not JSON: {expected}"
+        rows = load_json(line)
+    except JsonTextError as e:
+        return None, f"{e.message}: {expected}"
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
         return None, expected
     if len(rows) not in (3, 4) or any(len(r) != 4 for r in rows):

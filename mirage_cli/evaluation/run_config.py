@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mirage_cli.base.errors import InputError, Problem, ProblemList
 from mirage_cli.base.files import read_text
+from mirage_cli.base.json_text import JsonTextError, load_json
 from mirage_cli.base.limits import MAX_FRAMES, MAX_TEXT_BYTES
 from mirage_cli.rundir.layout import RUN_JSON
 from mirage_cli.spec.checks import check_frames
@@ -58,11 +59,9 @@ def read_run_config(path: Path) -> dict:
     """The ``config`` mapping of a ``run.json``; InputError naming the file otherwise."""
     text = read_text(path, MAX_TEXT_BYTES)
     try:
-        recorded = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(Problem(file=str(path), field=None, line=e.lineno, message=f"JSON does not parse: {e.msg}")) from None
-    except RecursionError:
-        raise InputError(Problem(file=str(path), field=None, message="JSON nested too deeply")) from None
+        recorded = load_json(text)
+    except JsonTextError as e:
+        raise InputError(Problem(file=str(path), field=None, line=e.line, message=e.message)) from None
     if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict):
         raise InputError(Problem(file=str(path), field="config", message="is missing: not a run configuration written by "
                                                                           "`mirage render`"))

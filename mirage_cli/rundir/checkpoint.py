@@ -69,8 +69,9 @@ from pathlib import Path
 from typing import Any
 
 from mirage_cli.base.atomic import fsync_dir
-from mirage_cli.base.errors import RenderError
-from mirage_cli.base.files import file_record
+from mirage_cli.base.errors import InputError, RenderError
+from mirage_cli.base.files import file_problem, file_record, read_text
+from mirage_cli.base.json_text import JsonTextError, load_json
 from mirage_cli.base.jsonable import canonical_json, to_jsonable
 from mirage_cli.base.versions import package_versions
 from mirage_cli.rundir.lock import pid_alive
@@ -376,13 +377,14 @@ def manifest_checksum(manifest: dict) -> str:
 def _read_manifest(path: Path, accept: Accept | None = None) -> tuple[dict | None, str | None]:
     """The manifest of checkpoint directory ``path`` when it is well-formed (and ``accept``-ed); else (None, problem)."""
     fpath = path / MANIFEST
-    try:
-        if os.path.getsize(fpath) > _MAX_MANIFEST_BYTES:
-            return None, f"{MANIFEST} is larger than {_MAX_MANIFEST_BYTES >> 20} MiB"
-        manifest = json.loads(fpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    why = file_problem(fpath, _MAX_MANIFEST_BYTES)  # a FIFO or a device is refused, never opened
+    if why == "file not found":
         return None, f"{MANIFEST} is missing"
-    except (OSError, ValueError, RecursionError) as e:
+    if why is not None:
+        return None, f"{MANIFEST} {why}"
+    try:
+        manifest = load_json(read_text(fpath, _MAX_MANIFEST_BYTES))
+    except (InputError, JsonTextError) as e:
         return None, f"{MANIFEST} is unreadable: {e}"
     problem = manifest_problem(manifest)
     if problem is None and accept is not None:

@@ -12,7 +12,6 @@ outputs; default 5). Higher threshold / interval: faster, further from the uncac
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from pathlib import Path
 
 from mirage_cli.base.errors import InputError, Problem, ProblemList, did_you_mean
 from mirage_cli.base.files import file_problem, read_text
-from mirage_cli.base.limits import MAX_CALIBRATION_BYTES, MAX_NESTING, MAX_STEPS
+from mirage_cli.base.json_text import JsonTextError, load_json
+from mirage_cli.base.limits import MAX_CALIBRATION_BYTES, MAX_STEPS
 from mirage_cli.spec.checks import valid
 from mirage_cli.spec.fields import _NONE, FieldSpec
 
@@ -86,43 +86,10 @@ class StepCacheSettings:
                 "calibration": None if self.calibration is None else str(self.calibration)}
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object's pairs as a dict; ValueError on a key given twice (which one counts is unclear)."""
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key!r} is given twice")
-        out[key] = value
-    return out
-
-
-MAX_NUMBER_DIGITS = 30
-"""Digits of an integer in a calibration file (a step count, a seed); a longer one is refused before
-Python's conversion (which refuses more than 4,300 digits with advice meant for programmers)."""
-
-
-def _parse_int(text: str) -> int:
-    """A JSON integer, refused beyond ``MAX_NUMBER_DIGITS`` digits."""
-    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
-        raise ValueError(f"a number of {len(text.lstrip('-')):,} digits (at most {MAX_NUMBER_DIGITS})")
-    return int(text)
-
-
 def _shown(value) -> str:
     """``value`` for a message: a long number or text shortened, control characters escaped."""
     text = repr(value) if isinstance(value, str) and not value.isprintable() else str(value)
     return text if len(text) <= 40 else f"{text[:30]}... ({len(text):,} characters)"
-
-
-def _nesting(value) -> int:
-    """How deeply lists and objects nest in a parsed JSON value (iterative: no recursion to exhaust)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
 
 
 def _ratio_problem(value) -> str | None:
@@ -190,15 +157,9 @@ def read_calibration(path: Path) -> Calibration:
 
     text = read_text(path, MAX_CALIBRATION_BYTES, field="step_cache.calibration")
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_int=_parse_int)
-    except json.JSONDecodeError as e:
-        raise fail(None, f"JSON does not parse: {e.msg} (column {e.colno})", e.lineno) from None
-    except RecursionError:
-        raise fail(None, f"JSON nested deeper than {MAX_NESTING} levels") from None
-    except ValueError as e:  # a key twice, a number of too many digits
-        raise fail(None, f"JSON is not usable: {e}") from None
-    if _nesting(data) > MAX_NESTING:
-        raise fail(None, f"JSON nested deeper than {MAX_NESTING} levels")
+        data = load_json(text)
+    except JsonTextError as e:
+        raise fail(None, e.message, e.line) from None
     problem = _content_problem(data)
     if problem is not None:
         raise fail(*problem)
