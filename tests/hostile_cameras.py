@@ -226,7 +226,7 @@ NAMED_CASES: list[CommandCase] = [
                 "w2c.txt:2: contains NaN or inf"),
     CommandCase("cameras-spatia-1e999", line_two('[[1, 0, 0, 1e999], [0, 1, 0, 0], [0, 0, 1, 0]]'), "w2c.txt:2: contains NaN or inf"),
     CommandCase("cameras-spatia-400-digit-integer", line_two(f'[[1, 0, 0, {"9" * 400}], [0, 1, 0, 0], [0, 0, 1, 0]]'),
-                "w2c.txt:2: contains a number too large for a float"),
+                "w2c.txt:2: holds an integer of 400 digits (at most 30)"),
     CommandCase("cameras-spatia-far-camera", line_two('[[1, 0, 0, 1e300], [0, 1, 0, 0], [0, 0, 1, 0]]'),
                 "w2c.txt:2: camera position: coordinates must be at most 1e+06"),
     CommandCase("cameras-spatia-booleans", line_two('[[true, false, false, 0], [0, 1, 0, 0], [0, 0, 1, 0]]'),

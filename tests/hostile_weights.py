@@ -163,8 +163,8 @@ NAMED_CASES: list[CommandCase] = [
     # headers the VRAM path read through an unguarded safe_open
     CommandCase("weights-vram-header-2-62", validate(True, vace=header_bytes("{}", length=2**62)),
                 f"{V}: not a safetensors file, or a damaged one: its header claims 4,611,686,018,427,387,904 bytes"),
-    CommandCase("weights-vram-header-nested", validate(True, vace=nested_header(5000)), "nested 5001 levels deep"),
-    CommandCase("weights-vram-header-nested-render", render(vace=nested_header(100_000)), "nested 100001 levels deep"),
+    CommandCase("weights-vram-header-nested", validate(True, vace=nested_header(5000)), "its header: JSON nested deeper than 3 levels"),
+    CommandCase("weights-vram-header-nested-render", render(vace=nested_header(100_000)), "its header: JSON nested deeper than 3 levels"),
     CommandCase("weights-vram-header-beyond-file", validate(True, vace=header_bytes("{}", length=10_000)),
                 "its header claims 10,000 bytes of the 2 that follow"),
     # dtypes: one line naming the tensor and its dtype
@@ -209,11 +209,11 @@ NAMED_CASES: list[CommandCase] = [
     CommandCase("weights-vace-truncated", validate(True, vace=truncated(vace_tensors())), "truncated"),
     CommandCase("weights-lora-truncated-render", render(lora=truncated(lora_tensors())), f"{L}: "),
     CommandCase("weights-vace-extra-bytes", validate(vace=save(vace_tensors()) + b"\0" * 16), "extra bytes at the end"),
-    CommandCase("weights-vace-header-not-json", validate(vace=header_bytes("{not json}", data=b"")), "its header is not JSON"),
+    CommandCase("weights-vace-header-not-json", validate(vace=header_bytes("{not json}", data=b"")), "its header: JSON does not parse"),
     CommandCase("weights-vace-header-not-utf8", validate(vace=header_bytes(b'{"\xff": 1}')), "its header is not UTF-8 text"),
     CommandCase("weights-vace-header-duplicate", validate(vace=header_bytes(
         '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}',
-        data=b"\0" * 8)), "the header names 'a' twice"),
+        data=b"\0" * 8)), "its header: duplicate key 'a'"),
     CommandCase("weights-vace-unknown-dtype", validate(vace=one_tensor_header({"dtype": "F99", "shape": [2], "data_offsets": [0, 8]})),
                 f"tensor {VACE_KEY}: unknown dtype 'F99'"),
     CommandCase("weights-vace-negative-shape", validate(True, vace=one_tensor_header({"dtype": "F32", "shape": [-2],
