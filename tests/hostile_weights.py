@@ -149,7 +149,7 @@ NAMED_CASES: list[CommandCase] = [
     CommandCase("weights-vace-symlink-loop-render", render(vace=loop), f"{V}: "),
     CommandCase("weights-vace-symlink-loop-validate", validate(vace=loop), "Too many levels of symbolic links"),
     CommandCase("weights-lora-symlink-loop-flag",
-                lambda folder: render(lora=loop)(folder) + ["--lora", str(folder / "lora.safetensors")],
+                lambda folder: render(lora=loop)(folder) + ["--memory-lora", str(folder / "lora.safetensors")],
                 "Too many levels of symbolic links"),
     CommandCase("weights-vace-fifo", validate(vace=make_fifo), f"{V}: "),
     CommandCase("weights-vace-directory", validate(vace=lambda p: p.mkdir()), "is a directory, expected a regular file"),
@@ -231,7 +231,7 @@ NAMED_CASES: list[CommandCase] = [
     CommandCase("weights-vace-pickle-pt", validate(vace=pickled, vace_name="vace.pt"),
                 f"{V}: expected a .safetensors file (pickled weights are refused)"),
     CommandCase("weights-vace-pickle-disguised", render(vace=pickled), f"{V}: is a pickled torch file"),
-    CommandCase("weights-lora-pickle-flag", lambda folder: render()(folder) + ["--lora", str(_pickle_file(folder))],
+    CommandCase("weights-lora-pickle-flag", lambda folder: render()(folder) + ["--memory-lora", str(_pickle_file(folder))],
                 f"{L}: expected a .safetensors file (pickled weights are refused)"),
     # --vram-budget: parsed and range-checked wherever it is accepted; in validate it implies --vram
     CommandCase("weights-vram-budget-abc-validate", validate(False, "--vram-budget", "abc", with_lora=False),

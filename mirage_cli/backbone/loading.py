@@ -13,6 +13,7 @@ from mirage_cli.backbone.configs import CPU_PARAMETER_LIMIT, DTYPES, wan22_trans
 from mirage_cli.backbone.diffsynth_names import open_weights, read_weights
 from mirage_cli.backbone.lean_forward import use_lean_forward
 from mirage_cli.backbone.lora import apply_lora, check_lora
+from mirage_cli.backbone.lora_stack import LoraFile, fuse_lora_stack
 from mirage_cli.backbone.model_dir import resolve_model_dir
 from mirage_cli.backbone.random_components import count_parameters, empty_model, random_weights_backbone, tiny_backbone
 from mirage_cli.backbone.text import TEXT_MAX_LENGTH, UMT5TextEmbedder
@@ -109,7 +110,7 @@ def _load_from_dir(directory: Path, device: torch.device, dtype: torch.dtype, st
 
 def load_backbone(
     model: str = DEFAULT_MODEL, options: BackboneOptions | None = None, *, local_files_only: bool | None = None,
-    trained=None,
+    trained=None, loras: tuple[LoraFile, ...] = (),
 ) -> Backbone:
     """Load the Wan2.2-TI2V components and apply the memory/speed options.
 
@@ -121,6 +122,8 @@ def load_backbone(
         local_files_only: never contact the hub (default: ``HF_HUB_OFFLINE``).
         trained: a ``ConditioningSettings`` whose VACE weights (the transformer becomes diffusers'
             ``WanVACETransformer3DModel``) and LoRA (fused) are loaded before the options apply.
+        loras: a LoRA stack (the spec's ``loras:``) fused after ``trained``'s LoRA, in its order
+            (``mirage_cli.backbone.lora_stack``); each file checked before the model loads.
 
     Raises:
         InputError: bad options, missing weights, or a real-size model on the CPU.
@@ -156,6 +159,8 @@ def load_backbone(
         backbone = _load_from_dir(directory, torch_device, torch_dtype, stage_on_cpu=torch_device.type == "cuda")
     if trained is not None:
         attach_trained(backbone, trained, read)
+    if loras:  # after the memory LoRA, before fp8 / offload / compile: fused into whole weights
+        fuse_lora_stack(backbone.transformer, loras)
     if options.offload == Offload.NONE and torch_device.type != "cpu":
         backbone.waiting = {name: module for name, module in _offloadable_modules(backbone).items()
                             if any(p.device != torch_device for p in module.parameters())}

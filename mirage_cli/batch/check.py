@@ -14,11 +14,10 @@ from pathlib import Path
 
 from mirage_cli.base.errors import InputError, Problem
 from mirage_cli.base.options import BackboneOptions
-from mirage_cli.render.config import config_model
+from mirage_cli.render.config import check_plan_calibration
 from mirage_cli.render.inputs import preflight
 from mirage_cli.render.trained import check_plan_weights
 from mirage_cli.spec.plan import load_plan
-from mirage_cli.spec.step_cache import check_calibration_fits
 
 
 def spec_problems(spec: Path, overrides: dict, backbone: BackboneOptions) -> list[Problem]:
@@ -27,8 +26,7 @@ def spec_problems(spec: Path, overrides: dict, backbone: BackboneOptions) -> lis
     before it loads the model; an empty list when it would start."""
     try:
         plan = load_plan(spec, overrides=overrides)
-        check_calibration_fits(plan.step_cache, steps=plan.steps, resolution=f"{plan.width}x{plan.height}",
-                               model=config_model(plan, backbone), scene=plan.spec_path)
+        check_plan_calibration(plan, backbone)
         preflight(plan)
         check_plan_weights(plan, backbone, values=False)
     except InputError as e:

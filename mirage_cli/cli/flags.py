@@ -42,6 +42,8 @@ Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation o
 Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec and the method's default).")]
 Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale, 1 = off (overrides the spec "
                                                 "and the method's default).")]
+Loras = Annotated[list[str] | None, typer.Option("--lora", help="FILE[:SCALE], repeatable: a LoRA stack fused into the DiT at "
+                                                 "load, in order (replaces the spec's loras:; the memory LoRA is --memory-lora).")]
 VramBudget = Annotated[str, typer.Option("--vram-budget", help="auto (the GPU's free memory) | GiB | none: on a GPU, add "
                                          "offload and VAE tiling when the predicted peak needs them; refuse what cannot fit.")]
 

@@ -38,6 +38,7 @@ from mirage_cli.cli.flags import (
     STEP_CACHE_FLAGS,
     VIDEO,
     Guidance,
+    Loras,
     Steps,
 )
 from mirage_cli.testing import pauses as test_hooks
@@ -57,23 +58,22 @@ def validate(
     model: str | None = typer.Option(None, "--model", help="With --vram: diffusers model id or local directory (overrides the spec)."),
     backbone: BackboneOptions = BACKBONE,  # the model flags (MODEL_FLAGS)
     depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
+    lora: Loras = None,
 ) -> None:
     """Check a scene spec and its files as a render would, and print the resolved plan (and, with
     --vram, the predicted GPU memory)."""
 
     def body():
-        from mirage_cli.render.config import config_model
+        from mirage_cli.render.config import check_plan_calibration
         from mirage_cli.render.inputs import preflight
         from mirage_cli.render.prepare import estimate_intrinsics
         from mirage_cli.render.trained import check_plan_weights
         from mirage_cli.spec.plan import load_plan
-        from mirage_cli.spec.step_cache import check_calibration_fits
 
         options = backbone if vram_budget is None else replace(backbone, vram_budget=vram_budget)
         parse_vram_budget(options.vram_budget)
-        plan = load_plan(scene, overrides={"model": model, "depth_model": depth_model})
-        check_calibration_fits(plan.step_cache, steps=plan.steps, resolution=f"{plan.width}x{plan.height}",
-                               model=config_model(plan, backbone), scene=plan.spec_path)  # as the render does
+        plan = load_plan(scene, overrides={"model": model, "depth_model": depth_model, "loras": _lora_stack(lora)})
+        check_plan_calibration(plan, backbone)  # as the render does
         plan = estimate_intrinsics(plan)
         preflight(plan)
         check_plan_weights(plan, options)  # every check a render makes on them, no model loaded
@@ -182,8 +182,10 @@ def render(
                                             "branch, Mirage's recipe) | spatia (Spatia's weights and recipe); overrides the "
                                             "spec's conditioning.method."),
     vace: Path | None = typer.Option(None, "--vace", help="VACE weights (.safetensors from the official training code)."),
-    lora: Path | None = typer.Option(None, "--lora", help="DiT LoRA (.safetensors from the official training code)."),
-    lora_scale: float | None = typer.Option(None, "--lora-scale", help="Weight of the LoRA's update (default 1)."),
+    memory_lora: Path | None = typer.Option(None, "--memory-lora", help="The DiT LoRA trained with the VACE weights "
+                                            "(.safetensors from the official training code): conditioning.lora."),
+    lora_scale: float | None = typer.Option(None, "--lora-scale", help="Weight of the memory LoRA's update (default 1)."),
+    lora: Loras = None,
     step_cache: dict | None = None,  # the step-cache flags (STEP_CACHE_FLAGS)
     steps: Steps = None,
     guidance: Guidance = None,
@@ -207,26 +209,24 @@ def render(
     events = JsonlRenderEvents() if progress == Progress.JSONL else RichRenderEvents(quiet=quiet)
 
     def prepare():
-        from mirage_cli.render.config import config_model
+        from mirage_cli.render.config import check_plan_calibration
         from mirage_cli.render.prepare import estimate_intrinsics
         from mirage_cli.spec.plan import load_plan
-        from mirage_cli.spec.step_cache import check_calibration_fits
 
         overrides = render_overrides(model=model, steps=steps, guidance=guidance, seed=seed, depth_model=depth_model,
                                      memory=memory, pin=pin, pin_until=pin_until, conditioning=conditioning, vace=vace,
-                                     lora=lora, lora_scale=lora_scale, step_cache=step_cache)
+                                     lora=lora, lora_scale=lora_scale, step_cache=step_cache, memory_lora=memory_lora)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
         plan = load_plan(scene, overrides=overrides)
-        check_calibration_fits(plan.step_cache, steps=plan.steps, resolution=f"{plan.width}x{plan.height}",
-                               model=config_model(plan, backbone), scene=plan.spec_path)  # before the intrinsics model runs
+        check_plan_calibration(plan, backbone)  # before the intrinsics model runs
         return estimate_intrinsics(plan), options
 
     run_body(lambda: _render_under_stop(prepare, events, progress, json_out), quiet_errors=progress == Progress.JSONL)
 
 
 def render_overrides(*, model, steps, guidance, seed, depth_model, memory, pin, pin_until, conditioning, vace, lora,
-                     lora_scale, step_cache: dict) -> dict:
+                     lora_scale, step_cache: dict, memory_lora=None) -> dict:
     """The spec fields ``mirage render``'s flags replace (``load_plan``'s overrides; None: not given)."""
     return {
         "model": model,
@@ -239,10 +239,17 @@ def render_overrides(*, model, steps, guidance, seed, depth_model, memory, pin, 
         "memory.pin_until": pin_until,
         "conditioning.method": conditioning,
         "conditioning.vace": None if vace is None else os.path.abspath(vace.expanduser()),  # a link loop: refused by name
-        "conditioning.lora": None if lora is None else os.path.abspath(lora.expanduser()),  # a link loop: refused by name
+        "conditioning.lora": None if memory_lora is None else os.path.abspath(memory_lora.expanduser()),  # a link loop: refused by name
         "conditioning.lora_scale": lora_scale,
+        "loras": _lora_stack(lora),
         **step_cache,
     }
+
+
+def _lora_stack(flags: list[str] | None) -> list[dict] | None:
+    from mirage_cli.spec.loras import lora_stack  # torch-heavy: loaded when a command runs, not for --help
+
+    return lora_stack(flags)
 
 
 def render_flag_values(args: list[str]) -> dict:

@@ -14,6 +14,7 @@ from mirage_cli.cli.flags import (
     BACKBONE,
     MODEL_FLAGS,
     STEP_CACHE_FLAGS,
+    Loras,
     Steps,
 )
 
@@ -81,6 +82,7 @@ def bench(
     evaluate_: bool = typer.Option(False, "--eval", help="Also measure each mode's video with `mirage eval` (camera following, "
                                    "3D consistency, revisits, stability, seams)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    lora: Loras = None,
 ) -> None:
     """Render a scene with latent memory, RGB memory and no memory; print times, sizes and ratios.
     With --cache: the scene without and with that step cache (speed-up and change of the frames)."""
@@ -98,7 +100,9 @@ def bench(
         from mirage_cli.measure.bench import bench_overrides
 
         overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
-        plan = load_plan(spec, overrides={**overrides, **step_cache})
+        from mirage_cli.spec.loras import lora_stack
+
+        plan = load_plan(spec, overrides={**overrides, **step_cache, "loras": lora_stack(lora)})
         plan = estimate_intrinsics(plan)
 
         def on_run(mode, r):

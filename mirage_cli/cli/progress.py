@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mirage_cli.base.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, InputError, MirageError
 from mirage_cli.base.jsonable import to_jsonable
-from mirage_cli.render.session import RenderEvents
+from mirage_cli.render.events import RenderEvents
 
 
 class RichRenderEvents(RenderEvents):

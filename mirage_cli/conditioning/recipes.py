@@ -106,6 +106,14 @@ class _ChunkRecipe:
         return None
 
 
+def sampler_args(plan) -> dict:
+    """The loops' sampler arguments from ``plan.sampler``: UniPC's ``shift``, or the few-step sampler's
+    ``timesteps`` and table ``shift`` (``mirage_cli.denoise.few_step``)."""
+    if plan.sampler.few_step:
+        return {"shift": plan.sampler.shift, "timesteps": plan.sampler.timesteps}
+    return {"shift": plan.shift}
+
+
 class PinRecipe(_ChunkRecipe):
     """``conditioning.method: pin``: memory cells held while denoising (``denoise_chunk``)."""
 
@@ -119,8 +127,8 @@ class PinRecipe(_ChunkRecipe):
         return self.denoise_chunk(
             self.backbone, noise=noise, cond_frame0=cond_frame0, pinned_latents=view.latents, pin_mask=view.mask,
             pin_mode=plan.memory.pin, pin_until=plan.memory.pin_until, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds, guidance=plan.guidance, steps=plan.steps, shift=plan.shift,
-            generator=generator, resume_state=resume_state, on_step=on_step, profiler=profiler,
+            negative_prompt_embeds=negative_prompt_embeds, guidance=plan.guidance, steps=plan.steps,
+            generator=generator, resume_state=resume_state, on_step=on_step, profiler=profiler, **sampler_args(plan),
         )
 
 
@@ -196,7 +204,8 @@ class VaceRecipe(_ChunkRecipe):
             self.backbone, self.backbone.transformer, noise=noise, cond_frame0=cond_frame0,
             references=self._references(chunk), preceding=preceding, control=control,
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, guidance=plan.guidance,
-            steps=plan.steps, shift=plan.shift, generator=generator, resume_state=resume_state, on_step=on_step, profiler=profiler,
+            steps=plan.steps, generator=generator, resume_state=resume_state, on_step=on_step, profiler=profiler,
+            **sampler_args(plan),
         )
 
     # --- state ----------------------------------------------------------------------------------
@@ -312,8 +321,8 @@ class SpatiaRecipe(_ChunkRecipe):
         result = denoise_vace_chunk(
             self.backbone, self.backbone.transformer, noise=target, cond_frame0=held, references=references, preceding=None,
             control=self._control(frames), prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-            guidance=plan.guidance, steps=plan.steps, shift=plan.shift, generator=generator, resume_state=resume_state,
-            on_step=on_step, profiler=profiler,
+            guidance=plan.guidance, steps=plan.steps, generator=generator, resume_state=resume_state,
+            on_step=on_step, profiler=profiler, **sampler_args(plan),
         )
         if not result.completed:
             return result

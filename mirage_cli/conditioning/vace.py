@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -137,6 +137,7 @@ def denoise_vace_chunk(
     control: Tensor, prompt_embeds: Tensor, negative_prompt_embeds: Tensor | None, guidance: float, steps: int,
     shift: float, generator: torch.Generator, resume_state: DenoiseState | None = None,
     on_step: Callable[[int, DenoiseState], bool | None] | None = None, profiler=None, sigmas: str = WAN_SIGMAS,
+    timesteps: Sequence[float] | None = None,
 ) -> DenoiseResult:
     """Denoise one chunk's target latents with the VACE model ``model`` (``attach_vace``).
 
@@ -144,9 +145,10 @@ def denoise_vace_chunk(
     latent (target frame 0), or [C, k, h, w] the first k target frames (Spatia's history), held at
     timestep 0 and set again after every step. ``references``: [1, C, R, h, w] or None; ``preceding``: [1, C, P, h, w] or
     None. ``control``: [1, 96, T + P, h, w] (``vace_context``). ``sigmas``: the timestep grid, the
-    original Wan2.2 one by default as the official inference (``set_sigmas``). The rest as
-    ``denoise_chunk`` (the generator is kept in the state for symmetry; this recipe draws nothing after
-    the noise).
+    original Wan2.2 one by default as the official inference (``set_sigmas``). ``timesteps``: the
+    few-step sampler at these timesteps instead of UniPC (``mirage_cli.denoise.few_step``). The rest as
+    ``denoise_chunk`` (under UniPC this recipe draws nothing after the noise; the few-step sampler
+    re-noises from the generator).
 
     Returns ``DenoiseResult(latents [1, C, T, h, w] float32, completed, state)``.
     """
@@ -156,7 +158,7 @@ def denoise_vace_chunk(
     pre = 0 if preceding is None else preceding.shape[2]
     if control.shape != (1, VACE_IN_CHANNELS, T + pre, h, w):
         raise ValueError(f"control: expected [1, {VACE_IN_CHANNELS}, {T + pre}, {h}, {w}], got {list(control.shape)}")
-    scheduler, latents, first = _start(backbone, noise, steps, shift, generator, 0, resume_state, sigmas)
+    scheduler, latents, first = _start(backbone, noise, steps, shift, generator, 0, resume_state, sigmas, timesteps)
     held = cond_frame0 if cond_frame0.ndim == 4 else cond_frame0.unsqueeze(1)  # [C, k, h, w]
     held = held.to(device=device, dtype=torch.float32)
     k = held.shape[1]

@@ -1,4 +1,5 @@
-"""The denoising loop of one chunk: UniPC over the Wan2.2 transformer, with pinned tokens.
+"""The denoising loop of one chunk: UniPC (or the few-step sampler of DMD-distilled models,
+``mirage_cli.denoise.few_step``) over the Wan2.2 transformer, with pinned tokens.
 
 Conditioning, training-free:
 
@@ -32,7 +33,7 @@ design. A ``DenoiseState`` taken after any step holds everything needed to conti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
@@ -42,6 +43,7 @@ import torch
 from mirage_cli.base.errors import RenderError
 from mirage_cli.base.options import PinMode
 from mirage_cli.denoise import step_cache
+from mirage_cli.denoise.few_step import FewStepScheduler
 from mirage_cli.profiling.profiler import DENOISE_STEP
 
 PATCH = 2
@@ -426,14 +428,27 @@ def set_sigmas(scheduler, steps: int, device, sigmas: str = DIFFUSERS_SIGMAS) ->
         raise ValueError(f"sigmas: expected {DIFFUSERS_SIGMAS!r} or {WAN_SIGMAS!r}, got {sigmas!r}")
 
 
-def _start(backbone, noise, steps, shift, generator, start_step, resume_state, sigmas: str = DIFFUSERS_SIGMAS):
-    """The scheduler with its timesteps set (``set_sigmas``), the starting sample [1, C, T, h, w] and the
-    first step index: a fresh start at ``start_step``, or exactly where ``resume_state`` stopped (step
-    cache included)."""
+def make_scheduler(backbone, steps: int, shift: float, generator: torch.Generator, sigmas: str = DIFFUSERS_SIGMAS,
+                   timesteps: Sequence[float] | None = None):
+    """The chunk's scheduler: UniPC on the ``sigmas`` grid (``set_sigmas``), or, with ``timesteps``, the
+    few-step sampler of DMD-distilled models at those timesteps (``mirage_cli.denoise.few_step``; ``shift``
+    is then its sigma table's shift and ``steps`` must be ``len(timesteps)``)."""
+    if timesteps is None:
+        scheduler = backbone.make_scheduler(shift)
+        set_sigmas(scheduler, steps, backbone.device, sigmas)
+        return scheduler
+    if steps != len(timesteps):
+        raise ValueError(f"steps: {steps} contradicts the {len(timesteps)} few-step timesteps {list(timesteps)}")
+    return FewStepScheduler(timesteps, shift, generator, backbone.device)
+
+
+def _start(backbone, noise, steps, shift, generator, start_step, resume_state, sigmas: str = DIFFUSERS_SIGMAS,
+           timesteps: Sequence[float] | None = None):
+    """The scheduler (``make_scheduler``), the starting sample [1, C, T, h, w] and the first step index: a
+    fresh start at ``start_step``, or exactly where ``resume_state`` stopped (step cache included)."""
     device = backbone.device
     step_cache.reset_state(backbone.transformer)
-    scheduler = backbone.make_scheduler(shift)
-    set_sigmas(scheduler, steps, device, sigmas)
+    scheduler = make_scheduler(backbone, steps, shift, generator, sigmas, timesteps)
     if resume_state is None:
         if not 0 <= start_step < steps:
             raise ValueError(f"start_step: expected 0 <= start_step < {steps}, got {start_step}")
@@ -482,6 +497,7 @@ def denoise_chunk(
     resume_state: DenoiseState | None = None,
     on_step: Callable[[int, DenoiseState], bool | None] | None = None,
     profiler=None,
+    timesteps: Sequence[float] | None = None,
 ) -> DenoiseResult:
     """Denoise one chunk's latents with frame 0 and the memory-covered tokens pinned.
 
@@ -492,28 +508,24 @@ def denoise_chunk(
     ``clean`` | ``noised``. ``pin_until``: fraction of steps during which memory pinning holds.
     ``prompt_embeds`` / ``negative_prompt_embeds``: [1, L, D] (negative required when guidance > 1).
     ``guidance``: CFG scale (<= 1 disables the negative branch). ``steps``, ``shift``: UniPC schedule.
-    ``generator``: draws the ``noised`` mode's eps (one [1, C, T, h, w] draw per pinned step); best
-    on ``backbone.device``. ``start_step``: first step to run on a fresh start (the noise must then be
-    at that step's sigma). ``resume_state``: continue from a ``DenoiseState`` (every other input must
-    be what the interrupted call got; the generator is reset to the saved state).
-    ``on_step(i, state)``: called after step ``i`` with a state that resumes at step ``i + 1`` (the step
-    cache's state is added to the returned state only when the loop stops; cheap:
-    it references the loop's tensors, which are never modified in place; serialize it with
-    ``state.to_tensors()``); returning True stops the loop (``completed=False``).
-    ``profiler``: a ``mirage_cli.profiling.profiler.Profiler``; each step is timed as stage ``denoise_step``.
-
-    Returns ``DenoiseResult(latents [1, C, T, h, w] float32 on the device, completed, state)``.
-    Raises ``NonFiniteLatents`` when a step leaves NaN or inf in the latents (found a step late, at
-    the latest before a state is handed out or the chunk ends).
+    ``generator``: draws the ``noised`` mode's eps (one [1, C, T, h, w] draw per pinned step), best on
+    ``backbone.device``. ``start_step``: first step of a fresh start (the noise at that step's sigma).
+    ``resume_state``: continue from a ``DenoiseState`` (the other inputs as the interrupted call's).
+    ``on_step(i, state)``: called after step ``i`` with a state that resumes at step ``i + 1`` (cheap: it
+    references the loop's tensors, never modified in place; the step cache's state is added only when the
+    loop stops; ``state.to_tensors()`` serializes it); returning True stops the loop (``completed=False``).
+    ``profiler``: times each step as stage ``denoise_step``. ``timesteps``: the few-step DMD sampler at these
+    instead of UniPC (``make_scheduler``; its re-noise draws follow the step's pin draw on ``generator``).
+    Returns ``DenoiseResult(latents [1, C, T, h, w] float32 on the device, completed, state)``; raises
+    ``NonFiniteLatents`` when a step leaves NaN or inf in the latents (found a step late at most).
     """
-    _check_inputs(
-        noise, cond_frame0, pinned_latents, pin_mask, pin_mode, pin_until, steps, prompt_embeds, negative_prompt_embeds, guidance
-    )
+    _check_inputs(noise, cond_frame0, pinned_latents, pin_mask, pin_mode, pin_until, steps, prompt_embeds,
+                  negative_prompt_embeds, guidance)
     device, dtype, transformer = backbone.device, backbone.dtype, backbone.transformer
     backbone.use("transformer")
     clean_values = _clean_values(pinned_latents, cond_frame0, device)  # [1, C, T, h, w]
     cells = _PinCells.build(pin_mask, pin_mode, device)
-    scheduler, latents, first = _start(backbone, noise, steps, shift, generator, start_step, resume_state)
+    scheduler, latents, first = _start(backbone, noise, steps, shift, generator, start_step, resume_state, timesteps=timesteps)
     prompt_embeds = prompt_embeds.to(device=device, dtype=dtype)
     if guidance > 1.0:
         negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)

@@ -22,7 +22,8 @@ from pathlib import Path
 from mirage_cli.base.options import BackboneOptions, MemoryMode, RenderOptions
 from mirage_cli.evaluation.document import evaluate
 from mirage_cli.evaluation.inputs import load_inputs
-from mirage_cli.render.session import RenderEvents, load_backbone_for, render
+from mirage_cli.render.events import RenderEvents
+from mirage_cli.render.session import load_backbone_for, render
 from mirage_cli.report.format import fmt_bytes, fmt_seconds
 from mirage_cli.spec.plan import Plan, read_spec_yaml, trim_plan
 from mirage_cli.vram.plan import vram_plan_for_render

@@ -28,7 +28,8 @@ from mirage_cli.base.atomic import atomic_write_text
 from mirage_cli.base.options import BackboneOptions, RenderOptions
 from mirage_cli.denoise.step_cache import CALIBRATING, calibration_ratios
 from mirage_cli.render.config import render_config
-from mirage_cli.render.session import RenderEvents, load_backbone_for, render
+from mirage_cli.render.events import RenderEvents
+from mirage_cli.render.session import load_backbone_for, render
 from mirage_cli.spec.plan import Plan, trim_plan
 from mirage_cli.spec.step_cache import CALIBRATION_FORMAT, StepCacheSettings
 

@@ -22,7 +22,8 @@ from mirage_cli.base.options import BackboneOptions, MemoryMode, RenderOptions, 
 from mirage_cli.base.video import read_video
 from mirage_cli.denoise.step_cache import count_block_computations
 from mirage_cli.evaluation.frames import psnr
-from mirage_cli.render.session import RenderEvents, load_backbone_for, render
+from mirage_cli.render.events import RenderEvents
+from mirage_cli.render.session import load_backbone_for, render
 from mirage_cli.report.format import fmt_seconds
 from mirage_cli.spec.plan import Plan
 from mirage_cli.spec.step_cache import StepCacheSettings

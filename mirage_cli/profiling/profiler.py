@@ -61,6 +61,18 @@ DEPTH_ESTIMATION = "depth_estimation"
 MEMORY_INSERT = "memory_insert"
 VAE_ENCODE = "vae_encode"  # RGB baseline: encode the point-cloud renders
 CHECKPOINT_WRITE = "checkpoint_write"
+WRITE_WAIT = "write_wait"  # the main thread waits for the background writer (mirage_cli.render.write_behind)
+
+BACKGROUND = "background"
+"""Parent of the stages the background writer runs beside the next chunk: they overlap the top-level
+stages, so they are never stacked with them and do not count in a chunk's wall time."""
+BACKGROUND_WRITE = "background_write"  # the writer's whole job for a chunk: its files, their records, its checkpoint
+BACKGROUND_STAGES: dict[str, str] = {
+    MP4_WRITE: "background_mp4_write",
+    OUTPUTS_WRITE: "background_outputs_write",
+    CHECKPOINT_WRITE: "background_checkpoint_write",
+}
+"""The name a write stage takes when the background writer runs it (a child of ``BACKGROUND_WRITE``)."""
 
 STAGES: tuple[str, ...] = (
     MODEL_LOAD,
@@ -76,6 +88,9 @@ STAGES: tuple[str, ...] = (
     MEMORY_INSERT,
     VAE_ENCODE,
     CHECKPOINT_WRITE,
+    WRITE_WAIT,
+    BACKGROUND_WRITE,
+    *BACKGROUND_STAGES.values(),
 )
 
 # Stages that make up the memory module's cost (what `mirage bench` compares between modes).
@@ -394,6 +409,20 @@ class Profiler:
                 self.stage_parents.setdefault(name, None)
                 return
         raise KeyError(f"add_chunk_seconds(): no finished chunk with index {index}")
+
+    def add_overlapped_seconds(self, index: int, name: str, seconds: float, parent: str) -> None:
+        """Add a stage that ran on another thread beside the chunks after chunk ``index`` (its files
+        written in the background), under ``parent`` (``BACKGROUND`` or a background stage).
+
+        Unlike ``add_chunk_seconds`` the chunk's wall time stays as it is: the stage overlapped others.
+        """
+        for c in self.chunks:
+            if c.index == index:
+                c.stages[name] = c.stages.get(name, 0.0) + float(seconds)
+                c.stage_calls[name] = c.stage_calls.get(name, 0) + 1
+                self.stage_parents.setdefault(name, parent)
+                return
+        raise KeyError(f"add_overlapped_seconds(): no finished chunk with index {index}")
 
     def _setup_values(self) -> dict[str, list[float]]:
         if self._setup.pending and not self.in_chunk:

@@ -14,6 +14,7 @@ from mirage_cli.base.options import BackboneOptions, Projection, RenderOptions
 from mirage_cli.denoise.loop import WAN_SIGMAS
 from mirage_cli.rundir.layout import fingerprint
 from mirage_cli.spec.plan import Plan
+from mirage_cli.spec.step_cache import check_calibration_fits
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,14 @@ def config_model(plan: Plan, backbone: BackboneOptions) -> str:
     return plan.model if backbone.preset is None else f"preset:{backbone.preset}"
 
 
+def check_plan_calibration(plan: Plan, backbone: BackboneOptions) -> None:
+    """Refuse a MagCache calibration measured for other steps, another size or another model than
+    the render of ``plan`` with ``backbone`` (``spec.step_cache.check_calibration_fits``): the one call
+    ``validate``, ``render`` and ``batch`` make."""
+    check_calibration_fits(plan.step_cache, steps=plan.steps, resolution=f"{plan.width}x{plan.height}",
+                           model=config_model(plan, backbone), scene=plan.spec_path)
+
+
 def render_config(plan: Plan, options: RenderOptions) -> dict:
     """Everything that changes the rendered output, as a JSON-able dict (fingerprinted).
 
@@ -61,6 +70,7 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         "prompt": plan.prompt,
         **({"chunk_prompts": list(plan.chunk_prompts)} if plan.varied_prompts else {}),
         **_conditioning_config(plan),
+        **_loras_config(plan),
         "negative_prompt": plan.negative_prompt,
         "image_sha256": _sha256_file(plan.image_path),
         "depth_sha256": _sha256_file(plan.depth_path),
@@ -76,6 +86,8 @@ def render_config(plan: Plan, options: RenderOptions) -> dict:
         "steps": plan.steps,
         "guidance": plan.guidance,
         "shift": plan.shift,
+        # the few-step sampler and its timesteps; UniPC runs keep their fingerprint
+        **({"sampler": plan.sampler.summary()} if plan.sampler.few_step else {}),
         "seed": plan.seed,
         "model": config_model(plan, backbone),
         "random_weights": backbone.random_weights,
@@ -103,6 +115,11 @@ def _step_cache_config(plan: Plan) -> dict:
         return {}
     return {"step_cache": {"method": c.method, "threshold": c.threshold, "interval": c.interval,
                            "calibration_sha256": _sha256_file(c.calibration)}}
+
+
+def _loras_config(plan: Plan) -> dict:
+    """The LoRA stack, when there is one: each file by content (sha256) and its scale, in fusing order."""
+    return {"loras": [{"sha256": _sha256_file(lora.path), "scale": lora.scale} for lora in plan.loras]} if plan.loras else {}
 
 
 def _conditioning_config(plan: Plan) -> dict:

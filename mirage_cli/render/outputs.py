@@ -28,6 +28,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mirage_cli.backbone.decoding import DECODE_CONTEXT, decode_with_context, next_decode_context
@@ -78,6 +79,19 @@ class OutputDamage:
     latents: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ChunkFiles:
+    """A chunk's outputs on the host, owned (no memory shared with the render), ready to write.
+
+    ``latents``: float32 [C, T, h, w] on the CPU; ``frames``: the chunk's new frames, uint8
+    [F', H, W, 3] (``new_frames``).
+    """
+
+    chunk: Chunk
+    latents: torch.Tensor
+    frames: np.ndarray
+
+
 class RenderOutputs:
     """The files of one render's run directory that are not checkpoints (module docstring).
 
@@ -108,41 +122,58 @@ class RenderOutputs:
     def _kinds(self) -> list[bool]:
         return [False, True] if self.video.lossless else [False]
 
-    def write_chunk(self, chunk: Chunk, latents: torch.Tensor, pixels: torch.Tensor) -> dict[str, dict]:
-        """Write chunk ``chunk``'s files: latents [1, C, T, h, w], decoded pixels [3, F, H, W] in [-1, 1].
+    @staticmethod
+    def host_copy(chunk: Chunk, latents: torch.Tensor, pixels: torch.Tensor) -> ChunkFiles:
+        """What chunk ``chunk``'s files are made of, copied to the host: latents [1, C, T, h, w], decoded
+        pixels [3, F, H, W] in [-1, 1], both on the render's device. The copy shares no memory with
+        the arguments, so any thread may write it while the render goes on."""
+        frames = to_uint8_frames(pixels)[new_frames(chunk)]  # [F', H, W, 3], a new array
+        host = latents[0].detach().to("cpu", torch.float32, copy=True).contiguous()  # [C, T, h, w]
+        return ChunkFiles(chunk, host, frames)
 
+    def write_files(self, files: ChunkFiles, stage=None) -> dict[str, dict]:
+        """Write a chunk's files (latents, segment(s), PNG frames with ``--frames``), each atomically.
+
+        ``stage(name)``: a context manager timing each write (default: this outputs' profiler; the
+        background writer passes its own clock, the profiler being the render thread's).
         Returns the records (``file_record``) of the files in the run directory, by relative path.
+
+        Raises:
+            RenderError: the disk refuses a file (full, read-only), naming it.
         """
-        self._write_latents(chunk, latents)
-        frames = to_uint8_frames(pixels)[new_frames(chunk)]  # [F', H, W, 3]
-        records = self._write_segments(chunk, frames)
+        stage = stage or self._stage
+        chunk, frames = files.chunk, files.frames
+        self._write_latents(chunk, files.latents, stage)
+        records = self._write_segments(chunk, frames, stage)
         path = self.run_dir.latents(chunk.index)
         records[self.relative(path)] = file_record(path)
         if self.video.frames_dir is not None:
-            with self._stage(OUTPUTS_WRITE):
+            with stage(OUTPUTS_WRITE):
                 self._write(self.video.frames_dir, lambda: write_png_frames(self.video.frames_dir, frames, first_new_frame(chunk)))
         return records
 
-    def _write_segments(self, chunk: Chunk, frames) -> dict[str, dict]:
+    def _write_segments(self, chunk: Chunk, frames, stage=None) -> dict[str, dict]:
         """The chunk's segment(s) from its new uint8 frames [F', H, W, 3]; returns their records."""
+        stage = stage or self._stage
         records = {}
         for path in self.chunk_videos(chunk):
             if path.suffix == ".mkv":
-                with self._stage(OUTPUTS_WRITE):
+                with stage(OUTPUTS_WRITE):
                     self._write(path, lambda p=path: write_lossless(p, frames, self.plan.fps))
             else:
-                with self._stage(MP4_WRITE):
+                with stage(MP4_WRITE):
                     self._write(path, lambda p=path: write_mp4(p, frames, self.plan.fps, self.video.crf, self.video.encoder_preset))
             records[self.relative(path)] = file_record(path)
         return records
 
-    def _write_latents(self, chunk: Chunk, latents: torch.Tensor) -> None:
+    def _write_latents(self, chunk: Chunk, latents: torch.Tensor, stage) -> None:
+        """Write the latents file of ``chunk`` from its float32 CPU latents [C, T, h, w]."""
         from safetensors.torch import save
 
         metadata = {"format": LATENTS_FORMAT, "chunk": str(chunk.index), "start_frame": str(chunk.start), "end_frame": str(chunk.end)}
-        data = save({"latents": latents[0].detach().to("cpu", torch.float32).contiguous()}, metadata=metadata)  # [C, T, h, w]
+        data = save({"latents": latents}, metadata=metadata)  # [C, T, h, w]
         path = self.run_dir.latents(chunk.index)
-        with self._stage(OUTPUTS_WRITE):
+        with stage(OUTPUTS_WRITE):
             self._write(path, lambda: atomic_write_bytes(path, data))
 
     @staticmethod

@@ -174,7 +174,7 @@ def _enable_on_cpu(transformer, cp_config, team: Team) -> None:
 # --- the loop, on every rank ----------------------------------------------------------------------------
 
 LOOP_INPUTS = ("noise", "cond_frame0", "pinned_latents", "pin_mask", "pin_mode", "pin_until", "prompt_embeds",
-               "negative_prompt_embeds", "guidance", "steps", "shift", "start_step")
+               "negative_prompt_embeds", "guidance", "steps", "shift", "start_step", "timesteps")
 
 
 def lead_denoise(team: Team, denoise_chunk):
@@ -229,8 +229,10 @@ def parallel_render(plan, options, events, stop):
                 return follow(team, backbone, stop)
         outcome = "failed"
         try:
+            # write_behind=False: with the writer thread beside gloo, the leader's process aborted at exit
+            # ("terminate called without an active exception") in about 1 of 6 CPU runs; not root-caused
             result = render(plan, options, events, stop=stop, backbone=backbone, denoise=lead_denoise(team, denoise_chunk),
-                            settings=settings)
+                            settings=settings, write_behind=False)
             outcome = "done"
             return result
         except Interrupted:

@@ -11,8 +11,11 @@ video and report, as a ``RenderSession`` that runs numbered stages.
 3. Load components: the backbone, the depth provider, the rollout (``mirage_cli.render.rollout``).
 4. Restore the checkpoint (and rebuild damaged segments from their latents), or start from the
    start image.
-5. Chunk loop: render a chunk -> write its files (``mirage_cli.render.outputs``) -> checkpoint. A stop signal ends the loop with a
-   checkpoint (mid-chunk when it arrives during denoising) and ``Interrupted`` (exit 75).
+5. Chunk loop: render a chunk -> write its files (``mirage_cli.render.outputs``) -> checkpoint. The files
+   and the checkpoint are written behind the next chunk's denoising (``mirage_cli.render.write_behind``:
+   one chunk in flight; the checkpoint counting a chunk is saved only after its files). A stop signal
+   ends the loop, after the pending write, with a checkpoint (mid-chunk when it arrives during
+   denoising) and ``Interrupted`` (exit 75).
 6. Assemble the video (segments joined by packet copy) and verify it, write the report and the
    final checkpoint (``done``).
 
@@ -32,7 +35,6 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,13 +49,15 @@ from mirage_cli.conditioning.conditioners import CONDITIONERS
 from mirage_cli.denoise.loop import DenoiseState, NonFiniteLatents, denoise_chunk
 from mirage_cli.denoise.step_cache import diffusers_config, use_step_cache
 from mirage_cli.depth.providers import MemoryPropagatedDepth, make_depth_provider
-from mirage_cli.profiling.profiler import Profiler, trace_chunk
+from mirage_cli.profiling.profiler import BACKGROUND, BACKGROUND_STAGES, BACKGROUND_WRITE, WRITE_WAIT, Profiler, trace_chunk
 from mirage_cli.render.config import RunSettings
+from mirage_cli.render.events import RenderEvents, RenderResult
 from mirage_cli.render.inputs import StartInputs, preflight
 from mirage_cli.render.outputs import RenderOutputs
 from mirage_cli.render.prepare import estimate_intrinsics
 from mirage_cli.render.rollout import Rollout
 from mirage_cli.render.trained import check_plan_weights
+from mirage_cli.render.write_behind import ChunkCheckpoint, ChunkWriter, host_tensors, write_chunk_then_checkpoint
 from mirage_cli.report import build_report, describe_device
 from mirage_cli.rundir.checkpoint import Checkpoint
 from mirage_cli.rundir.layout import RunDir
@@ -64,56 +68,9 @@ from mirage_cli.testing import pauses as test_hooks
 from mirage_cli.vram.plan import flags, parse_budget, vram_plan_for_render
 
 
-@dataclass
-class RenderResult:
-    """What ``render`` returns: where the video is and what the render did."""
-
-    run_dir: Path
-    video: Path
-    frames: int
-    chunks: int
-    resumed_from_chunk: int | None
-    wall_seconds: float
-    report: dict = field(repr=False, default_factory=dict)
-    already_complete: bool = False
-
-    def summary(self) -> dict:
-        """What ``mirage render --json`` prints."""
-        return {
-            "run_dir": str(self.run_dir),
-            "video": str(self.video),
-            "report": str(RunDir(self.run_dir).report_json),
-            "frames": self.frames,
-            "chunks": self.chunks,
-            "resumed_from_chunk": self.resumed_from_chunk,
-            "already_complete": self.already_complete,
-            "wall_seconds": round(self.wall_seconds, 3),
-            "fps_rendered": self.report.get("frames_per_second") if self.report else None,
-        }
-
-
-class RenderEvents:
-    """Progress callbacks; the CLI draws Rich bars from these. The library never prints."""
-
-    def setup(self, message: str) -> None: ...
-
-    def warning(self, message: str) -> None: ...
-
-    def chunk_started(self, index: int, total: int, steps: int, start_step: int) -> None: ...
-
-    def step_done(self, index: int, step: int, steps: int) -> None: ...
-
-    def chunk_done(self, index: int, total: int, stats: dict) -> None: ...
-
-    def run_started(self, summary: dict) -> None:
-        """The render begins (``summary``: run directory, frames, chunks, steps, size, memory, resume point)."""
-
-    def checkpoint_saved(self, info: dict) -> None:
-        """A checkpoint was written (``info``: name, next chunk, mid-chunk step, seconds)."""
-
-
 def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvents | None = None, *, backbone=None,
-           stop: GracefulStop | None = None, denoise=denoise_chunk, settings: RunSettings | None = None) -> RenderResult:
+           stop: GracefulStop | None = None, denoise=denoise_chunk, settings: RunSettings | None = None,
+           write_behind: bool = True) -> RenderResult:
     """Render ``plan`` into its run directory, resuming when a checkpoint exists.
 
     ``backbone``: already loaded components to reuse (``mirage bench`` renders several times in one
@@ -124,6 +81,8 @@ def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvent
     on the whole team, ``mirage_cli.render.parallel.lead_denoise``).
     ``settings``: stage 0's result when the caller already computed it (a parallel render agrees on its
     fingerprint before loading anything); it must come from ``RunSettings.of(plan, options)``.
+    ``write_behind``: write each chunk's files and checkpoint while the next chunk denoises (False:
+    one after the other, as benchmarks and tests compare; same files either way).
 
     Raises:
         InputError: bad input or a changed configuration (exit 2).
@@ -132,7 +91,7 @@ def render(plan: Plan, options: RenderOptions | None = None, events: RenderEvent
     """
     plan = estimate_intrinsics(plan)  # a plan handed over with intrinsics: auto unresolved
     session = RenderSession(plan, options or RenderOptions(), events or RenderEvents(), backbone=backbone, stop=stop,
-                            denoise=denoise, settings=settings)
+                            denoise=denoise, settings=settings, write_behind=write_behind)
     return session.run()
 
 
@@ -140,7 +99,7 @@ def load_backbone_for(plan: Plan, options: BackboneOptions):
     """Load the components a plan renders with (``plan.model`` unless a preset is chosen), with the
     trained conditioning weights of ``plan.conditioning``."""
     trained = plan.conditioning if (plan.conditioning.vace or plan.conditioning.lora) else None
-    return load_backbone(plan.model, options, trained=trained)
+    return load_backbone(plan.model, options, trained=trained, loras=plan.loras)
 
 
 def non_finite_message(chunk_index: int, total: int, error: NonFiniteLatents, *, mid_chunk: bool) -> str:
@@ -201,10 +160,12 @@ class RenderSession:
         stop: installed stop handlers to obey, or None to install a ``GracefulStop`` for ``run()``.
         denoise: the denoising loop the chunks run (``render``).
         settings: stage 0's result computed by the caller (``render``), or None.
+        write_behind: chunk files written behind the next chunk (``render``).
     """
 
     def __init__(self, plan: Plan, options: RenderOptions, events: RenderEvents, *, backbone=None,
-                 stop: GracefulStop | None = None, denoise=denoise_chunk, settings: RunSettings | None = None):
+                 stop: GracefulStop | None = None, denoise=denoise_chunk, settings: RunSettings | None = None,
+                 write_behind: bool = True):
         self.plan = plan
         self.options = replace(options, backbone=options.backbone.resolved())
         self.events = events
@@ -215,6 +176,7 @@ class RenderSession:
         self.own_stop = stop is None
         self.stop = GracefulStop() if stop is None else stop
         self.denoise = denoise
+        self.write_behind = write_behind
         self.t0 = time.perf_counter()
 
     def run(self) -> RenderResult:
@@ -463,21 +425,63 @@ class RenderSession:
 
     def render_chunks(self, settings: RunSettings, parts: Components, records: dict, restored: Restored) -> None:
         """Render every chunk not done yet: chunk -> segment -> checkpoint (``records`` gains the files
-        written); stop cleanly on a signal."""
+        written); stop cleanly on a signal. Each chunk's files and checkpoint are written behind the
+        next chunk (``write_behind``); every write is finished and counted before this returns."""
         first = restored.resumed_from or 0
         total = len(self.plan.chunks)
         resume_state = restored.denoise_state
-        for chunk in self.plan.chunks[first:]:
-            if self.stop.requested:
-                self.save_checkpoint(settings, parts, records, chunk.index)
-                raise Interrupted(f"stopped by {self.stop.signal_name}; checkpoint saved at chunk {chunk.index + 1}/{total}")
-            self._render_chunk(settings, parts, records, chunk, resume_state, trace=chunk.index == first)
-            resume_state = None
+        with ChunkWriter(background=self.write_behind) as writer:
+            try:
+                for chunk in self.plan.chunks[first:]:
+                    if self.stop.requested:
+                        self.settle_writes(parts, records, writer)
+                        self.save_checkpoint(settings, parts, records, chunk.index)
+                        raise Interrupted(f"stopped by {self.stop.signal_name}; checkpoint saved at chunk {chunk.index + 1}/{total}")
+                    self._render_chunk(settings, parts, records, chunk, resume_state, writer, trace=chunk.index == first)
+                    resume_state = None
+                with parts.profiler.stage(WRITE_WAIT):
+                    self.settle_writes(parts, records, writer)
+            except BaseException:
+                self._settle_after_error(parts, records, writer)
+                raise
+
+    def settle_writes(self, parts: Components, records: dict, writer: ChunkWriter, *, wait: bool = True) -> None:
+        """Count the pending chunk write once it is done (``wait``: wait for it; else only if it is
+        done already): its files' records, its times in the profile, its checkpoint event.
+
+        Raises:
+            RenderError: the write failed (the error the write raised; its chunk is not counted).
+        """
+        result = writer.wait() if wait else writer.poll()
+        if result is None:
+            return
+        records.update(result.records)
+        prof, index = parts.profiler, result.chunk_index
+        if writer.background:  # beside the next chunk: shown apart, outside the chunks' wall times
+            prof.add_overlapped_seconds(index, BACKGROUND_WRITE, result.total_seconds, BACKGROUND)
+            for name, seconds in result.seconds.items():
+                prof.add_overlapped_seconds(index, BACKGROUND_STAGES[name], seconds, BACKGROUND_WRITE)
+        else:
+            for name, seconds in result.seconds.items():
+                prof.add_chunk_seconds(index, name, seconds)
+        self.events.checkpoint_saved(result.info)
+
+    def _settle_after_error(self, parts: Components, records: dict, writer: ChunkWriter) -> None:
+        """The chunk loop is failing: let the pending write finish (a chunk rendered before the error
+        stays counted); a failure of that write too is reported as a warning, the loop's error wins."""
+        if not writer.pending:
+            return
+        try:
+            self.settle_writes(parts, records, writer)
+        except Exception as e:
+            self.events.warning(str(e))
 
     def _render_chunk(self, settings: RunSettings, parts: Components, records: dict, chunk: Chunk,
-                      resume_state: DenoiseState | None, *, trace: bool) -> None:
+                      resume_state: DenoiseState | None, writer: ChunkWriter, *, trace: bool) -> None:
         """One chunk of the loop (raises ``Interrupted`` after a mid-chunk checkpoint); ``trace``: the
-        first chunk this process renders, traced with ``--trace``."""
+        first chunk this process renders, traced with ``--trace``. The chunk before may still be
+        written by ``writer``: it is counted as soon as it is done (between steps), and waited for
+        before this chunk's checkpoint or files."""
         total, steps, stop = len(self.plan.chunks), self.plan.steps, self.stop
         self.events.chunk_started(chunk.index, total, steps, resume_state.step if resume_state is not None else 0)
         parts.profiler.begin_chunk(chunk.index)
@@ -485,7 +489,8 @@ class RenderSession:
         def on_step(i: int, _state: DenoiseState) -> bool:
             self.events.step_done(chunk.index, i + 1, steps)
             test_hooks.pause("denoise_step")  # tests stop the render here (mirage_cli.testing.pauses)
-            return stop.requested
+            self.settle_writes(parts, records, writer, wait=False)
+            return stop.requested or writer.failed  # a failed write ends the chunk: settle_writes raises it below
 
         tracing = self.options.trace_dir is not None and trace
         with trace_chunk(self.options.trace_dir, chunk_index=chunk.index, device=parts.backbone.device) if tracing else nullcontext():
@@ -494,24 +499,41 @@ class RenderSession:
             except NonFiniteLatents as e:
                 raise RenderError(non_finite_message(chunk.index, total, e, mid_chunk=resume_state is not None)) from None
         if not result.completed:
+            self.settle_writes(parts, records, writer)  # the chunk before is counted first, or its error raised
             self.save_checkpoint(settings, parts, records, chunk.index, denoise_state=result.denoise_state)
             raise Interrupted(
                 f"stopped by {stop.signal_name or 'a stop on another rank'} during chunk {chunk.index + 1}/{total}; "
                 "checkpoint saved, run the same command again to resume"
             )
-        records.update(parts.outputs.write_chunk(chunk, result.latents, result.pixels))
+        with parts.profiler.stage(WRITE_WAIT):
+            self.settle_writes(parts, records, writer)  # one chunk in flight at most
+        files = parts.outputs.host_copy(chunk, result.latents, result.pixels)
         new_frames = chunk.num_frames if chunk.index == 0 else chunk.num_frames - 1
         stats = {"start": chunk.start, "end": chunk.end, "frames": new_frames, **result.stats}
         parts.profiler.end_chunk(dict(stats))
-        seconds = self.save_checkpoint(settings, parts, records, chunk.index + 1)
-        parts.profiler.add_chunk_seconds(chunk.index, "checkpoint_write", seconds)
+        tensors, meta = self.checkpoint_contents(settings, parts, records, chunk.index + 1)
+        checkpoint = ChunkCheckpoint(host_tensors(tensors), meta)
         self.events.chunk_done(chunk.index, total, stats)
+        writer.submit(lambda: write_chunk_then_checkpoint(parts.outputs, files, self.store, checkpoint))
+        self.settle_writes(parts, records, writer, wait=False)  # done already when written in this thread
 
     def save_checkpoint(self, settings: RunSettings, parts: Components, records: dict, next_chunk: int, *,
                         denoise_state: DenoiseState | None = None, report: dict | None = None) -> float:
         """Write a checkpoint that resumes at chunk ``next_chunk`` (mid-chunk with ``denoise_state``;
         the final one, ``done``, with the ``report``); returns the seconds it took. Meta keys:
         ``mirage_cli.rundir.meta``."""
+        tensors, meta = self.checkpoint_contents(settings, parts, records, next_chunk, denoise_state=denoise_state, report=report)
+        t = time.perf_counter()
+        path = self.store.save(tensors, meta)
+        seconds = time.perf_counter() - t
+        self.events.checkpoint_saved({"name": path.name, "next_chunk": next_chunk, "mid_chunk_step": meta["mid_chunk_step"],
+                                      "done": meta["done"], "seconds": seconds})
+        return seconds
+
+    def checkpoint_contents(self, settings: RunSettings, parts: Components, records: dict, next_chunk: int, *,
+                            denoise_state: DenoiseState | None = None, report: dict | None = None) -> tuple[dict, dict]:
+        """The tensors and the meta of the checkpoint ``save_checkpoint`` writes (the tensors are the
+        rollout's own: copy them before the rollout goes on)."""
         done = report is not None
         tensors = parts.rollout.state_tensors()
         if denoise_state is not None:
@@ -531,13 +553,7 @@ class RenderSession:
         }
         if done:
             meta["report"] = report
-        t = time.perf_counter()
-        path = self.store.save(tensors, meta)
-        seconds = time.perf_counter() - t
-        self.events.checkpoint_saved(
-            {"name": path.name, "next_chunk": next_chunk, "mid_chunk_step": meta["mid_chunk_step"], "done": done, "seconds": seconds}
-        )
-        return seconds
+        return tensors, meta
 
     # --- 6. assemble, report, final checkpoint -----------------------------------------------------
 

@@ -386,6 +386,7 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
         "cache_bytes": meta.get("cache_bytes"),
         "mid_chunk_step": meta.get("mid_chunk_step"),
         "conditioning": _conditioning_of(meta, run),
+        "loras": _loras_of(meta, run),
         "last_checkpoint": latest.name if latest else None,
         "last_checkpoint_time": latest.created if latest else None,
         "checkpoints": [
@@ -420,6 +421,26 @@ def _conditioning_of(meta: dict, run: RunDir) -> dict | None:
     return out
 
 
+def _loras_of(meta: dict, run: RunDir) -> list[dict] | None:
+    """The run's LoRA stack from its checkpoint's configuration (sha256 and scale, in fusing order) with the
+    files as the resolved spec names them; None without a checkpoint or a stack."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    recorded = config.get("loras") if config is not None else None
+    if not isinstance(recorded, list):
+        return None
+    try:
+        resolved = yaml.safe_load(run.resolved_spec.read_text(encoding="utf-8"))
+        files = resolved.get("loras") or []
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        files = []
+    out = []
+    for i, item in enumerate(recorded):
+        named = files[i] if i < len(files) else None
+        path = named.get("path") if isinstance(named, dict) else named
+        out.append({**(item if isinstance(item, dict) else {}), "file": path if isinstance(path, str) else None})
+    return out
+
+
 def describe_inspection(info: dict) -> str:
     """Human-readable lines for ``mirage inspect`` (the CLI prints them)."""
 
@@ -437,6 +458,9 @@ def describe_inspection(info: dict) -> str:
         weights = [f"{name} {c.get(name + '_file') or '?'} sha256 {c[key][:12]}" for name, key in kinds if c.get(key)]
         scale = f" x{c['lora_scale']:g}" if c.get("lora_scale") is not None else ""
         lines.append(f"conditioning      {c.get('method')}" + (f" ({', '.join(weights)}{scale})" if weights else ""))
+    for i, lora in enumerate(info.get("loras") or []):
+        sha = str(lora.get("sha256") or "?")[:12]
+        lines.append(f"{'lora stack' if i == 0 else '':<18}{lora.get('file') or '?'} x{lora.get('scale', '?')} sha256 {sha}")
     cache_bytes = info["cache_bytes"]
     size = "?" if cache_bytes is None else f"{cache_bytes / 2**20:.1f} MiB"
     lines.append(f"cache             {num(info['cache_points'])} points, {size}")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mirage_cli.backbone.lora_stack import LoraFile
 from mirage_cli.base.errors import InputError, ProblemList
 from mirage_cli.base.files import read_text
 from mirage_cli.base.limits import MAX_FRAMES, MAX_SPEC_BYTES
@@ -49,7 +50,9 @@ from mirage_cli.spec.checks import (
 )
 from mirage_cli.spec.conditioning import CONDITIONING_FIELDS, ConditioningSettings, check_conditioning, fill_method_defaults
 from mirage_cli.spec.fields import MEMORY_FIELDS, SPEC_FIELDS, FieldSpec, MemorySettings
+from mirage_cli.spec.loras import check_loras
 from mirage_cli.spec.prompts import chunk_prompts
+from mirage_cli.spec.sampler import SamplerSettings, check_sampler, fit_steps_and_guidance
 from mirage_cli.spec.step_cache import STEP_CACHE_FIELDS, StepCacheSettings, calibration_misfit, check_step_cache
 
 __all__ = [
@@ -135,6 +138,10 @@ class Plan:
     """The spec's ``conditioning:`` (``mirage_cli.spec.conditioning``)."""
     step_cache: StepCacheSettings = StepCacheSettings()
     """The spec's ``step_cache:`` (``mirage_cli.spec.step_cache``)."""
+    sampler: SamplerSettings = SamplerSettings()
+    """The spec's ``sampler:`` (``mirage_cli.spec.sampler``)."""
+    loras: tuple[LoraFile, ...] = ()
+    """The spec's ``loras:``, fused at load in this order (``mirage_cli.spec.loras``)."""
     scale: SceneScale | None = None
     """Where the start depth's scale comes from (``mirage_cli.depth.scene_scale``)."""
     intrinsics_estimate: dict | None = None
@@ -177,8 +184,10 @@ class Plan:
             "model": self.model,
             "memory": self.memory.summary(),
             "conditioning": self.conditioning.summary(),
+            **({"loras": [lora.summary() for lora in self.loras]} if self.loras else {}),
             "settings_from": dict(self.settings_from),
             "step_cache": self.step_cache.summary(),
+            "sampler": self.sampler.summary(),
             **({"intrinsics_estimate": self.intrinsics_estimate} if self.intrinsics_estimate else {}),
             "depth_model": self.depth_model,
             "output": str(self.output),
@@ -231,6 +240,7 @@ class Plan:
             f"  last      {s['last_camera_position']}",
             f"image       {s['image']}" + (f"  (depth {s['depth']})" if s["depth"] else ""),
             f"model       {s['model']}, {s['steps']} steps, guidance {s['guidance']:g}, shift {s['shift']:g}, seed {s['seed']}",
+            f"sampler     {self.sampler.describe()}",
             *self._describe_defaults(),
             f"memory      {self.memory.mode} (pin {self.memory.pin} until {self.memory.pin_until:g})",
             *([f"conditioning {self.conditioning.method}: vace {self.conditioning.vace}"
@@ -431,12 +441,16 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     problems = ProblemList(str(path), "", line_of)
     v = check_fields(apply_overrides(data, overrides), SPEC_FIELDS, problems)
     v, settings_from, defaults = fill_method_defaults(v, data, overrides)
+    sampler = check_sampler(v["sampler"], problems)
+    if sampler is not None:
+        fit_steps_and_guidance(v, settings_from, sampler, problems)
     memory_values = section_values(v, "memory", MEMORY_FIELDS, problems)
     frames, chunk_frames = check_frames(v["frames"], v["chunk_frames"], problems, default_chunk=defaults.chunk_frames)
     check_numbers(v, problems)
     size = check_resolution(v["resolution"], problems)
     memory, conditioning, step_cache = check_sections(v, memory_values, path.parent, problems)
     image, depth, mask = check_files(v, path.parent, problems)
+    loras = check_loras(v["loras"], path.parent, problems) if valid(v["loras"]) else ()
     output = resolve_output(v, path.parent, path.stem, problems)
     first_chunk = None
     if settings_from.get("chunk_frames", "").startswith("method") and defaults.first_chunk_frames and frames:
@@ -479,6 +493,8 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         chunk_prompts=prompts,
         conditioning=conditioning,
         step_cache=step_cache,
+        sampler=sampler,
+        loras=loras,
         scale=scale,
         intrinsics_auto=auto,
         settings_from=settings_from,
