@@ -327,7 +327,7 @@ NAMED_CASES: list[CommandCase] = [
     CommandCase("eval-depth-and-model", lambda folder: video_args(folder, "--depth", folder / "d.npy", "--depth-model", "m"),
                 "--depth-model: give the depth either as a file (--depth) or from a model (--depth-model), not both"),
     CommandCase("eval-depth-model-not-a-model", lambda folder: video_args(folder, "--depth-model", folder),
-                "case is not a transformers depth model directory: config.json is missing"),
+                " is not a transformers depth model directory: config.json is missing"),
     CommandCase("eval-depth-model-fifo", lambda folder: video_args(folder, "--depth-model", fifo("model")(folder)),
                 "model is not a transformers depth model directory: config.json is missing"),
     # --reference
