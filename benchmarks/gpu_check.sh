@@ -17,6 +17,12 @@
 # after MIRAGE_GPU_CHECK_CACHE_TIMEOUT, default 240 s). MIRAGE_GPU_CHECK_CACHE_ARGS replaces their
 # arguments (default: the real size, one chunk of 33 frames, 8 steps, one round).
 #
+# Then the few-step line (MIRAGE_GPU_CHECK_SAMPLER, default dmd; empty: none): `mirage bench --sampler`
+# with one 121-frame chunk at 1280x704, latent memory, the few-step sampler beside UniPC (8 steps, to
+# keep the budget: its s/step is what counts), seconds per chunk by stage and the stage a few-step chunk
+# waits on most, into OUT_DIR/sampler.json and table.md. About 2-3 minutes on one H100 (stopped after
+# MIRAGE_GPU_CHECK_SAMPLER_TIMEOUT, default 300 s); MIRAGE_GPU_CHECK_SAMPLER_ARGS replaces its arguments.
+#
 # Python: $PYTHON (default: .venv/bin/python when present, else python3) must import mirage_cli and
 # a CUDA build of torch. On a bare machine without internet, carry the wheels in and set
 # MIRAGE_WHEELS=DIR: a fresh venv is made and everything installed from DIR only (pip --no-index).
@@ -127,3 +133,29 @@ if [[ ${#CACHE_ROWS[@]} -gt 0 ]]; then
         printf '%s\n' "${CACHE_ROWS[@]}"
     } | tee -a "$OUT_DIR/table.md"
 fi
+
+SAMPLER_ARGS_DEFAULT="--random-weights --random-text-encoder --device cuda --resolution 1280x704 --frames 121 --chunk-frames 121 --steps 8"
+read -r -a SAMPLER_ARGS <<< "${MIRAGE_GPU_CHECK_SAMPLER_ARGS:-$SAMPLER_ARGS_DEFAULT}"
+for sampler in ${MIRAGE_GPU_CHECK_SAMPLER-dmd}; do
+    if timeout "${MIRAGE_GPU_CHECK_SAMPLER_TIMEOUT:-300}" "$PYTHON" -m mirage_cli bench "${SAMPLER_ARGS[@]}" --chunks 1 --repeat 1 \
+            --sampler "$sampler" --json > "$OUT_DIR/sampler.json" 2> "$OUT_DIR/sampler.log"; then
+        "$PYTHON" - "$OUT_DIR/sampler.json" <<'PY' | tee -a "$OUT_DIR/table.md"
+import json, sys
+r = json.loads(open(sys.argv[1]).read())
+names = list(r["runs"])
+groups = ["denoise", "decode", "encode", "outputs", "depth", "memory", "write_wait"]
+print("")
+print("| sampler | steps | s/chunk | " + " | ".join(groups) + " |")
+print("|---|---:|---:|" + "---:|" * len(groups))
+for name in names:
+    run = r["runs"][name]
+    print(f"| {name} | {r['settings'][name]['steps']} | {run['wall']:.2f} | " + " | ".join(f"{run[g]:.2f}" for g in groups) + " |")
+base, fast = r["runs"][names[0]], r["runs"][names[1]]
+per_step = base["denoise"] / r["settings"][names[0]]["steps"]
+print(f"\n{r['resolution']}, {r['frames']} frames in one chunk on {r['device']}: {names[1]} chunk {fast['wall']:.2f} s end to end "
+      f"(UniPC at 50 steps would denoise for about {per_step * 50:.1f} s); it waits most on {r['dominant_stage']}.")
+PY
+    else
+        echo "few-step bench ($sampler) failed: see $OUT_DIR/sampler.log" | tee -a "$OUT_DIR/table.md" >&2
+    fi
+done

@@ -50,7 +50,8 @@ def test_gpu_check_script_proves_itself_on_the_cpu(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "PATH": "/usr/bin:/bin",
            "MIRAGE_GPU_CHECK_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 17 --chunk-frames 9 --steps 2 --repeat 1",
            "MIRAGE_GPU_CHECK_CACHES": "first-block mag",
-           "MIRAGE_GPU_CHECK_CACHE_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 9 --chunk-frames 9 --steps 4"}
+           "MIRAGE_GPU_CHECK_CACHE_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 9 --chunk-frames 9 --steps 4",
+           "MIRAGE_GPU_CHECK_SAMPLER_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 9 --chunk-frames 9 --steps 4"}
     done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")], cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -60,3 +61,5 @@ def test_gpu_check_script_proves_itself_on_the_cpu(tmp_path):
     table = (tmp_path / "out" / "table.md").read_text()
     assert table.startswith("| memory | s/chunk | memory module s | peak GiB (process_rss) |") and "| latent |" in table
     assert "| step cache | s/step none |" in table and "| first-block | 0." in table and "| mag | 0." in table
+    assert "| sampler | steps | s/chunk |" in table and "| dmd | 3 |" in table and "it waits most on" in table
+    assert json.loads((tmp_path / "out" / "sampler.json").read_text())["settings"]["dmd"]["steps"] == 3

@@ -286,3 +286,71 @@ def test_render_with_the_dmd_sampler_is_deterministic_and_fingerprinted(tmp_path
     changed = cli("render", other, "--out", tmp_path / "a", *args)
     assert changed.exit_code == 2 and "sampler" in changed.stderr, changed.stderr
     assert json.loads(first.stdout)
+
+
+def test_the_sampler_flag_overrides_the_spec_and_keeps_its_timesteps(tmp_path):
+    from render_helpers import cli, write_small_scene
+
+    from mirage_cli.spec.plan import load_plan
+
+    plain = write_small_scene(tmp_path / "plain")
+    assert load_plan(plain, overrides={"sampler": "dmd"}).sampler.timesteps == FASTWAN
+    own = write_small_scene(tmp_path / "own", sampler={"name": "dmd", "timesteps": [1000, 500]})
+    kept = load_plan(own, overrides={"sampler": "dmd"})
+    assert kept.sampler.timesteps == (1000, 500) and kept.steps == 2 and kept.sampler.source == "flag"
+    assert load_plan(own, overrides={"sampler": "unipc"}).sampler.summary() == {"name": "unipc"}
+    shown = cli("validate", plain, "--sampler", "dmd")
+    assert shown.exit_code == 0 and "sampler     dmd, timesteps [1000, 757, 522]" in shown.stdout, shown.stderr
+    assert "3 steps, guidance 1" in shown.stdout
+    bad = cli("validate", plain, "--sampler", "euler")
+    assert bad.exit_code == 2 and "--sampler" in bad.stderr
+
+
+@pytest.mark.parametrize("how", ["name", "model_index"])
+def test_the_model_chooses_the_few_step_sampler_where_it_says(tmp_path, how):
+    from render_helpers import cli, write_small_scene
+
+    from mirage_cli.spec.plan import load_plan
+
+    if how == "name":  # FastVideo's registry knows FastWan2.2-TI2V-5B by its name
+        model = tmp_path / "FastWan2.2-TI2V-5B-FullAttn-Diffusers"
+        model.mkdir()
+    else:  # a local folder whose pipeline class is a DMD pipeline (FastVideo's naming)
+        model = tmp_path / "distilled"
+        model.mkdir()
+        (model / "model_index.json").write_text('{"_class_name": "WanDMDPipeline"}')
+    scene = write_small_scene(tmp_path / "scene", model=str(model))
+    plan = load_plan(scene)
+    assert plan.sampler.name == "dmd" and plan.steps == 3 and plan.guidance == 1.0
+    assert plan.sampler.source.startswith("model") and "from the model" in plan.describe()
+    assert load_plan(scene, overrides={"sampler": "unipc"}).sampler.name == "unipc"
+    refused = cli("render", scene, "--steps", "50", "--preset", "tiny", "--out", tmp_path / "run")
+    assert refused.exit_code == 2 and "steps" in refused.stderr and "--sampler unipc" in refused.stderr, refused.stderr
+    assert refused.stderr.count("\n") == 1
+    # a plain Wan2.2 folder says nothing: UniPC
+    other = tmp_path / "Wan2.2-TI2V-5B-Diffusers"
+    other.mkdir()
+    (other / "model_index.json").write_text('{"_class_name": "WanPipeline"}')
+    assert load_plan(write_small_scene(tmp_path / "wan", model=str(other))).sampler.name == "unipc"
+
+
+def test_bench_puts_the_few_step_sampler_beside_unipc(tmp_path):
+    import json
+
+    from render_helpers import cli, write_small_scene
+
+    from mirage_cli.measure.sampler_bench import ON_THE_CRITICAL_PATH, STAGE_GROUPS
+
+    scene = write_small_scene(tmp_path / "scene")
+    result = cli("bench", scene, "--preset", "tiny", "--sampler", "dmd", "--steps", "4", "--repeat", "1", "--chunks", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    measured = json.loads(result.stdout)
+    unipc = measured["settings"]["unipc"]
+    assert unipc["sampler"] == {"name": "unipc"} and unipc["steps"] == 4 and unipc["guidance"] > 1
+    assert measured["settings"]["dmd"]["steps"] == 3 and measured["settings"]["dmd"]["guidance"] == 1.0
+    for run in measured["runs"].values():
+        assert set(run) == {"end_to_end_seconds", "wall", *STAGE_GROUPS} and run["denoise"] > 0 and run["decode"] > 0
+    assert measured["dominant_stage"] in ON_THE_CRITICAL_PATH and measured["speedup_denoise"] > 0
+    for args, words in [(["--sampler", "unipc"], "name one (dmd)"), (["--sampler", "dmd", "--cache", "first-block"], "--cache")]:
+        refused = cli("bench", scene, "--preset", "tiny", *args)
+        assert refused.exit_code == 2 and words in refused.stderr, refused.stderr

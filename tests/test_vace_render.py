@@ -125,3 +125,17 @@ def test_a_lora_of_rank_0_is_refused_before_the_run_directory_exists(tmp_path, w
     (line,) = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and "conditioning.lora: wrong ranks:" in line and "rank 0: a LoRA needs rank 1 or more" in line
     assert not (tmp_path / "run").exists()  # no run directory, no crash file in it
+
+
+def test_a_vace_render_under_the_few_step_sampler_resumes_to_the_same_bytes(tmp_path, weights):
+    scene = vace_scene(tmp_path / "scene", weights, sampler="dmd")  # SMALL's 3 steps: the 3 timesteps
+    whole = tmp_path / "whole"
+    assert cli("render", scene, "--out", whole, "--memory", "latent", *SMALL).exit_code == 0
+    config = json.loads((whole / "report.json").read_text())["config"]
+    assert config["sampler"] == {"name": "dmd", "timesteps": [1000, 757, 522], "shift": 8.0} and config["guidance"] == 1.0
+    run = stopped_render(scene, tmp_path / "stopped")  # SIGTERM in chunk 2: a mid-chunk checkpoint
+    assert cli("render", scene, "--out", run, "--memory", "latent", *SMALL).exit_code == 0
+    assert file_hash(run / "video.mp4") == file_hash(whole / "video.mp4")
+    unipc = tmp_path / "unipc"
+    assert cli("render", vace_scene(tmp_path / "unipc-scene", weights), "--out", unipc, "--memory", "latent", *SMALL).exit_code == 0
+    assert file_hash(unipc / "video.mp4") != file_hash(whole / "video.mp4")

@@ -13,12 +13,14 @@ import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from mirage_cli.base.options import BackboneOptions, Offload, VideoOptions
+from mirage_cli.spec.sampler import SAMPLERS
 
 BACKBONE = BackboneOptions()
 VIDEO = VideoOptions()
@@ -42,6 +44,12 @@ Compile = Annotated[bool, typer.Option("--compile", help="Regional compilation o
 Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps per chunk (overrides the spec and the method's default).")]
 Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale, 1 = off (overrides the spec "
                                                 "and the method's default).")]
+SamplerName = Enum("SamplerName", {name.upper(): name for name in SAMPLERS}, type=str)
+"""The ``--sampler`` choices (``mirage_cli.spec.sampler.SAMPLERS``)."""
+Sampler = Annotated[SamplerName | None, typer.Option("--sampler",
+                                             help="unipc (50 steps, guidance) | dmd: few-step sampling of DMD-distilled models "
+                                             "(FastWan2.2-TI2V-5B's timesteps unless the spec gives others); overrides the spec "
+                                             "and the model's own choice.")]
 Loras = Annotated[list[str] | None, typer.Option("--lora", help="FILE[:SCALE], repeatable: a LoRA stack fused into the DiT at "
                                                  "load, in order (replaces the spec's loras:; the memory LoRA is --memory-lora).")]
 VramBudget = Annotated[str, typer.Option("--vram-budget", help="auto (the GPU's free memory) | GiB | none: on a GPU, add "

@@ -39,6 +39,8 @@ from mirage_cli.cli.flags import (
     VIDEO,
     Guidance,
     Loras,
+    Sampler,
+    SamplerName,
     Steps,
 )
 from mirage_cli.testing import pauses as test_hooks
@@ -59,6 +61,7 @@ def validate(
     backbone: BackboneOptions = BACKBONE,  # the model flags (MODEL_FLAGS)
     depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, or none."),
     lora: Loras = None,
+    sampler: Sampler = None,
 ) -> None:
     """Check a scene spec and its files as a render would, and print the resolved plan (and, with
     --vram, the predicted GPU memory)."""
@@ -72,7 +75,8 @@ def validate(
 
         options = backbone if vram_budget is None else replace(backbone, vram_budget=vram_budget)
         parse_vram_budget(options.vram_budget)
-        plan = load_plan(scene, overrides={"model": model, "depth_model": depth_model, "loras": _lora_stack(lora)})
+        plan = load_plan(scene, overrides={"model": model, "depth_model": depth_model, "loras": _lora_stack(lora),
+                                                 "sampler": None if sampler is None else sampler.value})
         check_plan_calibration(plan, backbone)  # as the render does
         plan = estimate_intrinsics(plan)
         preflight(plan)
@@ -189,6 +193,7 @@ def render(
     step_cache: dict | None = None,  # the step-cache flags (STEP_CACHE_FLAGS)
     steps: Steps = None,
     guidance: Guidance = None,
+    sampler: Sampler = None,
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the spec)."),
     crf: int = typer.Option(VIDEO.crf, "--crf", help="x264 quality of video.mp4: 0-51, lower is better."),
     encoder_preset: str = typer.Option(VIDEO.encoder_preset, "--encoder-preset", help="x264 speed preset of video.mp4."),
@@ -215,7 +220,8 @@ def render(
 
         overrides = render_overrides(model=model, steps=steps, guidance=guidance, seed=seed, depth_model=depth_model,
                                      memory=memory, pin=pin, pin_until=pin_until, conditioning=conditioning, vace=vace,
-                                     lora=lora, lora_scale=lora_scale, step_cache=step_cache, memory_lora=memory_lora)
+                                     lora=lora, lora_scale=lora_scale, step_cache=step_cache, memory_lora=memory_lora,
+                                     sampler=sampler)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
         plan = load_plan(scene, overrides=overrides)
@@ -226,12 +232,13 @@ def render(
 
 
 def render_overrides(*, model, steps, guidance, seed, depth_model, memory, pin, pin_until, conditioning, vace, lora,
-                     lora_scale, step_cache: dict, memory_lora=None) -> dict:
+                     lora_scale, step_cache: dict, memory_lora=None, sampler=None) -> dict:
     """The spec fields ``mirage render``'s flags replace (``load_plan``'s overrides; None: not given)."""
     return {
         "model": model,
         "steps": steps,
         "guidance": guidance,
+        "sampler": None if sampler is None else SamplerName(sampler).value,
         "seed": seed,
         "depth_model": depth_model,
         "memory.mode": memory,

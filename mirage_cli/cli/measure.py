@@ -15,6 +15,7 @@ from mirage_cli.cli.flags import (
     MODEL_FLAGS,
     STEP_CACHE_FLAGS,
     Loras,
+    Sampler,
     Steps,
 )
 
@@ -83,9 +84,12 @@ def bench(
                                    "3D consistency, revisits, stability, seams)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
     lora: Loras = None,
+    sampler: Sampler = None,
 ) -> None:
     """Render a scene with latent memory, RGB memory and no memory; print times, sizes and ratios.
-    With --cache: the scene without and with that step cache (speed-up and change of the frames)."""
+    With --cache: the scene without and with that step cache (speed-up and change of the frames).
+    With --sampler dmd: the scene with 50-step UniPC and with the few-step sampler, seconds per chunk
+    by stage (--steps then sets the UniPC side's steps)."""
 
     def body():
         from mirage_cli.measure.bench import bench_table, run_bench
@@ -102,11 +106,14 @@ def bench(
         overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
         from mirage_cli.spec.loras import lora_stack
 
-        plan = load_plan(spec, overrides={**overrides, **step_cache, "loras": lora_stack(lora)})
-        plan = estimate_intrinsics(plan)
-
         def on_run(mode, r):
             err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")
+
+        if sampler is not None:
+            return _bench_samplers(spec, overrides, sampler.value, steps=steps, loras=lora_stack(lora), step_cache=step_cache,
+                                   backbone=backbone, chunks=chunks, repeat=repeat, json_out=json_out, on_run=on_run)
+        plan = load_plan(spec, overrides={**overrides, **step_cache, "loras": lora_stack(lora)})
+        plan = estimate_intrinsics(plan)
 
         if step_cache["step_cache.method"] not in (None, "none"):
             from mirage_cli.measure.step_cache_bench import cache_bench_table, run_cache_bench
@@ -125,6 +132,24 @@ def bench(
                 _console().print(eval_table(result))
 
     run_body(body)
+
+
+def _bench_samplers(spec: Path, overrides: dict, sampler: str, *, steps, loras, step_cache: dict, backbone: BackboneOptions,
+                    chunks, repeat: int, json_out: bool, on_run) -> None:
+    """``mirage bench --sampler``: the scene with UniPC (``--steps`` applies to it) and with ``sampler``."""
+    from mirage_cli.measure.sampler_bench import run_sampler_bench, sampler_bench_table
+    from mirage_cli.render.prepare import estimate_intrinsics
+    from mirage_cli.spec.plan import load_plan, trim_plan
+
+    if step_cache["step_cache.method"] not in (None, "none"):
+        raise InputError("compares samplers without a step cache: leave out --cache (bench it on its own)", field="--sampler")
+    if sampler == "unipc":
+        raise InputError("compares a few-step sampler with 50-step UniPC: name one (dmd)", field="--sampler")
+    common = {**overrides, "steps": None, "loras": loras}
+    few_step = estimate_intrinsics(trim_plan(load_plan(spec, overrides={**common, "sampler": sampler}), chunks))
+    baseline = estimate_intrinsics(trim_plan(load_plan(spec, overrides={**common, "sampler": "unipc", "steps": steps}), chunks))
+    result = run_sampler_bench(baseline, few_step, backbone, repeat=repeat, on_run=on_run)
+    print_json(result) if json_out else _console().print(sampler_bench_table(result))
 
 
 # --- mirage calibrate-cache --------------------------------------------------------------------

@@ -67,8 +67,9 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "memory": FieldSpec((dict, _NONE), None, "memory settings (MEMORY_FIELDS)"),
     "conditioning": FieldSpec((dict, _NONE), None, "how the memory conditions a chunk (spec_conditioning.CONDITIONING_FIELDS)"),
     "step_cache": FieldSpec((dict, _NONE), None, "a diffusers step cache (spec_step_cache.STEP_CACHE_FIELDS)"),
-    "sampler": FieldSpec((str, dict, _NONE), None, "unipc (null) | dmd (few-step, for DMD-distilled models: FastWan2.2, "
-                         "Wan2.2-TI2V-5B-Turbo) | {name: dmd, timesteps: [...], shift: 8} (spec_sampler)"),
+    "sampler": FieldSpec((str, dict, _NONE), None, "unipc | dmd (few-step, for DMD-distilled models: FastWan2.2, "
+                         "Wan2.2-TI2V-5B-Turbo) | {name: dmd, timesteps: [...], shift: 8}; null: dmd for a model that "
+                         "says it is DMD-distilled, else unipc (spec_sampler)"),
     "loras": FieldSpec((list, _NONE), None, "LoRAs fused into the DiT at load, in order: paths or {path, scale} "
                        "(diffusers/PEFT, kohya/ComfyUI or original Wan names; spec_loras)"),
     "depth_model": FieldSpec((str, _NONE), None, f"transformers depth model id/dir, or none (null: {DEFAULT_DEPTH_MODEL}; "

@@ -52,7 +52,7 @@ from mirage_cli.spec.conditioning import CONDITIONING_FIELDS, ConditioningSettin
 from mirage_cli.spec.fields import MEMORY_FIELDS, SPEC_FIELDS, FieldSpec, MemorySettings
 from mirage_cli.spec.loras import check_loras
 from mirage_cli.spec.prompts import chunk_prompts
-from mirage_cli.spec.sampler import SamplerSettings, check_sampler, fit_steps_and_guidance
+from mirage_cli.spec.sampler import DMD, SamplerSettings, check_sampler, fit_steps_and_guidance, model_sampler, override_sampler
 from mirage_cli.spec.step_cache import STEP_CACHE_FIELDS, StepCacheSettings, calibration_misfit, check_step_cache
 
 __all__ = [
@@ -310,7 +310,9 @@ def apply_overrides(data: dict, overrides: dict | None) -> dict:
         if value is None:
             continue
         section, _, name = key.partition(".")
-        if name and section in ("memory", "conditioning", "step_cache"):
+        if key == "sampler":
+            out[key] = override_sampler(out.get(key), value)
+        elif name and section in ("memory", "conditioning", "step_cache"):
             current = out.get(section) if isinstance(out.get(section), dict) else {}
             out[section] = {**current, name: value}
         else:
@@ -425,6 +427,17 @@ def resolve_camera(v: dict, size, frames, depth_model: str, base: Path, problems
     return trajectory, decide(v["camera"], base, trajectory, v["depth"] is not None, depth_model, problems), None
 
 
+def chosen_sampler(v: dict, given: dict, flags: dict | None) -> tuple:
+    """The ``sampler`` value to check and where it comes from: the flag, the spec, else what the model
+    says (``model_sampler``), else the default."""
+    if (flags or {}).get("sampler") is not None:
+        return v["sampler"], "flag"
+    if given.get("sampler") is not None:
+        return v["sampler"], "spec"
+    why = model_sampler(v["model"]) if isinstance(v["model"], str) else None
+    return (DMD, why) if why else (None, "default")
+
+
 def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Plan:
     """Read, validate and resolve a scene spec.
 
@@ -441,7 +454,7 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     problems = ProblemList(str(path), "", line_of)
     v = check_fields(apply_overrides(data, overrides), SPEC_FIELDS, problems)
     v, settings_from, defaults = fill_method_defaults(v, data, overrides)
-    sampler = check_sampler(v["sampler"], problems)
+    sampler = check_sampler(*chosen_sampler(v, data, overrides), problems)
     if sampler is not None:
         fit_steps_and_guidance(v, settings_from, sampler, problems)
     memory_values = section_values(v, "memory", MEMORY_FIELDS, problems)

@@ -5,7 +5,13 @@
 FastWan2.2-TI2V-5B(-FullAttn), Wan2.2-TI2V-5B-Turbo. Written out: ``sampler: {name: dmd, timesteps:
 [1000, 757, 522], shift: 8}``. ``timesteps`` default to FastWan2.2-TI2V-5B's, ``FASTWAN_TIMESTEPS``;
 ``shift`` (of the sigma table the timesteps are looked up in) to ``DMD_TABLE_SHIFT``. The flag
-``--sampler`` sets the name.
+``--sampler NAME`` sets the name (a spec section naming the same sampler keeps its timesteps).
+
+Where neither the spec nor the flag names a sampler, the model says (``model_sampler``): a FastWan2.2-TI2V-5B
+model (its hub id or folder name, as FastVideo's registry knows it) or a local model folder whose
+``model_index.json`` names a DMD pipeline (``_class_name`` like FastVideo's ``WanDMDPipeline``) is sampled
+with ``dmd``. Turbo models are not recognised (their timesteps are not published in a form read here):
+name the sampler and its timesteps in the spec.
 
 A DMD-distilled model is guidance-distilled and trained for its timesteps, so with ``dmd`` the steps
 are the timesteps' count and guidance is 1 (no negative branch): a spec or flag asking for other
@@ -14,9 +20,13 @@ steps, or for guidance above 1, is refused (exit 2) rather than silently changed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from mirage_cli.base.errors import ProblemList
+from mirage_cli.base.errors import InputError, ProblemList
+from mirage_cli.base.files import read_text
+from mirage_cli.base.json_text import JsonTextError, load_json
 
 UNIPC = "unipc"
 DMD = "dmd"
@@ -42,6 +52,9 @@ class SamplerSettings:
     name: str = UNIPC
     timesteps: tuple[int, ...] = ()
     shift: float = DMD_TABLE_SHIFT
+    source: str = field(default="default", compare=False)
+    """Where the name came from: ``default``, ``spec``, ``flag`` or ``model <why>`` (not in ``summary``:
+    the same sampler renders the same, whoever chose it)."""
 
     @property
     def few_step(self) -> bool:
@@ -53,15 +66,17 @@ class SamplerSettings:
         return {"name": self.name, "timesteps": list(self.timesteps), "shift": self.shift}
 
     def describe(self) -> str:
+        origin = f"; from the {self.source}" if self.source.startswith("model") else ""
         if not self.few_step:
-            return "unipc (multistep, classifier-free guidance)"
-        return f"dmd, timesteps {list(self.timesteps)}, table shift {self.shift:g} (few-step, guidance-distilled)"
+            return f"unipc (multistep, classifier-free guidance{origin})"
+        return f"dmd, timesteps {list(self.timesteps)}, table shift {self.shift:g} (few-step, guidance-distilled{origin})"
 
 
-def check_sampler(value, problems: ProblemList) -> SamplerSettings | None:
-    """``sampler:`` (None, a name, or ``{name, timesteps, shift}``) checked; None with a problem added."""
+def check_sampler(value, source: str, problems: ProblemList) -> SamplerSettings | None:
+    """``sampler:`` (None, a name, or ``{name, timesteps, shift}``) checked, chosen by ``source``
+    (``SamplerSettings.source``); None with a problem added."""
     if value is None:
-        return SamplerSettings()
+        return SamplerSettings(source=source)
     section = {"name": value} if isinstance(value, str) else value
     if not isinstance(section, dict):
         problems.add("sampler", f"expected a name ({' | '.join(SAMPLERS)}) or {{name, timesteps, shift}}, got {value!r}")
@@ -79,7 +94,7 @@ def check_sampler(value, problems: ProblemList) -> SamplerSettings | None:
             problems.add("sampler.timesteps" if "timesteps" in section else "sampler.shift",
                          "only the dmd sampler takes timesteps and shift (UniPC's come from steps and the top-level shift)")
             return None
-        return SamplerSettings()
+        return SamplerSettings(source=source)
     timesteps = section.get("timesteps", FASTWAN_TIMESTEPS)
     if (not isinstance(timesteps, (list, tuple)) or not timesteps
             or any(isinstance(t, bool) or not isinstance(t, int) for t in timesteps)):
@@ -92,7 +107,7 @@ def check_sampler(value, problems: ProblemList) -> SamplerSettings | None:
     if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 < shift <= 100:
         problems.add("sampler.shift", f"must be a number > 0 and at most 100, got {shift!r}")
         return None
-    return SamplerSettings(DMD, tuple(timesteps), float(shift))
+    return SamplerSettings(DMD, tuple(timesteps), float(shift), source)
 
 
 def fit_steps_and_guidance(v: dict, settings_from: dict, sampler: SamplerSettings, problems: ProblemList) -> None:
@@ -108,4 +123,42 @@ def fit_steps_and_guidance(v: dict, settings_from: dict, sampler: SamplerSetting
             v[name] = wanted
             settings_from[name] = "sampler dmd"
         elif isinstance(v[name], (int, float)) and v[name] != wanted:
-            problems.add(name, f"{why}, got {v[name]:g} (from the {origin})")
+            chosen = ""
+            if sampler.source.startswith("model"):
+                chosen = f"; the sampler comes from the {sampler.source}: --sampler unipc to sample otherwise"
+            problems.add(name, f"{why}, got {v[name]:g} (from the {origin}){chosen}")
+
+
+def override_sampler(current, name: str):
+    """The spec's ``sampler`` value once ``--sampler name`` is applied: the spec's own section when it
+    names the same sampler (its timesteps and shift stay), else the bare name."""
+    if isinstance(current, dict) and current.get("name", DMD if "timesteps" in current else UNIPC) == name:
+        return current
+    return name
+
+
+FASTWAN_NAMES = ("fastwan2.2-ti2v-5b",)
+"""Model names (hub id's last part or folder name, lower case, prefix) FastVideo's registry maps to its
+``FastWan2_2_TI2V_5B_Config`` (``FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers`` and
+``FastVideo/FastWan2.2-TI2V-5B-Diffusers``), whose ``dmd_denoising_steps`` are ``FASTWAN_TIMESTEPS``."""
+
+MODEL_INDEX_LIMIT = 1 << 20
+
+
+def model_sampler(model: str) -> str | None:
+    """Why ``model`` (a hub id or a local folder) is sampled with ``dmd``, or None when it does not say.
+
+    A model index that cannot be read is left to the loader, which refuses it by name."""
+    name = Path(model.rstrip("/\\")).name.lower()
+    if name.startswith(FASTWAN_NAMES):
+        return f"model {Path(model).name} (FastWan2.2-TI2V-5B)"
+    index = Path(model).expanduser() / "model_index.json"
+    if not os.path.isfile(index):
+        return None
+    try:
+        pipeline = load_json(read_text(index, MODEL_INDEX_LIMIT)).get("_class_name")
+    except (InputError, JsonTextError, AttributeError):
+        return None
+    if isinstance(pipeline, str) and "dmd" in pipeline.lower():
+        return f"model directory's model_index.json ({pipeline})"
+    return None
