@@ -7,6 +7,7 @@ asserted (README, "Benchmarks").
 from __future__ import annotations
 
 import json
+import re
 
 from render_helpers import cli
 
@@ -60,6 +61,7 @@ def test_gpu_check_script_proves_itself_on_the_cpu(tmp_path):
     assert result["nvidia_smi_peak_bytes"] is None
     table = (tmp_path / "out" / "table.md").read_text()
     assert table.startswith("| memory | s/chunk | memory module s | peak GiB (process_rss) |") and "| latent |" in table
-    assert "| step cache | s/step none |" in table and "| first-block | 0." in table and "| mag | 0." in table
+    assert "| step cache | s/step none |" in table
+    assert re.search(r"^\| first-block \| [0-9.]+ \| [0-9.]+ \|", table, re.M) and re.search(r"^\| mag \| [0-9.]+ \|", table, re.M)
     assert "| sampler | steps | s/chunk |" in table and "| dmd | 3 |" in table and "it waits most on" in table
     assert json.loads((tmp_path / "out" / "sampler.json").read_text())["settings"]["dmd"]["steps"] == 3

@@ -18,7 +18,9 @@ from render_helpers import cli
 
 NAMED = named_command_cases()
 FUZZ = fuzz_command_cases(40, seed=0)
-MAX_SECONDS = 20.0
+HANG_SECONDS = 120.0
+"""A hang guard, not a speed bound (a busy machine must not fail the suite): how fast bad input is
+refused is measured by benchmarks/hostile_inputs.py."""
 MAX_TRACED_BYTES = 300 << 20
 
 
@@ -37,7 +39,7 @@ def run_case(case: CommandCase, folder) -> str:
     assert result.exception is None or isinstance(result.exception, SystemExit), f"{case.name}: {result.exception!r}"
     problem = verdict_problem(case, result.exit_code, result.stderr)
     assert problem is None, f"{case.name}: {problem}"
-    assert seconds < MAX_SECONDS, f"{case.name}: {seconds:.1f} s"
+    assert seconds < HANG_SECONDS, f"{case.name}: still running after {seconds:.1f} s"
     assert peak < MAX_TRACED_BYTES, f"{case.name}: {peak / 2**20:.0f} MiB"
     return result.stderr
 

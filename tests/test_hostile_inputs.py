@@ -24,7 +24,9 @@ from mirage_cli.render.session import RenderSession
 from mirage_cli.spec.plan import load_plan
 
 FUZZ_CASES = fuzz_cases(300, seed=0)
-MAX_SECONDS = 5.0
+HANG_SECONDS = 120.0
+"""A hang guard, not a speed bound (a busy machine must not fail the suite): how fast bad input is
+refused is measured by benchmarks/hostile_inputs.py."""
 MAX_TRACED_BYTES = 300 << 20
 WHOLE_FILE_PROBLEMS = ("spec file is empty", "expected a mapping of fields at the top level", "bytes, more than the limit",
                        "not UTF-8 text", "expected a regular file", "nested deeper than", "aliases expand", "YAML does not parse",
@@ -60,7 +62,7 @@ def check_case(case: Case, folder, monkeypatch) -> str:
     """Run ``case`` three ways (module docstring); returns validate's stderr."""
     spec = case.build(folder)
     problems, peak, seconds = library_problems(spec)
-    assert seconds < MAX_SECONDS, f"{case.name}: {seconds:.1f} s"
+    assert seconds < HANG_SECONDS, f"{case.name}: still running after {seconds:.1f} s"
     assert peak < MAX_TRACED_BYTES, f"{case.name}: {peak / 2**20:.0f} MiB"
     for p in problems:
         assert p.file, f"{case.name}: a problem without its file: {p}"
