@@ -54,7 +54,6 @@ def base_spec() -> dict:
         "prompt": "A quiet room",
         "image": "start.png",
         "depth": "depth.npy",
-        "depth_scale": 0.001,
         "camera": {"keyframes": [{"frame": 0, "position": [0.0, 0.0, 0.0], "yaw": 0},
                                  {"frame": 8, "position": [0.3, 0.0, 0.4], "yaw": 30},
                                  {"frame": 16, "position": [0.0, 0.0, 0.0], "yaw": 0}]},

@@ -272,3 +272,25 @@ def test_colmap_binary_damage_is_one_plain_line(tmp_path):
     (model / "images.bin").mkdir()
     code, out, err = run("trajectory", model)
     assert code == 2 and f"{model / 'images.bin'}: is a directory" in err, err
+
+
+def test_trajectory_of_a_scene_spec_is_the_path_its_render_follows(tmp_path):
+    import json as json_module
+
+    from render_helpers import cli as run_cli
+    from render_helpers import write_small_scene
+
+    from mirage_cli.camera.source import load_trajectory
+    from mirage_cli.spec.plan import load_plan
+
+    scene = write_small_scene(tmp_path / "scene")
+    plan = load_plan(scene)
+    shown = run_cli("trajectory", scene, "--json", "--to", tmp_path / "path.json")
+    assert shown.exit_code == 0, shown.stderr
+    summary = json_module.loads(shown.stdout)
+    assert summary["frames"] == plan.frames == 17 and (summary["width"], summary["height"]) == (224, 128)
+    written = load_trajectory(tmp_path / "path.json")
+    assert np.allclose(written.positions, plan.trajectory.positions, atol=1e-6)
+    auto = write_small_scene(tmp_path / "auto", intrinsics="auto")
+    refused = run_cli("trajectory", auto)
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1 and "intrinsics: auto" in refused.stderr, refused.stderr

@@ -61,3 +61,14 @@ def test_validate_offers_the_model_flags_that_change_its_vram_prediction_only():
     validate = _options("validate")
     assert {"--preset", "--dtype", "--offload", "--vae-tiling", "--fp8", "--vram-budget"} <= set(validate)
     assert not {"--device", "--attention-backend", "--compile"} & set(validate)
+
+
+def test_version_is_the_packages():
+    from pathlib import Path
+
+    import tomllib
+    from render_helpers import cli
+
+    shown = cli("--version")
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert shown.exit_code == 0 and shown.stdout == f"mirage {declared}\n"

@@ -282,3 +282,15 @@ def test_plan_chunks_refuses_counts_that_would_never_end(frames, chunk, first):
     """Counts reach plan_chunks checked (spec, run.json); unchecked ones raise instead of looping."""
     with pytest.raises(ValueError, match="unchecked counts"):
         plan_chunks(frames, chunk, first)
+
+
+def test_depth_scale_beside_a_npy_depth_is_refused_not_ignored(tmp_path):
+    from render_helpers import write_small_scene
+
+    from mirage_cli.base.errors import InputError
+    from mirage_cli.spec.plan import load_plan
+
+    assert load_plan(write_small_scene(tmp_path / "plain")).depth_path.suffix == ".npy"
+    with pytest.raises(InputError) as info:
+        load_plan(write_small_scene(tmp_path / "scaled", depth_scale=0.001))
+    assert [p.field for p in info.value.problems] == ["depth_scale"] and ".npy depth holds scene units" in str(info.value)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import typer
 
+from mirage_cli import __version__
 from mirage_cli.base.errors import EXIT_USAGE, InputError, Interrupted, MirageError
 from mirage_cli.base.jsonable import to_jsonable
 
@@ -20,6 +21,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: flags without a bogus <bool> value, no boxes in logs
 )
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"mirage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Render long, 3D-consistent camera-controlled videos on Wan2.2-TI2V-5B with a latent spatial memory."""
+
+
 cache_app = typer.Typer(help="Work with a run's latent memory cache.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
 

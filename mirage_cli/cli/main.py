@@ -111,8 +111,8 @@ def validate(
 @app.command()
 def trajectory(
     source: Path = typer.Argument(..., help="Camera path: .json (canonical or nerfstudio), .txt (RealEstate10K), "
-                                            ".yaml/.yml (trajectory or preset), a COLMAP model folder, or a Spatia "
-                                            "folder (w2c.txt + intrinsics.txt)."),
+                                            ".yaml/.yml (trajectory or preset), a COLMAP model folder, a Spatia "
+                                            "folder (w2c.txt + intrinsics.txt), or a scene spec (the path its render follows)."),
     frames: int | None = typer.Option(None, "--frames", help="Resample to N frames (default: the source's own)."),
     fps: float | None = typer.Option(None, "--fps", help=f"Frames per second (default: the source's, else {DEFAULT_FPS:g})."),
     width: int | None = typer.Option(
@@ -139,13 +139,20 @@ def trajectory(
         from mirage_cli.camera.source import load_trajectory
         from mirage_cli.camera.summary import describe, summarize
         from mirage_cli.camera.writers import output_format, write_trajectory
+        from mirage_cli.spec.kind import is_scene_spec
 
         fmt = output_format(to, to_format) if to is not None or to_format is not None else None
         if to is not None:
             check_output(to, "--to", directory=fmt.startswith("colmap"))
         if plot is not None:
             check_output(plot, "--plot")
-        traj = load_trajectory(source, frames=frames, fps=fps, width=width, height=height, order=order)
+        if is_scene_spec(source):  # the camera a render of the scene follows, the spec's own settings
+            from mirage_cli.spec.plan import scene_trajectory
+
+            size = None if width is None or height is None else f"{width}x{height}"
+            traj = scene_trajectory(source, {"frames": frames, "fps": fps, "resolution": size})
+        else:
+            traj = load_trajectory(source, frames=frames, fps=fps, width=width, height=height, order=order)
         summary = summarize(traj)
         if to is not None:
             write_trajectory(to, traj, fmt)

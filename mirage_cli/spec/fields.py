@@ -43,7 +43,8 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
                          "(Spatia's prompt.txt); null: `prompt` for every chunk"),
     "image": FieldSpec((str,), None, "start image path, relative to the spec file", required=True),
     "depth": FieldSpec((str, _NONE), None, "start-image z-depth (.npy float32 or 16-bit PNG)"),
-    "depth_scale": FieldSpec((int, float), 0.001, "scene units per step of a 16-bit depth PNG"),
+    "depth_scale": FieldSpec((int, float, _NONE), None, "scene units per step of a 16-bit depth PNG (null: 0.001); "
+                             "refused beside a .npy depth, which holds scene units"),
     "mask": FieldSpec((str, _NONE), None, "PNG mask of what to keep out of memory (nonzero = keep out)"),
     "camera": FieldSpec((dict,), None, "the camera path: exactly one of keyframes, trajectory, preset, colmap, "
                         "realestate10k, nerfstudio, json, spatia", required=True),

@@ -285,6 +285,21 @@ class Plan:
 # --- reading ---------------------------------------------------------------------------------------
 
 
+PNG_DEPTH_SCALE = 0.001
+"""Scene units per step of a 16-bit depth PNG when the spec's ``depth_scale`` is null (millimetres)."""
+
+
+def scene_trajectory(path: Path, overrides: dict) -> Trajectory:
+    """The camera path a render of the scene spec at ``path`` follows (``load_plan`` with ``overrides``:
+    every field checked). InputError when the spec is refused, or when its intrinsics are ``auto``
+    (they come from a model at render time)."""
+    plan = load_plan(path, overrides=overrides)
+    if plan.trajectory is None:
+        raise InputError("auto: the path's intrinsics are estimated by a model when the render starts; give "
+                         "intrinsics: {fov: DEGREES} to see the path here", file=str(path), field="intrinsics")
+    return plan.trajectory
+
+
 def read_spec_yaml(path: Path) -> tuple[dict, Callable[[str], int | None]]:
     """Parse a spec file; returns the mapping and a ``line_of(field)`` lookup. Raises InputError.
 
@@ -463,6 +478,9 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     size = check_resolution(v["resolution"], problems)
     memory, conditioning, step_cache = check_sections(v, memory_values, path.parent, problems)
     image, depth, mask = check_files(v, path.parent, problems)
+    if depth is not None and depth.suffix.lower() == ".npy" and data.get("depth_scale") is not None:
+        problems.add("depth_scale", "scales a 16-bit PNG depth only; a .npy depth holds scene units already: remove "
+                                    "depth_scale (or multiply the array by it)")
     loras = check_loras(v["loras"], path.parent, problems) if valid(v["loras"]) else ()
     output = resolve_output(v, path.parent, path.stem, problems)
     first_chunk = None
@@ -485,7 +503,7 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
         negative_prompt=v["negative_prompt"],
         image_path=image,
         depth_path=depth,
-        depth_scale=float(v["depth_scale"]),
+        depth_scale=float(PNG_DEPTH_SCALE if v["depth_scale"] is None else v["depth_scale"]),
         mask_path=mask,
         trajectory=trajectory,
         camera_source=describe_camera_source(v["camera"]),
