@@ -10,6 +10,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(scope="module")
+def backbone():
+    """The tiny preset's real Wan2.2 components (random weights), float32 on the CPU, one per test module."""
+    from mirage_cli.backbone import load_backbone
+    from mirage_cli.base.options import BackboneOptions
+
+    return load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="module")
+def prompts(backbone):
+    """(prompt, negative prompt) embeddings of one prompt under ``backbone``."""
+    return backbone.encode_prompt("a quiet room with a window", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_depth_dir(tmp_path_factory):
     """A tiny random DepthAnythingForDepthEstimation + processor written with save_pretrained.

@@ -24,16 +24,6 @@ from mirage_cli.denoise.loop import (
 C, T, H, W = 48, 3, 4, 6  # latent grid: 3 latent frames of 4x6 cells = 2x3 tokens per frame
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    return load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
-
-
-@pytest.fixture(scope="module")
-def prompts(backbone):
-    return backbone.encode_prompt("a quiet room with a window", None)
-
-
 def make_inputs(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, C, T, H, W, generator=g)

@@ -21,26 +21,16 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_denoise import H, T, W, make_inputs
 
 from mirage_cli.backbone import load_backbone
 from mirage_cli.base.options import BackboneOptions
 from mirage_cli.denoise.few_step import FewStepScheduler, check_timesteps, sigma_of, sigma_table
 from mirage_cli.denoise.loop import DenoiseState, denoise_chunk
 
-C, T, H, W = 48, 3, 4, 6
 FASTWAN = (1000, 757, 522)  # FastVideo FastWan2_2_TI2V_5B_Config.dmd_denoising_steps
 DMD_SHIFT = 8.0  # DmdDenoisingStage: FlowMatchEulerDiscreteScheduler(shift=8.0)
 FASTVIDEO = Path(os.environ.get("FASTVIDEO_REPO", "/tmp/FastVideo"))
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    return load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
-
-
-@pytest.fixture(scope="module")
-def prompts(backbone):
-    return backbone.encode_prompt("a quiet room with a window", None)
 
 
 def fastvideo_pieces():
@@ -55,17 +45,6 @@ def fastvideo_pieces():
             sys.modules[name] = package
     scheduling = importlib.import_module("fastvideo.models.schedulers.scheduling_flow_match_euler_discrete")
     return scheduling.FlowMatchEulerDiscreteScheduler, importlib.import_module("fastvideo.models.utils")
-
-
-def make_inputs(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(1, C, T, H, W, generator=g)
-    cond_frame0 = torch.randn(C, H, W, generator=g)
-    pinned = torch.randn(T, C, H, W, generator=g)
-    mask = torch.zeros(T, H, W, dtype=torch.bool)
-    mask[1, 0:2, 0:4] = True
-    mask[2, 2:4, 2:6] = True
-    return noise, cond_frame0, pinned, mask
 
 
 def run(backbone, prompts, *, mode="clean", mask=None, timesteps=FASTWAN, generator_seed=7, **kw):

@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirage_cli.backbone import load_backbone
-from mirage_cli.base.options import BackboneOptions, MemoryMode
+from mirage_cli.base.options import MemoryMode
 from mirage_cli.conditioning.conditioners import (
     CONDITIONERS,
     CameraTensors,
@@ -25,11 +24,6 @@ from mirage_cli.profiling.profiler import Profiler
 from mirage_cli.render.inputs import load_start_depth, load_start_image
 from mirage_cli.render.rollout import Rollout
 from mirage_cli.spec.plan import load_plan
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    return load_backbone(options=BackboneOptions(preset="tiny", device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="module")

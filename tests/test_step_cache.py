@@ -32,16 +32,6 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def backbone():
-    return tiny()
-
-
-@pytest.fixture(scope="module")
-def prompts(backbone):
-    return backbone.encode_prompt("a quiet room with a window", None)
-
-
-@pytest.fixture(scope="module")
 def mag_ratios(backbone, prompts):
     """A real calibration pass of the tiny model (diffusers' MagCache in calibration mode)."""
     use_step_cache(backbone.transformer, diffusers_config(StepCacheSettings(CALIBRATING), STEPS))

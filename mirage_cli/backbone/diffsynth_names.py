@@ -17,6 +17,7 @@ as it is read: a value that is not finite, or a magnitude no trained layer holds
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,6 +81,22 @@ def strip_prefixes(key: str, prefixes: tuple[str, ...]) -> str:
 
 
 BLOCK_KEY = re.compile(r"^(?P<group>blocks|vace_blocks)\.(?P<index>\d+)\.(?P<rest>.+)$")
+
+
+def weight_file_problems(path: Path, field: str, check: Callable[[SafetensorsFile], None] | None, *, values: bool) -> list:
+    """The problems of one trained-weights file: its header (``open_weights``), ``check`` (keys and shapes
+    against the model, when given) and, with ``values``, every value (NaN, infinities, |w| beyond
+    ``MAX_WEIGHT_MAGNITUDE``); an empty list when it is fine."""
+    try:
+        file = open_weights(path, field)
+        if check is not None:
+            check(file)
+        why = file.value_problem(MAX_WEIGHT_MAGNITUDE) if values else None
+        if why:
+            raise file.error(why)
+    except InputError as e:
+        return list(e.problems)
+    return []
 
 
 def open_weights(path: Path, field: str) -> SafetensorsFile:

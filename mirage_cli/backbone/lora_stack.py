@@ -38,10 +38,17 @@ from pathlib import Path
 
 import torch
 
-from mirage_cli.backbone.diffsynth_names import BLOCK_KEY, key_problems, module_name, open_weights, read_weights, strip_prefixes
+from mirage_cli.backbone.diffsynth_names import (
+    BLOCK_KEY,
+    key_problems,
+    module_name,
+    open_weights,
+    read_weights,
+    strip_prefixes,
+    weight_file_problems,
+)
 from mirage_cli.backbone.lora import LORA_PREFIXES
 from mirage_cli.base.errors import InputError
-from mirage_cli.base.limits import MAX_WEIGHT_MAGNITUDE
 from mirage_cli.base.safetensors_file import SafetensorsFile
 
 TOP_MODULES = {
@@ -279,14 +286,8 @@ def check_lora_stack(transformer: torch.nn.Module, loras: Sequence[LoraFile], *,
     bad file. ``values``: also read every value (NaN, infinities, |w| > ``MAX_WEIGHT_MAGNITUDE``)."""
     problems = []
     for i, lora in enumerate(loras):
-        try:
-            file = open_weights(Path(lora.path).expanduser(), f"{field}[{i}]")
-            check_stack_file(file, transformer)
-            why = file.value_problem(MAX_WEIGHT_MAGNITUDE) if values else None
-            if why:
-                raise file.error(why)
-        except InputError as e:
-            problems.extend(e.problems)
+        problems += weight_file_problems(Path(lora.path).expanduser(), f"{field}[{i}]",
+                                         lambda file: check_stack_file(file, transformer), values=values)
     if problems:
         raise InputError(problems)
 

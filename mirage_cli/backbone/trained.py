@@ -15,13 +15,14 @@ read (``read_weights``), which also covers the callers that load without that st
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
-from mirage_cli.backbone.diffsynth_names import open_weights
+from mirage_cli.backbone.diffsynth_names import weight_file_problems
 from mirage_cli.backbone.lora import check_lora_file
 from mirage_cli.backbone.vace import check_vace_file
 from mirage_cli.base.errors import InputError
-from mirage_cli.base.limits import MAX_WEIGHT_MAGNITUDE
 
 
 def meta_transformer(config: dict) -> torch.nn.Module:
@@ -46,17 +47,12 @@ def check_trained_weights(trained, config: dict | None, *, values: bool) -> None
         path = getattr(trained, name)
         if path is None:
             continue
-        try:
-            file = open_weights(path, f"conditioning.{name}")
-            if config is not None and name == "vace":
-                check_vace_file(file, config)
-            elif config is not None:
-                transformer = transformer or meta_transformer(config)
-                check_lora_file(file, transformer)
-            why = file.value_problem(MAX_WEIGHT_MAGNITUDE) if values else None
-            if why:
-                raise file.error(why)
-        except InputError as e:
-            problems.extend(e.problems)
+        check = None
+        if config is not None and name == "vace":
+            check = partial(check_vace_file, config=config)
+        elif config is not None:
+            transformer = transformer or meta_transformer(config)
+            check = partial(check_lora_file, transformer=transformer)
+        problems += weight_file_problems(path, f"conditioning.{name}", check, values=values)
     if problems:
         raise InputError(problems)

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mirage_cli.base.options import BackboneOptions, MemoryMode, RenderOptions
+from mirage_cli.measure.rounds import alternating_rounds, medians
 from mirage_cli.profiling.profiler import (
     BACKGROUND_STAGES,
     CHECKPOINT_WRITE,
@@ -74,23 +75,15 @@ def run_sampler_bench(baseline: Plan, few_step: Plan, options: BackboneOptions, 
     Raises:
         ValueError: ``repeat`` below 1, or plans that differ in more than sampler, steps and guidance.
     """
-    if repeat < 1:
-        raise ValueError(f"repeat: expected at least 1, got {repeat}")
     latent = replace(baseline.memory, mode=MemoryMode.LATENT)
     variants = {"unipc": replace(baseline, memory=latent), few_step.sampler.name: replace(few_step, memory=latent)}
     if baseline.sampler.few_step or not few_step.sampler.few_step:
         raise ValueError("expected a UniPC baseline and a few-step plan")
     backbone = load_backbone_for(variants["unipc"], options)
-    rows: dict[str, list[dict]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-sampler-") as tmp:
-        for r in range(-1, repeat):  # round -1: warm-up, discarded
-            for name, plan in variants.items():
-                if on_run:
-                    on_run(name, r)
-                row = _render(plan, backbone, options, Path(tmp) / f"{name}-{r}")
-                if r >= 0:
-                    rows[name].append(row)
-    runs = {name: {key: statistics.median(row[key] for row in found) for key in found[0]} for name, found in rows.items()}
+        rows = alternating_rounds(variants, lambda plan, out: _render(plan, backbone, options, out), repeat=repeat,
+                                  folder=Path(tmp), on_run=on_run)
+    runs = medians(rows)
     base, fast = runs["unipc"], runs[few_step.sampler.name]
     waited = {group: fast[group] for group in ON_THE_CRITICAL_PATH}
     return {

@@ -11,7 +11,6 @@ absolute difference (0-255) and the PSNR.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from mirage_cli.base.options import BackboneOptions, MemoryMode, RenderOptions, 
 from mirage_cli.base.video import read_video
 from mirage_cli.denoise.step_cache import count_block_computations
 from mirage_cli.evaluation.frames import psnr
+from mirage_cli.measure.rounds import alternating_rounds, medians
 from mirage_cli.render.events import RenderEvents
 from mirage_cli.render.session import load_backbone_for, render
 from mirage_cli.report.format import fmt_seconds
@@ -48,26 +48,15 @@ def frame_change(a: Path, b: Path) -> dict:
 def run_cache_bench(plan: Plan, options: BackboneOptions, cache: StepCacheSettings, *, repeat: int = 3,
                     work_dir: Path | None = None, on_run=None) -> dict:
     """Render ``plan`` (latent memory) without and with ``cache``; returns timings, ratios and the change."""
-    if repeat < 1:
-        raise ValueError(f"repeat: expected at least 1, got {repeat}")
     plain = replace(plan, memory=replace(plan.memory, mode=MemoryMode.LATENT), step_cache=StepCacheSettings())
     cached = replace(plain, step_cache=cache)
     backbone = load_backbone_for(plain, options)
     variants = {"none": plain, cache.method: cached}
-    rows: dict[str, list[dict]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-cache-") as tmp:
-        for r in range(-1, repeat):  # round -1: warm-up, discarded
-            for name, p in variants.items():
-                if on_run:
-                    on_run(name, r)
-                row = _render(p, backbone, options, Path(tmp) / f"{name}-{r}")
-                if r >= 0:
-                    rows[name].append(row)
+        rows = alternating_rounds(variants, lambda p, out: _render(p, backbone, options, out), repeat=repeat,
+                                  folder=Path(tmp), on_run=on_run)
         change = frame_change(rows["none"][0]["video"], rows[cache.method][0]["video"])
-    runs = {
-        name: {key: statistics.median(row[key] for row in found) for key in ("end_to_end_seconds", "step_seconds", "blocks_computed")}
-        for name, found in rows.items()
-    }
+    runs = medians(rows, ("end_to_end_seconds", "step_seconds", "blocks_computed"))
     base, fast = runs["none"], runs[cache.method]
     return {
         "scene": str(plan.spec_path), "frames": plan.frames, "resolution": f"{plan.width}x{plan.height}", "steps": plan.steps,
