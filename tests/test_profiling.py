@@ -95,13 +95,20 @@ def test_chunk_profile_from_real_stages():
 def test_peak_rss_sees_a_large_allocation():
     """The chunk's peak keeps an allocation that is gone by the chunk's end. Measured against the RSS
     after it was freed: on a busy machine the RSS before it can drift (the kernel drops file pages of a
-    process, other tests' leftovers are collected), while freeing 256 MiB gives them back at once."""
+    process, other tests' leftovers are collected), while unmapping 256 MiB gives them back at once.
+    The 256 MiB are an anonymous mapping of their own, pages touched: a tensor's memory may come from
+    heap space earlier tests in this worker left resident, which neither raises nor lowers the RSS."""
+    import mmap
+
+    size = 256 << 20
     prof = P.Profiler("cpu")
     prof.begin_chunk(0)
     with prof.stage(P.DEPTH_ESTIMATION):
-        big = torch.ones(64 * 2**20 // 4 * 4)  # 256 MiB of float32, pages touched
+        big = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            big[offset] = 1
         with_big = prof._rss()
-    del big
+    big.close()
     without = prof._rss()
     with prof.stage(P.DECODE):
         pass
