@@ -2,7 +2,7 @@
 within seconds and bounded memory; ``validate`` and ``render`` give the same verdict and message.
 
 Every case runs three ways, in this process: the library (``load_plan`` + ``inputs.preflight``, to
-look at each ``Problem``), ``mirage validate`` and ``mirage render --preset tiny``. The render stops
+look at each ``Problem``), ``mirage validate`` and ``mirage render``, all with ``--preset tiny``. The render stops
 where the model's weights would load (``RenderSession.load_components`` is replaced by one that
 raises ``WeightsWouldLoad``): everything a render checks about its inputs comes before that point,
 and what comes after needs weights that cannot exist here. Memory is measured with tracemalloc
@@ -47,7 +47,7 @@ def library_problems(spec) -> tuple[list, int, float]:
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        preflight(load_plan(spec))
+        preflight(load_plan(spec, preset="tiny"))
         problems = []
     except InputError as e:
         problems = e.problems
@@ -68,7 +68,7 @@ def check_case(case: Case, folder, monkeypatch) -> str:
         assert p.file, f"{case.name}: a problem without its file: {p}"
         if str(p.file) == str(spec) and not (p.field or p.line):
             assert any(kind in p.message for kind in WHOLE_FILE_PROBLEMS), f"{case.name}: neither field nor line: {p}"
-    validate = cli("validate", spec)
+    validate = cli("validate", spec, "--preset", "tiny")
     assert validate.exception is None or isinstance(validate.exception, SystemExit), f"{case.name}: {validate.exception!r}"
     expected_stderr = "".join(f"error: {p}\n" for p in problems)
     assert (validate.exit_code, validate.stderr) == ((2, expected_stderr) if problems else (0, "")), case.name

@@ -83,7 +83,9 @@ DEFAULT_MODEL = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 """The diffusers id of Wan2.2-TI2V-5B (the spec's ``model`` default)."""
 DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 """The transformers depth model for generated frames (the spec's ``depth_model`` default)."""
-BACKBONE_PRESETS = ("tiny",)
+TINY_PRESET = "tiny"
+"""``--preset tiny``: tiny random components (and the tiny depth model), seconds on a CPU."""
+BACKBONE_PRESETS = (TINY_PRESET,)
 """``--preset`` values: ``tiny`` = tiny random Wan2.2 components, seconds on a CPU."""
 
 

@@ -25,7 +25,7 @@ def spec_problems(spec: Path, overrides: dict, backbone: BackboneOptions) -> lis
     replace, as ``load_plan`` takes them) and ``backbone`` (its model flags) would be refused for
     before it loads the model; an empty list when it would start."""
     try:
-        plan = load_plan(spec, overrides=overrides)
+        plan = load_plan(spec, overrides=overrides, preset=backbone.preset)
         check_plan_calibration(plan, backbone)
         preflight(plan)
         check_plan_weights(plan, backbone, values=False)

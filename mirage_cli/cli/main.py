@@ -39,6 +39,7 @@ from mirage_cli.cli.flags import (
     VIDEO,
     Guidance,
     Loras,
+    Preset,
     Sampler,
     SamplerName,
     Steps,
@@ -76,7 +77,7 @@ def validate(
         options = backbone if vram_budget is None else replace(backbone, vram_budget=vram_budget)
         parse_vram_budget(options.vram_budget)
         plan = load_plan(scene, overrides={"model": model, "depth_model": depth_model, "loras": _lora_stack(lora),
-                                                 "sampler": None if sampler is None else sampler.value})
+                                           "sampler": None if sampler is None else sampler.value}, preset=backbone.preset)
         check_plan_calibration(plan, backbone)  # as the render does
         plan = estimate_intrinsics(plan)
         preflight(plan)
@@ -231,7 +232,7 @@ def render(
                                      sampler=sampler)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
         options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
-        plan = load_plan(scene, overrides=overrides)
+        plan = load_plan(scene, overrides=overrides, preset=backbone.preset)
         check_plan_calibration(plan, backbone)  # before the intrinsics model runs
         return estimate_intrinsics(plan), options
 
@@ -452,6 +453,9 @@ def preview(
     scene: Path = typer.Argument(..., help="Scene spec (YAML) with a start image and its `depth:`."),
     out: Path = typer.Option(Path("preview.mp4"), "--out", "-o", help="MP4 to write."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    depth_model: str | None = typer.Option(None, "--depth-model", help="transformers depth model id/dir, none, or tiny "
+                                           "(overrides the spec): lifts a start image that has no `depth:`."),
+    preset: Preset = None,
 ) -> None:
     """Fly the camera path through the start image lifted with its depth (CPU, seconds, holes in magenta)."""
 
@@ -459,7 +463,7 @@ def preview(
         from mirage_cli.render.preview import preview_scene
 
         check_output(out, "--out")
-        result = preview_scene(scene, out)
+        result = preview_scene(scene, out, depth_model=depth_model, preset=preset)
         if json_out:
             print_json(result)
         else:

@@ -112,7 +112,7 @@ def bench(
         if sampler is not None:
             return _bench_samplers(spec, overrides, sampler.value, steps=steps, loras=lora_stack(lora), step_cache=step_cache,
                                    backbone=backbone, chunks=chunks, repeat=repeat, json_out=json_out, on_run=on_run)
-        plan = load_plan(spec, overrides={**overrides, **step_cache, "loras": lora_stack(lora)})
+        plan = load_plan(spec, overrides={**overrides, **step_cache, "loras": lora_stack(lora)}, preset=backbone.preset)
         plan = estimate_intrinsics(plan)
 
         if step_cache["step_cache.method"] not in (None, "none"):
@@ -146,8 +146,9 @@ def _bench_samplers(spec: Path, overrides: dict, sampler: str, *, steps, loras, 
     if sampler == "unipc":
         raise InputError("compares a few-step sampler with 50-step UniPC: name one (dmd)", field="--sampler")
     common = {**overrides, "steps": None, "loras": loras}
-    few_step = estimate_intrinsics(trim_plan(load_plan(spec, overrides={**common, "sampler": sampler}), chunks))
-    baseline = estimate_intrinsics(trim_plan(load_plan(spec, overrides={**common, "sampler": "unipc", "steps": steps}), chunks))
+    few_step = estimate_intrinsics(trim_plan(load_plan(spec, overrides={**common, "sampler": sampler}, preset=backbone.preset), chunks))
+    baseline = estimate_intrinsics(trim_plan(load_plan(spec, overrides={**common, "sampler": "unipc", "steps": steps},
+                                                           preset=backbone.preset), chunks))
     result = run_sampler_bench(baseline, few_step, backbone, repeat=repeat, on_run=on_run)
     print_json(result) if json_out else _console().print(sampler_bench_table(result))
 
@@ -178,7 +179,8 @@ def calibrate_cache(
 
         check_output(out, "--out")
         overrides = bench_overrides(scene, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
-        plan = estimate_intrinsics(load_plan(scene, overrides={**overrides, "step_cache": {"method": "none"}}))
+        plan = estimate_intrinsics(load_plan(scene, overrides={**overrides, "step_cache": {"method": "none"}},
+                                                         preset=backbone.preset))
         err(f"calibrate-cache: rendering the first chunk ({plan.chunks[0].end + 1} frames, {plan.steps} steps) without skipping")
         content = calibrate_mag_cache(plan, backbone, out)
         err(f"wrote {out}: {len(content['ratios'])} ratios for {content['model']} at {content['resolution']}")

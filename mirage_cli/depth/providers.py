@@ -29,12 +29,15 @@ import torch.nn.functional as F
 
 from mirage_cli.base.errors import InputError
 from mirage_cli.base.hub import cached_file
+from mirage_cli.depth.tiny import build_tiny_depth_model, is_tiny_model, tiny_depth_processor
 from mirage_cli.memory.filters import align_depth
 
 log = logging.getLogger(__name__)
 
 DEPTH_KIND_METRIC = "metric"
 DEPTH_KIND_RELATIVE_INVERSE = "relative_inverse"
+
+TINY_TRY_OUT = "to try the pipeline on a CPU, --preset tiny brings a tiny depth model with random weights"
 
 DEPTH_FRAMES_PER_BATCH = 8
 """Frames the depth model sees per forward (``TransformersDepth.estimate``): a chunk's 30 new latent
@@ -126,7 +129,7 @@ class TransformersDepth:
         except OSError as e:
             raise InputError(
                 f"cannot load depth model {model!r}: {e}. Download it first (e.g. `hf download {model}`), "
-                "pass a local directory, or use --depth-model none with a `depth:` map in the spec",
+                f"pass a local directory, or use --depth-model none with a `depth:` map in the spec ({TINY_TRY_OUT})",
                 field="depth_model",
             ) from None
         self._place(device, dtype)
@@ -201,7 +204,7 @@ def depth_model_problem(name: str) -> str | None:
     A hub id that is not in the Hugging Face cache is a problem only in offline mode (otherwise the
     render downloads it).
     """
-    if is_no_model(name):
+    if is_no_model(name) or is_tiny_model(name):
         return None
     local = Path(os.path.expanduser(name))
     if os.path.exists(local):
@@ -215,7 +218,7 @@ def depth_model_problem(name: str) -> str | None:
     if cached_file(name, "config.json") is not None:
         return None
     alternatives = (f"Download it first (e.g. `hf download {name}`), pass a local directory, or use --depth-model none "
-                    "with a `depth:` map in the spec")
+                    f"with a `depth:` map in the spec ({TINY_TRY_OUT})")
     if is_offline_mode():
         return (f"cannot load depth model {name!r}: it is not in the Hugging Face cache and offline mode (HF_HUB_OFFLINE) "
                 f"is on. {alternatives}")
@@ -249,9 +252,12 @@ def is_no_model(name: str) -> bool:
 
 
 def make_depth_provider(name: str, device: torch.device):
-    """``none`` -> MemoryPropagatedDepth; anything else -> TransformersDepth(name)."""
+    """``none`` -> MemoryPropagatedDepth; ``tiny`` -> the tiny random model (``depth.tiny``);
+    anything else -> TransformersDepth(name)."""
     if is_no_model(name):
         return MemoryPropagatedDepth()
+    if is_tiny_model(name):
+        return TransformersDepth.from_model(name, build_tiny_depth_model(), device, tiny_depth_processor())
     return TransformersDepth(name, device)
 
 

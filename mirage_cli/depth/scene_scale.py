@@ -38,6 +38,7 @@ from mirage_cli.base.hub import cached_file
 from mirage_cli.camera.colmap import check_model_files, find_colmap_model, import_pycolmap, natural_key
 from mirage_cli.camera.scale import ASSUME, path_scale, path_units
 from mirage_cli.depth.providers import DEPTH_KIND_METRIC, DEPTH_KIND_RELATIVE_INVERSE, is_no_model
+from mirage_cli.depth.tiny import is_tiny_model
 
 MIN_POINTS = 20
 """Fewest observed COLMAP points that fix the scale (fewer: the model counts as having none)."""
@@ -86,6 +87,8 @@ def depth_model_kind(name: str) -> str | None:
     cache), or None when the config is not here (not downloaded yet) or there is no model."""
     if is_no_model(name):
         return None
+    if is_tiny_model(name):
+        return DEPTH_KIND_METRIC
     local = Path(os.path.expanduser(name))
     config = local / "config.json" if local.is_dir() else None
     if config is None:

@@ -28,6 +28,7 @@ from mirage_cli.camera.keyframes import Keyframes
 from mirage_cli.camera.readers import read_camera_file
 from mirage_cli.camera.source import load_trajectory
 from mirage_cli.depth.providers import DEPTH_KIND_METRIC, TransformersDepth, depth_model_problem, is_no_model
+from mirage_cli.depth.tiny import is_tiny_model
 from mirage_cli.evaluation.depth_file import read_depth
 from mirage_cli.evaluation.memory_depth import depth_from_points, memory_points
 from mirage_cli.evaluation.reference import check_reference, read_reference
@@ -155,6 +156,9 @@ def load_inputs(target: str | Path, camera: str | Path | None = None, depth: str
     video with ``camera``, every input checked in the order the module docstring gives."""
     if depth_model is not None and is_no_model(depth_model):
         depth_model = None
+    if depth_model is not None and is_tiny_model(depth_model):
+        raise InputError("the tiny depth model has random weights (for CPU demos): its depth measures nothing; give a metric "
+                         "depth model or --depth", field="--depth-model")
     if depth is not None and depth_model is not None:
         raise InputError("give the depth either as a file (--depth) or from a model (--depth-model), not both", field="--depth-model")
     if depth_model is not None and (why := depth_model_problem(depth_model)) is not None:

@@ -74,8 +74,12 @@ def render_preview(
     return out
 
 
-def preview_scene(scene: str | os.PathLike, out_path: str | os.PathLike, hole_color: Sequence[float] = HOLE_COLOR) -> dict:
+def preview_scene(scene: str | os.PathLike, out_path: str | os.PathLike, hole_color: Sequence[float] = HOLE_COLOR, *,
+                  depth_model: str | None = None, preset: str | None = None) -> dict:
     """Preview a scene spec: its start image and its depth along its camera path, at its size and fps.
+
+    ``depth_model`` replaces the spec's; ``preset`` is the render's (``tiny``: the tiny depth model
+    when neither names one), as ``load_plan`` takes them.
 
     The depth is the render's: the spec's ``depth:``, else the depth model's estimate in the path's
     units as the render would compute it (``DepthAligner.start_depth`` with the plan's scene scale:
@@ -88,7 +92,7 @@ def preview_scene(scene: str | os.PathLike, out_path: str | os.PathLike, hole_co
     Raises:
         InputError: the spec is invalid, or gives no depth and no depth model.
     """
-    plan = estimate_intrinsics(load_plan(scene))
+    plan = estimate_intrinsics(load_plan(scene, overrides={"depth_model": depth_model}, preset=preset))
     start = preflight(plan, render=False)
     depth = start.depth
     if depth is None:

@@ -73,8 +73,9 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
                          "says it is DMD-distilled, else unipc (spec_sampler)"),
     "loras": FieldSpec((list, _NONE), None, "LoRAs fused into the DiT at load, in order: paths or {path, scale} "
                        "(diffusers/PEFT, kohya/ComfyUI or original Wan names; spec_loras)"),
-    "depth_model": FieldSpec((str, _NONE), None, f"transformers depth model id/dir, or none (null: {DEFAULT_DEPTH_MODEL}; "
-                             "a metric model for a path in metres without `depth:`, scene_scale.DEFAULT_METRIC_DEPTH_MODEL)"),
+    "depth_model": FieldSpec((str, _NONE), None, f"transformers depth model id/dir, none, or tiny (random weights, for CPU "
+                             f"demos) (null: {DEFAULT_DEPTH_MODEL}; a metric model for a path in metres without `depth:`, "
+                             "scene_scale.DEFAULT_METRIC_DEPTH_MODEL; tiny with --preset tiny)"),
     "output": FieldSpec((str, _NONE), None, "run directory (null: runs/<spec file stem>)"),
 }
 """The spec's top-level fields."""

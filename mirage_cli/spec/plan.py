@@ -28,12 +28,13 @@ from mirage_cli.backbone.lora_stack import LoraFile
 from mirage_cli.base.errors import InputError, ProblemList
 from mirage_cli.base.files import read_text
 from mirage_cli.base.limits import MAX_FRAMES, MAX_SPEC_BYTES
-from mirage_cli.base.options import DEFAULT_DEPTH_MODEL
+from mirage_cli.base.options import BACKBONE_PRESETS, DEFAULT_DEPTH_MODEL, TINY_PRESET
 from mirage_cli.base.yaml_lines import load_yaml_with_lines
 from mirage_cli.camera.scale import path_units
 from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.depth.field_of_view import DEFAULT_FOV_MODEL
 from mirage_cli.depth.scene_scale import DEFAULT_METRIC_DEPTH_MODEL, SceneScale, decide
+from mirage_cli.depth.tiny import TINY_DEPTH_MODEL
 from mirage_cli.spec.checks import (
     INVALID,
     check_camera,
@@ -453,18 +454,33 @@ def chosen_sampler(v: dict, given: dict, flags: dict | None) -> tuple:
     return (DMD, why) if why else (None, "default")
 
 
-def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Plan:
+def resolve_depth_model(v: dict, preset: str | None) -> str:
+    """The depth model of the checked spec values ``v``: the one named, else the tiny one with
+    ``--preset tiny``, else a metric model for a path in metres without ``depth:``, else the default."""
+    if v["depth_model"] is not None:
+        return v["depth_model"]
+    if preset == TINY_PRESET:
+        return TINY_DEPTH_MODEL
+    metric_path = isinstance(v["camera"], dict) and path_units(v["camera"]) == "metres" and v["depth"] is None
+    return DEFAULT_METRIC_DEPTH_MODEL if metric_path else DEFAULT_DEPTH_MODEL
+
+
+def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None, preset: str | None = None) -> Plan:
     """Read, validate and resolve a scene spec.
 
     Args:
         spec_path: the YAML file.
         overrides: values that replace spec fields after parsing (the CLI's ``--steps`` etc.);
             keys are top-level fields, or ``memory.<name>`` for memory settings.
+        preset: the components preset the render runs with (``--preset``): ``tiny`` brings the tiny
+            depth model (``depth.tiny``) when neither the spec nor ``overrides`` names one.
 
     Raises:
         InputError: with every problem found (exit 2).
     """
     path = Path(spec_path)
+    if preset is not None and preset not in BACKBONE_PRESETS:
+        raise InputError(f"unknown preset {preset!r} (available: {', '.join(BACKBONE_PRESETS)})", field="--preset")
     data, line_of = read_spec_yaml(path)
     problems = ProblemList(str(path), "", line_of)
     v = check_fields(apply_overrides(data, overrides), SPEC_FIELDS, problems)
@@ -490,10 +506,7 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None) -> Pl
     prompts = (chunk_prompts(v["prompts"], chunks, v["prompt"], path.parent, problems)
                if chunks and isinstance(v["prompt"], str) and valid(v["prompts"]) else ())
     check_calibration_fit(v, step_cache, size, path, problems)
-    depth_model = v["depth_model"]
-    if depth_model is None:
-        metric_path = isinstance(v["camera"], dict) and path_units(v["camera"]) == "metres" and v["depth"] is None
-        depth_model = DEFAULT_METRIC_DEPTH_MODEL if metric_path else DEFAULT_DEPTH_MODEL
+    depth_model = resolve_depth_model(v, preset)
     trajectory, scale, auto = resolve_camera(v, size, frames, depth_model, path.parent, problems)
     problems.raise_if_any()
     assert INVALID not in v.values() and chunk_frames is not None and memory is not None  # else a problem was raised

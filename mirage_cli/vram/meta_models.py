@@ -25,6 +25,7 @@ from mirage_cli.base.hub import cached_file
 from mirage_cli.base.options import DEFAULT_DEPTH_MODEL, DEFAULT_MODEL, BackboneOptions
 from mirage_cli.depth.providers import TransformersDepth, is_no_model
 from mirage_cli.depth.scene_scale import DEFAULT_METRIC_DEPTH_MODEL
+from mirage_cli.depth.tiny import is_tiny_model, tiny_depth_config, tiny_depth_processor
 from mirage_cli.vram.meta_trace import META, meta_module
 
 
@@ -104,6 +105,8 @@ def _depth_config(depth_model: str, notes: list[str]) -> tuple[object | None, ob
     """(config, image processor or None) of the depth model, or (None, None) without one."""
     if is_no_model(depth_model):
         return None, None
+    if is_tiny_model(depth_model):
+        return tiny_depth_config(), tiny_depth_processor()
     directory = _cached_dir(depth_model, "config.json")
     if directory is not None:
         from transformers import AutoConfig, AutoImageProcessor
