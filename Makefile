@@ -27,4 +27,4 @@ bench: $(STAMP)
 	$(VENV)/bin/mirage bench --preset tiny
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs examples/*/runs .pytest_cache

@@ -155,16 +155,17 @@ def _resolve_hub_id(repo_id: str, local_files_only: bool | None) -> Path:
         snapshot = None
     if snapshot is not None and not check_model_dir(snapshot):
         return snapshot
+    failure = None
     if not offline:
         logger.info("fetching %s from the Hugging Face hub into %s", repo_id, cache_dir)
         try:
             snapshot = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=HUB_PATTERNS))
-        except Exception as exc:  # network, auth, unknown repo: all become a user-facing message
-            logger.warning("downloading %s failed: %s", repo_id, exc)
+        except Exception as exc:  # network, auth, unknown repo: all become one user-facing message
+            failure = _short_reason(exc)
         else:
             return _complete_or_raise(snapshot)
     if snapshot is None:
-        mode = "offline mode (HF_HUB_OFFLINE)" if offline else "the download failed"
+        mode = "offline mode (HF_HUB_OFFLINE)" if offline else f"the download failed ({failure})"
         raise InputError(
             Problem(
                 file=None,
@@ -173,3 +174,10 @@ def _resolve_hub_id(repo_id: str, local_files_only: bool | None) -> Path:
             )
         )
     return _complete_or_raise(snapshot)
+
+
+def _short_reason(exc: Exception) -> str:
+    """The first line of a hub error, at most 160 characters: the library's own text ends with advice
+    that does not fit our message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:160]

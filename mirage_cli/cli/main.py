@@ -183,7 +183,8 @@ def trajectory(
 @STEP_CACHE_FLAGS
 def render(
     scene: Path = typer.Argument(..., help="Scene spec (YAML)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else runs/<spec stem>)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the spec's `output`, else "
+                                                  "runs/<spec stem> beside the spec)."),
     model: str | None = typer.Option(None, "--model", help="diffusers model id or local directory (overrides the spec)."),
     backbone: BackboneOptions = BACKBONE,  # the model flags (MODEL_FLAGS)
     memory: MemoryMode | None = typer.Option(None, "--memory", help="What conditions each chunk (overrides the spec)."),

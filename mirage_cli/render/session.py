@@ -1,13 +1,14 @@
 """``mirage render``: a plan -> a run directory (``mirage_cli.rundir.layout``) with segments, checkpoints,
 video and report, as a ``RenderSession`` that runs numbered stages.
 
-0. Check options: the video settings and output directories of the command line, before anything
-   is written.
+0. Check options and inputs: the video settings and output directories of the command line, the
+   trained weights, the start image, depth and mask, and the model's files, before anything is
+   written (a failed attempt leaves no run directory to block the next one).
 1. Resume point: prepare the run directory (``--restart``, leftovers of interrupted writes removed,
    the configuration check, ``run.json`` rebuilt when unreadable), find the newest usable checkpoint
    and verify the files of the chunks it says are done (``mirage_cli.render.outputs``); a finished run
    whose video verifies returns at once (a damaged video or report is rebuilt without the model).
-2. Check inputs: the start image, depth and mask, before any weights load.
+2. A mid-chunk checkpoint continues only on the kind of device that saved it.
 3. Load components: the backbone, the depth provider, the rollout (``mirage_cli.render.rollout``).
 4. Restore the checkpoint (and rebuild damaged segments from their latents), or start from the
    start image.
@@ -19,7 +20,7 @@ video and report, as a ``RenderSession`` that runs numbered stages.
 6. Assemble the video (segments joined by packet copy) and verify it, write the report and the
    final checkpoint (``done``).
 
-Stop signals (``mirage_cli.base.signals``): during stages 2 and 3 nothing is written, so a stop ends the
+Stop signals (``mirage_cli.base.signals``): during stages 0 and 3 nothing is written, so a stop ends the
 render at once (exit 75, nothing to save); elsewhere it is honoured at the next point where
 everything written is consistent: after a denoising step (mid-chunk checkpoint), after a chunk,
 before the final checkpoint.
@@ -41,6 +42,7 @@ import torch
 
 from mirage_cli.backbone import check_attention_backend, load_backbone, resolve_device, resolve_dtype
 from mirage_cli.backbone.loading import check_backbone_options
+from mirage_cli.backbone.model_dir import resolve_model_dir
 from mirage_cli.base import crash
 from mirage_cli.base.errors import InputError, Interrupted, Problem, RenderError
 from mirage_cli.base.options import BackboneOptions, RenderOptions
@@ -186,6 +188,8 @@ class RenderSession:
 
     def _run(self) -> RenderResult:
         settings = self.check_options()  # 0
+        with self.stop.at_once("while checking the inputs"):
+            start = self.check_inputs(settings)  # 0: nothing is written before the inputs and the model's files check out
         self.run_dir.create()
         with crash.reports_into(self.run_dir.path), self.run_dir.lock() as lock, self.stop.deferred():
             if lock.take_over_message:
@@ -198,8 +202,8 @@ class RenderSession:
                     return finished
                 resume = finished  # segments to decode again: the model is needed
             self.stop.check("before rendering")
-            with self.stop.at_once("while checking the inputs"):
-                start = self.check_inputs(settings, resume.checkpoint)  # 2
+            if resume.checkpoint is not None and "denoise" in resume.checkpoint.tensors:
+                self._check_mid_chunk_device(resume.checkpoint, resolve_device(settings.options.backbone.device))  # 2
             with self.stop.at_once("while loading the model"):
                 parts = self.load_components(settings)  # 3
             restored = self.restore_or_start(resume, start, parts)  # 4
@@ -255,6 +259,10 @@ class RenderSession:
             run.clear()
         for path in run.remove_leftovers():
             self.events.setup(f"removed {path.relative_to(run.path)}, left by an interrupted write")
+        replaced = run.replace_unrendered_attempt(settings.config)
+        if replaced is not None:
+            self.events.warning(f"{run.path} held an attempt with other settings ({', '.join(replaced)}) that rendered "
+                                "nothing: this render replaces it")
         run_json_problem = run.check_config(settings.config)
         ckpt = self.store.load_latest(accept=lambda manifest: self._usable(manifest, settings.fingerprint))
         for warning in self.store.warnings:
@@ -334,18 +342,20 @@ class RenderSession:
             "resume_step": None if ckpt is None else ckpt.meta.get("mid_chunk_step"),
         }
 
-    # --- 2. check inputs ---------------------------------------------------------------------------
-
-    def check_inputs(self, settings: RunSettings, ckpt: Checkpoint | None) -> StartInputs:
-        """The pre-flight ``mirage validate`` runs too (``inputs.preflight``): a bad file fails
-        here, before any weights load."""
+    def check_inputs(self, settings: RunSettings) -> StartInputs:
+        """The pre-flight ``mirage validate`` runs too (``inputs.preflight``), the attention backend, and
+        the model's files (found in the Hugging Face cache, or downloaded when the hub may be contacted):
+        a bad file or a missing model fails here, before the run directory is written, so the next
+        attempt starts clean."""
         start = preflight(self.plan)
         backbone = settings.options.backbone
         if backbone.attention_backend:
             check_attention_backend(backbone.attention_backend, resolve_device(backbone.device), resolve_dtype(backbone.dtype))
-        if ckpt is not None and "denoise" in ckpt.tensors:
-            self._check_mid_chunk_device(ckpt, resolve_device(backbone.device))
+        if self.given_backbone is None and backbone.preset is None and not backbone.random_weights:
+            resolve_model_dir(self.plan.model)
         return start
+
+    # --- 2. the device of a mid-chunk checkpoint -------------------------------------------------------
 
     def _check_mid_chunk_device(self, ckpt: Checkpoint, device) -> None:
         """A mid-chunk checkpoint continues bit-exactly only on the kind of device that saved it (the

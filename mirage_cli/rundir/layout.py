@@ -140,7 +140,7 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise RenderError(f"cannot create run directory {self.path}: {e.strerror or e}") from None
+            raise RenderError(f"cannot create run directory {self.path}: {e.strerror or e}; choose another with --out") from None
 
     def clear(self) -> None:
         """Remove every output of a previous render (``--restart``); the lock stays."""
@@ -148,6 +148,30 @@ class RunDir:
             shutil.rmtree(directory, ignore_errors=True)
         for path in (self.video, self.video_lossless, self.report_json, self.report_html, self.run_json, self.resolved_spec):
             path.unlink(missing_ok=True)
+
+    def holds_rendered_work(self) -> bool:
+        """Whether anything was rendered here: a checkpoint (a finished chunk or a stopped one's steps), a
+        segment, a chunk's latents or a video. Anything unexpected in their place counts too."""
+        for directory in (self.state_dir, self.segments_dir, self.latents_dir):
+            if directory.is_dir():
+                with os.scandir(directory) as entries:
+                    if any(True for _ in entries):
+                        return True
+            elif os.path.lexists(directory):
+                return True
+        return os.path.lexists(self.video) or os.path.lexists(self.video_lossless)
+
+    def replace_unrendered_attempt(self, config: dict) -> list[str] | None:
+        """Clear an earlier attempt with other settings that rendered nothing (``holds_rendered_work``:
+        it failed or was stopped before its first step was saved), so that a corrected command starts
+        here instead of being refused; returns the keys that differed, or None when nothing was
+        cleared (the same settings, no ``run.json``, or work that only ``--restart`` discards)."""
+        recorded, _ = self.read_config()
+        if recorded is None or recorded["fingerprint"] == fingerprint(config) or self.holds_rendered_work():
+            return None
+        keys = diff_config(recorded["config"], config)
+        self.clear()
+        return keys or ["(unknown)"]
 
     def remove_leftovers(self) -> list[Path]:
         """Remove the temporary files of interrupted atomic writes (``mirage_cli.base.atomic``): only files

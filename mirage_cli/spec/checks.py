@@ -262,8 +262,10 @@ def check_files(values: dict, base: Path, problems: ProblemList) -> tuple[Path |
 
 
 def resolve_output(values: dict, base: Path, spec_stem: str, problems: ProblemList) -> Path:
-    """The run directory (``output``, default runs/<spec stem>) can be created and written."""
-    output = resolve_path(base, values["output"]) if isinstance(values["output"], str) else Path("runs") / spec_stem
+    """The run directory (``output``, relative to the spec's folder; default ``runs/<spec stem>`` in the
+    spec's folder, so that specs of the same name in different folders never share a run) can be
+    created and written."""
+    output = resolve_path(base, values["output"]) if isinstance(values["output"], str) else base / "runs" / spec_stem
     why = output_problem(output, directory=True)
     if why is not None and isinstance(values["output"], str):
         problems.add("output", why)

@@ -76,7 +76,8 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "depth_model": FieldSpec((str, _NONE), None, f"transformers depth model id/dir, none, or tiny (random weights, for CPU "
                              f"demos) (null: {DEFAULT_DEPTH_MODEL}; a metric model for a path in metres without `depth:`, "
                              "scene_scale.DEFAULT_METRIC_DEPTH_MODEL; tiny with --preset tiny)"),
-    "output": FieldSpec((str, _NONE), None, "run directory (null: runs/<spec file stem>)"),
+    "output": FieldSpec((str, _NONE), None, "run directory, relative to the spec's folder (null: runs/<spec file stem> in "
+                         "the spec's folder)"),
 }
 """The spec's top-level fields."""
 
