@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from render_helpers import Child, cli, step_of
+from render_helpers import Child, cli, step_of, write_small_scene
 from test_resume import resume_and_compare
 
 
@@ -91,3 +91,25 @@ def test_repeated_sigterm_during_denoising_keeps_exit_75(tmp_path, small_scene, 
     assert child.finish() == 75
     assert child.events[-1]["event"] == "interrupted" and "checkpoint saved" in child.events[-1]["message"]
     resume_and_compare(small_scene, run, reference)
+
+
+def test_a_stop_while_decoding_says_what_it_finishes_and_which_chunks_are_done(tmp_path):
+    """SIGINT while the second of three chunks decodes: the render says that chunk is finished first and
+    about how long that takes (its first chunk's decode, depth and memory took as long), then stops
+    after it, naming the chunks done and the one the next run renders from."""
+    keyframes = [{"frame": 0, "position": [0.0, 0.0, 0.0], "yaw": 0}, {"frame": 24, "position": [0.3, 0.0, 0.4], "yaw": 30}]
+    scene = write_small_scene(tmp_path / "scene", frames=25, camera={"keyframes": keyframes})  # chunks 0-8, 8-16, 16-24
+    run = tmp_path / "run"
+    child = Child(scene, run, "decode=2")
+    child.wait_for(lambda e: e["event"] == "stage" and e["chunk"] == 1 and e["stage"] == "decoding")
+    child.proc.send_signal(signal.SIGINT)
+    assert child.finish() == 75
+    stages = [e["stage"] for e in child.events if e["event"] == "stage" and e["chunk"] == 0]
+    assert stages[:2] == ["memory", "denoising"] and "decoding" in stages and "depth" in stages
+    stopping = [e["message"] for e in child.events if e["event"] == "stopping"]
+    assert len(stopping) == 1 and "chunk 2/3 is decoding" in stopping[0] and "as in the chunks before" in stopping[0]
+    last = child.events[-1]
+    assert last["event"] == "interrupted"
+    assert "chunks 1-2 of 3 are done, checkpoint saved; run the same command again to render from chunk 3" in last["message"]
+    info = json.loads(cli("inspect", run, "--json").stdout)
+    assert info["chunks_done"] == 2 and info["resumable"] is True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -22,6 +23,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mirage_cli.base.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, InputError, MirageError
 from mirage_cli.base.jsonable import to_jsonable
 from mirage_cli.render.events import RenderEvents
+
+
+def write_unlocked(stream: TextIO, text: str) -> None:
+    """``text`` and a newline on ``stream`` from a signal handler: straight to its file descriptor, past
+    Python's buffered writer, whose lock the interrupted code may hold (a stream without one, as in
+    tests, is written as usual)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        stream.write(text + "\n")
+        return
+    try:
+        os.write(fd, (text + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass  # stderr closed or full: the stop goes on without the message
 
 
 class RichRenderEvents(RenderEvents):
@@ -74,11 +90,18 @@ class RichRenderEvents(RenderEvents):
             self.chunk_task = self.progress.add_task("chunks", total=total, completed=index)
         if self.step_task is not None:
             self.progress.remove_task(self.step_task)
-        self.step_task = self.progress.add_task(f"chunk {index + 1} steps", total=steps, completed=start_step)
+        self.step_task = self.progress.add_task(f"chunk {index + 1} denoising", total=steps, completed=start_step)
 
     def step_done(self, index: int, step: int, steps: int) -> None:
         if self.progress is not None and self.step_task is not None:
             self.progress.update(self.step_task, completed=step)
+
+    def stage_started(self, index: int, stage: str) -> None:
+        if self.progress is not None and self.step_task is not None:
+            self.progress.update(self.step_task, description=f"chunk {index + 1} {stage}")
+
+    def stopping(self, message: str) -> None:
+        write_unlocked(sys.stderr, message)
 
     def chunk_done(self, index: int, total: int, stats: dict) -> None:
         secs = time.perf_counter() - self._t_chunk
@@ -121,6 +144,8 @@ EVENTS = {
     "log": "level, message (a library log record)",
     "chunk_start": "chunk (0-based), chunks, steps, start_step",
     "step": "chunk, step (1-based, of steps), steps, chunk_elapsed_s",
+    "stage": "chunk, stage (memory, encoding the memory, denoising, decoding, depth, writing)",
+    "stopping": "message (a stop signal arrived: what is finished first, and about how long it takes)",
     "chunk_done": "chunk, chunks, chunk_elapsed_s, stats",
     "checkpoint": "name, next_chunk, mid_chunk_step, done, seconds",
     "done": "exit_code (0), run_dir, video, frames, chunks, wall_seconds, already_complete",
@@ -144,9 +169,14 @@ class JsonlRenderEvents(RenderEvents):
         self._handler: logging.Handler | None = None
         self._saved_handlers: list[logging.Handler] = []
 
-    def emit(self, event: str, **fields: Any) -> None:
+    def emit(self, event: str, *, unlocked: bool = False, **fields: Any) -> None:
+        """One line; ``unlocked``: from a signal handler (``write_unlocked``)."""
         line = {"event": event, "t": round(time.perf_counter() - self.t0, 3), **fields}
-        self.stream.write(json.dumps(to_jsonable(line, nonfinite="null")) + "\n")
+        text = json.dumps(to_jsonable(line, nonfinite="null"))
+        if unlocked:
+            write_unlocked(self.stream, text)
+            return
+        self.stream.write(text + "\n")
         self.stream.flush()
 
     def __enter__(self) -> JsonlRenderEvents:
@@ -186,6 +216,12 @@ class JsonlRenderEvents(RenderEvents):
 
     def step_done(self, index: int, step: int, steps: int) -> None:
         self.emit("step", chunk=index, step=step, steps=steps, chunk_elapsed_s=round(time.perf_counter() - self._t_chunk, 3))
+
+    def stage_started(self, index: int, stage: str) -> None:
+        self.emit("stage", chunk=index, stage=stage)
+
+    def stopping(self, message: str) -> None:
+        self.emit("stopping", message=message, unlocked=True)
 
     def chunk_done(self, index: int, total: int, stats: dict) -> None:
         elapsed = round(time.perf_counter() - self._t_chunk, 3)

@@ -34,7 +34,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +277,8 @@ class Profiler:
         self._chunk_t0 = 0.0
         self._stack: list[str] = []
         self._rss = _RssSampler()
+        self.on_stage: Callable[[str], None] | None = None
+        """Called with a stage's name as it begins (the render names its stage in its progress)."""
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -286,10 +288,22 @@ class Profiler:
         with active_stage(name):  # a LiveTensorBytes tracker, when one measures this run (tests/test_vram.py)
             yield from self._timed_stage(name)
 
+    @property
+    def current_stage(self) -> str | None:
+        """The innermost stage open now, or None."""
+        return self._stack[-1] if self._stack else None
+
+    def typical_seconds(self, name: str) -> float | None:
+        """The median seconds stage ``name`` took in the chunks finished so far, or None (never ran)."""
+        seconds = sorted(c.stages[name] for c in self.chunks if name in c.stages)
+        return seconds[len(seconds) // 2] if seconds else None
+
     def _timed_stage(self, name: str) -> Iterator[None]:
         bucket = self._chunk if self._chunk is not None else self._setup
         self.stage_parents.setdefault(name, self._stack[-1] if self._stack else None)
         self._stack.append(name)
+        if self.on_stage is not None:  # after the push: whoever hears of the stage finds it open
+            self.on_stage(name)
         self._sample_rss(bucket)
         if self.use_cuda:
             stream = torch.cuda.current_stream(self.device)

@@ -34,6 +34,7 @@ from mirage_cli.denoise.loop import DenoiseState, denoise_chunk
 from mirage_cli.depth.providers import DepthAligner
 from mirage_cli.memory.filters import dynamic_region_mask
 from mirage_cli.spec.plan import Chunk, Plan
+from mirage_cli.testing import pauses as test_hooks
 
 
 def chunk_seed(seed: int, chunk_index: int) -> int:
@@ -160,6 +161,7 @@ class Rollout:
 
         latents = result.latents  # [1, C, T, h, w]
         with self.prof.stage("decode"):
+            test_hooks.pause("decode")  # tests stop the render here (mirage_cli.testing.pauses)
             pixels = self.recipe.decode(chunk, latents, self.context_latents)  # [3, F, H, W]
         added = self._remember(chunk, latents[0], pixels, view)
         self.recipe.remember(chunk, latents[0], view, pixels)

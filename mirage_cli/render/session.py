@@ -38,8 +38,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
-
 from mirage_cli.backbone import check_attention_backend, load_backbone, resolve_device, resolve_dtype
 from mirage_cli.backbone.loading import check_backbone_options
 from mirage_cli.backbone.model_dir import resolve_model_dir
@@ -51,10 +49,18 @@ from mirage_cli.conditioning.conditioners import CONDITIONERS
 from mirage_cli.denoise.loop import DenoiseState, NonFiniteLatents, denoise_chunk
 from mirage_cli.denoise.step_cache import diffusers_config, use_step_cache
 from mirage_cli.depth.providers import MemoryPropagatedDepth, make_depth_provider
-from mirage_cli.profiling.profiler import BACKGROUND, BACKGROUND_STAGES, BACKGROUND_WRITE, WRITE_WAIT, Profiler, trace_chunk
+from mirage_cli.profiling.profiler import (
+    BACKGROUND,
+    BACKGROUND_STAGES,
+    BACKGROUND_WRITE,
+    WRITE_WAIT,
+    Profiler,
+    trace_chunk,
+)
 from mirage_cli.render.config import RunSettings
-from mirage_cli.render.events import RenderEvents, RenderResult
+from mirage_cli.render.events import STAGE_WORDS, RenderEvents, RenderResult, start_summary
 from mirage_cli.render.inputs import StartInputs, preflight
+from mirage_cli.render.messages import check_mid_chunk_device, chunks_done, non_finite_message, stopping_message
 from mirage_cli.render.outputs import RenderOutputs
 from mirage_cli.render.prepare import estimate_intrinsics
 from mirage_cli.render.rollout import Rollout
@@ -104,19 +110,6 @@ def load_backbone_for(plan: Plan, options: BackboneOptions):
     return load_backbone(plan.model, options, trained=trained, loras=plan.loras)
 
 
-def non_finite_message(chunk_index: int, total: int, error: NonFiniteLatents, *, mid_chunk: bool) -> str:
-    """What to tell the user when a chunk's latents stopped being finite: where, the likely causes,
-    and that the run resumes from its last checkpoint (the chunk is rendered again from its start,
-    or from the mid-chunk checkpoint it resumed from)."""
-    start = f"chunk {chunk_index + 1}'s mid-chunk checkpoint" if mid_chunk else f"the start of chunk {chunk_index + 1}"
-    return (
-        f"chunk {chunk_index + 1}/{total}, step {error.step + 1}/{error.steps}: the latents are not finite (NaN or inf), "
-        "so the render stopped; likely causes: trained weights (conditioning.vace / conditioning.lora) or a model "
-        "whose values overflow, --dtype float16 on a model trained in bfloat16, a step cache skipping too many steps "
-        f"(--cache); nothing of this chunk was kept, and the same command resumes from {start} once the cause is fixed"
-    )
-
-
 @dataclass
 class ResumePoint:
     """Stage 1's result: where the render goes on from.
@@ -152,7 +145,8 @@ class Restored:
 class RenderSession:
     """One render of ``plan`` into its run directory; ``run()`` runs the stages of the module docstring,
     each handing what it produces to the next (``RunSettings`` -> ``ResumePoint`` -> ``StartInputs`` ->
-    ``Components`` -> ``Restored``). The session itself holds only what it was given.
+    ``Components`` -> ``Restored``). The session holds what it was given, and for a stop signal's
+    message the chunk it is rendering and its profiler.
 
     Args:
         plan: the validated scene.
@@ -180,11 +174,27 @@ class RenderSession:
         self.denoise = denoise
         self.write_behind = write_behind
         self.t0 = time.perf_counter()
+        self.chunk_now: int | None = None  # the chunk being rendered, and the render's profiler: what a stop waits for
+        self.profiler_now: Profiler | None = None
 
     def run(self) -> RenderResult:
         """Render (or resume) the plan; see the module docstring for the stages."""
         with self.stop if self.own_stop else nullcontext():
-            return self._run()
+            outer, self.stop.on_signal = self.stop.on_signal, self._on_stop_signal
+            try:
+                return self._run()
+            finally:
+                self.stop.on_signal = outer
+
+    def _on_stop_signal(self, signum: int) -> None:
+        """The first stop signal inside the chunk loop: say what is finished first (``messages.stopping_message``)."""
+        if self.stop.count == 1 and self.chunk_now is not None and self.profiler_now is not None:
+            self.events.stopping(stopping_message(self.chunk_now, len(self.plan.chunks), self.profiler_now))
+
+    def _stage_started(self, name: str) -> None:
+        """The profiler's ``on_stage``: a stage of the chunk being rendered, as the progress names it."""
+        if self.chunk_now is not None and name in STAGE_WORDS:
+            self.events.stage_started(self.chunk_now, STAGE_WORDS[name])
 
     def _run(self) -> RenderResult:
         settings = self.check_options()  # 0
@@ -195,15 +205,14 @@ class RenderSession:
             if lock.take_over_message:
                 self.events.warning(lock.take_over_message)
             resume = self.resume_point(settings)  # 1
-            self.events.run_started(self._start_summary(resume.checkpoint))
+            self.events.run_started(start_summary(self.plan, self.run_dir.path, resume.checkpoint))
             if resume.checkpoint is not None and resume.checkpoint.meta["done"]:
                 finished = self.finished_result(resume)
                 if isinstance(finished, RenderResult):
                     return finished
                 resume = finished  # segments to decode again: the model is needed
             self.stop.check("before rendering")
-            if resume.checkpoint is not None and "denoise" in resume.checkpoint.tensors:
-                self._check_mid_chunk_device(resume.checkpoint, resolve_device(settings.options.backbone.device))  # 2
+            check_mid_chunk_device(resume.checkpoint, resolve_device(settings.options.backbone.device))  # 2
             with self.stop.at_once("while loading the model"):
                 parts = self.load_components(settings)  # 3
             restored = self.restore_or_start(resume, start, parts)  # 4
@@ -326,22 +335,6 @@ class RenderSession:
             self.store.save(ckpt.tensors, {**ckpt.meta, "outputs": records})
         return self._result(self.plan.frames, report, None)
 
-    def _start_summary(self, ckpt: Checkpoint | None) -> dict:
-        plan = self.plan
-        return {
-            "run_dir": str(self.run_dir.path),
-            "spec": str(plan.spec_path),
-            "frames": plan.frames,
-            "chunks": len(plan.chunks),
-            "steps": plan.steps,
-            "width": plan.width,
-            "height": plan.height,
-            "fps": plan.fps,
-            "memory": str(plan.memory.mode),
-            "resume_chunk": None if ckpt is None else ckpt.meta.get("chunk"),
-            "resume_step": None if ckpt is None else ckpt.meta.get("mid_chunk_step"),
-        }
-
     def check_inputs(self, settings: RunSettings) -> StartInputs:
         """The pre-flight ``mirage validate`` runs too (``inputs.preflight``), the attention backend, and
         the model's files (found in the Hugging Face cache, or downloaded when the hub may be contacted):
@@ -354,22 +347,6 @@ class RenderSession:
         if self.given_backbone is None and backbone.preset is None and not backbone.random_weights:
             resolve_model_dir(self.plan.model)
         return start
-
-    # --- 2. the device of a mid-chunk checkpoint -------------------------------------------------------
-
-    def _check_mid_chunk_device(self, ckpt: Checkpoint, device) -> None:
-        """A mid-chunk checkpoint continues bit-exactly only on the kind of device that saved it (the
-        state of its noise generator is the device's own)."""
-        saved = ckpt.tensors["denoise"]["generator_state"]
-        saved_type = "cpu" if saved.numel() == torch.Generator().get_state().numel() else "cuda"
-        if saved_type != device.type:
-            step = ckpt.meta["mid_chunk_step"]
-            raise InputError(
-                f"{ckpt.name} was saved on {saved_type} at step {step} of chunk {ckpt.meta['chunk'] + 1}, and its noise "
-                f"generator continues only on {saved_type}: resume with --device {saved_type}, or remove {ckpt.path} "
-                f"to render that chunk again from its start on {device.type}",
-                file=str(ckpt.path),
-            )
 
     # --- 3. load components ------------------------------------------------------------------------
 
@@ -387,6 +364,8 @@ class RenderSession:
 
         use_step_cache(backbone.transformer, diffusers_config(self.plan.step_cache, self.plan.steps))  # none: no cache
         profiler = Profiler(backbone.device)
+        profiler.on_stage = self._stage_started
+        self.profiler_now = profiler
         profiler.add_setup_seconds("model_load", load_seconds)
         if CONDITIONERS[self.plan.memory.mode].stores_frames:
             depth_provider = make_depth_provider(self.plan.depth_model, backbone.device)
@@ -446,8 +425,13 @@ class RenderSession:
                     if self.stop.requested:
                         self.settle_writes(parts, records, writer)
                         self.save_checkpoint(settings, parts, records, chunk.index)
-                        raise Interrupted(f"stopped by {self.stop.signal_name}; checkpoint saved at chunk {chunk.index + 1}/{total}")
-                    self._render_chunk(settings, parts, records, chunk, resume_state, writer, trace=chunk.index == first)
+                        raise Interrupted(f"stopped by {self.stop.signal_name}: {chunks_done(chunk.index, total)}, checkpoint "
+                                          f"saved; run the same command again to render from chunk {chunk.index + 1}")
+                    self.chunk_now = chunk.index
+                    try:
+                        self._render_chunk(settings, parts, records, chunk, resume_state, writer, trace=chunk.index == first)
+                    finally:
+                        self.chunk_now = None
                     resume_state = None
                 with parts.profiler.stage(WRITE_WAIT):
                     self.settle_writes(parts, records, writer)
@@ -512,8 +496,9 @@ class RenderSession:
             self.settle_writes(parts, records, writer)  # the chunk before is counted first, or its error raised
             self.save_checkpoint(settings, parts, records, chunk.index, denoise_state=result.denoise_state)
             raise Interrupted(
-                f"stopped by {stop.signal_name or 'a stop on another rank'} during chunk {chunk.index + 1}/{total}; "
-                "checkpoint saved, run the same command again to resume"
+                f"stopped by {stop.signal_name or 'a stop on another rank'} during chunk {chunk.index + 1}/{total} after "
+                f"step {result.denoise_state.step}/{steps} ({chunks_done(chunk.index, total)}); checkpoint saved, run the "
+                "same command again to resume"
             )
         with parts.profiler.stage(WRITE_WAIT):
             self.settle_writes(parts, records, writer)  # one chunk in flight at most
