@@ -43,7 +43,7 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 
-DEFAULT_ARGS="--random-weights --random-text-encoder --device cuda --resolution 1280x704 --frames 65 --chunk-frames 33 --steps 8 --repeat 1"
+DEFAULT_ARGS="--random-weights --random-text-encoder --device cuda --resolution 1280x704 --frames 65 --chunk-frames 33 --steps 8 --full --repeat 1"
 read -r -a BENCH_ARGS <<< "${MIRAGE_GPU_CHECK_ARGS:-$DEFAULT_ARGS}"
 
 SAMPLER=""

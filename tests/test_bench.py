@@ -49,7 +49,8 @@ def test_gpu_check_script_proves_itself_on_the_cpu(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHON": sys.executable, "PATH": "/usr/bin:/bin",
-           "MIRAGE_GPU_CHECK_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 17 --chunk-frames 9 --steps 2 --repeat 1",
+           "MIRAGE_GPU_CHECK_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 17 --chunk-frames 9 --steps 2 "
+                                    "--full --repeat 1",
            "MIRAGE_GPU_CHECK_CACHES": "first-block mag",
            "MIRAGE_GPU_CHECK_CACHE_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 9 --chunk-frames 9 --steps 4",
            "MIRAGE_GPU_CHECK_SAMPLER_ARGS": "--preset tiny --device cpu --resolution 224x128 --frames 9 --chunk-frames 9 --steps 4"}
@@ -65,3 +66,41 @@ def test_gpu_check_script_proves_itself_on_the_cpu(tmp_path):
     assert re.search(r"^\| first-block \| [0-9.]+ \| [0-9.]+ \|", table, re.M) and re.search(r"^\| mag \| [0-9.]+ \|", table, re.M)
     assert "| sampler | steps | s/chunk |" in table and "| dmd | 3 |" in table and "it waits most on" in table
     assert json.loads((tmp_path / "out" / "sampler.json").read_text())["settings"]["dmd"]["steps"] == 3
+
+
+def test_bench_is_quick_by_default_and_says_so(small_scene):
+    result = cli("bench", small_scene, "--preset", "tiny", "--steps", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["quick"] is True and report["chunks"] == 1 and report["rounds"] == 1 and report["warm_up"] == ["latent"]
+    assert "bench: round 1/1 rgb done in" in result.stderr  # progress with each render's time
+    table = cli("bench", small_scene, "--preset", "tiny", "--steps", "1")
+    assert "the quick default, --full for every chunk in 3 rounds" in " ".join(table.stdout.split())
+
+
+def test_a_stopped_bench_prints_what_it_measured_and_names_no_checkpoint(small_scene, tmp_path):
+    """SIGINT during the third render of the first round: exit 75, the table of the two modes measured,
+    and no word of the checkpoint the stopped render saved in the bench's temporary directory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.3", "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "mirage_cli", "bench", str(small_scene), "--preset", "tiny", "--steps", "2", "--repeat", "2"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in child.stderr:
+        lines.append(line)
+        if line.startswith("bench: round 1/2 none ..."):
+            child.send_signal(signal.SIGINT)
+            break
+    stderr = "".join(lines) + child.stderr.read()
+    stdout = child.stdout.read()
+    assert child.wait() == 75, stderr
+    assert "│ latent" in stdout and "│ rgb" in stdout and "│ none" not in stdout
+    words = " ".join(stdout.split())
+    assert "stopped by SIGINT during the none render of round 1/2: what was measured before (not measured: none)" in words
+    last = stderr.strip().splitlines()[-1]
+    assert "the table has what was measured before (nothing to resume)" in last
+    assert "checkpoint" not in stderr + stdout

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from mirage_cli.base.errors import InputError
+from mirage_cli.base.errors import InputError, Interrupted
 from mirage_cli.base.options import BackboneOptions
 from mirage_cli.cli.app import app, err, print_json, run_body
 from mirage_cli.cli.flags import (
@@ -72,8 +73,11 @@ def evaluate(
 @STEP_CACHE_FLAGS
 def bench(
     scene: Path | None = typer.Argument(None, help="Scene spec (default: the bundled example)."),
-    chunks: int | None = typer.Option(None, "--chunks", help="Render only the first N chunks."),
-    repeat: int = typer.Option(3, "--repeat", help="Measured rounds after the warm-up."),
+    chunks: int | None = typer.Option(None, "--chunks", help="Render only the first N chunks (default: 1, or every "
+                                      "chunk with --full)."),
+    repeat: int | None = typer.Option(None, "--repeat", help="Measured rounds after the warm-up (default: 1, or 3 with --full)."),
+    full: bool = typer.Option(False, "--full", help="Every chunk, 3 rounds, a warm-up render of every mode (the default is "
+                              "quick: the first chunk, one round, one warm-up render)."),
     steps: Steps = None,
     resolution: str | None = typer.Option(None, "--resolution", help="WIDTHxHEIGHT, e.g. 1280x704 (overrides the spec)."),
     frames: int | None = typer.Option(None, "--frames", help="Video length, 4k+1 (overrides the spec)."),
@@ -99,39 +103,64 @@ def bench(
         spec = _scene_or_example(scene)
         if chunks is not None and chunks < 1:
             raise InputError(f"must be at least 1, got {chunks}", field="--chunks")
-        if repeat < 1:
+        if repeat is not None and repeat < 1:
             raise InputError(f"must be at least 1, got {repeat}", field="--repeat")
+        quick = not full and chunks is None and repeat is None
+        rounds = repeat or (3 if full else 1)
+        first = chunks if chunks is not None or full else 1
         from mirage_cli.measure.bench import bench_overrides
 
         overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
         from mirage_cli.spec.loras import lora_stack
 
         def on_run(mode, r):
-            err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{repeat}'} {mode}")
+            err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{rounds}'} {mode} ...")
+
+        def on_done(mode, r, seconds):
+            err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{rounds}'} {mode} done in {seconds:.1f} s")
 
         if sampler is not None:
-            return _bench_samplers(spec, overrides, sampler.value, steps=steps, loras=lora_stack(lora), step_cache=step_cache,
-                                   backbone=backbone, chunks=chunks, repeat=repeat, json_out=json_out, on_run=on_run)
+            with _stop_ends_bench():
+                return _bench_samplers(spec, overrides, sampler.value, steps=steps, loras=lora_stack(lora), step_cache=step_cache,
+                                       backbone=backbone, chunks=first, repeat=rounds, json_out=json_out, on_run=on_run)
         plan = load_plan(spec, overrides={**overrides, **step_cache, "loras": lora_stack(lora)}, preset=backbone.preset)
         plan = estimate_intrinsics(plan)
 
         if step_cache["step_cache.method"] not in (None, "none"):
             from mirage_cli.measure.step_cache_bench import cache_bench_table, run_cache_bench
 
-            result = run_cache_bench(trim_plan(plan, chunks), backbone, plan.step_cache, repeat=repeat, on_run=on_run)
+            with _stop_ends_bench():
+                result = run_cache_bench(trim_plan(plan, first), backbone, plan.step_cache, repeat=rounds, on_run=on_run)
             print_json(result) if json_out else _console().print(cache_bench_table(result))
             return
-        result = run_bench(plan, backbone, chunks=chunks, repeat=repeat, on_run=on_run, evaluate=evaluate_)
+        result = run_bench(plan, backbone, chunks=first, repeat=rounds, on_run=on_run, on_done=on_done, evaluate=evaluate_,
+                           warm_up_every_mode=not quick)
+        result["quick"] = quick
         if json_out:
             print_json(result)
         else:
             _console().print(bench_table(result))
-            if evaluate_:
+            if evaluate_ and result["eval"]:
                 from mirage_cli.measure.bench import eval_table
 
                 _console().print(eval_table(result))
+        if result["interrupted"]:
+            raise Interrupted(f"bench {result['interrupted']}; the table has what was measured before (nothing to resume)")
 
     run_body(body)
+
+
+@contextmanager
+def _stop_ends_bench():
+    """A stop signal during one of the bench's renders ends the bench with exit 75, without the render's
+    own words about a checkpoint: its run directory is temporary and deleted."""
+    try:
+        yield
+    except Interrupted as e:
+        from mirage_cli.measure.bench import stop_signal_of
+
+        raise Interrupted(f"bench stopped by {stop_signal_of(e)} before it finished; "
+                          "nothing was measured to the end (nothing to resume)") from None
 
 
 def _bench_samplers(spec: Path, overrides: dict, sampler: str, *, steps, loras, step_cache: dict, backbone: BackboneOptions,

@@ -1,9 +1,11 @@
 """``mirage bench``: the same scene rendered with latent memory, RGB memory and no memory, side by side.
 
-One process, one loaded backbone. A warm-up render of every mode first (first-call costs:
-allocator, kernels, caches), then ``repeat`` rounds that alternate the modes (latent, rgb, none,
-latent, ...) so that drift in the machine's speed hits every mode alike. Each number is the median
-over the rounds; ratios are taken between medians measured in this one run.
+One process, one loaded backbone. A warm-up render first, of every mode or of the first (first-call
+costs: allocator, kernels, caches), then ``repeat`` rounds that alternate the modes (latent, rgb,
+none, latent, ...) so that drift in the machine's speed hits every mode alike. Each number is the
+median over the rounds; ratios are taken between medians measured in this one run. ``mirage bench``
+is quick by default (the first chunk, one round after one warm-up render); ``--full`` measures every
+chunk in 3 rounds after a warm-up of every mode.
 
 Per mode: end-to-end seconds (the whole render: conditioning, denoising, decoding, depth, memory,
 MP4 and checkpoint writing), memory-module seconds (memory query + memory insert + the VAE encode of
@@ -14,11 +16,13 @@ the measured rounds hold what a render holds (and skip the text encoding, a setu
 
 from __future__ import annotations
 
+import re
 import statistics
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from mirage_cli.base.errors import Interrupted
 from mirage_cli.base.options import BackboneOptions, MemoryMode, RenderOptions
 from mirage_cli.evaluation.document import evaluate
 from mirage_cli.evaluation.inputs import load_inputs
@@ -73,9 +77,15 @@ def run_bench(
     repeat: int = 3,
     work_dir: Path | None = None,
     on_run=None,
+    on_done=None,
     evaluate: bool = False,
+    warm_up_every_mode: bool = True,
 ) -> dict:
     """Render ``plan`` in every memory mode; returns ``{"runs": {mode: {...}}, "ratios": {...}}``.
+
+    A stop signal ends the measuring: the renders finished by then are the result (``"interrupted"``
+    says where it stopped, and the modes not measured are missing from ``"runs"``); a stop before any
+    measured render raises ``Interrupted``. The run directories are temporary: nothing is resumable.
 
     Args:
         plan: the scene (``mirage_cli.spec.plan.load_plan``).
@@ -83,9 +93,12 @@ def run_bench(
         chunks: render only the first N chunks.
         repeat: measured rounds after the warm-up (>= 1).
         work_dir: where the throw-away run directories go (default: a temporary directory).
-        on_run: optional callback ``(memory_mode, round_index)`` before each render (progress).
+        on_run: optional callback ``(memory_mode, round_index)`` before each render (progress; round -1
+            is the warm-up); ``on_done``: ``(memory_mode, round_index, seconds)`` after it.
         evaluate: measure the first round's videos with ``mirage eval`` (after each render, outside
             its timing) and add ``"eval": {mode: {metric: value}}``.
+        warm_up_every_mode: a warm-up render of each mode (else of the first mode only: first-call costs
+            are mostly the backbone's, which every mode shares).
     """
     if repeat < 1:
         raise ValueError(f"repeat: expected at least 1, got {repeat}")
@@ -97,22 +110,30 @@ def run_bench(
     backbone = load_backbone_for(plan, options)
     samples: dict[str, list[dict]] = {m.value: [] for m in MemoryMode}
     measured: dict[str, dict] = {}
+    warm_up = list(MemoryMode) if warm_up_every_mode else [MemoryMode.LATENT]
+    schedule = [(memory, -1) for memory in warm_up] + [(memory, r) for r in range(repeat) for memory in MemoryMode]
+    interrupted = None
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="mirage-bench-") as tmp:
-        for memory in MemoryMode:  # warm-up, discarded
+        for memory, r in schedule:  # warm-ups (discarded), then rounds alternating the modes
             if on_run:
-                on_run(memory.value, -1)
-            _run_once(plan, memory, options, backbone, Path(tmp) / f"warmup-{memory}")
-        backbone.release_text_encoder()  # prompts embedded (Backbone.embedded): measured rounds hold what a render holds
-        for r in range(repeat):
-            for memory in MemoryMode:
-                if on_run:
-                    on_run(memory.value, r)
-                samples[memory.value].append(_run_once(plan, memory, options, backbone, Path(tmp) / f"{memory}-{r}"))
-                if evaluate and r == 0:
-                    measured[memory.value] = _evaluate_run(Path(tmp) / f"{memory}-{r}")
-
-    runs = {memory: _median_run(rows, len(plan.chunks)) for memory, rows in samples.items()}
-    ratios = _ratios(runs)
+                on_run(memory.value, r)
+            out = Path(tmp) / (f"warmup-{memory}" if r < 0 else f"{memory}-{r}")
+            try:
+                row = _run_once(plan, memory, options, backbone, out)
+            except Interrupted as e:
+                interrupted = _where_stopped(e, memory, r, repeat)
+                break
+            if on_done:
+                on_done(memory.value, r, row["end_to_end_seconds"])
+            if r < 0:
+                backbone.release_text_encoder()  # prompts embedded (Backbone.embedded): measured rounds hold what a render holds
+                continue
+            samples[memory.value].append(row)
+            if evaluate and r == 0:
+                measured[memory.value] = _evaluate_run(out)
+    if interrupted is not None and not any(samples.values()):
+        raise Interrupted(f"bench {interrupted}, before anything was measured")
+    runs = {memory: _median_run(rows, len(plan.chunks)) for memory, rows in samples.items() if rows}
     return {
         "scene": str(plan.spec_path),
         "frames": plan.frames,
@@ -126,10 +147,26 @@ def run_bench(
         "random_text_encoder": options.random_text_encoder,
         "options": asdict(options.resolved()),
         "memory_plan": None if vram_plan is None else vram_plan.to_dict(),
+        "rounds": repeat,
+        "warm_up": [m.value for m in warm_up],
         "runs": runs,
-        "ratios": ratios,
+        "ratios": _ratios(runs),
+        "interrupted": interrupted,
         **({"eval": measured} if evaluate else {}),
     }
+
+
+def _where_stopped(error: Interrupted, memory: MemoryMode, round_index: int, repeat: int) -> str:
+    """"stopped by SIGINT during the rgb render of round 2/3" (the render's own message names a
+    checkpoint in a directory the bench deletes: it is not repeated)."""
+    which = "the warm-up" if round_index < 0 else f"round {round_index + 1}/{repeat}"
+    return f"stopped by {stop_signal_of(error)} during the {memory} render of {which}"
+
+
+def stop_signal_of(error: Interrupted) -> str:
+    """The signal a render's ``Interrupted`` names ("SIGINT"), or "a stop signal"."""
+    signal = re.match(r"stopped by (\S+?)[\s:;,]", str(error))
+    return signal.group(1) if signal else "a stop signal"
 
 
 def _median_run(rows: list[dict], chunks: int) -> dict:
@@ -145,12 +182,16 @@ def _median_run(rows: list[dict], chunks: int) -> dict:
 
 
 def _ratios(runs: dict[str, dict]) -> dict:
-    """The headline ratios between the memory modes, measured in one run."""
+    """The headline ratios between the memory modes, measured in one run (None where a mode is missing)."""
+
+    def ratio(key: str, a: str, b: str) -> float | None:
+        return _ratio(runs[a][key], runs[b][key]) if a in runs and b in runs else None
+
     return {
-        "memory_time_rgb_over_latent": _ratio(runs["rgb"]["memory_module_seconds"], runs["latent"]["memory_module_seconds"]),
-        "cache_bytes_rgb_over_latent": _ratio(runs["rgb"]["cache_bytes"], runs["latent"]["cache_bytes"]),
-        "end_to_end_latent_over_none": _ratio(runs["latent"]["end_to_end_seconds"], runs["none"]["end_to_end_seconds"]),
-        "end_to_end_rgb_over_latent": _ratio(runs["rgb"]["end_to_end_seconds"], runs["latent"]["end_to_end_seconds"]),
+        "memory_time_rgb_over_latent": ratio("memory_module_seconds", "rgb", "latent"),
+        "cache_bytes_rgb_over_latent": ratio("cache_bytes", "rgb", "latent"),
+        "end_to_end_latent_over_none": ratio("end_to_end_seconds", "latent", "none"),
+        "end_to_end_rgb_over_latent": ratio("end_to_end_seconds", "rgb", "latent"),
     }
 
 
@@ -192,8 +233,9 @@ def bench_table(result: dict):
     """A Rich table of a ``run_bench`` result."""
     from rich.table import Table
 
-    t = Table(title=f"mirage bench: {result['scene']} ({result['chunks']} chunks, {result['frames']} frames, "
-              f"{result['resolution']}, {result['steps']} steps, {result['device']})")
+    chunks = f"{result['chunks']} chunk{'s' if result['chunks'] > 1 else ''}"
+    t = Table(title=f"mirage bench: {result['scene']} ({chunks}, {result['frames']} frames, "
+              f"{result['resolution']}, {result['steps']} steps, {result['device']}; {rounds_note(result)})")
     for col in ("memory", "end-to-end", "memory module", "cache", "peak memory"):
         t.add_column(col, justify="right" if col != "memory" else "left")
     for memory, r in result["runs"].items():
@@ -213,4 +255,16 @@ def bench_table(result: dict):
         f"memory time rgb/latent {f(q['memory_time_rgb_over_latent'])} | cache bytes rgb/latent "
         f"{f(q['cache_bytes_rgb_over_latent'])} | end-to-end latent/none {f(q['end_to_end_latent_over_none'])}"
     )
+    if result.get("interrupted"):
+        missing = [m.value for m in MemoryMode if m.value not in result["runs"]]
+        t.caption += (f"\n{result['interrupted']}: what was measured before"
+                      + (f" (not measured: {', '.join(missing)})" if missing else ""))
     return t
+
+
+def rounds_note(result: dict) -> str:
+    """How much the bench measured: "1 round after 1 warm-up render" and, when it was chosen, that it is
+    the quick default."""
+    warm = len(result["warm_up"])
+    note = f"{result['rounds']} round{'s' if result['rounds'] > 1 else ''} after {warm} warm-up render{'s' if warm > 1 else ''}"
+    return note + (": the quick default, --full for every chunk in 3 rounds" if result.get("quick") else "")
