@@ -520,4 +520,8 @@ def test_batch_end_to_end_with_mirage_render(tmp_path):
     assert "seed: must be in [0, 2^63), got -1" in summary["scenes"][1]["reason"]
     for s in (summary["scenes"][0], summary["scenes"][2]):
         assert (Path(s["run_dir"]) / "video.mp4").is_file()
+        assert s["wall_seconds"] > 0
+        # per-scene progress on stderr: its chunks as the render reports them, then its outcome and time
+        assert f"scene {s['name']}: chunk 2/2 done in " in proc.stderr
+        assert f"scene {s['name']}: done in " in proc.stderr
     assert not Path(summary["scenes"][1]["run_dir"]).exists()

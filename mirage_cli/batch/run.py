@@ -53,6 +53,7 @@ from mirage_cli.base.files import file_problem
 from mirage_cli.base.limits import MAX_SPEC_BYTES
 from mirage_cli.base.signals import GracefulStop
 from mirage_cli.batch.scene_task import PREEMPT_SIGNAL, Scene, SceneResult, SceneTask, render_command
+from mirage_cli.report.format import fmt_seconds
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +195,52 @@ def summary_table(summary: BatchSummary):
 
     colors = {"done": "green", "resumed": "green", "interrupted": "yellow", "failed": "red", "running": "yellow", "invalid": "red"}
     table = Table(title="mirage batch", show_lines=False)
-    for col in ("scene", "status", "attempts", "run directory", "reason"):
-        table.add_column(col, overflow="fold")
+    for col in ("scene", "status", "time", "attempts", "run directory", "reason"):
+        table.add_column(col, overflow="fold", justify="right" if col == "time" else "left")
     for s in summary.scenes:
         color = colors.get(s.status, "white")
-        table.add_row(s.name, f"[{color}]{s.status}[/{color}]", str(s.attempts), s.run_dir, s.reason)
+        time_text = fmt_seconds(s.wall_seconds) if s.wall_seconds else "-"
+        table.add_row(s.name, f"[{color}]{s.status}[/{color}]", time_text, str(s.attempts), s.run_dir, s.reason)
     return table
+
+
+def scene_outcome(result: SceneResult) -> str:
+    """One line for the end of a scene: "scene kitchen: done in 42.1 s" (and why, when it did not finish)."""
+    line = f"scene {result.name}: {result.status} in {fmt_seconds(result.wall_seconds)}"
+    return line + (f" ({result.reason})" if result.reason else "")
+
+
+PROGRESS_LINE = re.compile(r"^(chunk \d+/\d+ done|resuming at chunk|error:|warning:|rebuilding)")
+"""The lines of a render's output (a scene's log) that a batch repeats as the scene's progress."""
+
+
+class LogFollower:
+    """The new progress lines (``PROGRESS_LINE``) of a scene's log since the last look; it starts at
+    the log's end, since a log keeps every earlier batch's attempts."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.offset = 0
+        self.partial = ""
+        if path is not None:
+            try:
+                self.offset = path.stat().st_size
+            except OSError:
+                self.offset = 0
+
+    def new_lines(self) -> list[str]:
+        if self.path is None:
+            return []
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                f.seek(self.offset)
+                text = f.read(1 << 20)
+                self.offset = f.tell()
+        except OSError:
+            return []
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()  # an unfinished last line waits for its end
+        return [line.strip() for line in lines if PROGRESS_LINE.match(line.strip())]
 
 
 # --- the batch --------------------------------------------------------------------------------------
@@ -340,10 +381,12 @@ def _use_preempt_signal() -> None:
 def _run_here(tasks: list[SceneTask], on_start: Callable[[str], None] | None) -> BatchSummary:
     summary = BatchSummary()
     with GracefulStop() as stop:
-        for t in tasks:
+        for i, t in enumerate(tasks):
             if on_start:
-                on_start(f"scene {t.scene.name}: rendering into {t.scene.run_dir}")
+                on_start(f"scene {t.scene.name} ({i + 1}/{len(tasks)}): rendering into {t.scene.run_dir}")
             summary.scenes.append(t.run(stop))
+            if on_start:
+                on_start(scene_outcome(summary.scenes[-1]))
     return summary
 
 
@@ -403,16 +446,20 @@ def _run_local(tasks: list[SceneTask], options: BatchOptions, slots: list[str | 
     running: list[tuple[SceneTask, Any]] = []
     finished: dict[int, SceneResult] = {}
     order = {id(t): i for i, t in enumerate(tasks)}
+    follow: dict[int, LogFollower] = {}
+    started: dict[int, float] = {}
     with GracefulStop() as stop:
         while pending or running:
             while pending and len(running) < parallel and not stop.requested:
                 t = pending.pop(0)
                 t.cuda_visible_devices = free.pop(0)
+                follow[id(t)], started[id(t)] = LogFollower(t.log_path), time.monotonic()
                 job = executor.submit(t)
                 running.append((t, job))
                 if on_start:
                     gpus = "" if t.cuda_visible_devices is None else f" (CUDA_VISIBLE_DEVICES={t.cuda_visible_devices!r})"
-                    on_start(f"scene {t.scene.name}: local job {job.job_id}{gpus} -> {t.scene.run_dir}")
+                    on_start(f"scene {t.scene.name} ({order[id(t)] + 1}/{len(tasks)}): local job {job.job_id}{gpus} "
+                             f"-> {t.scene.run_dir}")
             if stop.requested and pending:
                 for t in pending:
                     finished[order[id(t)]] = _not_started(t, stop)
@@ -422,9 +469,14 @@ def _run_local(tasks: list[SceneTask], options: BatchOptions, slots: list[str | 
                     _stop_local_job(job)
             still = []
             for t, job in running:
+                for line in follow[id(t)].new_lines() if on_start else ():
+                    on_start(f"scene {t.scene.name}: {line}")
                 if job.done():
-                    finished[order[id(t)]] = _job_result(t, job, stop)
+                    result = finished[order[id(t)]] = _job_result(t, job, stop)
+                    result.wall_seconds = result.wall_seconds or round(time.monotonic() - started[id(t)], 3)
                     free.append(t.cuda_visible_devices)
+                    if on_start:
+                        on_start(scene_outcome(result))
                 else:
                     still.append((t, job))
             running = still
@@ -505,6 +557,8 @@ def _run_slurm(tasks: list[SceneTask], options: BatchOptions, on_start) -> Batch
             for i, (t, job) in enumerate(zip(tasks, jobs)):
                 if i not in results and job.done():
                     results[i] = _job_result(t, job, None)
+                    if on_start:
+                        on_start(scene_outcome(results[i]))
             if len(results) < len(jobs):
                 stop.wait(max(options.poll_s, 10.0))
     for i, (t, job) in enumerate(zip(tasks, jobs)):

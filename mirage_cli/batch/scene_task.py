@@ -72,6 +72,8 @@ class SceneResult:
     attempts: int = 0
     requeues: int = 0
     job_id: str | None = None
+    wall_seconds: float = 0.0
+    """Seconds the scene's renders ran, every attempt and requeue together."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +120,7 @@ class SceneTask:
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.attempts = 0  # every child run, across requeues (saved in the requeue pickle)
         self.requeues = 0
+        self.seconds = 0.0  # the children's wall time, across requeues
         self.resumed = False
         self.cuda_visible_devices: str | None = None  # the GPUs a local batch gave this scene (None: inherited)
         self._proc: subprocess.Popen | None = None
@@ -172,6 +175,7 @@ class SceneTask:
                              requeues=self.requeues, job_id=os.environ.get("SUBMITIT_LOCAL_JOB_ID")
                              or os.environ.get("SLURM_JOB_ID"))
         tries = 0
+        t0 = time.monotonic()
         while True:
             if stop.requested:
                 result.status = "interrupted"
@@ -204,9 +208,16 @@ class SceneTask:
             else:
                 result.reason = last_error or f"exit code {rc}"
             break
+        self.seconds += time.monotonic() - t0
         result.attempts = self.attempts
         result.requeues = self.requeues
+        result.wall_seconds = round(self.seconds, 3)
         return result
+
+    @property
+    def log_path(self) -> Path | None:
+        """``<log_dir>/<name>.log``: every attempt's output (None without a log directory)."""
+        return None if self.log_dir is None else self.log_dir / f"{self.scene.name}.log"
 
     def _run_child(self, stop: GracefulStop) -> tuple[int, str]:
         """One child run: returns (exit code, or -signal; the child's last error line)."""
@@ -265,7 +276,7 @@ class SceneTask:
             return None
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            f = open(self.log_dir / f"{self.scene.name}.log", "a", encoding="utf-8")
+            f = open(self.log_path, "a", encoding="utf-8")
         except OSError as e:
             log.warning("cannot write the log of scene %s: %s", self.scene.name, e)
             return None
