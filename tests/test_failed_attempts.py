@@ -65,3 +65,28 @@ def test_rendered_work_is_still_refused_for_other_settings(small_scene, tmp_path
     assert refused.exit_code == 2
     assert "holds a render with different settings (steps); use --restart" in refused.stderr
     assert (run / "run.json").read_bytes() == before
+
+
+def test_validate_says_which_models_are_here_as_warnings(small_scene, tmp_path, tiny_depth_dir, monkeypatch):
+    """validate lists the model and the depth model with where each is; one that is not here is a warning
+    (exit 0: specs are checked where the weights are not), and the render refuses it before writing."""
+    from mirage_cli.backbone.random_components import save_tiny_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = save_tiny_model(tmp_path / "model")
+    here = cli("validate", small_scene, "--model", model, "--depth-model", tiny_depth_dir)
+    assert here.exit_code == 0 and "warning" not in here.stderr, here.output
+    assert f"model {model}: here ({model})" in here.stdout and f"depth_model {tiny_depth_dir}: here" in here.stdout
+    info = json.loads(cli("validate", small_scene, "--model", model, "--depth-model", tiny_depth_dir, "--json").stdout)
+    assert [(m["role"], m["on_machine"]) for m in info["models"]] == [("model", True), ("depth_model", True)]
+
+    missing = cli("validate", small_scene, "--depth-model", "nobody/no-depth-model")
+    assert missing.exit_code == 0, missing.output
+    assert "warning: model Wan-AI/Wan2.2-TI2V-5B-Diffusers is not on this machine" in missing.stderr
+    assert "warning: depth_model nobody/no-depth-model is not on this machine" in missing.stderr
+    assert "depth_model nobody/no-depth-model: NOT HERE" in missing.stdout
+
+    run = tmp_path / "run"
+    refused = cli("render", small_scene, "--model", model, "--depth-model", "nobody/no-depth-model", "--out", run, "--quiet")
+    assert refused.exit_code == 2 and "nobody/no-depth-model" in refused.stderr
+    assert not run.exists()

@@ -42,12 +42,13 @@ def _stop_before_weights(self, settings):
     raise WeightsWouldLoad
 
 
-def library_problems(spec) -> tuple[list, int, float]:
-    """The problems ``load_plan`` + ``preflight`` find, the peak traced bytes and the seconds taken."""
+def library_problems(spec, models: bool = True) -> tuple[list, int, float]:
+    """The problems ``load_plan`` + ``preflight`` find, the peak traced bytes and the seconds taken.
+    ``models=False``: as ``mirage validate`` checks (whether a model is here is only a warning there)."""
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        preflight(load_plan(spec, preset="tiny"))
+        preflight(load_plan(spec, preset="tiny"), models=models)
         problems = []
     except InputError as e:
         problems = e.problems
@@ -70,8 +71,13 @@ def check_case(case: Case, folder, monkeypatch) -> str:
             assert any(kind in p.message for kind in WHOLE_FILE_PROBLEMS), f"{case.name}: neither field nor line: {p}"
     validate = cli("validate", spec, "--preset", "tiny")
     assert validate.exception is None or isinstance(validate.exception, SystemExit), f"{case.name}: {validate.exception!r}"
+    checked = library_problems(spec, models=False)[0]
+    validate_errors = "".join(f"error: {p}\n" for p in checked)
+    warnings = "".join(line + "\n" for line in validate.stderr.splitlines() if line.startswith("warning: depth_model "))
+    assert (validate.exit_code, validate.stderr.replace(warnings, "")) == ((2, validate_errors) if checked else (0, "")), case.name
+    if problems != checked:  # a depth model that is not here: validate warns, the render refuses
+        assert not checked and warnings and problems[0].field == "depth_model", case.name
     expected_stderr = "".join(f"error: {p}\n" for p in problems)
-    assert (validate.exit_code, validate.stderr) == ((2, expected_stderr) if problems else (0, "")), case.name
 
     monkeypatch.setattr(RenderSession, "load_components", _stop_before_weights)
     render = cli("render", spec, "--out", folder / "run", "--preset", "tiny", "--quiet")

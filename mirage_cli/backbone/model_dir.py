@@ -140,19 +140,41 @@ def _complete_or_raise(directory: Path) -> Path:
     return directory
 
 
-def _resolve_hub_id(repo_id: str, local_files_only: bool | None) -> Path:
-    """Find (or, when allowed, fetch) a hub model's snapshot in the cache."""
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The hub model's snapshot folder in the Hugging Face cache (maybe incomplete: ``check_model_dir``),
+    or None when nothing of it is cached; never contacts the hub."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=_hub_cache_dir(), local_files_only=True, allow_patterns=HUB_PATTERNS))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def model_on_machine(model: str) -> tuple[bool, str]:
+    """Whether the diffusers model ``model`` (a folder or a hub id) is complete on this machine, and
+    where it is or what is missing; never contacts the hub."""
+    path = Path(model).expanduser()
+    if os.path.isdir(path):
+        missing = check_model_dir(path)
+        return (False, f"{path} is incomplete: {missing[0]}") if missing else (True, str(path))
+    if not _is_hub_id(model):
+        return False, f"{path} does not exist"
+    snapshot = cached_snapshot(model)
+    if snapshot is None:
+        return False, f"not in the Hugging Face cache ({_hub_cache_dir()})"
+    missing = check_model_dir(snapshot)
+    return (False, f"incomplete in the Hugging Face cache: {missing[0]}") if missing else (True, str(snapshot))
+
+
+def _resolve_hub_id(repo_id: str, local_files_only: bool | None) -> Path:
+    """Find (or, when allowed, fetch) a hub model's snapshot in the cache."""
+    from huggingface_hub import snapshot_download
+
     cache_dir = _hub_cache_dir()
     offline = _offline(local_files_only)
-    snapshot: Path | None = None
-    try:
-        found = snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True, allow_patterns=HUB_PATTERNS)
-        snapshot = Path(found)
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        snapshot = None
+    snapshot = cached_snapshot(repo_id)
     if snapshot is not None and not check_model_dir(snapshot):
         return snapshot
     failure = None

@@ -80,9 +80,16 @@ def validate(
                                            "sampler": None if sampler is None else sampler.value}, preset=backbone.preset)
         check_plan_calibration(plan, backbone)  # as the render does
         plan = estimate_intrinsics(plan)
-        preflight(plan)
+        preflight(plan, models=False)  # whether the models are here is a warning (below): specs are checked anywhere
         check_plan_weights(plan, options)  # every check a render makes on them, no model loaded
+        from mirage_cli.render.availability import describe_models, models_of
+
+        models = models_of(plan, options)
+        for status in models:
+            if not status.on_machine:
+                err(f"warning: {status.warning()}")
         summary = plan.summary()
+        summary["models"] = [status.to_dict() for status in models]
         from mirage_cli.depth.scene_scale import describe_scale, scale_report
         from mirage_cli.render.inputs import load_start_depth
 
@@ -97,6 +104,7 @@ def validate(
             print_json(summary)
         else:
             print(plan.describe())
+            print(describe_models(models))
             print(describe_scale(summary["scale"]))
             if vram_plan is not None:
                 from mirage_cli.vram.plan import describe_vram_plan

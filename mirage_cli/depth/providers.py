@@ -198,11 +198,13 @@ def _processor_side(size) -> int:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def depth_model_problem(name: str) -> str | None:
-    """Why the depth model ``name`` (``none``, a local directory or a hub id) cannot be loaded, or None.
+def depth_model_problem(name: str, *, on_machine: bool = True) -> str | None:
+    """Why the depth model ``name`` (``none``, ``tiny``, a local directory or a hub id) cannot be loaded,
+    or None.
 
-    A hub id that is not in the Hugging Face cache is a problem only in offline mode (otherwise the
-    render downloads it).
+    A hub id that is not in the Hugging Face cache is a problem only in offline mode or when the hub
+    does not know it (otherwise the render downloads it). ``on_machine=False``: only the name is checked
+    (``mirage validate`` reports whether the model is here as a warning, ``depth_model_on_machine``).
     """
     if is_no_model(name) or is_tiny_model(name):
         return None
@@ -215,7 +217,7 @@ def depth_model_problem(name: str) -> str | None:
         return f"{name!r} is neither a local directory nor a Hugging Face model id (org/name)"
     from huggingface_hub import is_offline_mode
 
-    if cached_file(name, "config.json") is not None:
+    if not on_machine or cached_file(name, "config.json") is not None:
         return None
     alternatives = (f"Download it first (e.g. `hf download {name}`), pass a local directory, or use --depth-model none "
                     f"with a `depth:` map in the spec ({TINY_TRY_OUT})")
@@ -223,6 +225,20 @@ def depth_model_problem(name: str) -> str | None:
         return (f"cannot load depth model {name!r}: it is not in the Hugging Face cache and offline mode (HF_HUB_OFFLINE) "
                 f"is on. {alternatives}")
     return _hub_model_problem(name, alternatives)
+
+
+def depth_model_on_machine(name: str) -> tuple[bool, str]:
+    """Whether the depth model ``name`` (a well-formed one: ``depth_model_problem``) is on this machine,
+    and where it is or why not; never contacts the hub. ``none`` and ``tiny`` need nothing."""
+    if is_no_model(name):
+        return True, "no depth model"
+    if is_tiny_model(name):
+        return True, "no download: random weights built at load"
+    local = Path(os.path.expanduser(name))
+    if os.path.isdir(local):
+        return True, str(local)
+    found = cached_file(name, "config.json")
+    return (True, str(found.parent)) if found is not None else (False, "not in the Hugging Face cache")
 
 
 def _hub_model_problem(name: str, alternatives: str) -> str | None:

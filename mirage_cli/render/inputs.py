@@ -166,11 +166,12 @@ def load_mask(path: Path, width: int, height: int, image_size: tuple[int, int] |
     return torch.from_numpy(np.asarray(m) > 0)
 
 
-def preflight(plan, render: bool = True) -> StartInputs:
+def preflight(plan, render: bool = True, models: bool = True) -> StartInputs:
     """Read and check the start frame of ``plan`` (module docstring); every problem at once.
 
     ``render=False`` (``mirage preview``) checks the files only, not what a render needs besides
-    (a start depth or a depth model, and that model).
+    (a start depth or a depth model, and that model). ``models=False`` (``mirage validate``) checks
+    the depth model's name but not whether it is on this machine (validate warns about that).
 
     Raises:
         InputError: naming the file (the spec, or the image/depth/mask file) and the field.
@@ -202,7 +203,7 @@ def preflight(plan, render: bool = True) -> StartInputs:
     remembers = render and CONDITIONERS[plan.memory.mode].stores_frames
     if remembers and plan.depth_path is None and is_no_model(plan.depth_model):
         problems.add("depth", "no depth for the start image: give `depth:` in the spec or use a depth model (depth_model / --depth-model)")
-    why = depth_model_problem(plan.depth_model) if remembers else None
+    why = depth_model_problem(plan.depth_model, on_machine=models) if remembers else None
     if why is not None:
         problems.add("depth_model", why)
     problems.raise_if_any()
