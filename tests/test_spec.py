@@ -294,3 +294,20 @@ def test_depth_scale_beside_a_npy_depth_is_refused_not_ignored(tmp_path):
     with pytest.raises(InputError) as info:
         load_plan(write_small_scene(tmp_path / "scaled", depth_scale=0.001))
     assert [p.field for p in info.value.problems] == ["depth_scale"] and ".npy depth holds scene units" in str(info.value)
+
+
+def test_every_problem_nested_or_not_is_reported_in_one_pass(tmp_path):
+    """Top-level, section and camera problems together: the camera's own keys are checked even while the
+    frames and the resolution it would be sampled at are themselves refused."""
+    from mirage_cli.base.errors import InputError
+
+    shutil.copy(EXAMPLE.parent / "start.png", tmp_path / "start.png")
+    (tmp_path / "scene.yaml").write_text(
+        "prompt: a room\nimage: start.png\nfooo: 1\nframes: 34\ncamera:\n  preset: orbit\n  radious: 2\n"
+        "memory:\n  mode: latentt\nresolution: 448x250\nstep_cache: {method: magg}\nconditioning: {methd: vace}\n"
+    )
+    with pytest.raises(InputError) as e:
+        load_plan(tmp_path / "scene.yaml")
+    fields = {p.field for p in e.value.problems}
+    assert {"fooo", "frames", "resolution", "memory.mode", "step_cache.method", "conditioning.methd", "camera.radious"} <= fields
+    assert next(p for p in e.value.problems if p.field == "camera.radious").line == 7

@@ -191,6 +191,15 @@ def resolve_camera(section: dict, *, spec_file: str, base_dir: Path, width: int,
     raise InputError(problems.items)
 
 
+def camera_section_problems(section: dict, *, spec_file: str, base_dir: Path, line_of: Callable[[str], int | None]) -> list:
+    """The problems of the spec's ``camera:`` mapping that do not depend on the render's size, length or
+    fps (its keys, options and source, the source's file read): reported with the spec's other problems
+    when those values are themselves refused, so that one pass names every problem."""
+    cam = ProblemList(spec_file, "camera", line_of)
+    _camera_keys(section, base_dir, cam)
+    return cam.items
+
+
 def _frame_count_problem(keys: Keyframes, frames: int, resample: bool) -> str | None:
     """Why a source of one camera per frame (Spatia) does not fit ``frames``, or None."""
     if keys.kind != "spatia" or resample or len(keys) == frames:

@@ -31,6 +31,7 @@ from mirage_cli.base.limits import MAX_FRAMES, MAX_SPEC_BYTES
 from mirage_cli.base.options import BACKBONE_PRESETS, DEFAULT_DEPTH_MODEL, TINY_PRESET
 from mirage_cli.base.yaml_lines import load_yaml_with_lines
 from mirage_cli.camera.scale import path_units
+from mirage_cli.camera.source import camera_section_problems
 from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.depth.field_of_view import DEFAULT_FOV_MODEL
 from mirage_cli.depth.scene_scale import DEFAULT_METRIC_DEPTH_MODEL, SceneScale, decide
@@ -433,6 +434,9 @@ def resolve_camera(v: dict, size, frames, depth_model: str, base: Path, problems
     fps_ok = valid(v["fps"], v["intrinsics"]) and not any(p.field == "fps" for p in problems.items)
     intrinsics_ok = not any((p.field or "").startswith("intrinsics") for p in problems.items)
     if not (isinstance(v["camera"], dict) and size and frames and fps_ok and intrinsics_ok):
+        if isinstance(v["camera"], dict):  # what can be checked without the refused values, in the same pass
+            problems.items.extend(camera_section_problems(v["camera"], spec_file=problems.file, base_dir=base,
+                                                          line_of=problems.line_of))
         return None, None, None
     checked = {**v, "intrinsics": AUTO_STAND_IN} if auto_model is not None else v
     trajectory = check_camera(checked, size, frames, base, problems)
