@@ -1,7 +1,7 @@
 """`mirage bench` end to end: latent vs RGB vs no memory in one process (tiny components, CPU).
 
 Only the structure and the direction of the size ratio are asserted; times are reported, never
-asserted (README, "Benchmarks").
+asserted (docs/benchmarks.md).
 """
 
 from __future__ import annotations

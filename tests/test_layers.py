@@ -1,4 +1,4 @@
-"""The layers are a contract (pyproject.toml [tool.importlinter], README "Architecture").
+"""The layers are a contract (pyproject.toml [tool.importlinter], docs/development.md, "Architecture").
 
 ``lint-imports`` checks two contracts on the imports of ``mirage_cli``, those inside functions too:
 each package imports only from the layers below it, and no modules or packages import each other in

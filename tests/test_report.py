@@ -335,3 +335,26 @@ if __name__ == "__main__":  # write a sample report: python tests/test_report.py
     mode = sys.argv[3] if len(sys.argv) > 3 else "latent"
     paths = RunDir(out).write_report(synthetic_report(n, mode))
     print("\n".join(map(str, paths)))
+
+
+def test_report_html_shows_the_video_and_a_contact_sheet(renders):
+    """A real render's page plays its video.mp4 and embeds frames spread over it, labelled; the sheet's
+    frames are the video's own (decoded again here and compared)."""
+    from PIL import Image
+
+    from mirage_cli.base.video import read_frames_at, read_video
+    from mirage_cli.report.contact_sheet import contact_sheet, sheet_indices
+
+    run = renders["latent"][0]
+    page = (run / "report.html").read_text()
+    assert '<video src="video.mp4" controls' in page
+    found = re.search(r'alt="Contact sheet[^"]*" src="data:image/jpeg;base64,([^"]+)"', page)
+    assert found, "no contact sheet in report.html"
+    sheet = Image.open(io.BytesIO(base64.b64decode(found.group(1))))
+    frames, fps = read_video(run / "video.mp4")
+    assert sheet.width == 1200 and sheet.height > 0
+    assert base64.b64decode(found.group(1)) == contact_sheet(run / "video.mp4", len(frames), fps)
+    indices = sheet_indices(len(frames))
+    assert indices[0] == 0 and indices[-1] == len(frames) - 1 and len(indices) == min(12, len(frames))
+    chosen = read_frames_at(run / "video.mp4", indices)
+    assert all(np.array_equal(chosen[i], frames[i]) for i in indices)

@@ -14,7 +14,7 @@ or on timing is set explicitly (``H264_OPTIONS``):
 - macroblock-tree rate control off (``mbtree=0``): renders of this project on a busy machine were
   measured to give different bytes with it and the same bytes without it; it is also the one part of
   x264's rate control that runs in floating point through the lookahead. It costs bits at the same
-  ``crf`` (README, "Reproducible video" has the numbers).
+  ``crf`` (docs/reliability.md, "Reproducible video", has the numbers).
 - The containers are written ``bitexact``: no library version strings or random ids in the file.
 
 **Segments and assembly.** Every chunk is written as a segment as soon as it is rendered; a chunk
@@ -219,6 +219,19 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None,
     if not frames:
         raise ValueError("holds no frames")
     return np.stack(frames), fps
+
+
+def read_frames_at(path: str | os.PathLike, indices: Sequence[int]) -> dict[int, np.ndarray]:
+    """The frames ``indices`` (0-based) of a video as uint8 [H, W, 3] RGB, decoding in order and keeping
+    only those: memory holds the chosen frames, not the video. Indices past the end are missing."""
+    wanted, out = set(int(i) for i in indices), {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(container.streams.video[0])):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if len(out) == len(wanted) or i >= max(wanted, default=-1):
+                break
+    return out
 
 
 def probe_video(path: str | os.PathLike) -> dict:

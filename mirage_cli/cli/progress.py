@@ -5,7 +5,7 @@
   one plain line per chunk. ``quiet`` silences both; warnings are always printed.
 - ``JsonlRenderEvents`` (``--progress jsonl``): one JSON object per line and nothing else on
   stderr, for shell pipelines and schedulers. Every object has ``event`` and ``t`` (seconds since
-  the command started); the events and their fields are listed in ``EVENTS`` and in the README.
+  the command started); the events and their fields are listed in ``EVENTS`` and in docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def eval_table(result: dict):
     for memory, measured in result["eval"].items():
         values = [measured["metrics"][name]["value"] for name in EVAL_HEADLINES]
         t.add_row(memory, *("-" if v is None else f"{v:.3g}" for v in values))
-    t.caption = "↓ lower is better, ↑ higher; units and definitions: `mirage eval --json` (README, Measuring a render)"
+    t.caption = "↓ lower is better, ↑ higher; units and definitions: `mirage eval --json` (docs/eval.md)"
     return t
 
 

@@ -7,6 +7,7 @@ nothing is fetched from the network.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -122,8 +123,10 @@ def _template():
     return env.get_template("template.html")
 
 
-def render_html(report: dict) -> str:
-    """The report as one self-contained HTML page (inline CSS, figures as base64 PNG)."""
+def render_html(report: dict, sheet_jpeg: bytes | None = None, video_name: str | None = None) -> str:
+    """The report as one self-contained HTML page (inline CSS, figures as base64 PNG). ``sheet_jpeg``: a
+    contact sheet of the video (``report.contact_sheet``), embedded; ``video_name``: the video's file
+    name beside the page, played in it (a page opened elsewhere still shows the sheet)."""
     dev = report["device"]
     hardware = dev.get("gpu_name") or dev.get("cpu_model") or dev["name"]
     environment = [("device", f"{dev['name']} · {hardware}"), ("timer", dev["timer"]), ("torch threads", dev["torch_threads"]),
@@ -144,4 +147,6 @@ def render_html(report: dict) -> str:
         config_pairs=_shown(_flatten(report["config"])),
         environment_pairs=_shown(environment),
         timer_note=timer_note,
+        sheet=None if sheet_jpeg is None else base64.b64encode(sheet_jpeg).decode("ascii"),
+        video_name=video_name,
     )

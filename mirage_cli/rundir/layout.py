@@ -38,11 +38,12 @@ from mirage_cli import __version__
 from mirage_cli.base.atomic import atomic_write_json, atomic_write_text, temporary_target
 from mirage_cli.base.errors import InputError, Problem, RenderError
 from mirage_cli.base.jsonable import canonical_json, to_jsonable
-from mirage_cli.base.video import video_problem
+from mirage_cli.base.video import read_header, video_problem
 from mirage_cli.camera.writers import write_canonical_json
 from mirage_cli.memory import LatentSpatialMemory
 from mirage_cli.report import render_html
 from mirage_cli.report.build import REPORT_VERSION
+from mirage_cli.report.contact_sheet import contact_sheet
 from mirage_cli.rundir.checkpoint import CheckpointStore
 from mirage_cli.rundir.lock import RunLock, lock_status
 from mirage_cli.rundir.meta import meta_problem, record_problem
@@ -258,9 +259,17 @@ class RunDir:
         atomic_write_text(self.resolved_spec, header + yaml.safe_dump(plain, sort_keys=False))
 
     def write_report(self, report: dict) -> tuple[Path, Path]:
-        """``report.json`` and ``report.html``, each atomically; returns both paths."""
+        """``report.json`` and ``report.html`` (with the video and a contact sheet of its frames when
+        ``video.mp4`` is there), each atomically; returns both paths."""
         atomic_write_json(self.report_json, report)
-        atomic_write_text(self.report_html, render_html(report))
+        sheet = None
+        if self.video.is_file():
+            try:
+                sheet = contact_sheet(self.video, int(report["frames"]), read_header(self.video).fps)
+            except (OSError, ValueError) as e:  # the report still tells where the time went
+                log.warning("report.html without a contact sheet: %s", e)
+        video_name = self.video.name if self.video.is_file() else None
+        atomic_write_text(self.report_html, render_html(report, sheet, video_name))
         return self.report_json, self.report_html
 
     def read_report(self) -> dict | None:

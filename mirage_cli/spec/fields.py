@@ -21,6 +21,7 @@ from mirage_cli.base.options import (
     PinMode,
 )
 from mirage_cli.camera.intrinsics import DEFAULT_VERTICAL_FOV_DEG
+from mirage_cli.depth.scene_scale import DEFAULT_METRIC_DEPTH_MODEL
 
 _NONE = type(None)
 
@@ -65,17 +66,17 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "shift": FieldSpec((int, float, _NONE), None, "flow shift of the UniPC scheduler (null: the method's: 5)"),
     "seed": FieldSpec((int,), 0, "random seed (chunk c draws its noise from (seed, c))"),
     "model": FieldSpec((str,), DEFAULT_MODEL, "diffusers model id or local directory"),
-    "memory": FieldSpec((dict, _NONE), None, "memory settings (MEMORY_FIELDS)"),
-    "conditioning": FieldSpec((dict, _NONE), None, "how the memory conditions a chunk (spec_conditioning.CONDITIONING_FIELDS)"),
-    "step_cache": FieldSpec((dict, _NONE), None, "a diffusers step cache (spec_step_cache.STEP_CACHE_FIELDS)"),
+    "memory": FieldSpec((dict, _NONE), None, "the memory settings (the memory.* fields)"),
+    "conditioning": FieldSpec((dict, _NONE), None, "how the memory conditions a chunk (the conditioning.* fields)"),
+    "step_cache": FieldSpec((dict, _NONE), None, "a diffusers step cache (the step_cache.* fields)"),
     "sampler": FieldSpec((str, dict, _NONE), None, "unipc | dmd (few-step, for DMD-distilled models: FastWan2.2, "
                          "Wan2.2-TI2V-5B-Turbo) | {name: dmd, timesteps: [...], shift: 8}; null: dmd for a model that "
-                         "says it is DMD-distilled, else unipc (spec_sampler)"),
+                         "says it is DMD-distilled, else unipc"),
     "loras": FieldSpec((list, _NONE), None, "LoRAs fused into the DiT at load, in order: paths or {path, scale} "
-                       "(diffusers/PEFT, kohya/ComfyUI or original Wan names; spec_loras)"),
+                       "(diffusers/PEFT, kohya/ComfyUI or original Wan names)"),
     "depth_model": FieldSpec((str, _NONE), None, f"transformers depth model id/dir, none, or tiny (random weights, for CPU "
                              f"demos) (null: {DEFAULT_DEPTH_MODEL}; a metric model for a path in metres without `depth:`, "
-                             "scene_scale.DEFAULT_METRIC_DEPTH_MODEL; tiny with --preset tiny)"),
+                             f"{DEFAULT_METRIC_DEPTH_MODEL}; tiny with --preset tiny)"),
     "output": FieldSpec((str, _NONE), None, "run directory, relative to the spec's folder (null: runs/<spec file stem> in "
                          "the spec's folder)"),
 }
