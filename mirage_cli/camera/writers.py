@@ -85,16 +85,17 @@ def write_trajectory_yaml(path: str | Path, traj: Trajectory) -> None:
     atomic_write_text(path, trajectory_yaml_text(traj))
 
 
-def write_nerfstudio_transforms(path: str | Path, traj: Trajectory) -> None:
+def write_nerfstudio_transforms(path: str | Path, traj: Trajectory, extra: dict | None = None) -> None:
     """nerfstudio transforms.json: per frame ``transform_matrix`` (OpenGL c2w = world_from_cam @
-    diag(1,-1,-1,1)) and ``fl_x, fl_y, cx, cy, w, h`` (principal point at the corner origin: c + 0.5)."""
+    diag(1,-1,-1,1)) and ``fl_x, fl_y, cx, cy, w, h`` (principal point at the corner origin: c + 0.5);
+    ``extra``: more top-level keys (a dataset's ``ply_file_path``)."""
     frames = []
     for i in range(len(traj)):
         K = to_corner_origin(traj.K[i])
         frames.append({"file_path": f"images/frame_{i:05d}.png", "transform_matrix": _rows(opencv_to_opengl(traj.world_from_cam[i])),
                        "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
                        "w": int(traj.width), "h": int(traj.height)})
-    atomic_write_json(path, {"camera_model": "OPENCV", "w": int(traj.width), "h": int(traj.height), "frames": frames})
+    atomic_write_json(path, {"camera_model": "OPENCV", "w": int(traj.width), "h": int(traj.height), **(extra or {}), "frames": frames})
 
 
 def write_nerfstudio_camera_path(path: str | Path, traj: Trajectory) -> None:
@@ -126,17 +127,13 @@ def colmap_output_problem(path: str | Path) -> str | None:
     return None
 
 
-def write_colmap(path: str | Path, traj: Trajectory, binary: bool = False) -> None:
-    """COLMAP sparse model (text or binary) written by pycolmap: one PINHOLE camera per distinct K
-    (principal point at COLMAP's corner origin: c + 0.5), images ``frame_00000.png``... with
-    cam_from_world from ``conventions.world_from_cam_to_colmap``. The folder is replaced atomically;
-    one holding anything but a COLMAP model is refused (``colmap_output_problem``)."""
+def colmap_reconstruction(traj: Trajectory, observations: list[np.ndarray] | None = None):
+    """A pycolmap ``Reconstruction`` of the path: one PINHOLE camera per distinct K (principal point at
+    COLMAP's corner origin: c + 0.5), images ``frame_00000.png``... (image id = frame + 1) with
+    cam_from_world from ``conventions.world_from_cam_to_colmap``. ``observations``: per frame, the
+    pixel positions float [n, 2] (ours, integer centres) of the 2D points it holds, in the order the
+    points that refer to them will be added (``point2D_idx``)."""
     pycolmap = import_pycolmap()
-
-    why = colmap_output_problem(path)
-    if why:
-        raise InputError([Problem(file=None, field="--to", message=why)])
-    path = Path(path).absolute()
     rec = pycolmap.Reconstruction()
     cam_ids: dict[tuple, int] = {}
     for i in range(len(traj)):
@@ -149,8 +146,23 @@ def write_colmap(path: str | Path, traj: Trajectory, binary: bool = False) -> No
             rec.add_camera_with_trivial_rig(cam)
         qvec, tvec = world_from_cam_to_colmap(traj.world_from_cam[i])
         xyzw = np.array([qvec[1], qvec[2], qvec[3], qvec[0]])
-        image = pycolmap.Image(name=f"frame_{i:05d}.png", camera_id=cam_ids[key], image_id=i + 1)
+        points = [] if observations is None else [pycolmap.Point2D(np.asarray(uv, float) + 0.5) for uv in observations[i]]
+        image = pycolmap.Image(name=f"frame_{i:05d}.png", camera_id=cam_ids[key], image_id=i + 1,
+                               points2D=pycolmap.Point2DList(points))
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(xyzw), tvec))
+    return rec
+
+
+def write_colmap(path: str | Path, traj: Trajectory, binary: bool = False) -> None:
+    """COLMAP sparse model (text or binary) written by pycolmap: one PINHOLE camera per distinct K
+    (principal point at COLMAP's corner origin: c + 0.5), images ``frame_00000.png``... with
+    cam_from_world from ``conventions.world_from_cam_to_colmap``. The folder is replaced atomically;
+    one holding anything but a COLMAP model is refused (``colmap_output_problem``)."""
+    why = colmap_output_problem(path)
+    if why:
+        raise InputError([Problem(file=None, field="--to", message=why)])
+    path = Path(path).absolute()
+    rec = colmap_reconstruction(traj)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp"
     if tmp.exists():

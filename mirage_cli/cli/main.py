@@ -385,6 +385,50 @@ def cache_export(
     run_body(body)
 
 
+# --- mirage export ---------------------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory (the --out of a render), finished or stopped."),
+    colmap: Path | None = typer.Option(None, "--colmap", help="Write a COLMAP dataset here: images/ and sparse/0."),
+    binary: bool = typer.Option(False, "--binary", help="The COLMAP model in binary files (default: text)."),
+    nerfstudio: Path | None = typer.Option(None, "--nerfstudio", help="Write a nerfstudio dataset here: images/, "
+                                           "transforms.json and the points (sparse_pc.ply)."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as one JSON object."),
+) -> None:
+    """Export a run's frames, cameras and memory points as a COLMAP and/or nerfstudio dataset."""
+
+    def body():
+        from mirage_cli.export.datasets import target_problem, write_colmap_dataset, write_nerfstudio_dataset
+        from mirage_cli.export.run_content import read_run
+
+        if colmap is None and nerfstudio is None:
+            raise InputError("name at least one dataset to write", field="--colmap / --nerfstudio")
+        for flag, target in (("--colmap", colmap), ("--nerfstudio", nerfstudio)):
+            if target is not None and (why := target_problem(target)):
+                raise InputError(why, field=flag)
+        if colmap is not None and nerfstudio is not None and colmap.absolute() == nerfstudio.absolute():
+            raise InputError("the same folder as --colmap; name two folders", field="--nerfstudio")
+        content = read_run(run_dir)
+        written = {}
+        if colmap is not None:
+            write_colmap_dataset(content, colmap, binary)
+            written["colmap"] = str(colmap)
+        if nerfstudio is not None:
+            write_nerfstudio_dataset(content, nerfstudio)
+            written["nerfstudio"] = str(nerfstudio)
+        result = {**written, "frames": len(content.frames), "points": len(content.xyz), "chunks_done": content.chunks_done,
+                  "chunks": content.chunks, "checkpoint": content.checkpoint}
+        if json_out:
+            print_json(result)
+        else:
+            stopped = "" if content.chunks_done == content.chunks else f" (stopped run: {content.chunks_done} of {content.chunks} chunks)"
+            print(f"{len(content.frames)} frames{stopped}, {len(content.xyz)} points -> {', '.join(written.values())}")
+
+    run_body(body)
+
+
 # --- mirage batch ----------------------------------------------------------------------------------
 
 

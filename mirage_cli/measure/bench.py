@@ -134,6 +134,12 @@ def run_bench(
     if interrupted is not None and not any(samples.values()):
         raise Interrupted(f"bench {interrupted}, before anything was measured")
     runs = {memory: _median_run(rows, len(plan.chunks)) for memory, rows in samples.items() if rows}
+    return {**_setting(plan, options, backbone, vram_plan), "rounds": repeat, "warm_up": [m.value for m in warm_up],
+            "runs": runs, "ratios": _ratios(runs), "interrupted": interrupted, **({"eval": measured} if evaluate else {})}
+
+
+def _setting(plan: Plan, options: BackboneOptions, backbone, vram_plan) -> dict:
+    """What a bench result says about what it measured: the scene, its size, the device and options."""
     return {
         "scene": str(plan.spec_path),
         "frames": plan.frames,
@@ -147,12 +153,6 @@ def run_bench(
         "random_text_encoder": options.random_text_encoder,
         "options": asdict(options.resolved()),
         "memory_plan": None if vram_plan is None else vram_plan.to_dict(),
-        "rounds": repeat,
-        "warm_up": [m.value for m in warm_up],
-        "runs": runs,
-        "ratios": _ratios(runs),
-        "interrupted": interrupted,
-        **({"eval": measured} if evaluate else {}),
     }
 
 

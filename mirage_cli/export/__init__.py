@@ -1,0 +1,1 @@
+"""``mirage export``: a run's frames, cameras and memory points as a COLMAP or nerfstudio dataset."""
