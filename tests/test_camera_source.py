@@ -122,7 +122,7 @@ def test_source_count_and_types(tmp_path):
     assert got == [f"{spec}:2: camera.realestate10k: expected a path (string), got int 3"]
     got = problems("camera: [1, 2]\n", tmp_path)
     assert got == [f"{spec}:1: camera: expected a mapping with one source (keyframes, trajectory, preset, colmap, "
-                   "realestate10k, nerfstudio, json, spatia), got list"]
+                   "realestate10k, nerfstudio, json, spatia, video), got list"]
     got = problems("camera:\n  keyframes: [{position: [0, 0, 0], fov: 30}]\nintrinsics: {fov: 50}\n", tmp_path)
     assert got == [f"{spec}:3: intrinsics: both top-level intrinsics and per-keyframe fov are given; remove one"]
 

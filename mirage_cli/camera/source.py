@@ -28,6 +28,7 @@ rescaled to the render size (``intrinsics.rescale_K``); with neither, a vertical
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from mirage_cli.base.errors import InputError, ProblemList
 from mirage_cli.base.limits import MAX_FPS, MAX_FRAMES, MAX_SIDE, MIN_FPS
 from mirage_cli.base.options import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_RESOLUTION
 from mirage_cli.base.values import unknown_keys
+from mirage_cli.camera.from_video import SAMPLES, estimate_video_cameras
 from mirage_cli.camera.interpolate import INTERPOLATIONS, TIMINGS, resample
 from mirage_cli.camera.intrinsics import (
     DEFAULT_VERTICAL_FOV_DEG,
@@ -52,8 +54,10 @@ from mirage_cli.camera.readers import check_choice, read_camera_file
 from mirage_cli.camera.scale import check_scale_options, path_scale
 from mirage_cli.camera.trajectory import Trajectory
 
-SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json", "spatia")
-OPTION_KEYS = ("order", "timing", "interpolation", "units", "scale", "resample")
+log = logging.getLogger(__name__)
+
+SOURCE_KEYS = ("keyframes", "trajectory", "preset", "colmap", "realestate10k", "nerfstudio", "json", "spatia", "video")
+OPTION_KEYS = ("order", "timing", "interpolation", "units", "scale", "resample", "samples")
 _FILE_KIND = {"trajectory": "trajectory", "colmap": "colmap", "realestate10k": "realestate10k",
               "nerfstudio": "nerfstudio", "json": "json", "spatia": "spatia"}
 
@@ -233,6 +237,10 @@ def _camera_keys(section, base_dir: Path, problems: ProblemList) -> Keyframes | 
         for src in sources:  # still report what is wrong inside each
             _read_source(section, src, params, base_dir, problems)
         return None
+    if "samples" in section and sources[0] != "video":
+        problems.add("samples", "'samples' only applies to a video source (frames sampled from the clip)")
+    elif "samples" in section and (type(section["samples"]) is not int or section["samples"] < 3):
+        problems.add("samples", f"expected a whole number of frames, at least 3, got {section['samples']!r:.40}")
     if "order" in section and sources[0] != "colmap":
         problems.add("order", "'order' only applies to a colmap source")
     if "resample" in section and not isinstance(section["resample"], bool):
@@ -268,6 +276,16 @@ def _read_source(section: dict, src: str, params: tuple, base_dir: Path, problem
     if src == "colmap" and not os.path.isdir(path):
         problems.add(src, f"expected a COLMAP model folder, got a file: {path}")
         return None
+    if src == "video":
+        samples = section.get("samples", SAMPLES)
+        if type(samples) is not int or samples < 3:
+            return None  # refused above
+        try:
+            return estimate_video_cameras(path, samples, field="camera.video", log=log.info,
+                                          before_reconstructing=log.warning).keyframes
+        except InputError as e:
+            problems.items.extend(e.problems)
+            return None
     try:
         return read_camera_file(path, _FILE_KIND[src], order=section.get("order", "name")
                                 if section.get("order") in ("name", "id") else "name")
@@ -287,6 +305,12 @@ def load_trajectory(source: str | Path, *, frames: int | None = None, fps: float
     Raises:
         InputError: unreadable or invalid source, bad options, or a path that cannot cover ``frames``.
     """
+    check_sampling(frames=frames, fps=fps, width=width, height=height)
+    return sample_keyframes(read_camera_file(Path(source), order=order), frames=frames, fps=fps, width=width, height=height)
+
+
+def check_sampling(*, frames: int | None, fps: float | None, width: int | None, height: int | None) -> None:
+    """Refuse (InputError, every problem) sampling options out of their limits."""
     problems = ProblemList(None)
     for name, value, limit in (("--frames", frames, MAX_FRAMES), ("--width", width, MAX_SIDE), ("--height", height, MAX_SIDE)):
         if value is not None and not 1 <= value <= limit:
@@ -297,7 +321,14 @@ def load_trajectory(source: str | Path, *, frames: int | None = None, fps: float
         problems.add("--width/--height", "give both --width and --height, or neither")
     if problems:
         raise InputError(problems.items)
-    keys = read_camera_file(Path(source), order=order)
+
+
+def sample_keyframes(keys: Keyframes, *, frames: int | None = None, fps: float | None = None, width: int | None = None,
+                     height: int | None = None) -> Trajectory:
+    """``keys`` sampled at ``frames`` frames (default: the source's own count, or what its times in
+    seconds cover at ``fps``, else 121), ``fps`` (the source's, else 24) and ``width`` x ``height``
+    (the source's, else 1280x704); the options are checked first (``check_sampling``)."""
+    problems = ProblemList(None)
     size = (width, height) if width is not None else (keys.native_size or DEFAULT_RESOLUTION)
     fps = fps or keys.fps or DEFAULT_FPS
     if frames is None and keys.frames is None and keys.time_unit == "second":

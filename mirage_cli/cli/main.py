@@ -21,8 +21,6 @@ from typer.exceptions import TyperException
 from mirage_cli.base.errors import EXIT_FAILURE, InputError, Interrupted, MirageError
 from mirage_cli.base.files import check_output
 from mirage_cli.base.options import (
-    DEFAULT_FPS,
-    DEFAULT_RESOLUTION,
     BackboneOptions,
     MemoryMode,
     PinMode,
@@ -110,75 +108,6 @@ def validate(
                 from mirage_cli.vram.plan import describe_vram_plan
 
                 print(describe_vram_plan(vram_plan))
-
-    run_body(body)
-
-
-# --- mirage trajectory ---------------------------------------------------------------------------
-
-
-@app.command()
-def trajectory(
-    source: Path = typer.Argument(..., help="Camera path: .json (canonical or nerfstudio), .txt (RealEstate10K), "
-                                            ".yaml/.yml (trajectory or preset), a COLMAP model folder, a Spatia "
-                                            "folder (w2c.txt + intrinsics.txt), or a scene spec (the path its render follows)."),
-    frames: int | None = typer.Option(None, "--frames", help="Resample to N frames (default: the source's own)."),
-    fps: float | None = typer.Option(None, "--fps", help=f"Frames per second (default: the source's, else {DEFAULT_FPS:g})."),
-    width: int | None = typer.Option(
-        None, "--width", help=f"Render width in pixels (with --height; default: the source's, else {DEFAULT_RESOLUTION[0]})."
-    ),
-    height: int | None = typer.Option(
-        None, "--height", help=f"Render height in pixels (default: the source's, else {DEFAULT_RESOLUTION[1]})."
-    ),
-    order: str = typer.Option("name", "--order", help="COLMAP image order: name | id."),
-    to: Path | None = typer.Option(None, "--to", help="Write the path: .json canonical, .txt RealEstate10K, .yaml trajectory, "
-                                                         "*transforms.json / *camera_path.json nerfstudio, no suffix: COLMAP folder."),
-    to_format: str | None = typer.Option(
-        None,
-        "--to-format",
-        help="Force the --to format: json | realestate10k | yaml | nerfstudio-transforms | nerfstudio-camera-path | "
-        "colmap-text | colmap-binary.",
-    ),
-    plot: Path | None = typer.Option(None, "--plot", help="Write a top-down + side view PNG of the path."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
-) -> None:
-    """Read, resample, summarize, convert and plot a camera path."""
-
-    def body():
-        from mirage_cli.camera.source import load_trajectory
-        from mirage_cli.camera.summary import describe, summarize
-        from mirage_cli.camera.writers import output_format, write_trajectory
-        from mirage_cli.spec.kind import is_scene_spec
-
-        fmt = output_format(to, to_format) if to is not None or to_format is not None else None
-        if to is not None:
-            check_output(to, "--to", directory=fmt.startswith("colmap"))
-        if plot is not None:
-            check_output(plot, "--plot")
-        if is_scene_spec(source):  # the camera a render of the scene follows, the spec's own settings
-            from mirage_cli.spec.plan import scene_trajectory
-
-            size = None if width is None or height is None else f"{width}x{height}"
-            traj = scene_trajectory(source, {"frames": frames, "fps": fps, "resolution": size})
-        else:
-            traj = load_trajectory(source, frames=frames, fps=fps, width=width, height=height, order=order)
-        summary = summarize(traj)
-        if to is not None:
-            write_trajectory(to, traj, fmt)
-            summary["written"] = {"path": str(to), "format": fmt}
-        if plot is not None:
-            from mirage_cli.camera.plot import plot_trajectory
-
-            plot_trajectory(traj, plot, title=f"{source.name}: {len(traj)} frames")
-            summary["plot"] = str(plot)
-        if json_out:
-            print_json(summary)
-        else:
-            print(describe(summary))
-            for key in ("written", "plot"):
-                if key in summary:
-                    value = summary[key]
-                    print(f"{key}:{' ' * (16 - len(key))}" + (f"{value['path']} ({value['format']})" if key == "written" else value))
 
     run_body(body)
 
@@ -560,6 +489,7 @@ def main() -> None:
             stop.settle()
 
 
+from mirage_cli.cli import camera_path as cli_camera_path  # noqa: E402,F401  (registers trajectory on the app)
 from mirage_cli.cli import measure as cli_measure  # noqa: E402,F401  (registers eval, bench and calibrate-cache on the app)
 
 if __name__ == "__main__":

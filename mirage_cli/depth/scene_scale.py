@@ -36,6 +36,7 @@ import numpy as np
 from mirage_cli.base.errors import ProblemList
 from mirage_cli.base.hub import cached_file
 from mirage_cli.camera.colmap import check_model_files, find_colmap_model, import_pycolmap, natural_key
+from mirage_cli.camera.from_video import SAMPLES, estimate_video_cameras
 from mirage_cli.camera.scale import ASSUME, path_scale, path_units
 from mirage_cli.depth.providers import DEPTH_KIND_METRIC, DEPTH_KIND_RELATIVE_INVERSE, is_no_model
 from mirage_cli.depth.tiny import is_tiny_model
@@ -138,15 +139,28 @@ def colmap_start_points(model_dir: Path, order: str, trajectory, scale: float) -
     return uv[inside], z[inside]
 
 
+def _colmap_model_of(section: dict, base_dir: Path) -> Path | None:
+    """The COLMAP model behind the camera path: the ``colmap`` source's folder, or the model estimated
+    from the ``video`` source (``camera.from_video``, read from its cache); None for other sources."""
+    key = "colmap" if "colmap" in section else "video" if "video" in section else None
+    if key is None:
+        return None
+    path = Path(section[key])
+    path = path if path.is_absolute() else base_dir / path
+    if key == "colmap":
+        return path
+    return estimate_video_cameras(path, section.get("samples", SAMPLES), field="camera.video").model
+
+
 def decide(section: dict, base_dir: Path, trajectory, depth_given: bool, depth_model: str, problems: ProblemList) -> SceneScale | None:
     """The scene's ``SceneScale`` (module docstring); a problem (and None) when nothing fixes it."""
     scale = path_scale(section)
     stated = section.get("scale")
     if depth_given:
         return SceneScale("depth file", path_scale=scale)
-    if "colmap" in section:
-        path = Path(section["colmap"])
-        points = colmap_start_points(path if path.is_absolute() else base_dir / path, section.get("order", "name"), trajectory, scale)
+    model = _colmap_model_of(section, base_dir)
+    if model is not None:
+        points = colmap_start_points(model, section.get("order", "name") if "colmap" in section else "name", trajectory, scale)
         if points is not None:
             uv, z = points
             return SceneScale("COLMAP points", scale, uv, z, float(np.median(z)), detail=f"{len(z)} points observed by the first image")
@@ -166,7 +180,7 @@ def decide(section: dict, base_dir: Path, trajectory, depth_given: bool, depth_m
                                         f"or state the scale with camera.scale (a number, or {ASSUME})")
             return None
         return SceneScale("metric model", scale, needs_metric=True, detail=depth_model)
-    source = next((k for k in section if k in ("colmap", "realestate10k", "nerfstudio", "json", "spatia")), "the camera source")
+    source = next((k for k in section if k in ("colmap", "video", "realestate10k", "nerfstudio", "json", "spatia")), "the camera source")
     problems.add("camera.scale", f"the {source} path has an arbitrary scale and nothing fixes the depth's: give `depth:` (a map "
                                  "in the path's units), a COLMAP model with 3D points, camera.scale: S (multiplies the path; "
                                  f"with a metric depth model S converts it to metres), or camera.scale: {ASSUME} to assume the "

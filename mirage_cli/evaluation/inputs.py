@@ -24,6 +24,7 @@ from mirage_cli.base.errors import InputError
 from mirage_cli.base.files import check_file
 from mirage_cli.base.limits import MAX_FRAMES, MAX_MODEL_BYTES
 from mirage_cli.base.video import VideoHeader
+from mirage_cli.base.video_input import check_total, decode, problem, video_header
 from mirage_cli.camera.keyframes import Keyframes
 from mirage_cli.camera.readers import read_camera_file
 from mirage_cli.camera.source import load_trajectory
@@ -33,7 +34,6 @@ from mirage_cli.evaluation.depth_file import read_depth
 from mirage_cli.evaluation.memory_depth import depth_from_points, memory_points
 from mirage_cli.evaluation.reference import check_reference, read_reference
 from mirage_cli.evaluation.run_config import RunChunks, run_chunks
-from mirage_cli.evaluation.video_file import check_total, decode, problem, video_header
 from mirage_cli.rundir.layout import RUN_JSON
 
 TARGET = "TARGET"

@@ -19,7 +19,7 @@ from PIL import Image
 from mirage_cli.base.files import check_file
 from mirage_cli.base.limits import MAX_IMAGE_BYTES
 from mirage_cli.base.video import VideoHeader
-from mirage_cli.evaluation.video_file import check_total, decode, problem, video_header
+from mirage_cli.base.video_input import check_total, decode, problem, video_header
 
 FIELD = "--reference"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

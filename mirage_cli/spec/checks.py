@@ -281,7 +281,7 @@ def describe_camera_source(section) -> str:
             return f"keyframes ({len(value)} inline)"
         if key == "preset":
             return f"preset: {value}"
-        if key in ("trajectory", "colmap", "realestate10k", "nerfstudio", "json", "spatia"):
+        if key in ("trajectory", "colmap", "realestate10k", "nerfstudio", "json", "spatia", "video"):
             return f"{key}: {value}"
     return "camera"
 

@@ -48,7 +48,8 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
                              "refused beside a .npy depth, which holds scene units"),
     "mask": FieldSpec((str, _NONE), None, "PNG mask of what to keep out of memory (nonzero = keep out)"),
     "camera": FieldSpec((dict,), None, "the camera path: exactly one of keyframes, trajectory, preset, colmap, "
-                        "realestate10k, nerfstudio, json, spatia", required=True),
+                        "realestate10k, nerfstudio, json, spatia, video (a clip whose path pycolmap estimates; "
+                        "samples: frames it uses, default 48)", required=True),
     "intrinsics": FieldSpec(
         (dict, str, _NONE),
         None,

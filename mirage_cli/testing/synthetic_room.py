@@ -16,7 +16,7 @@ latents would; measured against a mean-removed encoding they are about 3x larger
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ __all__ = [
     "Box",
     "Room",
     "default_room",
+    "detailed_room",
     "intrinsics",
     "look_at",
     "rotation_yaw_pitch",
@@ -54,6 +55,9 @@ class Box:
     colour_b: tuple[float, float, float]
     wavelength: tuple[float, float] = (0.9, 0.7)
     phase: float = 0.0
+    detail: float = 0.0
+    """Amplitude of a fine, non-repeating value noise over the blend (``detailed_room``: features a
+    structure-from-motion tool can match; 0: the smooth texture alone)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,39 @@ def default_room() -> Room:
         Box((1.5, 0.9, 1.6), (2.3, 1.6, 2.3), (0.70, 0.25, 0.75), (0.30, 0.15, 0.35), (1.0, 0.9), 2.5),
     )
     return Room(walls, boxes)
+
+
+DETAIL_CELL = 0.04
+"""Metres between the lattice points of the detail noise."""
+
+
+def detailed_room(detail: float = 0.35) -> Room:
+    """``default_room`` with the fine noise of ``Box.detail`` on every surface: the same geometry and
+    colours, with texture that matches unambiguously between views (the clips camera paths are
+    estimated from)."""
+    base = default_room()
+    return Room(replace(base.walls, detail=detail), tuple(replace(b, detail=detail) for b in base.boxes))
+
+
+def _value_noise(points: Tensor) -> Tensor:
+    """[P] in [-0.5, 0.5]: trilinear value noise over a ``DETAIL_CELL`` lattice, each lattice point's
+    value a hash of its integer coordinates (no period within the room), in two octaves."""
+    out = torch.zeros(points.shape[0], dtype=points.dtype)
+    for octave, weight in ((1.0, 0.65), (2.3, 0.35)):
+        q = points / (DETAIL_CELL / octave)
+        base = torch.floor(q)
+        frac = q - base
+        smooth = frac * frac * (3 - 2 * frac)  # [P, 3]
+        value = torch.zeros_like(out)
+        for corner in range(8):
+            offset = torch.tensor([(corner >> 0) & 1, (corner >> 1) & 1, (corner >> 2) & 1], dtype=points.dtype)
+            lattice = base + offset  # [P, 3]
+            h = torch.sin(lattice @ torch.tensor([127.1, 311.7, 74.7], dtype=points.dtype)) * 43758.5453
+            noise = h - torch.floor(h) - 0.5  # [P]
+            w = torch.where(offset.bool(), smooth, 1 - smooth).prod(dim=1)  # [P]
+            value = value + w * noise
+        out = out + weight * value
+    return out
 
 
 # --- cameras ---------------------------------------------------------------------------------------
@@ -139,6 +176,8 @@ def _texture(box: Box, points: Tensor) -> Tensor:
         + 0.2 * torch.sin(2 * math.pi * (y - 0.3 * x) / lb + 2.0 * box.phase)
         + 0.1 * torch.sin(2 * math.pi * (z + 0.4 * y) / (0.8 * la) + 3.0 * box.phase)
     )  # [P] in [0, 1]
+    if box.detail:
+        pattern = (pattern + box.detail * 2 * _value_noise(points)).clamp(0, 1)
     a = torch.tensor(box.colour_a, dtype=points.dtype)
     b = torch.tensor(box.colour_b, dtype=points.dtype)
     return (a * (1 - pattern[:, None]) + b * pattern[:, None]).clamp(0, 1)

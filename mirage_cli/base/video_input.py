@@ -1,5 +1,6 @@
-"""The videos ``mirage eval`` reads (the measured video, a reference video): checked from their headers
-before any frame is decoded, then decoded within the bound those checks allow.
+"""The videos users give (``mirage eval``'s measured and reference videos, a clip a camera path is
+estimated from): checked from their headers before any frame is decoded, then decoded within the
+bound those checks allow.
 
 A video is a regular file (``base.files``); its header must state a frame size of at least
 ``MIN_SIDE`` pixels a side (OpenCV's DIS flow refuses frames under 12 pixels and crashes on some
