@@ -153,6 +153,8 @@ def render(
     json_out: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
     parallel: str | None = typer.Option(None, "--parallel", help="ulysses | ring: under torchrun, split each denoising step "
                                         "over the processes (diffusers' context parallelism); rank 0 does all I/O."),
+    branch_from: str | None = typer.Option(None, "--from", help="RUN or RUN@CHUNK: start from that run's state after CHUNK "
+                                           "finished chunks (default: its last) instead of rendering them again."),
 ) -> None:
     """Render a scene spec to RUN_DIR/video.mp4 (resumes when RUN_DIR holds a checkpoint)."""
     from mirage_cli.cli.progress import JsonlRenderEvents, RichRenderEvents
@@ -169,7 +171,8 @@ def render(
                                      lora=lora, lora_scale=lora_scale, step_cache=step_cache, memory_lora=memory_lora,
                                      sampler=sampler)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
-        options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
+        options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel,
+                                branch_from=branch_from)
         plan = load_plan(scene, overrides=overrides, preset=backbone.preset)
         check_plan_calibration(plan, backbone)  # before the intrinsics model runs
         return estimate_intrinsics(plan), options

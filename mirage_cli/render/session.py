@@ -57,6 +57,7 @@ from mirage_cli.profiling.profiler import (
     Profiler,
     trace_chunk,
 )
+from mirage_cli.render.branch import BranchPoint, check_branch, open_branch
 from mirage_cli.render.config import RunSettings
 from mirage_cli.render.events import STAGE_WORDS, RenderEvents, RenderResult, start_summary
 from mirage_cli.render.inputs import StartInputs, preflight
@@ -174,6 +175,7 @@ class RenderSession:
         self.denoise = denoise
         self.write_behind = write_behind
         self.t0 = time.perf_counter()
+        self.branch_point: BranchPoint | None = None  # set in stage 0 for --from
         self.chunk_now: int | None = None  # the chunk being rendered, and the render's profiler: what a stop waits for
         self.profiler_now: Profiler | None = None
 
@@ -272,6 +274,9 @@ class RenderSession:
         if replaced is not None:
             self.events.warning(f"{run.path} held an attempt with other settings ({', '.join(replaced)}) that rendered "
                                 "nothing: this render replaces it")
+        if self.branch_point is not None and (opened := open_branch(self.branch_point, run, self.plan, settings.config,
+                                                                    settings.fingerprint)):
+            self.events.setup(opened)
         run_json_problem = run.check_config(settings.config)
         ckpt = self.store.load_latest(accept=lambda manifest: self._usable(manifest, settings.fingerprint))
         for warning in self.store.warnings:
@@ -346,6 +351,8 @@ class RenderSession:
             check_attention_backend(backbone.attention_backend, resolve_device(backbone.device), resolve_dtype(backbone.dtype))
         if self.given_backbone is None and backbone.preset is None and not backbone.random_weights:
             resolve_model_dir(self.plan.model)
+        if self.options.branch_from is not None:
+            self.branch_point = check_branch(self.options.branch_from, self.run_dir.path, self.plan, settings.config)
         return start
 
     # --- 3. load components ------------------------------------------------------------------------

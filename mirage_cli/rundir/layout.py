@@ -240,9 +240,14 @@ class RunDir:
             field=None,
         )
 
-    def write_config(self, config: dict) -> None:
-        """``run.json``: the mirage version, the configuration and its fingerprint."""
-        atomic_write_json(self.run_json, {"mirage_cli": __version__, "fingerprint": fingerprint(config), "config": config})
+    def write_config(self, config: dict, lineage: dict | None = None) -> None:
+        """``run.json``: the mirage version, the configuration and its fingerprint, and the ``lineage`` of
+        a branch (``mirage_cli.render.branch``; kept from the file when not given)."""
+        if lineage is None:
+            recorded, _ = self.read_config()
+            lineage = (recorded or {}).get("lineage")
+        atomic_write_json(self.run_json, {"mirage_cli": __version__, "fingerprint": fingerprint(config), "config": config,
+                                          **({"lineage": lineage} if lineage else {})})
 
     @property
     def camera_json(self) -> Path:
@@ -383,7 +388,7 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
     anything. Returns a JSON-able dict with keys ``run_dir``, ``chunks_done``, ``num_chunks``,
     ``frames_written``, ``cache_points``, ``cache_bytes``, ``mid_chunk_step``, ``last_checkpoint``,
     ``last_checkpoint_time``, ``checkpoints`` (list of {name, ok, problem, created, size_bytes}),
-    ``video`` (path or None), ``finished``, ``lock`` (holder info or None), ``resumable`` and
+    ``video`` (path or None), ``lineage`` (a branch's parent, ``run.json``), ``finished``, ``lock`` (holder info or None), ``resumable`` and
     ``reason``, ``warnings``.
 
     Raises:
@@ -427,6 +432,7 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
             for i in infos
         ],
         "video": str(run.video) if run.video.is_file() else None,
+        "lineage": (run.read_config()[0] or {}).get("lineage"),
         "finished": bool(meta.get("done")) and video_problem is None,
         "lock": lock,
         "resumable": resumable,
@@ -481,6 +487,9 @@ def describe_inspection(info: dict) -> str:
         return "?" if v is None else str(v)
 
     lines = [f"run directory     {info['run_dir']}"]
+    if info.get("lineage"):
+        lines.append(f"branch of         {info['lineage']['parent']} after chunk {info['lineage']['chunk']} "
+                     f"({info['lineage']['checkpoint']})")
     lines.append(f"chunks done       {num(info['chunks_done'])} / {num(info['num_chunks'])}")
     if info["mid_chunk_step"] is not None:
         lines.append(f"mid-chunk step    {info['mid_chunk_step']}")
