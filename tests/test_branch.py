@@ -101,7 +101,8 @@ def test_what_would_change_the_prefix_is_refused_naming_it(family, tmp_path):
         (other_image, str(parent), "image_sha256: differs from the parent run"),
         (spec(tmp_path, "path.yaml", moved, 33), str(parent), "the camera path parts from the parent's at frame 1, "),
         (spec(tmp_path, "short.yaml", SHARED, 25), str(parent), "nothing to render after chunk 3"),
-        (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@1", "the parent holds no checkpoint after chunk 1"),
+        (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@4", "the parent holds no checkpoint after chunk 4 (it keeps its "
+                                                                 "state after chunk 1, 2, 3)"),
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "nowhere"), "the parent run directory does not exist"),
         (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@x", "expected RUN or RUN@CHUNK"),
     ]
@@ -111,3 +112,18 @@ def test_what_would_change_the_prefix_is_refused_naming_it(family, tmp_path):
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.exit_code == 2 and len(errors) == 1 and expected in errors[0], (path, source, result.stderr)
         assert not out.exists()
+
+
+def test_a_branch_after_the_first_chunk_of_three_takes_another_way(family, tmp_path):
+    """The parent keeps its state after every chunk: a branch after chunk 1 follows another path from
+    frame 8 on, and still equals its spec rendered from scratch."""
+    folder, _ = family
+    turn = [SHARED[0], {"frame": 8, "position": [0.1, 0.0, 0.15], "yaw": 10}, {"frame": 24, "position": [-0.3, 0.0, 0.5], "yaw": -30}]
+    parent_path = spec(tmp_path, "first.yaml", [SHARED[0], {"frame": 8, "position": [0.1, 0.0, 0.15], "yaw": 10}, *SHARED[1:]], 25)
+    assert cli("render", parent_path, "--out", tmp_path / "parent", *TINY).exit_code == 0
+    other = spec(tmp_path, "other.yaml", turn, 25)
+    assert cli("render", other, "--out", tmp_path / "scratch", *TINY).exit_code == 0
+    done = cli("render", other, "--out", tmp_path / "b", "--from", f"{tmp_path / 'parent'}@1", *TINY)
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "b" / "video.mp4").read_bytes() == (tmp_path / "scratch" / "video.mp4").read_bytes()
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["lineage"]["chunk"] == 1

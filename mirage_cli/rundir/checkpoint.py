@@ -134,15 +134,19 @@ class CheckpointStore:
     """Checkpoints of one run in ``state_dir`` (usually ``RUN_DIR/state``).
 
     ``keep`` (>= 1) complete checkpoints are kept; the default 2 leaves one to fall back to when the
-    newest is damaged. One writer at a time (hold ``mirage_cli.rundir.lock.RunLock`` on the run dir);
-    readers (``list``, ``inspect_run``) never modify anything.
+    newest is damaged. ``keep_chunks``: also keep, for every finished chunk, the newest checkpoint taken
+    right after it (meta ``chunk`` >= 1, no ``mid_chunk_step``, not ``done``), so that a branch can start
+    after any chunk (``mirage_cli.render.branch``). One writer at a time (hold
+    ``mirage_cli.rundir.lock.RunLock`` on the run dir); readers (``list``, ``inspect_run``) never modify
+    anything.
     """
 
-    def __init__(self, state_dir: str | os.PathLike, keep: int = 2):
+    def __init__(self, state_dir: str | os.PathLike, keep: int = 2, keep_chunks: bool = False):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.state_dir = Path(state_dir)
         self.keep = keep
+        self.keep_chunks = keep_chunks
         self.warnings: list[str] = []
 
     # -- writing --
@@ -229,12 +233,25 @@ class CheckpointStore:
         if len(complete) <= self.keep:
             return
         oldest_kept = sorted(complete)[-self.keep][0]
+        chunk_states = self._chunk_states(complete) if self.keep_chunks else set()
         for seq, path in self._ckpt_dirs():
-            if seq < oldest_kept:
+            if seq < oldest_kept and seq not in chunk_states:
                 try:
                     shutil.rmtree(path)
                 except OSError as e:  # pruning is housekeeping: never fail a render for it
                     log.warning("could not remove old checkpoint %s: %s", path, e)
+
+    @staticmethod
+    def _chunk_states(complete: list[tuple[int, Path]]) -> set[int]:
+        """The sequence numbers of the newest checkpoint taken right after each finished chunk."""
+        newest: dict[int, int] = {}
+        for seq, path in complete:
+            manifest, problem = _read_manifest(path)
+            meta = manifest["meta"] if manifest is not None and problem is None else {}
+            if isinstance(meta.get("chunk"), int) and meta["chunk"] >= 1 and meta.get("mid_chunk_step") is None \
+                    and not meta.get("done"):
+                newest[meta["chunk"]] = max(seq, newest.get(meta["chunk"], seq))
+        return set(newest.values())
 
     def _clean_leftovers(self) -> None:
         """Remove temporary directories left by saves of processes that are gone (or by us)."""

@@ -127,8 +127,9 @@ class RunDir:
     # --- the parts that have their own module ----------------------------------------------------
 
     def checkpoints(self):
-        """The ``CheckpointStore`` of ``state/``."""
-        return CheckpointStore(self.state_dir)
+        """The ``CheckpointStore`` of ``state/``: the last two checkpoints, and the state after every
+        finished chunk (a branch can start after any of them)."""
+        return CheckpointStore(self.state_dir, keep_chunks=True)
 
     def lock(self):
         """The ``RunLock`` of this directory (a context manager; one writer at a time)."""
