@@ -106,6 +106,10 @@ def test_what_would_change_the_prefix_is_refused_naming_it(family, tmp_path):
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "nowhere"), "the parent run directory does not exist"),
         (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@x", "expected RUN or RUN@CHUNK"),
     ]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(parent, damaged)
+    (damaged / "segments" / "chunk_0001.mp4").write_bytes(b"broken")
+    cases.append((spec(tmp_path, "ok.yaml", longer, 33), str(damaged), "the parent's file is truncated or padded"))
     for path, source, expected in cases:
         out = tmp_path / f"out-{os.path.basename(path)}"
         result = cli("render", path, "--out", out, "--from", source, *TINY)

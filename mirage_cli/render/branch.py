@@ -33,6 +33,7 @@ from mirage_cli.camera.source import load_trajectory
 from mirage_cli.rundir.checkpoint import Checkpoint
 from mirage_cli.rundir.layout import RunDir
 from mirage_cli.rundir.lock import lock_status
+from mirage_cli.rundir.meta import record_problem
 
 MAY_DIFFER = ("camera_sha256", "frames", "prompt", "chunk_prompts")
 """Configuration keys a branch may change after the branch point (the prefix is compared on its own)."""
@@ -154,6 +155,11 @@ def check_branch(text: str, run_dir: Path, plan, config: dict) -> BranchPoint:
     problem = disagreement(point, plan, config)
     if problem is not None:
         raise problem
+    for relative, record in point.checkpoint.meta.get("outputs", {}).items():
+        why = record_problem(point.parent / relative, record)
+        if why is not None:
+            raise _refuse(point.parent / relative, f"the parent's file {why}: `mirage render` of the parent's spec into "
+                                                   "it rebuilds it; branch then")
     return point
 
 
