@@ -151,3 +151,20 @@ def load_trajectory_like(folder, frames: int) -> np.ndarray:
                "--to", folder / f"walk_{frames}.json")
     assert done.exit_code == 0, done.output
     return load_trajectory(folder / f"walk_{frames}.json").world_from_cam
+
+
+def test_a_metric_depth_model_gives_the_path_in_metres(clips, cache, tiny_depth_dir, tmp_path):
+    """--depth-model: the metric model's depth of the first frame at the points over their COLMAP depth
+    (a tiny random metric model here: its scale means nothing, the arithmetic is what is checked)."""
+    folder, _ = clips
+    plain = cli("trajectory", "--from-video", folder / "walk.mp4", "--samples", SAMPLES, "--to", tmp_path / "a.json")
+    metric = cli("trajectory", "--from-video", folder / "walk.mp4", "--samples", SAMPLES, "--depth-model", tiny_depth_dir,
+                 "--to", tmp_path / "m.json", "--json")
+    assert plain.exit_code == 0 and metric.exit_code == 0, metric.output
+    scale_text = json.loads(metric.stdout)["estimate"]["scale"]
+    assert scale_text.startswith("metres: COLMAP's units times ") and f"from the metric depth model {tiny_depth_dir}" in scale_text
+    factor = float(scale_text.split("times ")[1].split(",")[0])
+    a, m = load_trajectory(tmp_path / "a.json"), load_trajectory(tmp_path / "m.json")
+    assert np.allclose(m.world_from_cam[:, :3, 3], factor * a.world_from_cam[:, :3, 3], rtol=1e-3, atol=1e-6)
+    both = cli("trajectory", "--from-video", folder / "walk.mp4", "--scale", "2", "--depth-model", tiny_depth_dir)
+    assert both.exit_code == 2 and "give the scale once" in both.stderr

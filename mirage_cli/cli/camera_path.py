@@ -46,6 +46,8 @@ def trajectory(
     scale: float | None = typer.Option(None, "--scale", help="With --from-video: multiply the path (and its points) by S, "
                                        "e.g. to metres."),
     points: Path | None = typer.Option(None, "--points", help="With --from-video: write the sparse points to this PLY."),
+    depth_model: str | None = typer.Option(None, "--depth-model", help="With --from-video: a metric depth model (id or "
+                                           "folder) whose depth of the first frame at the points gives the path in metres."),
 ) -> None:
     """Read, resample, summarize, convert and plot a camera path, or estimate one from a video clip."""
 
@@ -64,8 +66,8 @@ def trajectory(
         if (source is None) == (from_video is None):
             raise InputError("give a camera path (SOURCE) or a clip (--from-video), one of them", field="SOURCE")
         if from_video is not None:
-            traj, estimate = _video_trajectory(from_video, samples, scale, points, frames=frames, fps=fps, width=width,
-                                               height=height)
+            traj, estimate = _video_trajectory(from_video, samples, scale, points, depth_model, frames=frames, fps=fps,
+                                               width=width, height=height)
         elif is_scene_spec(source):  # the camera a render of the scene follows, the spec's own settings
             from mirage_cli.spec.plan import scene_trajectory
 
@@ -98,7 +100,7 @@ def trajectory(
     run_body(body)
 
 
-def _video_trajectory(clip: Path, samples: int, scale: float | None, points: Path | None, **sampling):
+def _video_trajectory(clip: Path, samples: int, scale: float | None, points: Path | None, depth_model: str | None, **sampling):
     """``mirage trajectory --from-video``: the clip's estimated path sampled as asked, and what the
     estimate says of itself (``camera.from_video``); progress on stderr."""
     import numpy as np
@@ -113,8 +115,19 @@ def _video_trajectory(clip: Path, samples: int, scale: float | None, points: Pat
         raise InputError(f"must be a positive number, got {scale:g}", field="--scale")
     if points is not None:
         check_output(points, "--points")
+    if scale is not None and depth_model is not None:
+        raise InputError("give the scale once: --scale or --depth-model", field="--depth-model")
     estimate = estimate_video_cameras(clip, samples, log=err)
     keys, xyz = estimate.keyframes, estimate.xyz
+    units = f"COLMAP's units times {scale:g} (--scale)" if scale is not None else (
+        "COLMAP's arbitrary units: give --scale S or a metric --depth-model to convert them to metres, or render it from "
+        "a spec whose depth fixes the scale (camera.scale, a depth map, or a metric depth model)")
+    if depth_model is not None:
+        from mirage_cli.depth.scene_scale import video_metres_per_unit
+
+        err(f"video: measuring the scale with {depth_model} on the first frame")
+        scale, used = video_metres_per_unit(estimate, depth_model)
+        units = f"metres: COLMAP's units times {scale:.4g}, from the metric depth model {depth_model} at {used} points"
     if scale is not None:
         moved = keys.world_from_cam.copy()
         moved[:, :3, 3] *= scale
@@ -125,9 +138,6 @@ def _video_trajectory(clip: Path, samples: int, scale: float | None, points: Pat
         from mirage_cli.memory.ply import write_point_cloud
 
         write_point_cloud(points, torch.from_numpy(xyz).float(), torch.from_numpy(estimate.rgb))
-    units = f"COLMAP's units times {scale:g} (--scale)" if scale is not None else (
-        "COLMAP's arbitrary units: give --scale S to convert them (e.g. to metres), or render it from a spec whose depth "
-        "fixes the scale (camera.scale, a depth map, or a metric depth model)")
     return sample_keyframes(keys, **sampling), {"describe": estimate.describe(), "registered": estimate.registered,
                                                 "sampled": estimate.sampled, "reprojection_error": estimate.reprojection_error,
                                                 "fov_deg": estimate.fov_deg, "points": len(xyz), "scale": units,

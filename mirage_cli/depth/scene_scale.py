@@ -32,13 +32,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from mirage_cli.base.errors import ProblemList
+from mirage_cli.base.errors import InputError, ProblemList
 from mirage_cli.base.hub import cached_file
+from mirage_cli.base.video import read_frames_at
 from mirage_cli.camera.colmap import check_model_files, find_colmap_model, import_pycolmap, natural_key
 from mirage_cli.camera.from_video import SAMPLES, estimate_video_cameras
 from mirage_cli.camera.scale import ASSUME, path_scale, path_units
-from mirage_cli.depth.providers import DEPTH_KIND_METRIC, DEPTH_KIND_RELATIVE_INVERSE, is_no_model
+from mirage_cli.camera.trajectory import Trajectory
+from mirage_cli.depth.providers import (
+    DEPTH_KIND_METRIC,
+    DEPTH_KIND_RELATIVE_INVERSE,
+    depth_model_problem,
+    is_no_model,
+    make_depth_provider,
+)
 from mirage_cli.depth.tiny import is_tiny_model
 
 MIN_POINTS = 20
@@ -231,3 +240,34 @@ def describe_scale(report: dict) -> str:
     if report["warning"]:
         lines.append(f"  warning   {report['warning']}")
     return "\n".join(lines)
+
+
+def video_metres_per_unit(estimate, depth_model: str) -> tuple[float, int]:
+    """Metres per unit of a clip's camera estimate (``camera.from_video.VideoCameras``): the metric depth
+    model's depth of the first registered frame at the points that frame observes, over their depth in
+    the estimate (the median of the ratios), and how many points gave it. Refuses (InputError) a
+    relative model, a model that cannot load, and a frame that observes too few points."""
+    keys = estimate.keyframes
+    why = depth_model_problem(depth_model)
+    if why is not None:
+        raise InputError(why, field="--depth-model")
+    provider = make_depth_provider(depth_model, torch.device("cpu"))
+    if provider.kind != DEPTH_KIND_METRIC:
+        raise InputError(f"{depth_model} is a relative depth model: only a metric one gives the path in metres", field="--depth-model")
+    width, height = keys.size
+    first = Trajectory(keys.world_from_cam[:1], keys.K[:1], width, height, keys.fps or 24.0)
+    points = colmap_start_points(estimate.model, "name", first, 1.0)
+    if points is None:
+        raise InputError(f"the clip's first registered frame observes fewer than {MIN_POINTS} points: the scale cannot be "
+                         "measured; give --scale", field="--depth-model")
+    uv, z = points
+    frame = read_frames_at(keys.file, [int(keys.times[0])])[int(keys.times[0])]
+    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
+    metric = provider.estimate(image)[0].numpy()  # [H, W] metres
+    cols = np.clip(np.round(uv[:, 0]).astype(int), 0, width - 1)
+    rows = np.clip(np.round(uv[:, 1]).astype(int), 0, height - 1)
+    ratios = metric[rows, cols] / z
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    if len(ratios) < MIN_POINTS:
+        raise InputError("the metric depth model gives no usable depth at the clip's points; give --scale", field="--depth-model")
+    return float(np.median(ratios)), len(ratios)
