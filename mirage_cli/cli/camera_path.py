@@ -43,8 +43,7 @@ def trajectory(
     from_video: Path | None = typer.Option(None, "--from-video", help="Estimate the path of this video clip with pycolmap "
                                            "(instead of SOURCE); the scale is COLMAP's arbitrary units unless --scale."),
     samples: int = typer.Option(48, "--samples", help="With --from-video: frames sampled evenly from the clip."),
-    scale: float | None = typer.Option(None, "--scale", help="With --from-video: multiply the path (and its points) by S, "
-                                       "e.g. to metres."),
+    scale: float | None = typer.Option(None, "--scale", help="With --from-video: multiply the path and its points by S."),
     points: Path | None = typer.Option(None, "--points", help="With --from-video: write the sparse points to this PLY."),
     depth_model: str | None = typer.Option(None, "--depth-model", help="With --from-video: a metric depth model (id or "
                                            "folder) whose depth of the first frame at the points gives the path in metres."),
