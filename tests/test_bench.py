@@ -98,7 +98,7 @@ def test_a_stopped_bench_prints_what_it_measured_and_names_no_checkpoint(small_s
     stderr = "".join(lines) + child.stderr.read()
     stdout = child.stdout.read()
     assert child.wait() == 75, stderr
-    assert "│ latent" in stdout and "│ rgb" in stdout and "│ none" not in stdout
+    assert "│ latent" in stdout and "│ rgb" in stdout and "│ none" not in stdout, stderr
     words = " ".join(stdout.split())
     assert "stopped by SIGINT during the none render of round 1/2: what was measured before (not measured: none)" in words
     last = stderr.strip().splitlines()[-1]

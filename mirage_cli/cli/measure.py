@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import typer
@@ -133,8 +133,12 @@ def bench(
                 result = run_cache_bench(trim_plan(plan, first), backbone, plan.step_cache, repeat=rounds, on_run=on_run)
             print_json(result) if json_out else _console().print(cache_bench_table(result))
             return
-        result = run_bench(plan, backbone, chunks=first, repeat=rounds, on_run=on_run, on_done=on_done, evaluate=evaluate_,
-                           warm_up_every_mode=not quick)
+        from mirage_cli.base.signals import GracefulStop, process_stop
+
+        # one stop for every render; between two renders a stop is only noted, and the next render ends the bench
+        with GracefulStop() if process_stop() is None else nullcontext(process_stop()) as stop, stop.deferred():
+            result = run_bench(plan, backbone, chunks=first, repeat=rounds, on_run=on_run, on_done=on_done, evaluate=evaluate_,
+                               warm_up_every_mode=not quick, stop=stop)
         result["quick"] = quick
         if json_out:
             print_json(result)

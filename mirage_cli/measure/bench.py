@@ -51,9 +51,9 @@ def bench_overrides(spec: Path, *, steps=None, resolution=None, frames=None, chu
     return overrides
 
 
-def _run_once(plan: Plan, memory: MemoryMode, options: BackboneOptions, backbone, out: Path) -> dict:
+def _run_once(plan: Plan, memory: MemoryMode, options: BackboneOptions, backbone, out: Path, stop=None) -> dict:
     p = replace(plan, memory=replace(plan.memory, mode=memory))
-    result = render(p, RenderOptions(out=out, backbone=options, restart=True), RenderEvents(), backbone=backbone)
+    result = render(p, RenderOptions(out=out, backbone=options, restart=True), RenderEvents(), backbone=backbone, stop=stop)
     s = result.report["summary"]
     return {
         "end_to_end_seconds": float(result.report["wall_seconds"]),
@@ -80,6 +80,7 @@ def run_bench(
     on_done=None,
     evaluate: bool = False,
     warm_up_every_mode: bool = True,
+    stop=None,
 ) -> dict:
     """Render ``plan`` in every memory mode; returns ``{"runs": {mode: {...}}, "ratios": {...}}``.
 
@@ -99,6 +100,8 @@ def run_bench(
             its timing) and add ``"eval": {mode: {metric: value}}``.
         warm_up_every_mode: a warm-up render of each mode (else of the first mode only: first-call costs
             are mostly the backbone's, which every mode shares).
+        stop: the installed ``GracefulStop`` every render obeys, so a stop between two renders ends the
+            bench too (None: each render installs its own).
     """
     if repeat < 1:
         raise ValueError(f"repeat: expected at least 1, got {repeat}")
@@ -119,7 +122,7 @@ def run_bench(
                 on_run(memory.value, r)
             out = Path(tmp) / (f"warmup-{memory}" if r < 0 else f"{memory}-{r}")
             try:
-                row = _run_once(plan, memory, options, backbone, out)
+                row = _run_once(plan, memory, options, backbone, out, stop)
             except Interrupted as e:
                 interrupted = _where_stopped(e, memory, r, repeat)
                 break
