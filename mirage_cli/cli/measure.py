@@ -113,11 +113,9 @@ def bench(
         overrides = bench_overrides(spec, steps=steps, resolution=resolution, frames=frames, chunk_frames=chunk_frames)
         from mirage_cli.spec.loras import lora_stack
 
-        def on_run(mode, r):
-            err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{rounds}'} {mode} ...")
-
-        def on_done(mode, r, seconds):
-            err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{rounds}'} {mode} done in {seconds:.1f} s")
+        def on_run(mode, r, seconds=None):
+            err(f"bench: {'warm-up' if r < 0 else f'round {r + 1}/{rounds}'} {mode} "
+                + ("..." if seconds is None else f"done in {seconds:.1f} s"))
 
         if sampler is not None:
             with _stop_ends_bench():
@@ -137,7 +135,7 @@ def bench(
 
         # one stop for every render; between two renders a stop is only noted, and the next render ends the bench
         with GracefulStop() if process_stop() is None else nullcontext(process_stop()) as stop, stop.deferred():
-            result = run_bench(plan, backbone, chunks=first, repeat=rounds, on_run=on_run, on_done=on_done, evaluate=evaluate_,
+            result = run_bench(plan, backbone, chunks=first, repeat=rounds, on_run=on_run, on_done=on_run, evaluate=evaluate_,
                                warm_up_every_mode=not quick, stop=stop)
         result["quick"] = quick
         if json_out:

@@ -124,9 +124,16 @@ def join(kind: str, device: str) -> Team:
 
 
 def leave() -> None:
+    """Leave the process group once every rank is here: a rank that destroyed its group while another
+    still finished its last exchange aborted that one at exit ("terminate called without an active
+    exception", a follower, now and then on the CPU)."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - a rank that is gone already: leave anyway
+            pass
         dist.destroy_process_group()
 
 
