@@ -275,11 +275,13 @@ def test_local_jobs_each_get_their_own_gpus(tmp_path, child, monkeypatch):
 
 
 def test_local_executor_time_limit_requeues_and_resumes(tmp_path, child):
-    """A 3 s time limit: submitit sends USR1 1 s before it, the task forwards it, the child saves its
+    """A 20 s time limit: submitit sends USR1 8 s before it, the task forwards it, the child saves its
     checkpoint and exits 75, SceneTask.checkpoint() hands submitit the task to requeue, submitit
-    restarts it, and the child resumes. All real: submitit's LocalExecutor, signals, processes."""
+    restarts it, and the child resumes. All real: submitit's LocalExecutor, signals, processes. (With
+    5 s and 2 s, a child that took over 3 s to start on a machine running four jobs on two cores was
+    killed before it could checkpoint: the limits leave room for a busy machine.)"""
     options = BatchOptions(out_root=tmp_path / "out", executor="local", command=child,
-                           time_min=5 / 60, signal_delay_s=2)
+                           time_min=20 / 60, signal_delay_s=8)
     summary = run_batch([_spec(tmp_path, "long.yaml", "wait_signal")], options)
     (scene,) = summary.scenes
     assert scene.status == "resumed", summary.to_dict()
