@@ -18,6 +18,7 @@ with the COLMAP model, so a spec that names the clip again costs nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -87,7 +88,16 @@ def jumpiness(values: np.ndarray) -> float:
 def estimate_folder(clip: Path, samples: int) -> Path:
     """Where the estimate of ``clip`` from ``samples`` frames is cached (it may not be there yet): the
     folder holds ``estimate.json`` and the COLMAP ``model``."""
-    return cache_folder("video-cameras") / f"{file_record(clip)['sha256'][:20]}-{samples}-v{CACHE_VERSION}"
+    stat = clip.stat()
+    digest = _clip_sha256(str(clip.resolve()), stat.st_size, stat.st_mtime_ns)
+    return cache_folder("video-cameras") / f"{digest[:20]}-{samples}-v{CACHE_VERSION}"
+
+
+@functools.lru_cache(maxsize=16)
+def _clip_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The clip's sha256, hashed once per file version (a spec reads its clip's estimate twice: for the
+    path and for the scale)."""
+    return file_record(Path(path))["sha256"]
 
 
 def estimate_video_cameras(clip: str | Path, samples: int = SAMPLES, *, field: str = "--from-video",
