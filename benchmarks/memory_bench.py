@@ -42,6 +42,10 @@ from mirage_cli.memory import LatentSpatialMemory, RGBPointMemory
 from mirage_cli.memory.points import UNEXPLAINED_DEPTH_MARGIN
 from mirage_cli.testing import synthetic_room as S
 
+ROLLOUT = "insert_unexplained (the rollout's)"
+OFFICIAL = "official LatentPointCloud (its code)"
+PER_FRAME = "per-frame rule (until c5c6df9)"
+
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-12))
@@ -377,8 +381,8 @@ def next_chunk_rows(height: int, width: int, frames: int, rounds: int, log, mira
         return mem
 
     ways = {
-        "insert_unexplained (the rollout's)": ours(rollout_rule),
-        "per-frame rule (until c5c6df9)": ours(per_frame_rule),
+        ROLLOUT: ours(rollout_rule),
+        PER_FRAME: ours(per_frame_rule),
         "chunk-wide rule (c5c6df9 on)": ours(chunk_wide_rule),
         "insert (every cell, fused)": ours(plain),
         "append-only": (lambda args: append_only_insert(*args[:4]),
@@ -391,7 +395,7 @@ def next_chunk_rows(height: int, width: int, frames: int, rounds: int, log, mira
         def official_query(cloud):
             outs = [cloud.project(targets[t].float()) for t in range(targets.shape[0])]
             return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs]), None
-        ways["official LatentPointCloud (its code)"] = (
+        ways[OFFICIAL] = (
             lambda args: official_cloud(official, *args[:4]), official_query,
             lambda c: (c.points_world.shape[0], sum(t.numel() * t.element_size() for t in (c.points_world, c.features, c.valid_mask))))
     threads = torch.get_num_threads()
@@ -429,7 +433,12 @@ def _next_chunk_measured(ways: dict, forward: tuple, reverse: tuple, truth: torc
     common = torch.stack([m for _, m, _ in views.values()]).all(0)
     for name, (lat_q, _, _) in views.items():
         out[name]["common_error"] = _masked_error(lat_q, truth, common)
-    return {"rows": out, "views": int(truth.shape[0]), "frames": int(forward[0].shape[0]), "common": float(common.float().mean())}
+    ours, per_frame = views[ROLLOUT], views[PER_FRAME]
+    both = ours[1] & per_frame[1]  # the cells the rollout's rule and the per-frame rule both cover
+    versus_per_frame = {"both": float(both.float().mean()), "ours": _masked_error(ours[0], truth, both),
+                        "per_frame": _masked_error(per_frame[0], truth, both)}
+    return {"rows": out, "views": int(truth.shape[0]), "frames": int(forward[0].shape[0]), "common": float(common.float().mean()),
+            "versus_per_frame": versus_per_frame}
 
 
 def _masked_error(latents: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
@@ -457,6 +466,15 @@ def print_next_chunk(res: dict, height: int, width: int) -> None:
               f"| {r['reversed_cells']:.4f} | {r['reversed_latents']:.4f} |")
     print(f"(error: relative L2 against the next views' encodings on the cells each covers; common cells: the {res['common']:.1%} "
           "every row covers; pinned: confident cells, what a render conditions on; reversed: the same frames given in reverse order)")
+    ours, per_frame, official = rows[ROLLOUT], rows[PER_FRAME], rows.get(OFFICIAL)
+    vs = res["versus_per_frame"]
+    print(f"{ROLLOUT} against the {PER_FRAME}: coverage {ours['coverage']:.3f} vs {per_frame['coverage']:.3f}; on the {vs['both']:.1%} "
+          f"both cover, error {vs['ours']:.4f} vs {vs['per_frame']:.4f}; pinned {opt(ours['pinned'])} vs {opt(per_frame['pinned'])} "
+          f"at an error of {opt(ours['pinned_error'])} vs {opt(per_frame['pinned_error'])}")
+    if official is not None:
+        print(f"{ROLLOUT} against the {OFFICIAL} in this run: {ours['seconds'] / official['seconds']:.2f}x its time, "
+              f"coverage {ours['coverage']:.3f} vs {official['coverage']:.3f}, error on the common cells "
+              f"{ours['common_error']:.4f} vs {official['common_error']:.4f}")
 
 
 def main(argv=None) -> int:

@@ -34,8 +34,10 @@ MAX_HALF_SIZE = 2.0
 """Cap on a point's footprint half-size in a query, in grid elements."""
 UNEXPLAINED_DEPTH_MARGIN = 0.1
 """Relative depth difference within which ``insert_unexplained`` calls two depths one surface."""
-NEIGHBOUR_PAIRS_PER_BATCH = 8
-"""Frame pairs ``outranked_by_neighbours`` projects at once (bounds its temporaries, not its result)."""
+NEIGHBOUR_ELEMENTS_PER_BATCH = 1 << 17
+"""Grid elements of source frames ``outranked_by_neighbours`` projects at once, in whole frame pairs
+(bounds its temporaries, not its result): a chunk's 31 latent frames at 1280x704 in one batch, pixel
+frames one pair at a time."""
 COARSER_HELD = 2.0
 """``insert_unexplained`` takes a surface the memory holds again when the new view's points are
 more than this many times finer (world half-size) than the held point: getting twice as close
@@ -87,21 +89,24 @@ def outranked_by_neighbours(z: Tensor, K_grid: Tensor, world_from_cam: Tensor, l
     if T < 2:
         return out
     lifted = torch.where(valid, z, torch.ones_like(z))
-    for start in range(0, T - 1, NEIGHBOUR_PAIRS_PER_BATCH):  # frame pairs (t, t + 1), a few at a time: bounded temporaries
-        stop = min(T - 1, start + NEIGHBOUR_PAIRS_PER_BATCH)
+    pairs_per_batch = max(1, NEIGHBOUR_ELEMENTS_PER_BATCH // (h * w))
+    for start in range(0, T - 1, pairs_per_batch):  # frame pairs (t, t + 1), a batch at a time: bounded temporaries
+        stop = min(T - 1, start + pairs_per_batch)
         earlier, later = slice(start, stop), slice(start + 1, stop + 1)
         for src, dst, towards_later in ((earlier, later, True), (later, earlier, False)):
             n = stop - start
             dst_from_src = geometry.invert_rigid(world_from_cam[dst]) @ world_from_cam[src]  # [n, 4, 4]
             uv, depth_there = geometry.reproject(lifted[src], K_grid[src], K_grid[dst], dst_from_src)  # [n, h, w, 2], [n, h, w]
-            u, v = torch.round(uv[..., 0]), torch.round(uv[..., 1])  # [n, h, w] whole numbers (finite: lifted depth is)
+            u, v = uv.round_().unbind(-1)  # [n, h, w] whole numbers (finite: lifted depth is), views of uv
             inside = (depth_there > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-            nearest = (v.clamp_(0, h - 1) * w + u.clamp_(0, w - 1)).long().flatten(1)  # [n, h*w]
+            nearest = v.clamp_(0, h - 1).mul_(w).add_(u.clamp_(0, w - 1)).long().flatten(1)  # [n, h*w] (uv reused in place)
+            del uv, u, v
             held = z[dst].flatten(1).gather(1, nearest).view(n, h, w)  # what the neighbour saw there
+            same = inside & geometry.valid_depth(held) & ((depth_there - held).abs_() <= margin * held)
+            del depth_there, held
             held_level = level[dst].flatten(1).gather(1, nearest).view(n, h, w)
-            same = inside & geometry.valid_depth(held) & ((depth_there - held).abs() <= margin * held)
-            finer = held_level <= level[src] if towards_later else held_level < level[src]
-            out[src] |= same & finer
+            same &= held_level <= level[src] if towards_later else held_level < level[src]  # and seen as finely
+            out[src] |= same
     return out & valid
 
 
