@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mirage_cli.backbone.configs import WAN_DEFAULT_NEGATIVE_PROMPT
+from mirage_cli.backbone.cpu_vae import route_vae_cpu_kernels
 from mirage_cli.backbone.text import TextEmbedder
 
 
@@ -38,6 +39,10 @@ class Backbone:
     offload_hooks: dict = field(default_factory=dict, repr=False)
     waiting: dict = field(default_factory=dict, repr=False)
     embedded: dict = field(default_factory=dict, repr=False)  # (prompt, negative) -> (cond, uncond), see encode_prompt
+
+    def __post_init__(self):
+        if self.vae is not None:  # its slow CPU kernels routed to fast ones (backbone/cpu_vae.py)
+            route_vae_cpu_kernels(self.vae)
 
     @property
     def z_dim(self) -> int:
