@@ -131,3 +131,96 @@ def test_a_branch_after_the_first_chunk_of_three_takes_another_way(family, tmp_p
     assert done.exit_code == 0, done.output
     assert (tmp_path / "b" / "video.mp4").read_bytes() == (tmp_path / "scratch" / "video.mp4").read_bytes()
     assert json.loads((tmp_path / "b" / "run.json").read_text())["lineage"]["chunk"] == 1
+
+
+def test_a_branch_named_in_its_spec_records_its_lineage_in_the_report_and_the_parent_lists_it(family):
+    """``from:`` in the spec (relative to the spec's folder) does what ``--from`` does; the report
+    (validated against its schema) and report.html carry the lineage; ``mirage inspect PARENT`` lists
+    the branch, found beside it."""
+    import jsonschema
+
+    from mirage_cli.report import load_schema
+
+    folder, _ = family
+    longer = [*SHARED, {"frame": 32, "position": [0.1, 0.1, 0.8], "yaw": 0}]
+    named = spec(folder, "named.yaml", longer, 33, **{"from": "parent@3", "output": "named-branch"})
+    shown = cli("validate", named)
+    assert shown.exit_code == 0 and f"{folder / 'parent'}@3" in shown.stdout, shown.output
+    done = cli("render", named, *TINY)
+    assert done.exit_code == 0, done.output
+    run = folder / "named-branch"
+    assert (run / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
+    report = json.loads((run / "report.json").read_text())
+    jsonschema.validate(report, load_schema())
+    assert report["lineage"]["parent"] == str((folder / "parent").absolute()) and report["lineage"]["chunk"] == 3
+    assert f"branch of {(folder / 'parent').absolute()} after chunk 3" in (run / "report.html").read_text()
+    assert json.loads((folder / "scratch" / "report.json").read_text())["lineage"] is None  # a run from its start image
+    listed = cli("inspect", folder / "parent")
+    assert f"branches          {run} (from chunk 3)" in listed.stdout, listed.stdout
+    as_json = json.loads(cli("inspect", folder / "parent", "--json").stdout)
+    assert [b["run_dir"] for b in as_json["branches"]] == [str(run)]
+    assert as_json["branches"][0]["checkpoint_sha256"] == report["lineage"]["checkpoint_sha256"]
+    assert json.loads(cli("inspect", run, "--json").stdout)["branches"] == []
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("parent@0", "from: expected RUN or RUN@CHUNK with CHUNK a number of finished chunks (>= 1), got 'parent@0'"),
+    ("", "from: expected RUN or RUN@CHUNK (a run directory), got ''"),
+    ("runs/own", "from: names this spec's own run directory"),
+])
+def test_a_bad_from_in_the_spec_is_one_line_naming_it(tmp_path, value, expected):
+    path = spec(tmp_path, "bad.yaml", SHARED, 25, **{"from": value, "output": "runs/own"})
+    for command in ("validate", "render"):
+        result = cli(command, path, *(TINY if command == "render" else []))
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1 and expected in errors[0] and "bad.yaml" in errors[0], result.stderr
+
+
+def test_a_parent_still_being_written_is_refused(tmp_path):
+    """A parent render that is running (its lock held by a live process) is refused, naming the
+    holder; the branch directory is not created. The parent is a real render paused mid-chunk."""
+    parent_spec = spec(tmp_path, "parent.yaml", SHARED, 25)
+    branch = spec(tmp_path, "branch.yaml", [*SHARED, {"frame": 32, "position": [0.1, 0.1, 0.8], "yaw": 0}], 33)
+    cmd = [sys.executable, "-m", "mirage_cli", "render", parent_spec, "--out", str(tmp_path / "parent"), "--preset", "tiny",
+           "--steps", "3", "--progress", "jsonl"]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.5"})
+    try:
+        for line in child.stderr:
+            event = json.loads(line)
+            if event["event"] == "step" and event.get("chunk") == 1:  # chunk 0 is saved, chunk 1 is being written
+                break
+        result = cli("render", branch, "--out", tmp_path / "b", "--from", f"{tmp_path / 'parent'}@1", *TINY)
+    finally:
+        child.kill()
+        child.wait()
+        child.stderr.close()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.stderr
+    assert "the parent is being written" in errors[0] and f"pid {child.pid}" in errors[0], errors
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_started_branch_resumes_without_its_parent(family, tmp_path):
+    """Once a branch has started it holds what it needs (its prefix by hard link, its own checkpoint): a
+    branch stopped mid-chunk resumes to the same bytes with the parent moved away."""
+    folder, branch = family
+    run = tmp_path / "b"
+    cmd = [sys.executable, "-m", "mirage_cli", "render", branch, "--out", str(run), "--from", str(folder / "parent"),
+           "--preset", "tiny", "--steps", "3", "--progress", "jsonl"]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.5"})
+    for line in child.stderr:
+        if json.loads(line)["event"] == "step":
+            child.send_signal(signal.SIGTERM)
+            break
+    child.stderr.read()
+    assert child.wait() == 75
+    moved = folder / "parent-moved"
+    os.rename(folder / "parent", moved)
+    try:
+        resumed = cli("render", branch, "--out", run, "--from", folder / "parent", *TINY)
+    finally:
+        os.rename(moved, folder / "parent")
+    assert resumed.exit_code == 0, resumed.output
+    assert (run / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()

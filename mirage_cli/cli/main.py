@@ -286,8 +286,10 @@ def inspect(
 
     def body():
         from mirage_cli.rundir.layout import describe_inspection, inspect_run
+        from mirage_cli.rundir.lineage import branches_of
 
         info = inspect_run(run_dir)
+        info["branches"] = branches_of(run_dir)
         for warning in info["warnings"]:
             err(f"warning: {warning}")
         if json_out:

@@ -1,4 +1,4 @@
-"""``mirage render NEW.yaml --from RUN[@CHUNK]``: a new run that starts from a parent run's checkpoint
+"""``mirage render NEW.yaml --from RUN[@CHUNK]`` (or ``from:`` in the spec): a new run that starts from a parent run's checkpoint
 after chunk CHUNK instead of rendering the prefix again.
 
 The new spec must agree with the parent on everything that shaped the frames up to the branch: every
@@ -34,6 +34,7 @@ from mirage_cli.rundir.checkpoint import Checkpoint
 from mirage_cli.rundir.layout import RunDir
 from mirage_cli.rundir.lock import lock_status
 from mirage_cli.rundir.meta import record_problem
+from mirage_cli.spec.branch_source import BranchSource, parse_branch_source
 
 MAY_DIFFER = ("camera_sha256", "frames", "prompt", "chunk_prompts")
 """Configuration keys a branch may change after the branch point (the prefix is compared on its own)."""
@@ -47,6 +48,8 @@ class BranchPoint:
     parent: Path
     chunk: int
     checkpoint: Checkpoint
+    field: str = "--from"
+    """Where the parent was named (``--from``, or ``from`` in the spec), for messages."""
 
     def lineage(self) -> dict:
         """What ``run.json`` records of the parent."""
@@ -55,29 +58,33 @@ class BranchPoint:
                 "checkpoint_sha256": hashlib.sha256(manifest).hexdigest()}
 
 
-def parse_from(text: str) -> tuple[Path, int | None]:
-    """``RUN`` or ``RUN@CHUNK`` (CHUNK: finished chunks, >= 1) as (path, chunk or None)."""
-    path, at, chunk = text.rpartition("@") if "@" in text else (text, "", "")
-    if not at:
-        return Path(text), None
-    if not chunk.isdigit() or int(chunk) < 1:
-        raise InputError(f"expected RUN or RUN@CHUNK with CHUNK a number of finished chunks (>= 1), got {text!r}", field="--from")
-    return Path(path), int(chunk)
+def parse_from(text: str) -> BranchSource:
+    """The command line's ``--from RUN[@CHUNK]`` (RUN relative to the working directory)."""
+    try:
+        return parse_branch_source(text, "--from")
+    except ValueError as e:
+        raise InputError(str(e), field="--from") from None
+
+
+def branch_source(option: str | None, plan) -> BranchSource | None:
+    """Where a render of ``plan`` branches from: ``--from`` when given, else the spec's ``from:``, else None."""
+    return parse_from(option) if option is not None else plan.branch_from
 
 
 def _refuse(path: Path | None, message: str, field: str | None = "--from") -> InputError:
     return InputError(Problem(file=None if path is None else str(path), field=field, message=message))
 
 
-def find_branch_point(parent: Path, chunk: int | None) -> BranchPoint:
+def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") -> BranchPoint:
     """The parent's checkpoint after ``chunk`` finished chunks (None: the last finished chunk), checked.
-    Refuses a parent that is missing, being written, or holds no such checkpoint."""
+    Refuses a parent that is missing, being written, or holds no such checkpoint (``field``: where the
+    parent was named, for the message)."""
     run = RunDir(parent)
     if not run.path.is_dir():
-        raise _refuse(run.path, "the parent run directory does not exist")
+        raise _refuse(run.path, "the parent run directory does not exist", field)
     status = lock_status(run.lock_file)
     if status is not None and status.get("alive"):
-        raise _refuse(run.path, f"the parent is being written ({status['message']}); branch once it stops")
+        raise _refuse(run.path, f"the parent is being written ({status['message']}); branch once it stops", field)
     store = run.checkpoints()
 
     def at_chunk(manifest: dict) -> str | None:
@@ -94,8 +101,8 @@ def find_branch_point(parent: Path, chunk: int | None) -> BranchPoint:
                        and i.meta.get("chunk", 0) >= 1})
         where = f"after chunk {chunk}" if chunk is not None else "after a finished chunk"
         offer = f" (it keeps its state after chunk {', '.join(map(str, kept))})" if kept else ""
-        raise _refuse(run.path, f"the parent holds no checkpoint {where}{offer}", field="--from")
-    return BranchPoint(run.path, int(ckpt.meta["chunk"]), ckpt)
+        raise _refuse(run.path, f"the parent holds no checkpoint {where}{offer}", field)
+    return BranchPoint(run.path, int(ckpt.meta["chunk"]), ckpt, field)
 
 
 def disagreement(point: BranchPoint, plan, config: dict) -> InputError | None:
@@ -145,13 +152,25 @@ def start_branch(point: BranchPoint, run: RunDir, plan, config: dict, fingerprin
     return lineage
 
 
-def check_branch(text: str, run_dir: Path, plan, config: dict) -> BranchPoint:
-    """``--from``'s branch point for a render of ``plan`` (run ``config``) into ``run_dir``, checked before
-    anything is written: the parent's checkpoint and the agreement of the prefix."""
-    parent, chunk = parse_from(text)
-    if parent.absolute() == Path(run_dir).absolute():
-        raise _refuse(parent, "names the run directory the branch renders into; give the branch another --out")
-    point = find_branch_point(parent, chunk)
+def already_branched(source: BranchSource, run_dir: Path) -> bool:
+    """``run_dir`` is a branch of ``source``'s parent already (its ``run.json`` says so, at the chunk
+    asked for): it resumes as any run, without reading the parent, which may have moved on or gone."""
+    recorded, _ = RunDir(run_dir).read_config()
+    lineage = (recorded or {}).get("lineage")
+    return (isinstance(lineage, dict) and isinstance(lineage.get("parent"), str)
+            and Path(lineage["parent"]).absolute() == source.parent.absolute() and source.chunk in (None, lineage.get("chunk")))
+
+
+def check_branch(source: BranchSource, run_dir: Path, plan, config: dict) -> BranchPoint | None:
+    """The branch point for a render of ``plan`` (run ``config``) into ``run_dir``, checked before
+    anything is written: the parent's checkpoint and the agreement of the prefix. None when ``run_dir``
+    is that branch already (``already_branched``)."""
+    if source.parent.absolute() == Path(run_dir).absolute():
+        raise _refuse(source.parent, "names the run directory the branch renders into; give the branch another output",
+                      source.field)
+    if already_branched(source, run_dir):
+        return None
+    point = find_branch_point(source.parent, source.chunk, source.field)
     problem = disagreement(point, plan, config)
     if problem is not None:
         raise problem
@@ -159,7 +178,7 @@ def check_branch(text: str, run_dir: Path, plan, config: dict) -> BranchPoint:
         why = record_problem(point.parent / relative, record)
         if why is not None:
             raise _refuse(point.parent / relative, f"the parent's file {why}: `mirage render` of the parent's spec into "
-                                                   "it rebuilds it; branch then")
+                                                   "it rebuilds it; branch then", source.field)
     return point
 
 
@@ -172,7 +191,7 @@ def open_branch(point: BranchPoint, run: RunDir, plan, config: dict, fingerprint
         return None
     if recorded is not None or run.holds_rendered_work():
         raise InputError(f"{run.path} holds another render; a branch starts in a new or empty directory (--out)",
-                         file=str(run.run_json), field="--from")
+                         file=str(run.run_json), field=point.field)
     lineage = start_branch(point, run, plan, config, fingerprint)
     run.write_config(config, lineage)
     return f"branch of {point.parent} after chunk {point.chunk}: its first {point.chunk} chunk(s) taken as they are"

@@ -57,7 +57,7 @@ from mirage_cli.profiling.profiler import (
     Profiler,
     trace_chunk,
 )
-from mirage_cli.render.branch import BranchPoint, check_branch, open_branch
+from mirage_cli.render.branch import BranchPoint, branch_source, check_branch, open_branch
 from mirage_cli.render.config import RunSettings
 from mirage_cli.render.events import STAGE_WORDS, RenderEvents, RenderResult, start_summary
 from mirage_cli.render.inputs import StartInputs, preflight
@@ -175,7 +175,7 @@ class RenderSession:
         self.denoise = denoise
         self.write_behind = write_behind
         self.t0 = time.perf_counter()
-        self.branch_point: BranchPoint | None = None  # set in stage 0 for --from
+        self.branch_point: BranchPoint | None = None  # set in stage 0 for a branch (--from, from:) that starts now
         self.chunk_now: int | None = None  # the chunk being rendered, and the render's profiler: what a stop waits for
         self.profiler_now: Profiler | None = None
 
@@ -351,8 +351,9 @@ class RenderSession:
             check_attention_backend(backbone.attention_backend, resolve_device(backbone.device), resolve_dtype(backbone.dtype))
         if self.given_backbone is None and backbone.preset is None and not backbone.random_weights:
             resolve_model_dir(self.plan.model)
-        if self.options.branch_from is not None:
-            self.branch_point = check_branch(self.options.branch_from, self.run_dir.path, self.plan, settings.config)
+        source = branch_source(self.options.branch_from, self.plan)  # --from, else the spec's from:
+        if source is not None:
+            self.branch_point = check_branch(source, self.run_dir.path, self.plan, settings.config)
         return start
 
     # --- 3. load components ------------------------------------------------------------------------
@@ -575,6 +576,7 @@ class RenderSession:
             trajectory=self.plan.trajectory,
             frames=self.plan.frames,
             wall_seconds=wall,
+            lineage=(self.run_dir.read_config()[0] or {}).get("lineage"),
             **parts.profiler.report_inputs(),
         )
         self.run_dir.write_report(report)

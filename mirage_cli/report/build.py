@@ -166,6 +166,7 @@ def build_report(
     timer: str | None = None,
     packages: dict[str, str] | None = None,
     created: str | None = None,
+    lineage: dict | None = None,
 ) -> dict[str, Any]:
     """Assemble the report dict (``version`` ``"mirage-report/1"``; see schema.json).
 
@@ -183,6 +184,8 @@ def build_report(
         timer: ``Profiler.timer``; overrides ``device_info["timer"]`` when given.
         packages: version map (default ``mirage_cli.base.versions.package_versions()``).
         created: ISO 8601 UTC time stamp (default now).
+        lineage: a branch's parent (``run.json``'s ``lineage``: parent, chunk, checkpoint,
+            checkpoint_sha256), or None for a run rendered from its start image.
 
     ``Profiler.report_inputs()`` returns ``chunks``, ``setup``, ``setup_calls``, ``stage_parents``
     and ``timer``.
@@ -215,6 +218,7 @@ def build_report(
         "summary": _summary(chunk_dicts, stages, device),
         "chunks": chunk_dicts,
         "camera": _camera_entry(trajectory),
+        "lineage": dict(lineage) if lineage else None,
     }
     return to_jsonable(report, nonfinite="null")
 

@@ -98,10 +98,13 @@ def _chunk_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-def _headline(config: Mapping) -> str:
-    """A one-line summary of the most telling config keys that exist."""
+def _headline(config: Mapping, lineage: Mapping | None = None) -> str:
+    """A one-line summary of the most telling config keys that exist, and a branch's parent."""
     keys = ("scene", "preset", "model", "memory", "pin", "steps", "seed", "resolution", "width", "height", "chunks")
-    return " · ".join(f"{k} {config[k]}" for k in keys if k in config and not isinstance(config[k], (dict, list)))
+    parts = [f"{k} {config[k]}" for k in keys if k in config and not isinstance(config[k], (dict, list))]
+    if lineage:
+        parts.append(f"branch of {lineage['parent']} after chunk {lineage['chunk']}")
+    return " · ".join(parts)
 
 
 def _figures(report: dict) -> dict[str, Markup]:
@@ -137,7 +140,7 @@ def render_html(report: dict, sheet_jpeg: bytes | None = None, video_name: str |
         timer_note = "Stages were timed with the host clock (perf_counter)."
     return _template().render(
         report=report,
-        headline=_headline(report["config"]),
+        headline=_headline(report["config"], report.get("lineage")),
         hardware=hardware,
         cards=_cards(report),
         stage_rows=_stage_rows(report),

@@ -389,7 +389,8 @@ def inspect_run(run_dir: str | os.PathLike) -> dict:
     anything. Returns a JSON-able dict with keys ``run_dir``, ``chunks_done``, ``num_chunks``,
     ``frames_written``, ``cache_points``, ``cache_bytes``, ``mid_chunk_step``, ``last_checkpoint``,
     ``last_checkpoint_time``, ``checkpoints`` (list of {name, ok, problem, created, size_bytes}),
-    ``video`` (path or None), ``lineage`` (a branch's parent, ``run.json``), ``finished``, ``lock`` (holder info or None), ``resumable`` and
+    ``video`` (path or None), ``lineage`` (a branch's parent, ``run.json``; the CLI adds ``branches``, the
+    runs beside it that started from it: ``mirage_cli.rundir.lineage``), ``finished``, ``lock`` (holder info or None), ``resumable`` and
     ``reason``, ``warnings``.
 
     Raises:
@@ -510,6 +511,8 @@ def describe_inspection(info: dict) -> str:
     when = info["last_checkpoint_time"] or "-"
     lines.append(f"last checkpoint   {info['last_checkpoint'] or '-'} ({when})")
     lines.append(f"video             {info['video'] or '-'}")
+    for i, branch in enumerate(info.get("branches") or []):  # added by the CLI (mirage_cli.rundir.lineage)
+        lines.append(f"{'branches' if i == 0 else '':<18}{branch['run_dir']} (from chunk {branch['chunk']})")
     lines.append(f"resumable         {'yes' if info['resumable'] else 'no'}: {info['reason']}")
     return "\n".join(lines)
 

@@ -32,6 +32,7 @@ from mirage_cli.base.options import MAX_CHUNK_FRAMES, MemoryMode, PinMode
 from mirage_cli.base.yaml_lines import text_number_hint
 from mirage_cli.camera.source import resolve_camera
 from mirage_cli.camera.trajectory import Trajectory
+from mirage_cli.spec.branch_source import BranchSource, parse_branch_source
 from mirage_cli.spec.fields import _NONE, FieldSpec, MemorySettings
 
 
@@ -258,6 +259,9 @@ def check_files(values: dict, base: Path, problems: ProblemList) -> tuple[Path |
     image = _check_input_file(values, "image", base, IMAGE_SUFFIXES, problems)
     depth = _check_input_file(values, "depth", base, DEPTH_SUFFIXES, problems)
     mask = _check_input_file(values, "mask", base, IMAGE_SUFFIXES, problems)
+    if depth is not None and depth.suffix.lower() == ".npy" and valid(values["depth_scale"]) and values["depth_scale"] is not None:
+        problems.add("depth_scale", "scales a 16-bit PNG depth only; a .npy depth holds scene units already: remove "
+                                    "depth_scale (or multiply the array by it)")
     return image, depth, mask
 
 
@@ -270,6 +274,23 @@ def resolve_output(values: dict, base: Path, spec_stem: str, problems: ProblemLi
     if why is not None and isinstance(values["output"], str):
         problems.add("output", why)
     return output
+
+
+def resolve_branch_source(values: dict, base: Path, output: Path, problems: ProblemList) -> BranchSource | None:
+    """The spec's ``from:`` (``RUN`` or ``RUN@CHUNK``, RUN relative to the spec's folder), or None. The
+    parent's checkpoint and the agreement of the prefix are checked when a render starts
+    (``mirage_cli.render.branch``: a branch that has started resumes without its parent); here the
+    syntax, and that RUN is not the spec's own run directory."""
+    if not isinstance(values["from"], str):
+        return None
+    try:
+        source = parse_branch_source(values["from"], "from", base)
+    except ValueError as e:
+        problems.add("from", str(e))
+        return None
+    if source.parent.absolute() == output.absolute():
+        problems.add("from", "names this spec's own run directory; a branch renders into another (output:)")
+    return source
 
 
 def describe_camera_source(section) -> str:

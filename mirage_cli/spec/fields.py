@@ -78,6 +78,9 @@ SPEC_FIELDS: dict[str, FieldSpec] = {
     "depth_model": FieldSpec((str, _NONE), None, f"transformers depth model id/dir, none, or tiny (random weights, for CPU "
                              f"demos) (null: {DEFAULT_DEPTH_MODEL}; a metric model for a path in metres without `depth:`, "
                              f"{DEFAULT_METRIC_DEPTH_MODEL}; tiny with --preset tiny)"),
+    "from": FieldSpec((str, _NONE), None, "RUN or RUN@CHUNK: a branch, which starts from that run's state after chunk CHUNK "
+                      "(without @CHUNK: its last finished chunk) instead of rendering the first chunks again; RUN relative to the "
+                      "spec's folder; --from replaces it"),
     "output": FieldSpec((str, _NONE), None, "run directory, relative to the spec's folder (null: runs/<spec file stem> in "
                          "the spec's folder)"),
 }

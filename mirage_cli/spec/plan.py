@@ -36,6 +36,7 @@ from mirage_cli.camera.trajectory import Trajectory
 from mirage_cli.depth.field_of_view import DEFAULT_FOV_MODEL
 from mirage_cli.depth.scene_scale import DEFAULT_METRIC_DEPTH_MODEL, SceneScale, decide
 from mirage_cli.depth.tiny import TINY_DEPTH_MODEL
+from mirage_cli.spec.branch_source import BranchSource
 from mirage_cli.spec.checks import (
     INVALID,
     check_camera,
@@ -47,6 +48,7 @@ from mirage_cli.spec.checks import (
     check_resolution,
     describe_camera_source,
     nearest_4k1,
+    resolve_branch_source,
     resolve_output,
     valid,
 )
@@ -134,6 +136,8 @@ class Plan:
     memory: MemorySettings
     depth_model: str
     output: Path
+    branch_from: BranchSource | None = None
+    """The spec's ``from:``: the run a branch starts from (``mirage_cli.render.branch``)."""
     chunk_prompts: tuple[str, ...] = ()
     """The prompt of every chunk (the spec's ``prompts:``; ``prompt`` for all when not given)."""
     conditioning: ConditioningSettings = ConditioningSettings()
@@ -193,6 +197,7 @@ class Plan:
             **({"intrinsics_estimate": self.intrinsics_estimate} if self.intrinsics_estimate else {}),
             "depth_model": self.depth_model,
             "output": str(self.output),
+            **({"from": self.branch_from.summary()} if self.branch_from else {}),
         }
 
     @property
@@ -260,6 +265,8 @@ class Plan:
         ]
         if self.varied_prompts:
             lines[-3:-3] = self._describe_prompts()
+        if self.branch_from is not None:
+            lines.append(f"branch of   {s['from']} (checked when the render starts)")
         return "\n".join(lines)
 
     MAX_PROMPT_LINES = 50
@@ -498,11 +505,9 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None, prese
     size = check_resolution(v["resolution"], problems)
     memory, conditioning, step_cache = check_sections(v, memory_values, path.parent, problems)
     image, depth, mask = check_files(v, path.parent, problems)
-    if depth is not None and depth.suffix.lower() == ".npy" and data.get("depth_scale") is not None:
-        problems.add("depth_scale", "scales a 16-bit PNG depth only; a .npy depth holds scene units already: remove "
-                                    "depth_scale (or multiply the array by it)")
     loras = check_loras(v["loras"], path.parent, problems) if valid(v["loras"]) else ()
     output = resolve_output(v, path.parent, path.stem, problems)
+    branch_from = resolve_branch_source(v, path.parent, output, problems)
     first_chunk = None
     if settings_from.get("chunk_frames", "").startswith("method") and defaults.first_chunk_frames and frames:
         first_chunk = min(defaults.first_chunk_frames, frames)  # the method's first round (spatia: 121 frames)
@@ -538,6 +543,7 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None, prese
         memory=memory,
         depth_model=depth_model,
         output=output,
+        branch_from=branch_from,
         chunk_prompts=prompts,
         conditioning=conditioning,
         step_cache=step_cache,
