@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -222,5 +223,52 @@ def test_a_started_branch_resumes_without_its_parent(family, tmp_path):
         resumed = cli("render", branch, "--out", run, "--from", folder / "parent", *TINY)
     finally:
         os.rename(moved, folder / "parent")
+    assert resumed.exit_code == 0, resumed.output
+    assert (run / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
+
+
+def test_mirage_batch_fans_out_branches_named_in_their_specs(family, tmp_path):
+    """``mirage batch`` of two specs with the same ``from:``: each branch renders only its new chunk, the
+    one whose path is the family's branch equals that spec rendered from scratch, the parent is unchanged."""
+    folder, _ = family
+    before = tree_hashes(folder / "parent")
+    parent = str((folder / "parent").absolute())
+    ahead = spec(tmp_path, "ahead.yaml", [*SHARED, {"frame": 32, "position": [0.1, 0.1, 0.8], "yaw": 0}], 33, **{"from": parent})
+    aside = spec(tmp_path, "aside.yaml", [*SHARED, {"frame": 32, "position": [0.6, 0.0, 0.4], "yaw": 80}], 33, **{"from": parent})
+    cmd = [sys.executable, "-m", "mirage_cli", "batch", ahead, aside, "--executor", "local", "--out-root", str(tmp_path / "out"),
+           "--json", "--", "--preset", "tiny", "--steps", "3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scenes = json.loads(proc.stdout)["scenes"]
+    assert [s["status"] for s in scenes] == ["done", "done"]
+    for s in scenes:
+        assert json.loads((Path(s["run_dir"]) / "run.json").read_text())["lineage"]["parent"] == parent
+        assert "chunk 4/4 done" in proc.stderr and "chunk 1/4 done" not in proc.stderr  # only the new chunk rendered
+    assert (Path(scenes[0]["run_dir"]) / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
+    assert (Path(scenes[1]["run_dir"]) / "video.mp4").read_bytes() != (folder / "scratch" / "video.mp4").read_bytes()
+    assert tree_hashes(folder / "parent") == before
+
+
+def test_a_branch_after_chunk_1_killed_mid_chunk_resumes_to_the_bytes_from_scratch(family, tmp_path):
+    """The issue's case: a branch after chunk 1 of the 3-chunk parent, SIGKILLed inside its second
+    chunk (chunk 3 of 4), resumed: the video a render of its spec from scratch gives."""
+    folder, branch = family
+    run = tmp_path / "b"
+    cmd = [sys.executable, "-m", "mirage_cli", "render", branch, "--out", str(run), "--from", f"{folder / 'parent'}@1",
+           "--preset", "tiny", "--steps", "3", "--progress", "jsonl"]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.5"})
+    chunks = []
+    for line in child.stderr:
+        event = json.loads(line)
+        if event["event"] == "step":
+            chunks.append(event["chunk"])
+            if event["chunk"] == 2:  # the branch's first chunk (index 1) is saved; index 2 is being denoised
+                child.kill()
+                break
+    child.wait()
+    child.stderr.close()
+    assert chunks[0] == 1 and chunks[-1] == 2, chunks  # the branch started after the parent's chunk 1
+    resumed = cli("render", branch, "--out", run, "--from", f"{folder / 'parent'}@1", *TINY)
     assert resumed.exit_code == 0, resumed.output
     assert (run / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
