@@ -285,7 +285,7 @@ def test_the_sampler_flag_overrides_the_spec_and_keeps_its_timesteps(tmp_path):
     assert bad.exit_code == 2 and "--sampler" in bad.stderr
 
 
-@pytest.mark.parametrize("how", ["name", "model_index"])
+@pytest.mark.parametrize("how", ["name", "model_index", "turbo"])
 def test_the_model_chooses_the_few_step_sampler_where_it_says(tmp_path, how):
     from render_helpers import cli, write_small_scene
 
@@ -294,13 +294,19 @@ def test_the_model_chooses_the_few_step_sampler_where_it_says(tmp_path, how):
     if how == "name":  # FastVideo's registry knows FastWan2.2-TI2V-5B by its name
         model = tmp_path / "FastWan2.2-TI2V-5B-FullAttn-Diffusers"
         model.mkdir()
+    elif how == "turbo":  # Wan2.2-TI2V-5B-Turbo, by its name: its own 4 timesteps
+        model = tmp_path / "Wan2.2-TI2V-5B-Turbo"
+        model.mkdir()
     else:  # a local folder whose pipeline class is a DMD pipeline (FastVideo's naming)
         model = tmp_path / "distilled"
         model.mkdir()
         (model / "model_index.json").write_text('{"_class_name": "WanDMDPipeline"}')
     scene = write_small_scene(tmp_path / "scene", model=str(model))
     plan = load_plan(scene)
-    assert plan.sampler.name == "dmd" and plan.steps == 3 and plan.guidance == 1.0
+    timesteps = (1000, 750, 500, 250) if how == "turbo" else (1000, 757, 522)
+    assert plan.sampler.name == "dmd" and plan.sampler.timesteps == timesteps and plan.sampler.shift == 8.0
+    assert plan.steps == len(timesteps) and plan.guidance == 1.0
+    assert load_plan(scene, overrides={"sampler": "dmd"}).sampler.timesteps == timesteps  # a bare flag keeps the model's
     assert plan.sampler.source.startswith("model") and "from the model" in plan.describe()
     assert load_plan(scene, overrides={"sampler": "unipc"}).sampler.name == "unipc"
     refused = cli("render", scene, "--steps", "50", "--preset", "tiny", "--out", tmp_path / "run")

@@ -457,12 +457,12 @@ def resolve_camera(v: dict, size, frames, depth_model: str, base: Path, problems
 def chosen_sampler(v: dict, given: dict, flags: dict | None) -> tuple:
     """The ``sampler`` value to check and where it comes from: the flag, the spec, else what the model
     says (``model_sampler``), else the default."""
-    if (flags or {}).get("sampler") is not None:
-        return v["sampler"], "flag"
+    said = model_sampler(v["model"]) if isinstance(v["model"], str) else None
+    if (flags or {}).get("sampler") is not None:  # a bare --sampler dmd keeps the model's own timesteps
+        return (said[0] if v["sampler"] == DMD and said and isinstance(said[0], dict) else v["sampler"]), "flag"
     if given.get("sampler") is not None:
         return v["sampler"], "spec"
-    why = model_sampler(v["model"]) if isinstance(v["model"], str) else None
-    return (DMD, why) if why else (None, "default")
+    return said if said else (None, "default")
 
 
 def resolve_depth_model(v: dict, preset: str | None) -> str:

@@ -10,8 +10,8 @@ FastWan2.2-TI2V-5B(-FullAttn), Wan2.2-TI2V-5B-Turbo. Written out: ``sampler: {na
 Where neither the spec nor the flag names a sampler, the model says (``model_sampler``): a FastWan2.2-TI2V-5B
 model (its hub id or folder name, as FastVideo's registry knows it) or a local model folder whose
 ``model_index.json`` names a DMD pipeline (``_class_name`` like FastVideo's ``WanDMDPipeline``) is sampled
-with ``dmd``. Turbo models are not recognised (their timesteps are not published in a form read here):
-name the sampler and its timesteps in the spec.
+with ``dmd`` at FastWan's timesteps; a Wan2.2-TI2V-5B-Turbo model (by name) at Turbo's,
+``TURBO_TIMESTEPS``. ``--sampler dmd`` on such a model keeps the model's timesteps.
 
 A DMD-distilled model is guidance-distilled and trained for its timesteps, so with ``dmd`` the steps
 are the timesteps' count and guidance is 1 (no negative branch): a spec or flag asking for other
@@ -142,16 +142,30 @@ FASTWAN_NAMES = ("fastwan2.2-ti2v-5b",)
 ``FastWan2_2_TI2V_5B_Config`` (``FastVideo/FastWan2.2-TI2V-5B-FullAttn-Diffusers`` and
 ``FastVideo/FastWan2.2-TI2V-5B-Diffusers``), whose ``dmd_denoising_steps`` are ``FASTWAN_TIMESTEPS``."""
 
+TURBO_NAMES = ("wan2.2-ti2v-5b-turbo",)
+"""Model names (hub id's last part or folder name, lower case, prefix) of Wan2.2-TI2V-5B-Turbo
+(``quanhaol/Wan2.2-TI2V-5B-Turbo``), a 4-step model distilled from Wan2.2-TI2V-5B with Self-Forcing."""
+
+TURBO_TIMESTEPS = (1000, 750, 500, 250)
+"""Wan2.2-TI2V-5B-Turbo's sampling timesteps: its inference configuration's ``denoising_step_list``
+(``configs/inference/wan22.yaml``). Its few-step pipeline predicts the clean latent at each and re-noises
+it to the next with the sigma of Self-Forcing's flow-matching table, whose ``WanDiffusionWrapper`` builds
+it with ``timestep_shift`` 8.0 when none is given (as Turbo's pipeline does): ``DMD_TABLE_SHIFT``."""
+
 MODEL_INDEX_LIMIT = 1 << 20
 
 
-def model_sampler(model: str) -> str | None:
-    """Why ``model`` (a hub id or a local folder) is sampled with ``dmd``, or None when it does not say.
+def model_sampler(model: str) -> tuple[str | dict, str] | None:
+    """The ``sampler`` value ``model`` (a hub id or a local folder) is sampled with and why, or None when
+    it does not say.
 
     A model index that cannot be read is left to the loader, which refuses it by name."""
     name = Path(model.rstrip("/\\")).name.lower()
     if name.startswith(FASTWAN_NAMES):
-        return f"model {Path(model).name} (FastWan2.2-TI2V-5B)"
+        return DMD, f"model {Path(model).name} (FastWan2.2-TI2V-5B)"
+    if name.startswith(TURBO_NAMES):
+        return ({"name": DMD, "timesteps": list(TURBO_TIMESTEPS), "shift": DMD_TABLE_SHIFT},
+                f"model {Path(model).name} (Wan2.2-TI2V-5B-Turbo)")
     index = Path(model).expanduser() / "model_index.json"
     if not os.path.isfile(index):
         return None
@@ -160,5 +174,5 @@ def model_sampler(model: str) -> str | None:
     except (InputError, JsonTextError, AttributeError):
         return None
     if isinstance(pipeline, str) and "dmd" in pipeline.lower():
-        return f"model directory's model_index.json ({pipeline})"
+        return DMD, f"model directory's model_index.json ({pipeline})"
     return None
