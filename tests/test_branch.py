@@ -105,6 +105,8 @@ def test_what_would_change_the_prefix_is_refused_naming_it(family, tmp_path):
         (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@4", "the parent holds no checkpoint after chunk 4 (it keeps its "
                                                                  "state after chunk 1, 2, 3)"),
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "nowhere"), "the parent run directory does not exist"),
+        (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "ok.yaml"), "the parent run directory is not a directory"),
+        (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "image"), "the parent holds no checkpoint after a finished chunk"),
         (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@x", "expected RUN or RUN@CHUNK"),
     ]
     damaged = tmp_path / "damaged"

@@ -81,7 +81,8 @@ def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") ->
     parent was named, for the message)."""
     run = RunDir(parent)
     if not run.path.is_dir():
-        raise _refuse(run.path, "the parent run directory does not exist", field)
+        what = "is not a directory (a run directory is the folder a render wrote)" if run.path.exists() else "does not exist"
+        raise _refuse(run.path, f"the parent run directory {what}", field)
     status = lock_status(run.lock_file)
     if status is not None and status.get("alive"):
         raise _refuse(run.path, f"the parent is being written ({status['message']}); branch once it stops", field)
