@@ -23,11 +23,14 @@ from __future__ import annotations
 import types
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from torch import Tensor, nn
 
 NORM_EPS = 1e-12
 """``F.normalize``'s default floor on the norm."""
+RMS_NORM_CLASS = "WanRMS_norm"
+"""diffusers' channel RMS norm of the Wan VAE (``models/autoencoders/autoencoder_kl_wan.py``), told by
+its class name: importing diffusers' VAE module here would load diffusers and transformers for every
+command that reads a spec."""
 
 
 def _fast_on_cpu(x: Tensor) -> bool:
@@ -42,18 +45,18 @@ def _onednn_conv_forward(self: nn.Conv3d, x: Tensor, weight: Tensor, bias: Tenso
     return nn.Conv3d._conv_forward(self, x, weight, bias)
 
 
-def _rms_norm_forward(self: WanRMS_norm, x: Tensor) -> Tensor:
+def _rms_norm_forward(self: nn.Module, x: Tensor) -> Tensor:
     """``WanRMS_norm.forward`` with the channel norm as sqrt(sum of squares) for CPU float32."""
     if not (_fast_on_cpu(x) and self.channel_first):
-        return WanRMS_norm.forward(self, x)
+        return type(self).forward(self, x)
     norm = x.square().sum(dim=1, keepdim=True).sqrt_().clamp_min_(NORM_EPS)  # [B, 1, ...]
     return (x / norm) * self.scale * self.gamma + self.bias
 
 
-def _route(module: nn.Module, kind: type, attribute: str, method) -> int:
+def _route(module: nn.Module, chosen, attribute: str, method) -> int:
     routed = 0
     for layer in module.modules():
-        if isinstance(layer, kind):
+        if chosen(layer):
             setattr(layer, attribute, types.MethodType(method, layer))
             routed += 1
     return routed
@@ -62,13 +65,13 @@ def _route(module: nn.Module, kind: type, attribute: str, method) -> int:
 def route_conv3d_to_onednn(module: nn.Module) -> int:
     """Route every ``nn.Conv3d`` inside ``module`` through oneDNN for CPU float32 inputs; returns how
     many layers were routed. Calling it again changes nothing."""
-    return _route(module, nn.Conv3d, "_conv_forward", _onednn_conv_forward)
+    return _route(module, lambda layer: isinstance(layer, nn.Conv3d), "_conv_forward", _onednn_conv_forward)
 
 
 def route_rms_norms(module: nn.Module) -> int:
     """Route every ``WanRMS_norm`` inside ``module`` to the sum-of-squares norm for CPU float32
     inputs; returns how many layers were routed. Calling it again changes nothing."""
-    return _route(module, WanRMS_norm, "forward", _rms_norm_forward)
+    return _route(module, lambda layer: type(layer).__name__ == RMS_NORM_CLASS, "forward", _rms_norm_forward)
 
 
 def route_vae_cpu_kernels(vae: nn.Module) -> int:
