@@ -179,6 +179,19 @@ def test_a_bad_from_in_the_spec_is_one_line_naming_it(tmp_path, value, expected)
         assert result.exit_code == 2 and len(errors) == 1 and expected in errors[0] and "bad.yaml" in errors[0], result.stderr
 
 
+def test_validate_warns_of_a_parent_a_render_would_refuse_and_the_render_refuses_it(tmp_path):
+    """A branch's spec is often written before its parent has rendered: ``validate`` says what a render
+    would refuse now as a warning (exit 0); the render refuses it in one line (exit 2)."""
+    path = spec(tmp_path, "early.yaml", SHARED, 25, **{"from": "parent@2"})
+    shown = cli("validate", path)
+    assert shown.exit_code == 0, shown.stderr
+    assert "warning: from: " in shown.stderr and "parent@2: the parent run directory does not exist" in shown.stderr
+    refused = cli("render", path, *TINY)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.exit_code == 2 and len(errors) == 1 and "from: the parent run directory does not exist" in errors[0], refused.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_parent_still_being_written_is_refused(tmp_path):
     """A parent render that is running (its lock held by a live process) is refused, naming the
     holder; the branch directory is not created. The parent is a real render paused mid-chunk."""

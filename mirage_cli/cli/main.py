@@ -86,6 +86,10 @@ def validate(
         for status in models:
             if not status.on_machine:
                 err(f"warning: {status.warning()}")
+        from mirage_cli.render.branch import branch_source_problem
+
+        if plan.branch_from is not None and (why := branch_source_problem(plan.branch_from)):
+            err(f"warning: from: {plan.branch_from.summary()}: {why} (a render of this spec refuses it while it is so)")
         summary = plan.summary()
         summary["models"] = [status.to_dict() for status in models]
         from mirage_cli.depth.scene_scale import describe_scale, scale_report

@@ -106,6 +106,17 @@ def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") ->
     return BranchPoint(run.path, int(ckpt.meta["chunk"]), ckpt, field)
 
 
+def branch_source_problem(source: BranchSource) -> str | None:
+    """What a render would refuse now about the parent ``source`` names (missing, not a run, being
+    written, without that checkpoint), or None: ``mirage validate`` warns with it (a branch's spec is
+    often written before its parent has rendered)."""
+    try:
+        find_branch_point(source.parent, source.chunk, source.field)
+    except InputError as e:
+        return e.problems[0].message
+    return None
+
+
 def disagreement(point: BranchPoint, plan, config: dict) -> InputError | None:
     """Why the new ``plan`` (with its run ``config``) cannot continue from ``point``, or None."""
     parent_config = point.checkpoint.meta.get("config") or {}
