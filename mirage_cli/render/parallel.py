@@ -236,10 +236,10 @@ def parallel_render(plan, options, events, stop):
                 return follow(team, backbone, stop)
         outcome = "failed"
         try:
-            # write_behind=False: with the writer thread beside gloo, the leader's process aborted at exit
-            # ("terminate called without an active exception") in about 1 of 6 CPU runs; not root-caused
+            # the chunk files are written behind the next chunk's denoising, as in one process: the aborts at
+            # exit once seen with the writer thread beside gloo were a rank leaving the group early (leave())
             result = render(plan, options, events, stop=stop, backbone=backbone, denoise=lead_denoise(team, denoise_chunk),
-                            settings=settings, write_behind=False)
+                            settings=settings)
             outcome = "done"
             return result
         except Interrupted:
