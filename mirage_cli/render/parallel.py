@@ -236,8 +236,8 @@ def parallel_render(plan, options, events, stop):
                 return follow(team, backbone, stop)
         outcome = "failed"
         try:
-            # the chunk files are written behind the next chunk's denoising, as in one process: the aborts at
-            # exit once seen with the writer thread beside gloo were a rank leaving the group early (leave())
+            # the chunk files are written behind the next chunk's denoising, as in one process: the aborts at exit
+            # once seen with the writer thread beside gloo have not come back since the ranks leave together (leave())
             result = render(plan, options, events, stop=stop, backbone=backbone, denoise=lead_denoise(team, denoise_chunk),
                             settings=settings)
             outcome = "done"
