@@ -38,6 +38,25 @@ def tree_hashes(folder) -> dict:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def paused_render(spec_path, run, *extra: str) -> subprocess.Popen:
+    """``mirage render`` in a child process, a pause after every denoising step, jsonl events on stderr."""
+    cmd = [sys.executable, "-m", "mirage_cli", "render", str(spec_path), "--out", str(run), *extra, "--preset", "tiny",
+           "--steps", "3", "--progress", "jsonl"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.5"})
+
+
+def stopped_branch(branch, run, source) -> None:
+    """A branch render of ``branch`` from ``source`` into ``run``, stopped by SIGTERM at its first step."""
+    child = paused_render(branch, run, "--from", str(source))
+    for line in child.stderr:
+        if json.loads(line)["event"] == "step":
+            child.send_signal(signal.SIGTERM)
+            break
+    child.stderr.read()
+    assert child.wait() == 75
+
+
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     """A finished 3-chunk parent, and the spec of a 4-chunk branch that shares its path up to frame 24,
@@ -73,16 +92,7 @@ def test_a_branch_gives_the_bytes_of_a_render_from_scratch_and_leaves_the_parent
 def test_a_stopped_branch_resumes_to_the_same_bytes(family, tmp_path):
     folder, branch = family
     run = tmp_path / "b"
-    cmd = [sys.executable, "-m", "mirage_cli", "render", branch, "--out", str(run), "--from", str(folder / "parent"),
-           "--preset", "tiny", "--steps", "3", "--progress", "jsonl"]
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.5"})
-    for line in child.stderr:
-        if json.loads(line)["event"] == "step":
-            child.send_signal(signal.SIGTERM)
-            break
-    child.stderr.read()
-    assert child.wait() == 75
+    stopped_branch(branch, run, folder / "parent")
     resumed = cli("render", branch, "--out", run, "--from", folder / "parent", *TINY)
     assert resumed.exit_code == 0, resumed.output
     assert (run / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
@@ -197,10 +207,7 @@ def test_a_parent_still_being_written_is_refused(tmp_path):
     holder; the branch directory is not created. The parent is a real render paused mid-chunk."""
     parent_spec = spec(tmp_path, "parent.yaml", SHARED, 25)
     branch = spec(tmp_path, "branch.yaml", [*SHARED, {"frame": 32, "position": [0.1, 0.1, 0.8], "yaw": 0}], 33)
-    cmd = [sys.executable, "-m", "mirage_cli", "render", parent_spec, "--out", str(tmp_path / "parent"), "--preset", "tiny",
-           "--steps", "3", "--progress", "jsonl"]
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.5"})
+    child = paused_render(parent_spec, tmp_path / "parent")
     try:
         for line in child.stderr:
             event = json.loads(line)
@@ -222,16 +229,7 @@ def test_a_started_branch_resumes_without_its_parent(family, tmp_path):
     branch stopped mid-chunk resumes to the same bytes with the parent moved away."""
     folder, branch = family
     run = tmp_path / "b"
-    cmd = [sys.executable, "-m", "mirage_cli", "render", branch, "--out", str(run), "--from", str(folder / "parent"),
-           "--preset", "tiny", "--steps", "3", "--progress", "jsonl"]
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.5"})
-    for line in child.stderr:
-        if json.loads(line)["event"] == "step":
-            child.send_signal(signal.SIGTERM)
-            break
-    child.stderr.read()
-    assert child.wait() == 75
+    stopped_branch(branch, run, folder / "parent")
     moved = folder / "parent-moved"
     os.rename(folder / "parent", moved)
     try:
@@ -269,10 +267,7 @@ def test_a_branch_after_chunk_1_killed_mid_chunk_resumes_to_the_bytes_from_scrat
     chunk (chunk 3 of 4), resumed: the video a render of its spec from scratch gives."""
     folder, branch = family
     run = tmp_path / "b"
-    cmd = [sys.executable, "-m", "mirage_cli", "render", branch, "--out", str(run), "--from", f"{folder / 'parent'}@1",
-           "--preset", "tiny", "--steps", "3", "--progress", "jsonl"]
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "MIRAGE_TEST_PAUSE": "denoise_step=0.5"})
+    child = paused_render(branch, run, "--from", f"{folder / 'parent'}@1")
     chunks = []
     for line in child.stderr:
         event = json.loads(line)
