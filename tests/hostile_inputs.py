@@ -438,6 +438,10 @@ NAMED_CASES: list[Case] = [
     Case("camera file is /dev/zero", with_camera("json", lambda p: (p.unlink(), os.symlink("/dev/zero", p))), "is a device"),
     Case("image empty file", with_file("start.png", b""), "image: is an empty file (0 bytes)"),
     Case("image 1x1", with_file("start.png", image_bytes("PNG", (1, 1))), "depth: is 448x256 but the start image is 1x1"),
+    # a branch's source (from:): refused by its syntax in both commands
+    Case("from a number", with_changes(**{"from": 123}), "from: expected string or null, got int 123"),
+    Case("from chunk 0", with_changes(**{"from": "runs/parent@0"}), "from: expected RUN or RUN@CHUNK with CHUNK a number"),
+    Case("from a mapping", with_changes(**{"from": {"run": "x", "chunk": 1}}), "from: expected string or null, got dict"),
     # accepted: odd but valid
     Case("valid: the base scene", with_changes(), None),
     Case("valid: grayscale 16-bit image", with_file("start.png", image_bytes("PNG", (448, 256), "I;16")), None),
