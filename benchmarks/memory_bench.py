@@ -488,7 +488,7 @@ def main(argv=None) -> int:
     p.add_argument("--only-insertion", action="store_true", help="only the voxel-fused vs append-only table")
     p.add_argument("--rounds", type=int, default=15, help="alternating rounds of the insertion table")
     p.add_argument("--only-next-chunk", action="store_true", help="only the next-chunk table (what each insertion keeps)")
-    p.add_argument("--next-rounds", type=int, default=5, help="alternating rounds of the next-chunk table")
+    p.add_argument("--next-rounds", type=int, default=11, help="alternating rounds of the next-chunk table (median)")
     p.add_argument("--mirage-repo", type=Path, help="a LatentSpatialMemory checkout: its LatentPointCloud joins the next-chunk table")
     args = p.parse_args(argv)
     if (args.frames - 1) % 4:
