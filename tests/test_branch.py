@@ -77,16 +77,23 @@ def test_a_branch_gives_the_bytes_of_a_render_from_scratch_and_leaves_the_parent
     assert (tmp_path / "b" / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
     assert tree_hashes(folder / "parent") == before
     lineage = json.loads((tmp_path / "b" / "run.json").read_text())["lineage"]
-    assert lineage["parent"] == str((folder / "parent").absolute()) and lineage["chunk"] == 3
+    assert lineage["parent"] == str((folder / "parent").resolve()) and lineage["chunk"] == 3
     manifest = folder / "parent" / "state" / lineage["checkpoint"] / "manifest.json"
     assert lineage["checkpoint_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
     for k in range(3):  # the prefix is shared, not copied
         assert os.stat(tmp_path / "b" / "segments" / f"chunk_{k:04d}.mp4").st_ino == \
             os.stat(folder / "parent" / "segments" / f"chunk_{k:04d}.mp4").st_ino
     shown = cli("inspect", tmp_path / "b")
-    assert f"branch of         {(folder / 'parent').absolute()} after chunk 3" in shown.stdout
+    assert f"branch of         {(folder / 'parent').resolve()} after chunk 3" in shown.stdout
     again = cli("render", branch, "--out", tmp_path / "b", "--from", folder / "parent", *TINY)  # finished: nothing to do
     assert again.exit_code == 0 and (tmp_path / "b" / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
+    restarted = cli("render", branch, "--out", tmp_path / "b", "--from", folder / "parent", "--restart", *TINY)
+    assert restarted.exit_code == 0, restarted.output  # starts the branch again from its parent: still a branch
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["lineage"]["chunk"] == 3
+    first = "segments/chunk_0000.mp4"
+    assert os.stat(tmp_path / "b" / first).st_ino == os.stat(folder / "parent" / first).st_ino
+    assert (tmp_path / "b" / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
+    assert tree_hashes(folder / "parent") == before
 
 
 def test_a_stopped_branch_resumes_to_the_same_bytes(family, tmp_path):
@@ -116,6 +123,7 @@ def test_what_would_change_the_prefix_is_refused_naming_it(family, tmp_path):
                                                                  "state after chunk 1, 2, 3)"),
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "nowhere"), "the parent run directory does not exist"),
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "ok.yaml"), "the parent run directory is not a directory"),
+        (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / ("a" * 300)), "the parent run directory cannot be read"),
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "image"), "the parent holds no checkpoint after a finished chunk"),
         (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@x", "expected RUN or RUN@CHUNK"),
     ]
@@ -157,16 +165,22 @@ def test_a_branch_named_in_its_spec_records_its_lineage_in_the_report_and_the_pa
     folder, _ = family
     longer = [*SHARED, {"frame": 32, "position": [0.1, 0.1, 0.8], "yaw": 0}]
     named = spec(folder, "named.yaml", longer, 33, **{"from": "parent@3", "output": "named-branch"})
-    shown = cli("validate", named)
-    assert shown.exit_code == 0 and f"{folder / 'parent'}@3" in shown.stdout, shown.output
-    done = cli("render", named, *TINY)
-    assert done.exit_code == 0, done.output
+    leftover = folder / "parent" / "state" / ".tmp-ckpt-000099-999999999-ab"  # a dead process's save: the parent's, not ours
+    leftover.mkdir()
+    try:
+        shown = cli("validate", named)
+        assert shown.exit_code == 0 and f"{folder / 'parent'}@3" in shown.stdout, shown.output
+        done = cli("render", named, *TINY)
+        assert done.exit_code == 0, done.output
+        assert leftover.is_dir()  # reading a parent never cleans it
+    finally:
+        shutil.rmtree(leftover, ignore_errors=True)
     run = folder / "named-branch"
     assert (run / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
     report = json.loads((run / "report.json").read_text())
     jsonschema.validate(report, load_schema())
-    assert report["lineage"]["parent"] == str((folder / "parent").absolute()) and report["lineage"]["chunk"] == 3
-    assert f"branch of {(folder / 'parent').absolute()} after chunk 3" in (run / "report.html").read_text()
+    assert report["lineage"]["parent"] == str((folder / "parent").resolve()) and report["lineage"]["chunk"] == 3
+    assert f"branch of {(folder / 'parent').resolve()} after chunk 3" in (run / "report.html").read_text()
     assert json.loads((folder / "scratch" / "report.json").read_text())["lineage"] is None  # a run from its start image
     listed = cli("inspect", folder / "parent")
     assert f"branches          {run} (from chunk 3)" in listed.stdout, listed.stdout
@@ -226,14 +240,15 @@ def test_a_parent_still_being_written_is_refused(tmp_path):
 
 def test_a_started_branch_resumes_without_its_parent(family, tmp_path):
     """Once a branch has started it holds what it needs (its prefix by hard link, its own checkpoint): a
-    branch stopped mid-chunk resumes to the same bytes with the parent moved away."""
+    branch stopped mid-chunk resumes to the same bytes with the parent moved away, the parent named by
+    another spelling of its path."""
     folder, branch = family
     run = tmp_path / "b"
     stopped_branch(branch, run, folder / "parent")
     moved = folder / "parent-moved"
     os.rename(folder / "parent", moved)
     try:
-        resumed = cli("render", branch, "--out", run, "--from", folder / "parent", *TINY)
+        resumed = cli("render", branch, "--out", run, "--from", folder / "scratch" / ".." / "parent", *TINY)  # another spelling
     finally:
         os.rename(moved, folder / "parent")
     assert resumed.exit_code == 0, resumed.output
@@ -245,7 +260,7 @@ def test_mirage_batch_fans_out_branches_named_in_their_specs(family, tmp_path):
     one whose path is the family's branch equals that spec rendered from scratch, the parent is unchanged."""
     folder, _ = family
     before = tree_hashes(folder / "parent")
-    parent = str((folder / "parent").absolute())
+    parent = str((folder / "parent").resolve())
     ahead = spec(tmp_path, "ahead.yaml", [*SHARED, {"frame": 32, "position": [0.1, 0.1, 0.8], "yaw": 0}], 33, **{"from": parent})
     aside = spec(tmp_path, "aside.yaml", [*SHARED, {"frame": 32, "position": [0.6, 0.0, 0.4], "yaw": 80}], 33, **{"from": parent})
     cmd = [sys.executable, "-m", "mirage_cli", "batch", ahead, aside, "--executor", "local", "--out-root", str(tmp_path / "out"),

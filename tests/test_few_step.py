@@ -307,6 +307,8 @@ def test_the_model_chooses_the_few_step_sampler_where_it_says(tmp_path, how):
     assert plan.sampler.name == "dmd" and plan.sampler.timesteps == timesteps and plan.sampler.shift == 8.0
     assert plan.steps == len(timesteps) and plan.guidance == 1.0
     assert load_plan(scene, overrides={"sampler": "dmd"}).sampler.timesteps == timesteps  # a bare flag keeps the model's
+    named = write_small_scene(tmp_path / "named", model=str(model), sampler="dmd")
+    assert load_plan(named).sampler.timesteps == timesteps  # and so does a bare sampler: dmd in the spec
     assert plan.sampler.source.startswith("model") and "from the model" in plan.describe()
     assert load_plan(scene, overrides={"sampler": "unipc"}).sampler.name == "unipc"
     refused = cli("render", scene, "--steps", "50", "--preset", "tiny", "--out", tmp_path / "run")

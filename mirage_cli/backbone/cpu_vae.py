@@ -39,8 +39,8 @@ def _fast_on_cpu(x: Tensor) -> bool:
 
 def _onednn_conv_forward(self: nn.Conv3d, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``nn.Conv3d._conv_forward`` with oneDNN for CPU float32 (zero padding, as the VAE's layers)."""
-    if (_fast_on_cpu(x) and weight.dtype == torch.float32 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    if (_fast_on_cpu(x) and x.dim() == 5 and weight.dtype == torch.float32 and self.padding_mode == "zeros"
+            and isinstance(self.padding, tuple) and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return torch.mkldnn_convolution(x.contiguous(), weight.contiguous(), bias, self.padding, self.stride, self.dilation, self.groups)
     return nn.Conv3d._conv_forward(self, x, weight, bias)
 
@@ -49,7 +49,7 @@ def _rms_norm_forward(self: nn.Module, x: Tensor) -> Tensor:
     """``WanRMS_norm.forward`` with the channel norm as sqrt(sum of squares) for CPU float32."""
     if not (_fast_on_cpu(x) and self.channel_first):
         return type(self).forward(self, x)
-    norm = x.square().sum(dim=1, keepdim=True).sqrt_().clamp_min_(NORM_EPS)  # [B, 1, ...]
+    norm = x.square().sum(dim=1, keepdim=True).sqrt().clamp_min(NORM_EPS)  # [B, 1, ...]
     return (x / norm) * self.scale * self.gamma + self.bias
 
 

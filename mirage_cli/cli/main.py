@@ -86,9 +86,10 @@ def validate(
         for status in models:
             if not status.on_machine:
                 err(f"warning: {status.warning()}")
-        from mirage_cli.render.branch import branch_source_problem
+        from mirage_cli.render.branch import already_branched, branch_source_problem
 
-        if plan.branch_from is not None and (why := branch_source_problem(plan.branch_from)):
+        if (plan.branch_from is not None and not already_branched(plan.branch_from, plan.output)
+                and (why := branch_source_problem(plan.branch_from))):
             err(f"warning: from: {plan.branch_from.summary()}: {why} (a render of this spec refuses it while it is so)")
         summary = plan.summary()
         summary["models"] = [status.to_dict() for status in models]

@@ -34,7 +34,7 @@ from mirage_cli.rundir.checkpoint import Checkpoint
 from mirage_cli.rundir.layout import RunDir
 from mirage_cli.rundir.lock import lock_status
 from mirage_cli.rundir.meta import record_problem
-from mirage_cli.spec.branch_source import BranchSource, parse_branch_source
+from mirage_cli.spec.branch_source import BranchSource, parse_branch_source, same_place
 
 MAY_DIFFER = ("camera_sha256", "frames", "prompt", "chunk_prompts")
 """Configuration keys a branch may change after the branch point (the prefix is compared on its own)."""
@@ -54,7 +54,7 @@ class BranchPoint:
     def lineage(self) -> dict:
         """What ``run.json`` records of the parent."""
         manifest = (self.checkpoint.path / "manifest.json").read_bytes()
-        return {"parent": str(self.parent.absolute()), "chunk": self.chunk, "checkpoint": self.checkpoint.name,
+        return {"parent": str(same_place(self.parent)), "chunk": self.chunk, "checkpoint": self.checkpoint.name,
                 "checkpoint_sha256": hashlib.sha256(manifest).hexdigest()}
 
 
@@ -80,8 +80,12 @@ def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") ->
     Refuses a parent that is missing, being written, or holds no such checkpoint (``field``: where the
     parent was named, for the message)."""
     run = RunDir(parent)
-    if not run.path.is_dir():
-        what = "is not a directory (a run directory is the folder a render wrote)" if run.path.exists() else "does not exist"
+    try:
+        is_dir, exists = run.path.is_dir(), run.path.exists()
+    except OSError as e:  # a name too long, a path the system cannot look at
+        raise _refuse(run.path, f"the parent run directory cannot be read ({e.strerror or e})", field) from None
+    if not is_dir:
+        what = "is not a directory (a run directory is the folder a render wrote)" if exists else "does not exist"
         raise _refuse(run.path, f"the parent run directory {what}", field)
     status = lock_status(run.lock_file)
     if status is not None and status.get("alive"):
@@ -96,7 +100,7 @@ def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") ->
             return f"after chunk {meta['chunk']}"
         return None
 
-    ckpt = store.load_latest(accept=at_chunk)
+    ckpt = store.load_latest(accept=at_chunk, clean=False)  # the parent is only read
     if ckpt is None:
         kept = sorted({i.meta["chunk"] for i in store.list() if i.ok and i.meta and i.meta.get("mid_chunk_step") is None
                        and i.meta.get("chunk", 0) >= 1})
@@ -111,7 +115,7 @@ def branch_source_problem(source: BranchSource) -> str | None:
     written, without that checkpoint), or None: ``mirage validate`` warns with it (a branch's spec is
     often written before its parent has rendered)."""
     try:
-        find_branch_point(source.parent, source.chunk, source.field)
+        find_branch_point(source.parent, source.chunk, source.field)  # reads, never cleans
     except InputError as e:
         return e.problems[0].message
     return None
@@ -170,17 +174,18 @@ def already_branched(source: BranchSource, run_dir: Path) -> bool:
     recorded, _ = RunDir(run_dir).read_config()
     lineage = (recorded or {}).get("lineage")
     return (isinstance(lineage, dict) and isinstance(lineage.get("parent"), str)
-            and Path(lineage["parent"]).absolute() == source.parent.absolute() and source.chunk in (None, lineage.get("chunk")))
+            and same_place(Path(lineage["parent"])) == same_place(source.parent) and source.chunk in (None, lineage.get("chunk")))
 
 
-def check_branch(source: BranchSource, run_dir: Path, plan, config: dict) -> BranchPoint | None:
+def check_branch(source: BranchSource, run_dir: Path, plan, config: dict, restart: bool = False) -> BranchPoint | None:
     """The branch point for a render of ``plan`` (run ``config``) into ``run_dir``, checked before
     anything is written: the parent's checkpoint and the agreement of the prefix. None when ``run_dir``
-    is that branch already (``already_branched``)."""
-    if source.parent.absolute() == Path(run_dir).absolute():
+    is that branch already (``already_branched``) and is not to be restarted (``--restart`` starts the
+    branch again from its parent)."""
+    if same_place(source.parent) == same_place(Path(run_dir)):
         raise _refuse(source.parent, "names the run directory the branch renders into; give the branch another output",
                       source.field)
-    if already_branched(source, run_dir):
+    if not restart and already_branched(source, run_dir):
         return None
     point = find_branch_point(source.parent, source.chunk, source.field)
     problem = disagreement(point, plan, config)

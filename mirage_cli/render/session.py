@@ -353,7 +353,7 @@ class RenderSession:
             resolve_model_dir(self.plan.model)
         source = branch_source(self.options.branch_from, self.plan)  # --from, else the spec's from:
         if source is not None:
-            self.branch_point = check_branch(source, self.run_dir.path, self.plan, settings.config)
+            self.branch_point = check_branch(source, self.run_dir.path, self.plan, settings.config, self.options.restart)
         return start
 
     # --- 3. load components ------------------------------------------------------------------------

@@ -306,7 +306,7 @@ class CheckpointStore:
             )
         return infos
 
-    def load_latest(self, device: Any = "cpu", accept: Accept | None = None) -> Checkpoint | None:
+    def load_latest(self, device: Any = "cpu", accept: Accept | None = None, clean: bool = True) -> Checkpoint | None:
         """The newest checkpoint whose manifest and files all pass their checks, or None.
 
         ``accept(manifest)``: the caller's own check of a well-formed manifest (its ``meta``); it
@@ -314,12 +314,15 @@ class CheckpointStore:
 
         Damaged checkpoints are skipped; each one adds a line to ``self.warnings`` (reset on every
         call), e.g. ``"checkpoint ckpt-000004 is unusable (sha256 mismatch in memory.safetensors);
-        resuming from ckpt-000003"``. Tensors are loaded onto ``device``.
+        resuming from ckpt-000003"``. Tensors are loaded onto ``device``. ``clean``: first remove the
+        leftovers of interrupted saves (the run's own writer; False for a reader of another run's
+        directory, such as a branch reading its parent, which must not change it).
         """
         from safetensors.torch import load as load_safetensors
 
         self.warnings = []
-        self._clean_leftovers()
+        if clean:
+            self._clean_leftovers()
         bad: list[tuple[str, str]] = []
         for seq, path in reversed(self._ckpt_dirs()):
             manifest, problem = _read_manifest(path, accept)

@@ -13,13 +13,11 @@ import os
 from pathlib import Path
 
 from mirage_cli.rundir.layout import RunDir
+from mirage_cli.spec.branch_source import same_place
 
 
 def _same_directory(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:  # an unreadable link: compare the spellings
-        return a.absolute() == b.absolute()
+    return same_place(a) == same_place(b)
 
 
 def branches_of(run_dir: str | os.PathLike) -> list[dict]:

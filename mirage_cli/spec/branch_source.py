@@ -25,6 +25,15 @@ class BranchSource:
         return str(self.parent) + ("" if self.chunk is None else f"@{self.chunk}")
 
 
+def same_place(path: Path) -> Path:
+    """``path`` absolute, with ``..`` and symbolic links resolved (as far as they exist): two spellings of
+    one directory compare equal."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link loop, a name too long: its spelling
+        return path.absolute()
+
+
 def parse_branch_source(text: str, field: str, base: Path | None = None) -> BranchSource:
     """``RUN`` or ``RUN@CHUNK`` (CHUNK: a number of finished chunks, >= 1), RUN relative to ``base``
     when given and not absolute.
@@ -35,7 +44,7 @@ def parse_branch_source(text: str, field: str, base: Path | None = None) -> Bran
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"expected RUN or RUN@CHUNK (a run directory), got {text!r}")
     path, at, chunk = text.rpartition("@") if "@" in text else (text, "", "")
-    if at and (not chunk.isdigit() or int(chunk) < 1 or not path):
+    if at and (not (chunk.isascii() and chunk.isdigit()) or int(chunk) < 1 or not path):
         raise ValueError(f"expected RUN or RUN@CHUNK with CHUNK a number of finished chunks (>= 1), got {text!r}")
     parent = Path(path if at else text).expanduser()
     if base is not None and not parent.is_absolute():

@@ -32,7 +32,7 @@ from mirage_cli.base.options import MAX_CHUNK_FRAMES, MemoryMode, PinMode
 from mirage_cli.base.yaml_lines import text_number_hint
 from mirage_cli.camera.source import resolve_camera
 from mirage_cli.camera.trajectory import Trajectory
-from mirage_cli.spec.branch_source import BranchSource, parse_branch_source
+from mirage_cli.spec.branch_source import BranchSource, parse_branch_source, same_place
 from mirage_cli.spec.fields import _NONE, FieldSpec, MemorySettings
 
 
@@ -288,7 +288,7 @@ def resolve_branch_source(values: dict, base: Path, output: Path, problems: Prob
     except ValueError as e:
         problems.add("from", str(e))
         return None
-    if source.parent.absolute() == output.absolute():
+    if same_place(source.parent) == same_place(output):
         problems.add("from", "names this spec's own run directory; a branch renders into another (output:)")
     return source
 

@@ -458,10 +458,10 @@ def chosen_sampler(v: dict, given: dict, flags: dict | None) -> tuple:
     """The ``sampler`` value to check and where it comes from: the flag, the spec, else what the model
     says (``model_sampler``), else the default."""
     said = model_sampler(v["model"]) if isinstance(v["model"], str) else None
-    if (flags or {}).get("sampler") is not None:  # a bare --sampler dmd keeps the model's own timesteps
-        return (said[0] if v["sampler"] == DMD and said and isinstance(said[0], dict) else v["sampler"]), "flag"
-    if given.get("sampler") is not None:
-        return v["sampler"], "spec"
+    own = said[0] if said and isinstance(said[0], dict) else None  # the model's own dmd timesteps
+    for origin, named in (("flag", (flags or {}).get("sampler")), ("spec", given.get("sampler"))):
+        if named is not None:  # a bare dmd keeps the model's own timesteps
+            return (own if v["sampler"] == DMD and own else v["sampler"]), origin
     return said if said else (None, "default")
 
 
