@@ -16,17 +16,14 @@ from mirage_cli.rundir.layout import RunDir
 from mirage_cli.spec.branch_source import same_place
 
 
-def _same_directory(a: Path, b: Path) -> bool:
-    return same_place(a) == same_place(b)
-
-
 def branches_of(run_dir: str | os.PathLike) -> list[dict]:
     """The run directories beside ``run_dir`` whose ``run.json`` names it as their parent, by name:
     ``[{"run_dir", "chunk", "checkpoint", "checkpoint_sha256"}]``. Unreadable folders and files are
     skipped (``mirage inspect`` of those says what is wrong with each)."""
     parent = Path(run_dir)
+    here = same_place(parent)
     try:
-        beside = sorted(p for p in parent.absolute().parent.iterdir() if p.is_dir() and not _same_directory(p, parent))
+        beside = sorted(p for p in parent.absolute().parent.iterdir() if p.is_dir() and same_place(p) != here)
     except OSError:
         return []
     found = []
@@ -35,7 +32,7 @@ def branches_of(run_dir: str | os.PathLike) -> list[dict]:
         lineage = (recorded or {}).get("lineage")
         if not isinstance(lineage, dict) or not isinstance(lineage.get("parent"), str):
             continue
-        if _same_directory(Path(lineage["parent"]), parent):
+        if same_place(Path(lineage["parent"])) == here:
             found.append({"run_dir": str(candidate), "chunk": lineage.get("chunk"), "checkpoint": lineage.get("checkpoint"),
                           "checkpoint_sha256": lineage.get("checkpoint_sha256")})
     return found
