@@ -125,7 +125,8 @@ def test_what_would_change_the_prefix_is_refused_naming_it(family, tmp_path):
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "ok.yaml"), "the parent run directory is not a directory"),
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / ("a" * 300)), "the parent run directory cannot be read"),
         (spec(tmp_path, "ok.yaml", longer, 33), str(tmp_path / "image"), "the parent holds no checkpoint after a finished chunk"),
-        (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@x", "expected RUN or RUN@CHUNK"),
+        (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@x", "does not exist (in RUN@CHUNK, CHUNK is a number of finished chunks"),
+        (spec(tmp_path, "ok.yaml", longer, 33), f"{parent}@0", "expected RUN or RUN@CHUNK with CHUNK a number of finished chunks"),
     ]
     damaged = tmp_path / "damaged"
     shutil.copytree(parent, damaged)
@@ -139,19 +140,25 @@ def test_what_would_change_the_prefix_is_refused_naming_it(family, tmp_path):
         assert not out.exists()
 
 
-def test_a_branch_after_the_first_chunk_of_three_takes_another_way(family, tmp_path):
+def test_a_branch_after_the_first_chunk_of_three_takes_another_way(family, tmp_path, monkeypatch):
     """The parent keeps its state after every chunk: a branch after chunk 1 follows another path from
-    frame 8 on, and still equals its spec rendered from scratch."""
+    frame 8 on, and still equals its spec rendered from scratch. ``--from`` replaces the spec's ``from:``
+    and the resolved spec records it."""
     folder, _ = family
     turn = [SHARED[0], {"frame": 8, "position": [0.1, 0.0, 0.15], "yaw": 10}, {"frame": 24, "position": [-0.3, 0.0, 0.5], "yaw": -30}]
     parent_path = spec(tmp_path, "first.yaml", [SHARED[0], {"frame": 8, "position": [0.1, 0.0, 0.15], "yaw": 10}, *SHARED[1:]], 25)
     assert cli("render", parent_path, "--out", tmp_path / "parent", *TINY).exit_code == 0
     other = spec(tmp_path, "other.yaml", turn, 25)
     assert cli("render", other, "--out", tmp_path / "scratch", *TINY).exit_code == 0
-    done = cli("render", other, "--out", tmp_path / "b", "--from", f"{tmp_path / 'parent'}@1", *TINY)
+    # --from (relative to the working directory) replaces the spec's from:, even a malformed one
+    branch = spec(tmp_path, "other-branch.yaml", turn, 25, **{"from": 7})
+    monkeypatch.chdir(tmp_path / "parent" / "segments")
+    done = cli("render", branch, "--out", tmp_path / "b", "--from", "..@1", *TINY)
     assert done.exit_code == 0, done.output
     assert (tmp_path / "b" / "video.mp4").read_bytes() == (tmp_path / "scratch" / "video.mp4").read_bytes()
     assert json.loads((tmp_path / "b" / "run.json").read_text())["lineage"]["chunk"] == 1
+    resolved = yaml.safe_load((tmp_path / "b" / "spec.resolved.yaml").read_text())
+    assert resolved["from"] == f"{tmp_path / 'parent' / 'segments' / '..'}@1"  # what rendered, from any folder
 
 
 def test_a_branch_named_in_its_spec_records_its_lineage_in_the_report_and_the_parent_lists_it(family):
@@ -297,3 +304,20 @@ def test_a_branch_after_chunk_1_killed_mid_chunk_resumes_to_the_bytes_from_scrat
     resumed = cli("render", branch, "--out", run, "--from", f"{folder / 'parent'}@1", *TINY)
     assert resumed.exit_code == 0, resumed.output
     assert (run / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
+
+
+def test_an_at_sign_in_a_folder_name_is_part_of_the_name(tmp_path):
+    """Only a number after the last ``@`` is a chunk; a folder named ``take@2`` beside no ``take`` is
+    that folder; a bad chunk is still refused."""
+    from mirage_cli.spec.branch_source import BranchSource, parse_branch_source
+
+    assert parse_branch_source("runs/take@night", "from", tmp_path) == BranchSource(tmp_path / "runs" / "take@night", None, "from")
+    assert parse_branch_source("a@b/run@2", "from", tmp_path) == BranchSource(tmp_path / "a@b" / "run", 2, "from")
+    assert parse_branch_source("take@2", "from", tmp_path).chunk == 2  # neither exists: RUN@CHUNK
+    (tmp_path / "take@2").mkdir()
+    assert parse_branch_source("take@2", "from", tmp_path) == BranchSource(tmp_path / "take@2", None, "from")
+    (tmp_path / "take").mkdir()  # both exist: RUN@CHUNK, as written
+    assert parse_branch_source("take@2", "from", tmp_path).chunk == 2
+    for bad in ("take@0", "take@-1", "take@", "@3"):
+        with pytest.raises(ValueError, match="CHUNK a number of finished chunks"):
+            parse_branch_source(bad, "from", tmp_path)

@@ -207,8 +207,6 @@ class RenderOptions:
     restart: bool = False
     trace_dir: Path | None = None
     parallel: str | None = None
-    branch_from: str | None = None
-    """``RUN`` or ``RUN@CHUNK``: start from that run's checkpoint after CHUNK (``mirage_cli.render.branch``)."""
 
     def problems(self) -> list[tuple[str, str]]:
         """(flag, message) for every option that cannot be used: the video options and the output

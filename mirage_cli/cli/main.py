@@ -42,6 +42,7 @@ from mirage_cli.cli.flags import (
     SamplerName,
     Steps,
 )
+from mirage_cli.spec.branch_source import parse_from_flag
 from mirage_cli.testing import pauses as test_hooks
 
 # --- mirage validate -----------------------------------------------------------------------------
@@ -174,10 +175,9 @@ def render(
         overrides = render_overrides(model=model, steps=steps, guidance=guidance, seed=seed, depth_model=depth_model,
                                      memory=memory, pin=pin, pin_until=pin_until, conditioning=conditioning, vace=vace,
                                      lora=lora, lora_scale=lora_scale, step_cache=step_cache, memory_lora=memory_lora,
-                                     sampler=sampler)
+                                     sampler=sampler, branch_from=branch_from)
         video = VideoOptions(crf=crf, encoder_preset=encoder_preset, lossless=lossless, frames_dir=frames)
-        options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel,
-                                branch_from=branch_from)
+        options = RenderOptions(out=out, backbone=backbone, video=video, restart=restart, trace_dir=trace, parallel=parallel)
         plan = load_plan(scene, overrides=overrides, preset=backbone.preset)
         check_plan_calibration(plan, backbone)  # before the intrinsics model runs
         return estimate_intrinsics(plan), options
@@ -186,7 +186,7 @@ def render(
 
 
 def render_overrides(*, model, steps, guidance, seed, depth_model, memory, pin, pin_until, conditioning, vace, lora,
-                     lora_scale, step_cache: dict, memory_lora=None, sampler=None) -> dict:
+                     lora_scale, step_cache: dict, memory_lora=None, sampler=None, branch_from=None) -> dict:
     """The spec fields ``mirage render``'s flags replace (``load_plan``'s overrides; None: not given)."""
     return {
         "model": model,
@@ -203,6 +203,7 @@ def render_overrides(*, model, steps, guidance, seed, depth_model, memory, pin, 
         "conditioning.lora": None if memory_lora is None else os.path.abspath(memory_lora.expanduser()),  # a link loop: refused by name
         "conditioning.lora_scale": lora_scale,
         "loras": _lora_stack(lora),
+        "from": None if branch_from is None else parse_from_flag(branch_from),  # a parsed source: the flag's own base
         **step_cache,
     }
 

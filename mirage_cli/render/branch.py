@@ -34,7 +34,7 @@ from mirage_cli.rundir.checkpoint import Checkpoint
 from mirage_cli.rundir.layout import RunDir
 from mirage_cli.rundir.lock import lock_status
 from mirage_cli.rundir.meta import record_problem
-from mirage_cli.spec.branch_source import BranchSource, parse_branch_source, same_place
+from mirage_cli.spec.branch_source import BranchSource, same_place
 
 MAY_DIFFER = ("camera_sha256", "frames", "prompt", "chunk_prompts")
 """Configuration keys a branch may change after the branch point (the prefix is compared on its own)."""
@@ -58,21 +58,19 @@ class BranchPoint:
                 "checkpoint_sha256": hashlib.sha256(manifest).hexdigest()}
 
 
-def parse_from(text: str) -> BranchSource:
-    """The command line's ``--from RUN[@CHUNK]`` (RUN relative to the working directory)."""
-    try:
-        return parse_branch_source(text, "--from")
-    except ValueError as e:
-        raise InputError(str(e), field="--from") from None
-
-
-def branch_source(option: str | None, plan) -> BranchSource | None:
-    """Where a render of ``plan`` branches from: ``--from`` when given, else the spec's ``from:``, else None."""
-    return parse_from(option) if option is not None else plan.branch_from
-
-
 def _refuse(path: Path | None, message: str, field: str | None = "--from") -> InputError:
     return InputError(Problem(file=None if path is None else str(path), field=field, message=message))
+
+
+def _chunk_hint(path: Path) -> str:
+    """For a missing ``RUN@WORD`` whose RUN exists: what CHUNK takes (``parse_branch_source`` read the
+    ``@`` as part of the name)."""
+    before, at, _ = path.name.rpartition("@")
+    try:
+        named = bool(at) and (path.parent / before).is_dir()
+    except OSError:
+        named = False
+    return f" (in RUN@CHUNK, CHUNK is a number of finished chunks, >= 1: {path.parent / before} exists)" if named else ""
 
 
 def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") -> BranchPoint:
@@ -86,7 +84,7 @@ def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") ->
         raise _refuse(run.path, f"the parent run directory cannot be read ({e.strerror or e})", field) from None
     if not is_dir:
         what = "is not a directory (a run directory is the folder a render wrote)" if exists else "does not exist"
-        raise _refuse(run.path, f"the parent run directory {what}", field)
+        raise _refuse(run.path, f"the parent run directory {what}{_chunk_hint(run.path)}", field)
     status = lock_status(run.lock_file)
     if status is not None and status.get("alive"):
         raise _refuse(run.path, f"the parent is being written ({status['message']}); branch once it stops", field)

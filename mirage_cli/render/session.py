@@ -57,7 +57,7 @@ from mirage_cli.profiling.profiler import (
     Profiler,
     trace_chunk,
 )
-from mirage_cli.render.branch import BranchPoint, branch_source, check_branch, open_branch
+from mirage_cli.render.branch import BranchPoint, check_branch, open_branch
 from mirage_cli.render.config import RunSettings
 from mirage_cli.render.events import STAGE_WORDS, RenderEvents, RenderResult, start_summary
 from mirage_cli.render.inputs import StartInputs, preflight
@@ -351,9 +351,8 @@ class RenderSession:
             check_attention_backend(backbone.attention_backend, resolve_device(backbone.device), resolve_dtype(backbone.dtype))
         if self.given_backbone is None and backbone.preset is None and not backbone.random_weights:
             resolve_model_dir(self.plan.model)
-        source = branch_source(self.options.branch_from, self.plan)  # --from, else the spec's from:
-        if source is not None:
-            self.branch_point = check_branch(source, self.run_dir.path, self.plan, settings.config, self.options.restart)
+        if self.plan.branch_from is not None:  # --from, else the spec's from:
+            self.branch_point = check_branch(self.plan.branch_from, self.run_dir.path, self.plan, settings.config, self.options.restart)
         return start
 
     # --- 3. load components ------------------------------------------------------------------------

@@ -8,8 +8,14 @@ path in it; the command line's to the working directory. What a branch checks an
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from mirage_cli.base.errors import InputError
+
+CHUNK_TEXT = re.compile(r"[+-]?[0-9]+")
+"""What after a run's last ``@`` is read as its chunk (and refused unless >= 1); anything else is part of the name."""
 
 
 @dataclass(frozen=True)
@@ -38,15 +44,45 @@ def parse_branch_source(text: str, field: str, base: Path | None = None) -> Bran
     """``RUN`` or ``RUN@CHUNK`` (CHUNK: a number of finished chunks, >= 1), RUN relative to ``base``
     when given and not absolute.
 
+    An ``@`` belongs to the folder's name when what follows the last one is not a number
+    (``runs/take@night``), or when the whole text names a folder and the part before it does not (a
+    folder named ``take@2`` beside no ``take``).
+
     Raises:
         ValueError: the problem, in words (the caller names the file and field).
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"expected RUN or RUN@CHUNK (a run directory), got {text!r}")
-    path, at, chunk = text.rpartition("@") if "@" in text else (text, "", "")
-    if at and (not (chunk.isascii() and chunk.isdigit()) or int(chunk) < 1 or not path):
+    path, at, chunk = text.rpartition("@")
+    whole = _place(text, base)
+    if not at or not (chunk == "" or CHUNK_TEXT.fullmatch(chunk)) or (_is_dir(whole) and not _is_dir(_place(path, base))):
+        return BranchSource(whole, None, field)
+    if not (chunk.isascii() and chunk.isdigit()) or int(chunk) < 1 or not path:
         raise ValueError(f"expected RUN or RUN@CHUNK with CHUNK a number of finished chunks (>= 1), got {text!r}")
-    parent = Path(path if at else text).expanduser()
-    if base is not None and not parent.is_absolute():
-        parent = base / parent
-    return BranchSource(parent, int(chunk) if at else None, field)
+    return BranchSource(_place(path, base), int(chunk), field)
+
+
+def parse_from_flag(text: str) -> BranchSource:
+    """The command line's ``--from RUN[@CHUNK]``, RUN relative to the working directory (made absolute,
+    so that the resolved spec names the same folder from anywhere).
+
+    Raises:
+        InputError: one line naming ``--from``.
+    """
+    try:
+        source = parse_branch_source(text, "--from")
+    except ValueError as e:
+        raise InputError(str(e), field="--from") from None
+    return BranchSource(source.parent.absolute(), source.chunk, source.field)
+
+
+def _place(text: str, base: Path | None) -> Path:
+    path = Path(text).expanduser()
+    return base / path if base is not None and not path.is_absolute() else path
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # a name too long, a NUL byte: not a folder
+        return False

@@ -276,20 +276,25 @@ def resolve_output(values: dict, base: Path, spec_stem: str, problems: ProblemLi
     return output
 
 
-def resolve_branch_source(values: dict, base: Path, output: Path, problems: ProblemList) -> BranchSource | None:
-    """The spec's ``from:`` (``RUN`` or ``RUN@CHUNK``, RUN relative to the spec's folder), or None. The
-    parent's checkpoint and the agreement of the prefix are checked when a render starts
+def resolve_branch_source(values: dict, base: Path, output: Path, problems: ProblemList,
+                          given: BranchSource | None = None) -> BranchSource | None:
+    """Where the render branches from: ``given`` (``--from``, parsed) when not None, else the spec's
+    ``from:`` (``RUN`` or ``RUN@CHUNK``, RUN relative to the spec's folder), else None. The parent's
+    checkpoint and the agreement of the prefix are checked when a render starts
     (``mirage_cli.render.branch``: a branch that has started resumes without its parent); here the
     syntax, and that RUN is not the spec's own run directory."""
-    if not isinstance(values["from"], str):
+    if given is not None:
+        source = given
+    elif not isinstance(values["from"], str):
         return None
-    try:
-        source = parse_branch_source(values["from"], "from", base)
-    except ValueError as e:
-        problems.add("from", str(e))
-        return None
+    else:
+        try:
+            source = parse_branch_source(values["from"], "from", base)
+        except ValueError as e:
+            problems.add("from", str(e))
+            return None
     if same_place(source.parent) == same_place(output):
-        problems.add("from", "names this spec's own run directory; a branch renders into another (output:)")
+        problems.add(source.field, "names this spec's own run directory; a branch renders into another (output:)")
     return source
 
 

@@ -336,6 +336,8 @@ def apply_overrides(data: dict, overrides: dict | None) -> dict:
         section, _, name = key.partition(".")
         if key == "sampler":
             out[key] = override_sampler(out.get(key), value)
+        elif key == "from":  # --from, parsed: the spec's from: is replaced (resolve_branch_source takes the override)
+            out.pop(key, None)
         elif name and section in ("memory", "conditioning", "step_cache"):
             current = out.get(section) if isinstance(out.get(section), dict) else {}
             out[section] = {**current, name: value}
@@ -507,7 +509,7 @@ def load_plan(spec_path: str | os.PathLike, overrides: dict | None = None, prese
     image, depth, mask = check_files(v, path.parent, problems)
     loras = check_loras(v["loras"], path.parent, problems) if valid(v["loras"]) else ()
     output = resolve_output(v, path.parent, path.stem, problems)
-    branch_from = resolve_branch_source(v, path.parent, output, problems)
+    branch_from = resolve_branch_source(v, path.parent, output, problems, (overrides or {}).get("from"))
     first_chunk = None
     if settings_from.get("chunk_frames", "").startswith("method") and defaults.first_chunk_frames and frames:
         first_chunk = min(defaults.first_chunk_frames, frames)  # the method's first round (spatia: 121 frames)
