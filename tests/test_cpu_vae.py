@@ -11,7 +11,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from torch import nn
 
 from mirage_cli.backbone.configs import tiny_vae_config
-from mirage_cli.backbone.cpu_vae import route_conv3d_to_onednn, route_rms_norms, route_vae_cpu_kernels
+from mirage_cli.backbone.cpu_vae import route_conv3d_to_onednn, route_frame_joining, route_rms_norms, route_vae_cpu_kernels
 from mirage_cli.backbone.random_components import tiny_backbone
 
 
@@ -77,9 +77,39 @@ def test_a_routed_wan_vae_decodes_and_encodes_as_before_within_float_rounding():
         before, encoded_before = vae.decode(z).sample, vae.encode(pixels).latent_dist.mode()
         routed = route_vae_cpu_kernels(vae)
         after, encoded_after = vae.decode(z).sample, vae.encode(pixels).latent_dist.mode()
-    assert routed == sum(isinstance(m, (nn.Conv3d, WanRMS_norm)) for m in vae.modules()) > 10
+    assert routed == sum(isinstance(m, (nn.Conv3d, WanRMS_norm)) for m in vae.modules()) + 1 > 10  # and its _decode
     assert torch.allclose(after, before, atol=1e-4, rtol=0), float((after - before).abs().max())
     assert torch.allclose(encoded_after, encoded_before, atol=1e-4, rtol=0), float((encoded_after - encoded_before).abs().max())
+
+
+def test_frames_joined_once_are_the_vaes_own_decode_bit_for_bit():
+    """The routed ``_decode`` against the VAE's own (diffusers'), on the same routed layers: the same
+    pixels exactly, the frames joined once; tiled decoding and float64 take the VAE's own."""
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**tiny_vae_config()).eval()
+    route_conv3d_to_onednn(vae)
+    route_rms_norms(vae)
+    assert route_frame_joining(vae) == 1 and route_frame_joining(vae) == 1  # a fresh VAE, never run: routed
+    z = torch.randn(1, 48, 5, 4, 6)
+
+    def cats(fn) -> int:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fn()
+        return sum(e.name == "aten::cat" for e in prof.events())
+
+    with torch.no_grad():
+        own = type(vae)._decode(vae, z)
+        own_cats = cats(lambda: type(vae)._decode(vae, z))
+        joined = vae.decode(z)
+        assert torch.equal(joined.sample, own.sample) and joined.sample.shape == (1, 3, 17, 64, 96)
+        assert torch.equal(vae.decode(z, return_dict=False)[0], own.sample)
+        assert cats(lambda: vae.decode(z)) == own_cats - (z.shape[2] - 2)  # one join, not one per frame after the first
+        vae.enable_tiling(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=16,
+                          tile_sample_stride_width=16)
+        assert torch.equal(vae.decode(z).sample, type(vae)._decode(vae, z).sample)  # tiled: the VAE's own method
+        vae.disable_tiling()
+        assert torch.equal(vae.double().decode(z.double()).sample, type(vae)._decode(vae, z.double()).sample)
+    assert route_frame_joining(nn.Conv3d(1, 1, 1)) == 0  # not a Wan VAE: left alone
 
 
 def test_every_backbone_routes_its_vae():
