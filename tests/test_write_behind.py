@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from mirage_cli.base.errors import RenderError
 from mirage_cli.base.options import BackboneOptions, RenderOptions, VideoOptions
 from mirage_cli.render import outputs as outputs_module
 from mirage_cli.render.session import render
-from mirage_cli.render.write_behind import ChunkWriter, WriteResult
+from mirage_cli.render.write_behind import WRITER_NICENESS, ChunkWriter, WriteResult
 from mirage_cli.rundir.checkpoint import MANIFEST
 from mirage_cli.spec.plan import load_plan
 
@@ -189,3 +190,23 @@ def test_chunk_writer_holds_one_job_and_keeps_its_error():
                 writer.wait()
             assert error.value is disk_full and not writer.pending
             assert writer.wait() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_the_writer_thread_steps_back_for_the_render_thread():
+    """The writer runs at WRITER_NICENESS above the render thread (its encoder threads inherit it), and
+    the render thread keeps its own priority."""
+    import os
+    import threading
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = {}
+
+    def job() -> WriteResult:
+        seen["writer"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return WriteResult(0, {}, {})
+
+    with ChunkWriter(background=True) as writer:
+        writer.submit(job)
+        writer.wait()
+    assert seen["writer"] == min(before + WRITER_NICENESS, 19) and os.getpriority(os.PRIO_PROCESS, 0) == before
