@@ -150,8 +150,9 @@ def test_a_branch_after_the_first_chunk_of_three_takes_another_way(family, tmp_p
     assert cli("render", parent_path, "--out", tmp_path / "parent", *TINY).exit_code == 0
     other = spec(tmp_path, "other.yaml", turn, 25)
     assert cli("render", other, "--out", tmp_path / "scratch", *TINY).exit_code == 0
-    # --from (relative to the working directory) replaces the spec's from:, even a malformed one
-    branch = spec(tmp_path, "other-branch.yaml", turn, 25, **{"from": 7})
+    # --from (relative to the working directory) replaces the spec's from:, even a malformed one; it may
+    # name the spec's own output: --out is where the render goes
+    branch = spec(tmp_path, "other-branch.yaml", turn, 25, **{"from": 7, "output": "parent"})
     monkeypatch.chdir(tmp_path / "parent" / "segments")
     done = cli("render", branch, "--out", tmp_path / "b", "--from", "..@1", *TINY)
     assert done.exit_code == 0, done.output
@@ -318,6 +319,10 @@ def test_an_at_sign_in_a_folder_name_is_part_of_the_name(tmp_path):
     assert parse_branch_source("take@2", "from", tmp_path) == BranchSource(tmp_path / "take@2", None, "from")
     (tmp_path / "take").mkdir()  # both exist: RUN@CHUNK, as written
     assert parse_branch_source("take@2", "from", tmp_path).chunk == 2
+    assert parse_branch_source("take@2/", "from", tmp_path).chunk == 2  # a trailing slash
     for bad in ("take@0", "take@-1", "take@", "@3"):
         with pytest.raises(ValueError, match="CHUNK a number of finished chunks"):
+            parse_branch_source(bad, "from", tmp_path)
+    for bad, problem in (("~no-such-user-here/run", "cannot expand"), ("run\0x", "NUL")):
+        with pytest.raises(ValueError, match=problem):
             parse_branch_source(bad, "from", tmp_path)

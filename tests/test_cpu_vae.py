@@ -84,7 +84,7 @@ def test_a_routed_wan_vae_decodes_and_encodes_as_before_within_float_rounding():
 
 def test_frames_joined_once_are_the_vaes_own_decode_bit_for_bit():
     """The routed ``_decode`` against the VAE's own (diffusers'), on the same routed layers: the same
-    pixels exactly, the frames joined once; tiled decoding and float64 take the VAE's own."""
+    pixels exactly, the frames joined once, in float32 and float64; tiled decoding takes the VAE's own."""
     torch.manual_seed(0)
     vae = AutoencoderKLWan(**tiny_vae_config()).eval()
     route_conv3d_to_onednn(vae)
@@ -108,7 +108,9 @@ def test_frames_joined_once_are_the_vaes_own_decode_bit_for_bit():
                           tile_sample_stride_width=16)
         assert torch.equal(vae.decode(z).sample, type(vae)._decode(vae, z).sample)  # tiled: the VAE's own method
         vae.disable_tiling()
-        assert torch.equal(vae.double().decode(z.double()).sample, type(vae)._decode(vae, z.double()).sample)
+        vae.double()  # any dtype (and device): the same copies
+        assert torch.equal(vae.decode(z.double()).sample, type(vae)._decode(vae, z.double()).sample)
+        assert cats(lambda: vae.decode(z.double())) == cats(lambda: type(vae)._decode(vae, z.double())) - (z.shape[2] - 2)
     assert route_frame_joining(nn.Conv3d(1, 1, 1)) == 0  # not a Wan VAE: left alone
 
 

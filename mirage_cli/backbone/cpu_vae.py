@@ -1,4 +1,4 @@
-"""The Wan VAE's two slow CPU kernels, routed to fast ones that compute the same thing.
+"""The Wan VAE's slow paths on the CPU (two kernels and its frame joining), routed to fast ones that compute the same thing.
 
 - **3D convolutions.** For a float32 3D convolution on the CPU with a batch of 1, ATen takes its own
   direct kernel (``slow_conv3d``) instead of oneDNN whenever N*C*D*H <= 20480 (a size heuristic in its
@@ -15,12 +15,13 @@
 - **The decoded frames, joined once.** ``AutoencoderKLWan._decode`` decodes one latent frame at a
   time and appends each frame's pixels to the frames before by ``torch.cat``: the chunk's pixels are
   copied once per latent frame (about 50 ms of a 9-frame 448x256 decode here, 15-20% of it).
-  ``route_frame_joining`` makes it collect the frames and join them once: the same decoder calls in
-  the same order, bit-equal pixels (tested against the VAE's own ``_decode``). Tiled decoding, a GPU
-  and other dtypes keep the VAE's own method.
+  ``route_frame_joining`` makes it collect the frames and join them once, and clamp in place: the
+  same decoder calls in the same order, bit-equal pixels (tested against the VAE's own ``_decode``),
+  one full-size copy fewer held at the end. Being plain copies, this holds on every device and dtype
+  (the VRAM plan traces it on the meta device); tiled decoding keeps the VAE's own method.
 
-Every other device or dtype (a GPU's, bfloat16), and a build without oneDNN, takes the layer's own
-path. The first two forms compute in float32 with errors of the same size against a float64 reference
+For the first two, every other device or dtype (a GPU's, bfloat16), and a build without oneDNN, takes
+the layer's own path. They compute in float32 with errors of the same size against a float64 reference
 (tested); they are not bit-equal to the layers' own kernels, and give the same bytes on every run.
 ``route_vae_cpu_kernels`` routes all three in a VAE; ``Backbone`` does it for its VAE.
 """
@@ -83,8 +84,8 @@ def route_rms_norms(module: nn.Module) -> int:
 
 
 def _decode_joining_once(self: nn.Module, z: Tensor, return_dict: bool = True):
-    """``AutoencoderKLWan._decode`` (diffusers 0.35-0.42), its frames joined once, for CPU float32
-    latents without tiling; anything else goes to the VAE's own method.
+    """``AutoencoderKLWan._decode`` (diffusers 0.35-0.42), its frames joined once, on any device and
+    dtype; a tiled decode goes to the VAE's own method.
 
     ``z``: [B, z_dim, T, h, w] (un-normalized latents). Returns what the VAE's method returns: pixels
     [B, 3, 4(T-1)+1, 16h, 16w] in [-1, 1], in a tuple or a ``DecoderOutput``.
@@ -92,7 +93,7 @@ def _decode_joining_once(self: nn.Module, z: Tensor, return_dict: bool = True):
     own = type(self)._decode
     tile_h = self.tile_sample_min_height // self.spatial_compression_ratio
     tile_w = self.tile_sample_min_width // self.spatial_compression_ratio
-    if not _fast_on_cpu(z) or (self.use_tiling and (z.shape[-1] > tile_w or z.shape[-2] > tile_h)):
+    if self.use_tiling and (z.shape[-1] > tile_w or z.shape[-2] > tile_h):
         return own(self, z, return_dict)
     self.clear_cache()
     x = self.post_quant_conv(z)

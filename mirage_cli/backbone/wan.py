@@ -155,7 +155,7 @@ class Backbone:
         self.use("vae")
         z = latents.to(device=self.device, dtype=torch.float32) / (1.0 / self.latents_std()) + self.latents_mean()
         pixels = self.vae.decode(z, return_dict=False)[0]  # [B, 3, F, H, W]
-        return pixels.to(device=self.device, dtype=torch.float32).clamp_(-1.0, 1.0)  # a fresh tensor: in place
+        return pixels.to(device=self.device, dtype=torch.float32).clamp_(-1.0, 1.0)  # the decode's own output: in place
 
     def make_scheduler(self, shift: float):
         """A fresh ``UniPCMultistepScheduler`` (flow prediction, flow sigmas) with ``flow_shift=shift``."""

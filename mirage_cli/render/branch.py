@@ -67,7 +67,7 @@ def _chunk_hint(path: Path) -> str:
     ``@`` as part of the name)."""
     before, at, _ = path.name.rpartition("@")
     try:
-        named = bool(at) and (path.parent / before).is_dir()
+        named = bool(before) and bool(at) and (path.parent / before).is_dir()
     except OSError:
         named = False
     return f" (in RUN@CHUNK, CHUNK is a number of finished chunks, >= 1: {path.parent / before} exists)" if named else ""

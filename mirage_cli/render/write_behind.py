@@ -24,6 +24,7 @@ render, same files, same checkpoints (benchmarks compare the two).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -109,12 +110,14 @@ render thread, which feeds the GPU, runs first when both want a core; the writer
 
 
 def yield_to_the_render() -> None:
-    """Lower the calling thread's scheduling priority by ``WRITER_NICENESS`` (Linux: per thread). Where
-    the system does not allow it, the thread keeps its priority; nothing else changes (the bytes do
-    not depend on scheduling)."""
+    """Lower the calling thread's scheduling priority by ``WRITER_NICENESS`` (Linux, where niceness is
+    per thread). Elsewhere, or where the system does not allow it, the thread keeps its priority;
+    nothing else changes (the bytes do not depend on scheduling)."""
+    if not sys.platform.startswith("linux"):  # elsewhere a thread id is no process id: leave it
+        return
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + WRITER_NICENESS)
-    except (AttributeError, OSError):  # not Linux, or a sandbox that forbids it
+    except OSError:  # a sandbox that forbids it
         pass
 
 

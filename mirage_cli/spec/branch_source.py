@@ -36,7 +36,7 @@ def same_place(path: Path) -> Path:
     one directory compare equal."""
     try:
         return path.resolve()
-    except (OSError, RuntimeError):  # a link loop, a name too long: its spelling
+    except (OSError, RuntimeError, ValueError):  # a link loop, a name too long, a NUL: its spelling
         return path.absolute()
 
 
@@ -53,6 +53,9 @@ def parse_branch_source(text: str, field: str, base: Path | None = None) -> Bran
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"expected RUN or RUN@CHUNK (a run directory), got {text!r}")
+    if "\0" in text:
+        raise ValueError(f"a path cannot hold a NUL character, got {text!r}")
+    text = text.rstrip("/") or text  # runs/a@2/ is runs/a@2
     path, at, chunk = text.rpartition("@")
     whole = _place(text, base)
     if not at or not (chunk == "" or CHUNK_TEXT.fullmatch(chunk)) or (_is_dir(whole) and not _is_dir(_place(path, base))):
@@ -71,13 +74,18 @@ def parse_from_flag(text: str) -> BranchSource:
     """
     try:
         source = parse_branch_source(text, "--from")
+        return BranchSource(source.parent.absolute(), source.chunk, source.field)
     except ValueError as e:
         raise InputError(str(e), field="--from") from None
-    return BranchSource(source.parent.absolute(), source.chunk, source.field)
+    except OSError as e:  # the working directory was removed
+        raise InputError(f"cannot make {text!r} absolute ({e.strerror or e})", field="--from") from None
 
 
 def _place(text: str, base: Path | None) -> Path:
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError as e:  # ~nosuchuser
+        raise ValueError(f"cannot expand {text!r}: {e}") from None
     return base / path if base is not None and not path.is_absolute() else path
 
 

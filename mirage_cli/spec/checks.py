@@ -293,8 +293,9 @@ def resolve_branch_source(values: dict, base: Path, output: Path, problems: Prob
         except ValueError as e:
             problems.add("from", str(e))
             return None
-    if same_place(source.parent) == same_place(output):
-        problems.add(source.field, "names this spec's own run directory; a branch renders into another (output:)")
+    # the spec's own output; --from may name it (--out decides where the render goes: check_branch refuses its own)
+    if given is None and same_place(source.parent) == same_place(output):
+        problems.add("from", "names this spec's own run directory; a branch renders into another (output:)")
     return source
 
 

@@ -137,7 +137,7 @@ class Plan:
     depth_model: str
     output: Path
     branch_from: BranchSource | None = None
-    """The spec's ``from:``: the run a branch starts from (``mirage_cli.render.branch``)."""
+    """The run a branch starts from (``mirage_cli.render.branch``): ``--from``, else the spec's ``from:``."""
     chunk_prompts: tuple[str, ...] = ()
     """The prompt of every chunk (the spec's ``prompts:``; ``prompt`` for all when not given)."""
     conditioning: ConditioningSettings = ConditioningSettings()
