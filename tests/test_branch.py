@@ -326,3 +326,30 @@ def test_an_at_sign_in_a_folder_name_is_part_of_the_name(tmp_path):
     for bad, problem in (("~no-such-user-here/run", "cannot expand"), ("run\0x", "NUL")):
         with pytest.raises(ValueError, match=problem):
             parse_branch_source(bad, "from", tmp_path)
+
+
+def test_a_branch_start_killed_before_its_checkpoint_is_started_again(family, tmp_path):
+    """SIGKILL while the prefix is being linked (after ``run.json``, before the branch's checkpoint): the
+    next render of the branch starts it again, links and all, instead of refusing a directory that
+    holds another render; same bytes as from scratch, the parent untouched."""
+    import time
+
+    folder, branch = family
+    before = tree_hashes(folder / "parent")
+    run = tmp_path / "b"
+    cmd = [sys.executable, "-m", "mirage_cli", "render", branch, "--out", str(run), "--from", str(folder / "parent"),
+           "--preset", "tiny", "--steps", "3", "--quiet"]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "MIRAGE_TEST_PAUSE": "branch_link=30"})
+    deadline = time.monotonic() + 120
+    while not (run / "segments").is_dir() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    child.kill()
+    child.wait()
+    assert (run / "run.json").is_file() and (run / "segments").is_dir() and not any((run / "state").glob("ckpt-*"))
+    done = cli("render", branch, "--out", run, "--from", folder / "parent", *TINY)
+    assert done.exit_code == 0, done.output
+    assert (run / "video.mp4").read_bytes() == (folder / "scratch" / "video.mp4").read_bytes()
+    first = "segments/chunk_0000.mp4"
+    assert os.stat(run / first).st_ino == os.stat(folder / "parent" / first).st_ino
+    assert tree_hashes(folder / "parent") == before

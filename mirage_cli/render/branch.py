@@ -15,7 +15,10 @@ killing and resuming a branch work as for any run. The parent is only read. Beca
 segment is encoded on its own and the video is their packets joined, the branch's ``video.mp4`` is
 byte for byte what a render of the new spec from scratch gives.
 
-The lineage (parent run, chunk, the parent checkpoint's manifest sha256) goes into ``run.json``.
+The lineage (parent run, chunk, the parent checkpoint's manifest sha256) goes into ``run.json``,
+first: a start killed before its checkpoint is saved leaves a ``run.json`` naming the parent and some
+of the links, and the next render of the branch starts it again (the links replaced), instead of
+refusing a directory that holds another render.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from mirage_cli.rundir.layout import RunDir
 from mirage_cli.rundir.lock import lock_status
 from mirage_cli.rundir.meta import record_problem
 from mirage_cli.spec.branch_source import BranchSource, same_place
+from mirage_cli.testing import pauses as test_hooks
 
 MAY_DIFFER = ("camera_sha256", "frames", "prompt", "chunk_prompts")
 """Configuration keys a branch may change after the branch point (the prefix is compared on its own)."""
@@ -154,10 +158,13 @@ def start_branch(point: BranchPoint, run: RunDir, plan, config: dict, fingerprin
     for relative in records:
         source, target = point.parent / relative, run.path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(target):  # linked by a start that was killed
+            os.unlink(target)
         try:
             os.link(source, target)
         except OSError:  # another file system, or links not allowed: a copy costs the disk, not the bytes
             shutil.copy2(source, target)
+        test_hooks.pause("branch_link")  # tests kill a branch start here (mirage_cli.testing.pauses)
     lineage = point.lineage()
     meta = {k: v for k, v in point.checkpoint.meta.items() if k != "report"}  # a finished parent's report is its own
     meta.update(spec_fingerprint=fingerprint, config=config, num_chunks=len(plan.chunks), frames_total=plan.frames, done=False,
@@ -168,11 +175,21 @@ def start_branch(point: BranchPoint, run: RunDir, plan, config: dict, fingerprin
 
 def already_branched(source: BranchSource, run_dir: Path) -> bool:
     """``run_dir`` is a branch of ``source``'s parent already (its ``run.json`` says so, at the chunk
-    asked for): it resumes as any run, without reading the parent, which may have moved on or gone."""
-    recorded, _ = RunDir(run_dir).read_config()
+    asked for, and it holds a checkpoint): it resumes as any run, without reading the parent, which may
+    have moved on or gone."""
+    run = RunDir(run_dir)
+    recorded, _ = run.read_config()
     lineage = (recorded or {}).get("lineage")
     return (isinstance(lineage, dict) and isinstance(lineage.get("parent"), str)
-            and same_place(Path(lineage["parent"])) == same_place(source.parent) and source.chunk in (None, lineage.get("chunk")))
+            and same_place(Path(lineage["parent"])) == same_place(source.parent) and source.chunk in (None, lineage.get("chunk"))
+            and _holds_a_checkpoint(run))
+
+
+def _holds_a_checkpoint(run: RunDir) -> bool:
+    try:
+        return any(info.ok for info in run.checkpoints().list())
+    except OSError:
+        return False
 
 
 def check_branch(source: BranchSource, run_dir: Path, plan, config: dict, restart: bool = False) -> BranchPoint | None:
@@ -202,11 +219,14 @@ def open_branch(point: BranchPoint, run: RunDir, plan, config: dict, fingerprint
     to tell the user, or None when ``run`` is already this branch (it resumes as it is). Refuses a
     directory that holds another render."""
     recorded, _ = run.read_config()
-    if recorded is not None and (recorded.get("lineage") or {}).get("checkpoint_sha256") == point.lineage()["checkpoint_sha256"]:
+    lineage = point.lineage()
+    started = recorded is not None and (recorded.get("lineage") or {}).get("checkpoint_sha256") == lineage["checkpoint_sha256"]
+    if started and _holds_a_checkpoint(run):
         return None
-    if recorded is not None or run.holds_rendered_work():
+    if not started and (recorded is not None or run.holds_rendered_work()):
         raise InputError(f"{run.path} holds another render; a branch starts in a new or empty directory (--out)",
                          file=str(run.run_json), field=point.field)
-    lineage = start_branch(point, run, plan, config, fingerprint)
-    run.write_config(config, lineage)
-    return f"branch of {point.parent} after chunk {point.chunk}: its first {point.chunk} chunk(s) taken as they are"
+    run.write_config(config, lineage)  # first: a start killed from here on is started again
+    start_branch(point, run, plan, config, fingerprint)
+    again = " (its start was interrupted: started again)" if started else ""
+    return f"branch of {point.parent} after chunk {point.chunk}{again}: its first {point.chunk} chunk(s) taken as they are"
