@@ -275,6 +275,38 @@ BATCH_CASES = [
 ]
 
 
+def render_from(source: Callable[[Path], str], **spec_changes) -> Callable[[Path], list[str]]:
+    """``mirage render --from SOURCE`` of the base spec (with ``spec_changes``) into ``folder/run``."""
+
+    def build(folder: Path) -> list[str]:
+        path = write_spec(folder, {**base_spec(), **spec_changes})
+        return ["render", str(path), "--out", str(folder / "run"), *TINY, "--from", source(folder)]
+
+    return build
+
+
+def _a_file(folder: Path) -> str:
+    (folder / "notes.txt").write_text("not a run")
+    return str(folder / "notes.txt")
+
+
+BRANCH_CASES = [
+    CommandCase("settings-from-chunk-0", render_from(lambda folder: f"{folder}/runs/parent@0"),
+                "--from: expected RUN or RUN@CHUNK with CHUNK a number of finished chunks (>= 1)"),
+    CommandCase("settings-from-no-run", render_from(lambda folder: "@3"), "--from: expected RUN or RUN@CHUNK with CHUNK"),
+    CommandCase("settings-from-unknown-user", render_from(lambda folder: "~no-such-user-here/run"), "--from: cannot expand"),
+    CommandCase("settings-from-missing", render_from(lambda folder: f"{folder}/nowhere"),
+                "--from: the parent run directory does not exist"),
+    CommandCase("settings-from-a-file", render_from(_a_file), "--from: the parent run directory is not a directory"),
+    CommandCase("settings-from-its-own-out", render_from(lambda folder: f"{folder}/run"),
+                "--from: names the run directory the branch renders into"),
+    CommandCase("settings-from-word-after-at", render_from(lambda folder: f"{folder}@latest"),
+                "does not exist (in RUN@CHUNK, CHUNK is a number of finished chunks"),
+    CommandCase("settings-from-replaces-a-bad-spec-from", render_from(lambda folder: f"{folder}/nowhere", **{"from": 123}),
+                "--from: the parent run directory does not exist"),
+]
+
+
 def _calibration_at(folder: Path, steps: int) -> Path:
     """A calibration of the tiny preset at the base size, measured with ``steps`` steps, in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -283,7 +315,7 @@ def _calibration_at(folder: Path, steps: int) -> Path:
     return path
 
 
-NAMED_CASES: list[CommandCase] = CALIBRATION_CASES + PROMPT_CASES + BATCH_CASES
+NAMED_CASES: list[CommandCase] = CALIBRATION_CASES + PROMPT_CASES + BATCH_CASES + BRANCH_CASES
 
 
 # --- fuzzing --------------------------------------------------------------------------------------------
