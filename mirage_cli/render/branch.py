@@ -37,7 +37,7 @@ from mirage_cli.rundir.checkpoint import Checkpoint
 from mirage_cli.rundir.layout import RunDir
 from mirage_cli.rundir.lock import lock_status
 from mirage_cli.rundir.meta import record_problem
-from mirage_cli.spec.branch_source import BranchSource, same_place
+from mirage_cli.spec.branch_source import BranchSource, chunk_hint, same_place
 from mirage_cli.testing import pauses as test_hooks
 
 MAY_DIFFER = ("camera_sha256", "frames", "prompt", "chunk_prompts")
@@ -66,17 +66,6 @@ def _refuse(path: Path | None, message: str, field: str | None = "--from") -> In
     return InputError(Problem(file=None if path is None else str(path), field=field, message=message))
 
 
-def _chunk_hint(path: Path) -> str:
-    """For a missing ``RUN@WORD`` whose RUN exists: what CHUNK takes (``parse_branch_source`` read the
-    ``@`` as part of the name)."""
-    before, at, _ = path.name.rpartition("@")
-    try:
-        named = bool(before) and bool(at) and (path.parent / before).is_dir()
-    except OSError:
-        named = False
-    return f" (in RUN@CHUNK, CHUNK is a number of finished chunks, >= 1: {path.parent / before} exists)" if named else ""
-
-
 def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") -> BranchPoint:
     """The parent's checkpoint after ``chunk`` finished chunks (None: the last finished chunk), checked.
     Refuses a parent that is missing, being written, or holds no such checkpoint (``field``: where the
@@ -88,7 +77,7 @@ def find_branch_point(parent: Path, chunk: int | None, field: str = "--from") ->
         raise _refuse(run.path, f"the parent run directory cannot be read ({e.strerror or e})", field) from None
     if not is_dir:
         what = "is not a directory (a run directory is the folder a render wrote)" if exists else "does not exist"
-        raise _refuse(run.path, f"the parent run directory {what}{_chunk_hint(run.path)}", field)
+        raise _refuse(run.path, f"the parent run directory {what}{chunk_hint(run.path)}", field)
     status = lock_status(run.lock_file)
     if status is not None and status.get("alive"):
         raise _refuse(run.path, f"the parent is being written ({status['message']}); branch once it stops", field)

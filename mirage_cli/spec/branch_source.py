@@ -65,6 +65,14 @@ def parse_branch_source(text: str, field: str, base: Path | None = None) -> Bran
     return BranchSource(_place(path, base), int(chunk), field)
 
 
+def chunk_hint(path: Path) -> str:
+    """For a missing run folder named ``RUN@WORD`` beside an existing RUN, what CHUNK takes (the ``@``
+    was read as part of the name); else ``""``. For a message about ``path``."""
+    before, at, _ = path.name.rpartition("@")
+    named = bool(before) and bool(at) and _is_dir(path.parent / before)
+    return f" (in RUN@CHUNK, CHUNK is a number of finished chunks, >= 1: {path.parent / before} exists)" if named else ""
+
+
 def parse_from_flag(text: str) -> BranchSource:
     """The command line's ``--from RUN[@CHUNK]``, RUN relative to the working directory (made absolute,
     so that the resolved spec names the same folder from anywhere).

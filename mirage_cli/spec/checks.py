@@ -282,19 +282,18 @@ def resolve_branch_source(values: dict, base: Path, output: Path, problems: Prob
     ``from:`` (``RUN`` or ``RUN@CHUNK``, RUN relative to the spec's folder), else None. The parent's
     checkpoint and the agreement of the prefix are checked when a render starts
     (``mirage_cli.render.branch``: a branch that has started resumes without its parent); here the
-    syntax, and that RUN is not the spec's own run directory."""
+    syntax, and that RUN is not the spec's own run directory (``--from`` may name it: ``--out`` decides
+    where the render goes, and ``check_branch`` refuses that one)."""
     if given is not None:
-        source = given
-    elif not isinstance(values["from"], str):
+        return given
+    if not isinstance(values["from"], str):
         return None
-    else:
-        try:
-            source = parse_branch_source(values["from"], "from", base)
-        except ValueError as e:
-            problems.add("from", str(e))
-            return None
-    # the spec's own output; --from may name it (--out decides where the render goes: check_branch refuses its own)
-    if given is None and same_place(source.parent) == same_place(output):
+    try:
+        source = parse_branch_source(values["from"], "from", base)
+    except ValueError as e:
+        problems.add("from", str(e))
+        return None
+    if same_place(source.parent) == same_place(output):
         problems.add("from", "names this spec's own run directory; a branch renders into another (output:)")
     return source
 
